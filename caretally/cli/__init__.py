@@ -1,0 +1,1 @@
+"""The ``caretally`` command line: thin shells over the service functions."""

@@ -1,0 +1,286 @@
+"""Domain vocabulary shared by every layer.
+
+The enums here are the closed sets the input formats accept; the dataclasses are the
+immutable records the rules engine reasons about. Nothing in this module touches the
+database, the network or the environment, so the engine can import it freely.
+
+Units are fixed by type: money is ``Decimal``, durations are ``int`` seconds or minutes,
+calendar days are ``date`` and instants are timezone-aware UTC ``datetime``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+
+
+class Program(StrEnum):
+    RPM = "RPM"
+    RTM = "RTM"
+    CCM = "CCM"
+    PCM = "PCM"
+    APCM = "APCM"
+    BHI = "BHI"
+
+
+class Payer(StrEnum):
+    MEDICARE = "medicare"
+    MEDICARE_ADVANTAGE = "medicare_advantage"
+    MEDICAID = "medicaid"
+    COMMERCIAL = "commercial"
+
+
+class PerformerClass(StrEnum):
+    """Who furnished a minute decides which codes it may count toward.
+
+    ``practitioner`` is a physician or qualified health professional who may bill E/M;
+    ``staff`` is clinical staff working incident to the billing practitioner;
+    ``therapist`` is a PT/OT/SLP (or assistant), who may furnish and bill RTM.
+    """
+
+    PRACTITIONER = "practitioner"
+    STAFF = "staff"
+    THERAPIST = "therapist"
+
+
+#: Credential → performer class. Assistants (PTA, OTA, SLPA) are therapists whose RTM
+#: treatment-management lines take CQ/CO modifiers; clinical staff never bill themselves.
+CREDENTIAL_CLASS: dict[str, PerformerClass] = {
+    "MD": PerformerClass.PRACTITIONER,
+    "DO": PerformerClass.PRACTITIONER,
+    "NP": PerformerClass.PRACTITIONER,
+    "PA": PerformerClass.PRACTITIONER,
+    "CNS": PerformerClass.PRACTITIONER,
+    "CNM": PerformerClass.PRACTITIONER,
+    "RN": PerformerClass.STAFF,
+    "LPN": PerformerClass.STAFF,
+    "LVN": PerformerClass.STAFF,
+    "MA": PerformerClass.STAFF,
+    "CMA": PerformerClass.STAFF,
+    "RMA": PerformerClass.STAFF,
+    "CHW": PerformerClass.STAFF,
+    "PHARMD": PerformerClass.STAFF,
+    "RD": PerformerClass.STAFF,
+    "RRT": PerformerClass.STAFF,
+    "LCSW": PerformerClass.STAFF,
+    "PT": PerformerClass.THERAPIST,
+    "OT": PerformerClass.THERAPIST,
+    "SLP": PerformerClass.THERAPIST,
+    "PTA": PerformerClass.THERAPIST,
+    "OTA": PerformerClass.THERAPIST,
+    "SLPA": PerformerClass.THERAPIST,
+}
+
+#: Therapy discipline modifiers for RTM furnished by a therapist (CR 14250).
+THERAPY_MODIFIER: dict[str, str] = {
+    "PT": "GP",
+    "PTA": "GP",
+    "OT": "GO",
+    "OTA": "GO",
+    "SLP": "GN",
+    "SLPA": "GN",
+}
+
+
+class Transmission(StrEnum):
+    AUTO = "auto"
+    MANUAL = "manual"
+
+
+class Modality(StrEnum):
+    PHONE = "phone"
+    VIDEO = "video"
+    IN_PERSON = "in_person"
+    TEXT = "text"
+    PORTAL = "portal"
+    OTHER = "other"
+
+
+class RtmKind(StrEnum):
+    RESPIRATORY = "respiratory"
+    MUSCULOSKELETAL = "musculoskeletal"
+    COGNITIVE_BEHAVIORAL = "cognitive_behavioral"
+
+
+class Status(StrEnum):
+    """A decision's verdict; ``reachable`` only exists while the period is still open."""
+
+    BILLABLE = "billable"
+    NOT_BILLABLE = "not_billable"
+    REACHABLE = "reachable"
+
+
+class PeriodKind(StrEnum):
+    CALENDAR_MONTH = "calendar_month"
+    THIRTY_DAY = "thirty_day"
+    EPISODE = "episode"
+
+
+# --------------------------------------------------------------------------------------
+# Facts: what the store knows about one patient in one program over one period.
+# Built by SQL in caretally.facts; consumed by the pure rules in caretally.rules.
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    kind: PeriodKind
+    start: date
+    end: date  # inclusive
+
+    def contains(self, day: date) -> bool:
+        return self.start <= day <= self.end
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+
+@dataclass(frozen=True, slots=True)
+class TimeFact:
+    """One time entry as the rules see it: who, when (patient-local date), how long."""
+
+    entry_id: str
+    local_date: date
+    seconds: int
+    practitioner_id: str
+    performer: PerformerClass
+    credential: str
+    program: Program | None  # None = unassigned, open to allocation
+    interactive: bool
+    modality: Modality | None
+    started_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFact:
+    device_id: str
+    program: Program
+    kind: str
+    medical_device: bool
+    setup_date: date | None
+    assigned_date: date
+    returned_date: date | None
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollmentFact:
+    enrollment_id: str
+    patient_id: str
+    program: Program
+    start_date: date
+    end_date: date | None
+    consent_date: date | None
+    billing_practitioner_id: str
+    billing_npi: str | None
+    billing_credential: str
+    diagnoses: tuple[str, ...]
+    complexity: str | None
+    order_date: date | None
+    established_patient: bool
+    initiating_visit_date: date | None
+
+
+@dataclass(frozen=True, slots=True)
+class BilledCode:
+    """A code already billed in an earlier run, used for once-per-episode rules."""
+
+    code: str
+    date_of_service: date
+    enrollment_id: str
+    run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramFacts:
+    """One enrollment (program episode) as seen from one calendar month.
+
+    ``device_periods`` are the 30-day periods whose date of service may fall in the month
+    (their windows can start in the previous month). ``data_days`` maps each
+    patient-local date with at least one qualifying reading, inside the enrollment and in
+    any of those periods, to the device ids that produced it: the day set is the evidence
+    for device-supply and set-up codes. ``excluded_days`` counts dates that had readings
+    which did not qualify, by reason (manual, non-medical device, outside enrollment), so
+    a negative decision can say why the days are missing.
+    """
+
+    enrollment: EnrollmentFact
+    device_periods: tuple[Period, ...]
+    data_days: dict[date, tuple[str, ...]]
+    devices: tuple[DeviceFact, ...]
+    excluded_days: dict[str, tuple[date, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PatientMonthFacts:
+    """Everything the rules may know about one patient for one calendar month.
+
+    ``time`` holds every time entry of the patient in the month (and in the device
+    periods that reach into it), assigned or not: allocation across programs and the
+    no-minute-twice rule need the whole picture at once. ``as_of`` is the last day whose
+    data is known; any period ending after it is still open.
+    """
+
+    patient_id: str
+    payer: Payer
+    timezone: str
+    month: Period
+    as_of: date
+    programs: tuple[ProgramFacts, ...]
+    time: tuple[TimeFact, ...]
+    billed_history: tuple[BilledCode, ...]
+
+
+# --------------------------------------------------------------------------------------
+# Decisions: what the rules conclude, with the reasons and evidence behind it.
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """The facts a reason rests on, so an auditor can retrace it without the engine."""
+
+    dates: tuple[date, ...] = ()
+    time_entry_ids: tuple[str, ...] = ()
+    interactive_entry_ids: tuple[str, ...] = ()
+    device_ids: tuple[str, ...] = ()
+    values: tuple[tuple[str, str], ...] = ()  # (name, value) pairs, e.g. ("minutes", "19")
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterUse:
+    """One rule-year value a decision used, and which layer supplied it."""
+
+    name: str
+    value: str
+    layer: str  # e.g. "medicare/2026" or "payers/example-commercial"
+    citation: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    rule_id: str
+    passed: bool
+    message: str
+    citation: str
+    evidence: Evidence = Evidence()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    patient_id: str
+    enrollment_id: str
+    program: Program
+    code: str
+    status: Status
+    units: int
+    date_of_service: date | None
+    period: Period
+    reasons: tuple[Reason, ...]
+    parameters: tuple[ParameterUse, ...] = ()
+    billing_practitioner_id: str | None = None
+    rendering_practitioner_id: str | None = None
+    expected_payment: Decimal | None = None
+    documentation_gaps: tuple[str, ...] = ()

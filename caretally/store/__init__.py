@@ -1,0 +1,1 @@
+"""Persistence: the schema, opening databases, and migrations."""

@@ -1,0 +1,283 @@
+"""The relational schema, in SQLAlchemy Core.
+
+External identifiers (the practice's own ids) are the keys, scoped by organization, so
+bulk ingest never has to look up surrogate keys and every row says whose it is.
+Instants are stored as UTC; each reading and time entry also stores its patient-local
+date, derived once at ingest, because every billing rule counts local calendar days.
+
+Changing this module means adding an Alembic revision under ``migrations/versions``;
+``tests/store/test_migrations.py`` fails when the two disagree.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Numeric,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Stores aware instants as naive UTC and hands them back aware.
+
+    SQLite has no time zone type; refusing naive input here means no code path can
+    store a wall-clock time by mistake.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime refused: instants must be timezone-aware")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+def _org() -> Column[str]:
+    return Column("org_id", String(64), nullable=False)
+
+
+organizations = Table(
+    "organizations",
+    metadata,
+    Column("org_id", String(64), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False, default=lambda: datetime.now(UTC)),
+)
+
+patients = Table(
+    "patients",
+    metadata,
+    _org(),
+    Column("patient_id", String(64), nullable=False),
+    Column("birth_date", Date, nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("payer", String(32), nullable=False),
+    Column("member_id", String(64)),
+    Column("family_name", Text, nullable=False),
+    Column("given_name", Text, nullable=False),
+    Column("sex", String(16), nullable=False),
+    Column("address_line", Text),
+    Column("city", Text),
+    Column("state", String(2)),
+    Column("postal_code", String(10)),
+    Column("extra", JSON),
+    ForeignKeyConstraint(["org_id"], ["organizations.org_id"]),
+    PrimaryKeyConstraint("org_id", "patient_id"),
+)
+
+practitioners = Table(
+    "practitioners",
+    metadata,
+    _org(),
+    Column("practitioner_id", String(64), nullable=False),
+    Column("npi", String(10)),
+    Column("name", Text, nullable=False),
+    Column("credential", String(16), nullable=False),
+    Column("performer_class", String(16), nullable=False),
+    Column("extra", JSON),
+    ForeignKeyConstraint(["org_id"], ["organizations.org_id"]),
+    PrimaryKeyConstraint("org_id", "practitioner_id"),
+)
+
+enrollments = Table(
+    "enrollments",
+    metadata,
+    _org(),
+    Column("enrollment_id", String(64), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("program", String(8), nullable=False),
+    Column("start_date", Date, nullable=False),
+    Column("end_date", Date),
+    Column("consent_date", Date),
+    Column("billing_practitioner_id", String(64), nullable=False),
+    Column("diagnoses", Text, nullable=False),  # ';'-joined ICD-10-CM codes, primary first
+    Column("complexity", String(16)),
+    Column("order_date", Date),
+    Column("established_patient", Boolean, nullable=False, default=True),
+    Column("initiating_visit_date", Date),
+    Column("extra", JSON),
+    PrimaryKeyConstraint("org_id", "enrollment_id"),
+    Index("ix_enrollments_patient", "org_id", "patient_id", "program"),
+)
+
+devices = Table(
+    "devices",
+    metadata,
+    _org(),
+    Column("device_id", String(64), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("program", String(8), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("medical_device", Boolean, nullable=False),
+    Column("setup_date", Date),
+    Column("assigned_date", Date, nullable=False),
+    Column("returned_date", Date),
+    Column("extra", JSON),
+    PrimaryKeyConstraint("org_id", "device_id"),
+    Index("ix_devices_patient", "org_id", "patient_id"),
+)
+
+readings = Table(
+    "readings",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _org(),
+    # reading_id when the source sent one, else "device|instant|type": the idempotency key.
+    Column("reading_key", String(200), nullable=False),
+    Column("reading_id", String(64)),
+    Column("patient_id", String(64), nullable=False),
+    Column("device_id", String(64), nullable=False),
+    Column("measured_at", UtcDateTime, nullable=False),
+    Column("local_date", Date, nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("value", Text, nullable=False),
+    Column("unit", String(32), nullable=False),
+    Column("transmission", String(8), nullable=False),
+    Index("uq_readings_key", "org_id", "reading_key", unique=True),
+    # Serves the facts query: distinct local dates per patient and device over a window.
+    Index("ix_readings_patient_day", "org_id", "patient_id", "local_date", "device_id", "transmission"),
+)
+
+time_entries = Table(
+    "time_entries",
+    metadata,
+    _org(),
+    Column("entry_id", String(64), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("practitioner_id", String(64), nullable=False),
+    Column("program", String(8)),  # NULL = unassigned
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("local_date", Date, nullable=False),
+    Column("seconds", Integer, nullable=False),
+    Column("activity", Text),
+    Column("interactive", Boolean, nullable=False),
+    Column("modality", String(16)),
+    Column("note", Text),
+    Column("extra", JSON),
+    PrimaryKeyConstraint("org_id", "entry_id"),
+    Index("ix_time_patient_day", "org_id", "patient_id", "local_date"),
+)
+
+import_batches = Table(
+    "import_batches",
+    metadata,
+    Column("batch_id", String(36), primary_key=True),
+    _org(),
+    Column("source", Text, nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime),
+    Column("counts", JSON, nullable=False),  # {file: {inserted, unchanged, updated, rejected}}
+)
+
+audit_changes = Table(
+    "audit_changes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    _org(),
+    Column("batch_id", String(36)),
+    Column("table_name", String(64), nullable=False),
+    Column("record_key", String(200), nullable=False),
+    Column("old_values", JSON, nullable=False),
+    Column("new_values", JSON, nullable=False),
+    Column("changed_at", UtcDateTime, nullable=False),
+    Index("ix_audit_record", "org_id", "table_name", "record_key"),
+)
+
+# ----------------------------------------------------------------------------------------
+# Billing runs (the month run writes these; nothing else edits them).
+# ----------------------------------------------------------------------------------------
+
+billing_runs = Table(
+    "billing_runs",
+    metadata,
+    Column("run_id", String(36), primary_key=True),
+    _org(),
+    Column("month", String(7), nullable=False),  # YYYY-MM
+    Column("status", String(16), nullable=False),  # draft | locked | superseded
+    Column("engine_version", String(32), nullable=False),
+    Column("ruleset_hash", String(64), nullable=False),
+    Column("input_digest", String(64), nullable=False),
+    Column("lines_digest", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("locked_at", UtcDateTime),
+    Column("amends_run_id", String(36)),
+    Column("settings", JSON, nullable=False),
+    Index("ix_runs_org_month", "org_id", "month"),
+)
+
+run_decisions = Table(
+    "run_decisions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(36), nullable=False),
+    _org(),
+    Column("patient_id", String(64), nullable=False),
+    Column("enrollment_id", String(64), nullable=False),
+    Column("program", String(8), nullable=False),
+    Column("code", String(8), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("units", Integer, nullable=False),
+    Column("date_of_service", Date),
+    Column("period_start", Date, nullable=False),
+    Column("period_end", Date, nullable=False),
+    Column("detail", JSON, nullable=False),  # reasons, evidence, parameters
+    Index("ix_decisions_run_patient", "run_id", "patient_id"),
+)
+
+claim_lines = Table(
+    "claim_lines",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(36), nullable=False),
+    _org(),
+    Column("line_key", String(200), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("enrollment_id", String(64), nullable=False),
+    Column("payer", String(32), nullable=False),
+    Column("member_id", String(64)),
+    Column("code", String(8), nullable=False),
+    Column("units", Integer, nullable=False),
+    Column("date_of_service", Date, nullable=False),
+    Column("period_start", Date, nullable=False),
+    Column("period_end", Date, nullable=False),
+    Column("billing_npi", String(10)),
+    Column("rendering_npi", String(10)),
+    Column("diagnosis_codes", Text, nullable=False),
+    Column("place_of_service", String(2), nullable=False),
+    Column("modifiers", Text, nullable=False),
+    Column("charge", Numeric(12, 2), nullable=False),
+    Column("expected_payment", Numeric(12, 2), nullable=False),
+    Index("ix_claim_lines_run", "run_id", "patient_id"),
+)
