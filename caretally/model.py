@@ -284,3 +284,76 @@ class Decision:
     rendering_practitioner_id: str | None = None
     expected_payment: Decimal | None = None
     documentation_gaps: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------------------
+# Claims: what the month run emits and the exporters write.
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    line1: str
+    city: str
+    state: str  # two letters
+    postal_code: str  # 5 or 9 digits
+    line2: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PracticeIdentity:
+    """Who submits the claims; comes from the practice settings file.
+
+    ``test_data`` marks synthetic identities (the demo): X12 usage indicator ``T``.
+    """
+
+    name: str
+    tin: str  # 9 digits, employer identification number
+    npi: str  # billing provider (group) NPI
+    address: Address
+    submitter_id: str
+    submitter_name: str
+    submitter_contact_name: str
+    submitter_contact_phone: str
+    receiver_id: str
+    receiver_name: str
+    payer_name: str
+    payer_id: str
+    taxonomy_code: str | None = None
+    test_data: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimPatient:
+    """The subscriber/patient demographics a claim needs (patient is the subscriber)."""
+
+    patient_id: str
+    family_name: str
+    given_name: str
+    birth_date: date
+    sex: str  # "F", "M" or "U"
+    member_id: str | None
+    payer: Payer
+    address: Address | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimLine:
+    patient_id: str
+    code: str
+    units: int
+    date_of_service: date
+    period_start: date
+    period_end: date
+    billing_npi: str | None
+    rendering_npi: str | None
+    diagnosis_codes: tuple[str, ...]  # ICD-10-CM, primary first, at most four
+    place_of_service: str
+    modifiers: tuple[str, ...]
+    charge: Decimal
+    expected_payment: Decimal
+    run_id: str
+    enrollment_id: str
+    program: Program
+    payer: Payer
+    member_id: str | None
