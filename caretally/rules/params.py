@@ -123,3 +123,31 @@ class RuleYear:
 
     def covers(self, day: date) -> bool:
         return self.effective_from <= day <= self.effective_to
+
+
+@dataclass(frozen=True, slots=True)
+class RuleBook:
+    """All rule-years of one payer chain; picks the one in force on a date.
+
+    The engine asks by date of service, so a 30-day period that starts in December and
+    ends in January is judged by the January rules — the year the service is billed in.
+    """
+
+    name: str  # e.g. "medicare" or "example-commercial"
+    years: tuple[RuleYear, ...]
+
+    def for_date(self, day: date) -> RuleYear:
+        for year in self.years:
+            if year.covers(day):
+                return year
+        spans = ", ".join(f"{y.effective_from}..{y.effective_to}" for y in self.years)
+        raise MissingParameter(f"{self.name}: no rule-year in force on {day} (have {spans})")
+
+    @property
+    def content_hash(self) -> str:
+        import hashlib
+
+        digest = hashlib.sha256()
+        for year in self.years:
+            digest.update(year.content_hash.encode())
+        return digest.hexdigest()
