@@ -17,6 +17,14 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 PG_ENV = "CARETALLY_TEST_POSTGRES_URL"
+REQUIRE_ALL_ENV = "CARETALLY_TEST_REQUIRE_ALL"
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip on a laptop; in CI (``CARETALLY_TEST_REQUIRE_ALL=1``) a missing service fails."""
+    if os.environ.get(REQUIRE_ALL_ENV) == "1":
+        pytest.fail(f"required in CI but unavailable: {reason}")
+    pytest.skip(reason)
 
 
 def postgres_admin_url() -> str | None:
@@ -32,7 +40,7 @@ def sqlite_url(tmp_path: Path) -> str:
 def postgres_url() -> Iterator[str]:
     admin = postgres_admin_url()
     if admin is None:
-        pytest.skip(f"PostgreSQL tests need {PG_ENV} (CI sets it; see README)")
+        skip_or_fail(f"PostgreSQL tests need {PG_ENV} (CI sets it; see README)")
     name = f"ct_{uuid.uuid4().hex[:12]}"
     admin_engine = create_engine(admin, isolation_level="AUTOCOMMIT")
     with admin_engine.connect() as conn:

@@ -38,7 +38,9 @@ def build_app() -> typer.Typer:
 
     @app.callback()
     def _root(
-        version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show version."),
+        version: bool = typer.Option(
+            False, "--version", callback=_version, is_eager=True, help="Show version."
+        ),
     ) -> None:
         """caretally command line."""
 

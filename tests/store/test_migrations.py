@@ -13,7 +13,9 @@ def test_migrations_reach_head_and_match_schema(db_url: str) -> None:
     engine = db.open_database(db_url)
     assert db.current_revision(engine) == db.head_revision(engine)
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), schema.metadata)
+        diff = compare_metadata(
+            MigrationContext.configure(conn, opts={"compare_type": True}), schema.metadata
+        )
     assert diff == [], f"schema.py and migrations disagree: {diff}"
     assert set(schema.metadata.tables) <= set(inspect(engine).get_table_names())
 

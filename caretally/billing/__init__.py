@@ -1,0 +1,1 @@
+"""Billing: joining facts from the store with the rules, pricing, runs."""

@@ -1,0 +1,49 @@
+"""The one place where stored facts meet the rules.
+
+Ingest never calls rules and rules never touch the database; this module reads the
+rule-year options that shape the facts, builds the facts in SQL and hands each
+patient-month to the pure engine. ``explain``, the month run, worklists and the scenario
+tests all come through here, so there is exactly one path from data to decisions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+
+from sqlalchemy import Engine
+
+from caretally.facts import FactsOptions, build_month_facts
+from caretally.model import Decision, PatientMonthFacts, Period
+from caretally.rules.engine import evaluate_patient_month
+from caretally.rules.params import RuleBook
+
+
+def facts_options(rules: RuleBook, month: Period) -> FactsOptions:
+    """The options that change which days count, read from the rule-year of the month."""
+    year = rules.for_date(month.end)
+    anchor = year.options["device_period_anchor"].value if "device_period_anchor" in year.options else None
+    manual = (
+        year.options["rtm_count_manual_readings"].value
+        if "rtm_count_manual_readings" in year.options
+        else None
+    )
+    return FactsOptions(
+        anchor=anchor or "enrollment_start",
+        rtm_count_manual=True if manual is None else bool(manual),
+    )
+
+
+def evaluate_month(
+    engine: Engine,
+    org_id: str,
+    month: Period,
+    rules: RuleBook,
+    *,
+    as_of: date | None = None,
+    patients: set[str] | None = None,
+) -> Iterator[tuple[PatientMonthFacts, list[Decision]]]:
+    """Facts and decisions for every patient-month, in patient order."""
+    options = facts_options(rules, month)
+    for facts in build_month_facts(engine, org_id, month, as_of=as_of, options=options, patients=patients):
+        yield facts, evaluate_patient_month(facts, rules)

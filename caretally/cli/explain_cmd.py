@@ -1,0 +1,97 @@
+"""``caretally explain``: one patient-month's decisions, reasons and evidence."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from caretally.billing.evaluate import evaluate_month
+from caretally.billing.serialize import decision_to_json
+from caretally.cli.common import DbOption, JsonOption, OrgOption, console, err_console, print_json
+from caretally.dates import parse_month
+from caretally.model import Decision, Status
+from caretally.rules.loader import load_rulebook
+from caretally.store.db import DEFAULT_ORG, open_database
+
+STYLE = {Status.BILLABLE: "green", Status.NOT_BILLABLE: "red", Status.REACHABLE: "yellow"}
+
+
+def _evidence_text(d: Decision) -> str:
+    parts = []
+    for r in d.reasons:
+        e = r.evidence
+        if e.dates:
+            shown = ", ".join(x.strftime("%m-%d") for x in e.dates[:31])
+            parts.append(f"days: {shown}")
+        if e.time_entry_ids:
+            parts.append(f"time: {', '.join(e.time_entry_ids[:12])}")
+        if e.interactive_entry_ids:
+            parts.append(f"call: {', '.join(e.interactive_entry_ids)}")
+    seen: list[str] = []
+    for p in parts:
+        if p not in seen:
+            seen.append(p)
+    return "\n".join(seen)
+
+
+def render(decisions: list[Decision], patient: str, month: str) -> None:
+    table = Table(title=f"Patient {patient} — {month}", show_lines=True, expand=True)
+    table.add_column("code", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("units", justify="right")
+    table.add_column("date of service", no_wrap=True)
+    table.add_column("period", no_wrap=True)
+    table.add_column("reasons", ratio=3)
+    table.add_column("evidence", ratio=2)
+    for d in decisions:
+        reasons = Text()
+        for i, r in enumerate(d.reasons):
+            if i:
+                reasons.append("\n")
+            reasons.append("✓ " if r.passed else "✗ ", style="green" if r.passed else "red")
+            reasons.append(r.message)
+        for gap in d.documentation_gaps:
+            reasons.append(f"\n! documentation gap: {gap}", style="yellow")
+        table.add_row(
+            f"{d.code}\n[dim]{d.program.value}[/dim]",
+            Text(d.status.value, style=STYLE[d.status]),
+            str(d.units),
+            d.date_of_service.isoformat() if d.date_of_service else "—",
+            f"{d.period.start}\n{d.period.end}",
+            reasons,
+            _evidence_text(d),
+        )
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("explain")
+    def explain(
+        patient: Annotated[str, typer.Option("--patient", help="Patient id.")],
+        month: Annotated[str, typer.Option("--month", help="Calendar month, YYYY-MM.")],
+        as_of: Annotated[
+            str | None, typer.Option("--as-of", help="Judge as of this date (default: the month's last day).")
+        ] = None,
+        overlay: Annotated[str | None, typer.Option("--payer-rules", help="Payer overlay name.")] = None,
+        db_url: DbOption = None,
+        org: OrgOption = DEFAULT_ORG,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Show every code considered for one patient-month, with reasons and evidence."""
+        period = parse_month(month)
+        engine = open_database(db_url, org)
+        rules = load_rulebook("medicare", overlay=overlay)
+        day = date.fromisoformat(as_of) if as_of else None
+        results = list(evaluate_month(engine, org, period, rules, as_of=day, patients={patient}))
+        decisions = [d for _, ds in results for d in ds]
+        if as_json:
+            print_json([decision_to_json(d) for d in decisions])
+            return
+        if not decisions:
+            err_console.print(f"No enrollment of patient {patient} touches {month}.")
+            raise typer.Exit(1)
+        render(decisions, patient, month)

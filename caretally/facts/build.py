@@ -1,0 +1,369 @@
+"""Per-patient, per-month facts, aggregated inside the database.
+
+The expensive part — turning millions of readings into "which local dates had a
+qualifying reading" — is one GROUP BY in SQL that returns one row per patient, program
+and qualification category with the distinct ``date|device`` pairs concatenated. Python
+then only slices those small day sets into 30-day periods. Time entries are few (a
+handful per patient-month) and come back as rows, because every entry id is evidence.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from sqlalchemy import Engine, String, and_, case, cast, func, literal, or_, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from caretally.dates import periods_ending_in
+from caretally.model import (
+    BilledCode,
+    DeviceFact,
+    EnrollmentFact,
+    Modality,
+    PatientMonthFacts,
+    Payer,
+    PerformerClass,
+    Period,
+    Program,
+    ProgramFacts,
+    TimeFact,
+)
+from caretally.store import schema
+
+#: Device-supply windows ending in a month can start up to 29 days before it.
+LOOKBACK = timedelta(days=29)
+DEVICE_PROGRAMS = (Program.RPM, Program.RTM)
+QUALIFYING = "qualifying"
+
+
+@dataclass(frozen=True, slots=True)
+class FactsOptions:
+    """The rule-year options that change what the facts are (read by the caller).
+
+    ``anchor`` decides where 30-day device periods start (``enrollment_start`` or
+    ``first_reading``); ``rtm_count_manual`` lets patient-reported RTM data count, which
+    CMS allows for RTM and never for RPM.
+    """
+
+    anchor: str = "enrollment_start"
+    rtm_count_manual: bool = True
+
+
+def _group_concat(dialect: str, expr: ColumnElement[str]) -> ColumnElement[str]:
+    if dialect == "postgresql":
+        return func.string_agg(expr.distinct(), literal(","))
+    return func.group_concat(expr.distinct())
+
+
+def _enrollment_rows(engine: Engine, org_id: str, window_start: date, month: Period) -> list[EnrollmentFact]:
+    e, p = schema.enrollments, schema.practitioners
+    stmt = (
+        select(e, p.c.npi, p.c.credential)
+        .join(p, and_(p.c.org_id == e.c.org_id, p.c.practitioner_id == e.c.billing_practitioner_id))
+        .where(
+            e.c.org_id == org_id,
+            e.c.start_date <= month.end,
+            or_(e.c.end_date.is_(None), e.c.end_date >= window_start),
+        )
+        .order_by(e.c.patient_id, e.c.start_date, e.c.enrollment_id)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).mappings().all()
+    return [
+        EnrollmentFact(
+            enrollment_id=r["enrollment_id"],
+            patient_id=r["patient_id"],
+            program=Program(r["program"]),
+            start_date=r["start_date"],
+            end_date=r["end_date"],
+            consent_date=r["consent_date"],
+            billing_practitioner_id=r["billing_practitioner_id"],
+            billing_npi=r["npi"],
+            billing_credential=r["credential"],
+            diagnoses=tuple(d for d in r["diagnoses"].split(";") if d),
+            complexity=r["complexity"],
+            order_date=r["order_date"],
+            established_patient=bool(r["established_patient"]),
+            initiating_visit_date=r["initiating_visit_date"],
+        )
+        for r in rows
+    ]
+
+
+def _day_sets(
+    engine: Engine, org_id: str, start: date, end: date, options: FactsOptions, patients: set[str] | None
+) -> dict[tuple[str, Program, str], dict[date, set[str]]]:
+    """(patient, program, category) → local date → device ids, for readings in [start, end].
+
+    Category is ``qualifying`` or the reason a day's readings do not count, so negative
+    decisions can name the days that were excluded and why.
+    """
+    r, d = schema.readings, schema.devices
+    manual_counts = and_(d.c.program == Program.RTM.value, literal(options.rtm_count_manual))
+    category = case(
+        (d.c.medical_device.is_(False), literal("non_medical_device")),
+        (and_(r.c.transmission == "manual", ~manual_counts), literal("manual")),
+        else_=literal(QUALIFYING),
+    ).label("category")
+    dialect = engine.dialect.name
+    pair = cast(r.c.local_date, String) + literal("|") + r.c.device_id
+    inner = (
+        select(r.c.patient_id, d.c.program, category, pair.label("pair"))
+        .join(d, and_(d.c.org_id == r.c.org_id, d.c.device_id == r.c.device_id))
+        .where(r.c.org_id == org_id, r.c.local_date >= start, r.c.local_date <= end)
+    )
+    if patients is not None:
+        inner = inner.where(r.c.patient_id.in_(sorted(patients)))
+    sub = inner.subquery()
+    stmt = select(
+        sub.c.patient_id, sub.c.program, sub.c.category, _group_concat(dialect, sub.c.pair)
+    ).group_by(sub.c.patient_id, sub.c.program, sub.c.category)
+    out: dict[tuple[str, Program, str], dict[date, set[str]]] = {}
+    with engine.connect() as conn:
+        for patient_id, program, cat, pairs in conn.execute(stmt):
+            days: dict[date, set[str]] = defaultdict(set)
+            for item in (pairs or "").split(","):
+                if not item:
+                    continue
+                day_text, device_id = item.split("|", 1)
+                days[date.fromisoformat(day_text[:10])].add(device_id)
+            out[(patient_id, Program(program), cat)] = days
+    return out
+
+
+def _first_reading_days(engine: Engine, org_id: str, options: FactsOptions) -> dict[str, date]:
+    """First qualifying local date on or after each enrollment's start, per enrollment.
+
+    Feeds the ``first_reading`` anchor: some payers count 30-day periods from the first
+    day of data rather than from enrollment.
+    """
+    r, d, e = schema.readings, schema.devices, schema.enrollments
+    manual_ok = or_(
+        r.c.transmission == "auto", and_(d.c.program == Program.RTM.value, literal(options.rtm_count_manual))
+    )
+    stmt = (
+        select(e.c.enrollment_id, func.min(r.c.local_date))
+        .join(d, and_(d.c.org_id == r.c.org_id, d.c.device_id == r.c.device_id))
+        .join(
+            e,
+            and_(
+                e.c.org_id == r.c.org_id,
+                e.c.patient_id == r.c.patient_id,
+                e.c.program == d.c.program,
+                r.c.local_date >= e.c.start_date,
+                or_(e.c.end_date.is_(None), r.c.local_date <= e.c.end_date),
+            ),
+        )
+        .where(r.c.org_id == org_id, d.c.medical_device.is_(True), manual_ok)
+        .group_by(e.c.enrollment_id)
+    )
+    with engine.connect() as conn:
+        return {eid: day for eid, day in conn.execute(stmt)}
+
+
+def _devices(engine: Engine, org_id: str, patients: set[str] | None) -> dict[str, list[DeviceFact]]:
+    d = schema.devices
+    stmt = select(d).where(d.c.org_id == org_id).order_by(d.c.patient_id, d.c.device_id)
+    if patients is not None:
+        stmt = stmt.where(d.c.patient_id.in_(sorted(patients)))
+    out: dict[str, list[DeviceFact]] = defaultdict(list)
+    with engine.connect() as conn:
+        for row in conn.execute(stmt).mappings():
+            out[row["patient_id"]].append(
+                DeviceFact(
+                    device_id=row["device_id"],
+                    program=Program(row["program"]),
+                    kind=row["kind"],
+                    medical_device=bool(row["medical_device"]),
+                    setup_date=row["setup_date"],
+                    assigned_date=row["assigned_date"],
+                    returned_date=row["returned_date"],
+                )
+            )
+    return out
+
+
+def _time(
+    engine: Engine, org_id: str, start: date, end: date, patients: set[str] | None
+) -> dict[str, list[TimeFact]]:
+    t, p = schema.time_entries, schema.practitioners
+    stmt = (
+        select(
+            t.c.entry_id,
+            t.c.patient_id,
+            t.c.local_date,
+            t.c.seconds,
+            t.c.practitioner_id,
+            p.c.performer_class,
+            p.c.credential,
+            t.c.program,
+            t.c.interactive,
+            t.c.modality,
+            t.c.started_at,
+        )
+        .join(p, and_(p.c.org_id == t.c.org_id, p.c.practitioner_id == t.c.practitioner_id))
+        .where(t.c.org_id == org_id, t.c.local_date >= start, t.c.local_date <= end)
+        .order_by(t.c.patient_id, t.c.started_at, t.c.entry_id)
+    )
+    if patients is not None:
+        stmt = stmt.where(t.c.patient_id.in_(sorted(patients)))
+    out: dict[str, list[TimeFact]] = defaultdict(list)
+    with engine.connect() as conn:
+        for row in conn.execute(stmt):
+            out[row.patient_id].append(
+                TimeFact(
+                    entry_id=row.entry_id,
+                    local_date=row.local_date,
+                    seconds=int(row.seconds),
+                    practitioner_id=row.practitioner_id,
+                    performer=PerformerClass(row.performer_class),
+                    credential=row.credential,
+                    program=Program(row.program) if row.program else None,
+                    interactive=bool(row.interactive),
+                    modality=Modality(row.modality) if row.modality else None,
+                    started_at=row.started_at,
+                )
+            )
+    return out
+
+
+def _patients(engine: Engine, org_id: str, ids: set[str]) -> dict[str, tuple[Payer, str]]:
+    pt = schema.patients
+    stmt = select(pt.c.patient_id, pt.c.payer, pt.c.timezone).where(pt.c.org_id == org_id)
+    with engine.connect() as conn:
+        return {pid: (Payer(payer), tz) for pid, payer, tz in conn.execute(stmt) if pid in ids}
+
+
+def _billed_history(
+    engine: Engine, org_id: str, before: date, patients: set[str] | None
+) -> dict[str, list[BilledCode]]:
+    """Lines of the newest run of each earlier month: what has already been billed.
+
+    Only once-per-episode rules look at it, so superseded runs are skipped and a month
+    that was never billed contributes nothing.
+    """
+    runs, lines = schema.billing_runs, schema.claim_lines
+    newest = (
+        select(runs.c.month, func.max(runs.c.created_at).label("created_at"))
+        .where(runs.c.org_id == org_id, runs.c.month < before.strftime("%Y-%m"))
+        .group_by(runs.c.month)
+        .subquery()
+    )
+    stmt = (
+        select(
+            lines.c.patient_id, lines.c.code, lines.c.date_of_service, lines.c.enrollment_id, lines.c.run_id
+        )
+        .join(runs, runs.c.run_id == lines.c.run_id)
+        .join(newest, and_(newest.c.month == runs.c.month, newest.c.created_at == runs.c.created_at))
+        .where(runs.c.org_id == org_id)
+    )
+    if patients is not None:
+        stmt = stmt.where(lines.c.patient_id.in_(sorted(patients)))
+    out: dict[str, list[BilledCode]] = defaultdict(list)
+    with engine.connect() as conn:
+        for pid, code, dos, enrollment_id, run_id in conn.execute(stmt):
+            out[pid].append(BilledCode(code, dos, enrollment_id, run_id))
+    return out
+
+
+def _program_facts(
+    enrollment: EnrollmentFact,
+    month: Period,
+    anchor: date | None,
+    day_sets: dict[tuple[str, Program, str], dict[date, set[str]]],
+    devices: list[DeviceFact],
+) -> ProgramFacts:
+    program = enrollment.program
+    own_devices = tuple(d for d in devices if d.program == program)
+    if program not in DEVICE_PROGRAMS or anchor is None:
+        return ProgramFacts(enrollment, (), {}, own_devices)
+    periods = tuple(p for p in periods_ending_in(anchor, month) if p.end >= enrollment.start_date)
+    if not periods:
+        return ProgramFacts(enrollment, (), {}, own_devices)
+    lo, hi = periods[0].start, periods[-1].end
+    end = enrollment.end_date
+
+    def inside(day: date) -> bool:
+        return lo <= day <= hi
+
+    def enrolled(day: date) -> bool:
+        return day >= enrollment.start_date and (end is None or day <= end)
+
+    qualifying = day_sets.get((enrollment.patient_id, program, QUALIFYING), {})
+    data_days = {
+        day: tuple(sorted(devs)) for day, devs in sorted(qualifying.items()) if inside(day) and enrolled(day)
+    }
+    excluded: dict[str, tuple[date, ...]] = {}
+    outside = sorted(day for day in qualifying if inside(day) and not enrolled(day))
+    if outside:
+        excluded["outside_enrollment"] = tuple(outside)
+    for reason in ("manual", "non_medical_device"):
+        days = day_sets.get((enrollment.patient_id, program, reason), {})
+        hits = sorted(day for day in days if inside(day) and day not in data_days)
+        if hits:
+            excluded[reason] = tuple(hits)
+    return ProgramFacts(enrollment, periods, data_days, own_devices, excluded)
+
+
+def build_month_facts(
+    engine: Engine,
+    org_id: str,
+    month: Period,
+    *,
+    as_of: date | None = None,
+    options: FactsOptions | None = None,
+    patients: set[str] | None = None,
+) -> Iterator[PatientMonthFacts]:
+    """Facts for every patient with an enrollment touching ``month``, in patient order.
+
+    ``as_of`` defaults to the month's last day (a closed month); a worklist passes an
+    earlier date so open periods come out as still reachable. ``patients`` narrows the
+    run to some patients (explain, scenarios).
+    """
+    options = options or FactsOptions()
+    as_of = as_of or month.end
+    window_start = month.start - LOOKBACK
+    enrollments = [
+        e
+        for e in _enrollment_rows(engine, org_id, window_start, month)
+        if patients is None or e.patient_id in patients
+    ]
+    if not enrollments:
+        return
+    ids = {e.patient_id for e in enrollments}
+    scope = None if patients is None else ids
+    firsts = _first_reading_days(engine, org_id, options) if options.anchor == "first_reading" else {}
+    anchors: dict[str, date | None] = {}
+    for e in enrollments:
+        if options.anchor == "first_reading":
+            anchors[e.enrollment_id] = firsts.get(e.enrollment_id)
+        else:
+            anchors[e.enrollment_id] = e.start_date
+    day_sets = _day_sets(engine, org_id, window_start, month.end, options, scope)
+    devices = _devices(engine, org_id, scope)
+    time = _time(engine, org_id, window_start, month.end, scope)
+    history = _billed_history(engine, org_id, month.start, scope)
+    people = _patients(engine, org_id, ids)
+
+    by_patient: dict[str, list[EnrollmentFact]] = defaultdict(list)
+    for e in enrollments:
+        by_patient[e.patient_id].append(e)
+    for pid in sorted(by_patient):
+        payer, tz = people[pid]
+        programs = tuple(
+            _program_facts(e, month, anchors[e.enrollment_id], day_sets, devices.get(pid, []))
+            for e in by_patient[pid]
+        )
+        yield PatientMonthFacts(
+            patient_id=pid,
+            payer=payer,
+            timezone=tz,
+            month=month,
+            as_of=as_of,
+            programs=programs,
+            time=tuple(time.get(pid, ())),
+            billed_history=tuple(history.get(pid, ())),
+        )
