@@ -89,3 +89,9 @@ def periods_ending_in(anchor: date, month: Period) -> list[Period]:
 def days_between(first: date, last: date) -> int:
     """Inclusive count of calendar days from ``first`` to ``last`` (0 if empty)."""
     return max(0, (last - first).days + 1)
+
+
+def add_months(day: date, months: int) -> date:
+    """The first day of the month ``months`` after (or before, if negative) ``day``'s month."""
+    index = day.year * 12 + (day.month - 1) + months
+    return date(index // 12, index % 12 + 1, 1)

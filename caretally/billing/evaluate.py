@@ -13,6 +13,7 @@ from datetime import date
 
 from sqlalchemy import Engine
 
+from caretally.billing.payers import PayerRules
 from caretally.facts import FactsOptions, build_month_facts
 from caretally.model import Decision, PatientMonthFacts, Period
 from caretally.rules.engine import evaluate_patient_month
@@ -38,12 +39,17 @@ def evaluate_month(
     engine: Engine,
     org_id: str,
     month: Period,
-    rules: RuleBook,
+    rules: RuleBook | PayerRules,
     *,
     as_of: date | None = None,
     patients: set[str] | None = None,
 ) -> Iterator[tuple[PatientMonthFacts, list[Decision]]]:
-    """Facts and decisions for every patient-month, in patient order."""
-    options = facts_options(rules, month)
+    """Facts and decisions for every patient-month, in patient order.
+
+    With ``PayerRules`` each patient is judged by the rules of their payer; the options
+    that shape the facts (period anchor, patient-reported RTM data) come from Medicare's.
+    """
+    payer_rules = rules if isinstance(rules, PayerRules) else PayerRules(rules)
+    options = facts_options(payer_rules.base, month)
     for facts in build_month_facts(engine, org_id, month, as_of=as_of, options=options, patients=patients):
-        yield facts, evaluate_patient_month(facts, rules)
+        yield facts, evaluate_patient_month(facts, payer_rules.for_payer(facts.payer))

@@ -18,6 +18,8 @@ COMMAND_MODULES = (
     "caretally.cli.synth_cmd",
     "caretally.cli.demo_cmd",
     "caretally.cli.explain_cmd",
+    "caretally.cli.bill_cmd",
+    "caretally.cli.export_cmd",
 )
 
 

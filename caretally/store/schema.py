@@ -240,20 +240,16 @@ billing_runs = Table(
 run_decisions = Table(
     "run_decisions",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    # One row per patient-month: every decision of that patient with reasons, evidence and
+    # parameters as one JSON array. A row per decision would be seven times the rows for
+    # the same information, and nothing ever queries a single stored decision.
     Column("run_id", String(36), nullable=False),
     _org(),
     Column("patient_id", String(64), nullable=False),
-    Column("enrollment_id", String(64), nullable=False),
-    Column("program", String(8), nullable=False),
-    Column("code", String(8), nullable=False),
-    Column("status", String(16), nullable=False),
-    Column("units", Integer, nullable=False),
-    Column("date_of_service", Date),
-    Column("period_start", Date, nullable=False),
-    Column("period_end", Date, nullable=False),
-    Column("detail", JSON, nullable=False),  # reasons, evidence, parameters
-    Index("ix_decisions_run_patient", "run_id", "patient_id"),
+    Column("facts_digest", String(64), nullable=False),
+    Column("billable_count", Integer, nullable=False),
+    Column("decisions", JSON, nullable=False),
+    PrimaryKeyConstraint("run_id", "patient_id"),
 )
 
 claim_lines = Table(
@@ -265,6 +261,7 @@ claim_lines = Table(
     Column("line_key", String(200), nullable=False),
     Column("patient_id", String(64), nullable=False),
     Column("enrollment_id", String(64), nullable=False),
+    Column("program", String(8), nullable=False),
     Column("payer", String(32), nullable=False),
     Column("member_id", String(64)),
     Column("code", String(8), nullable=False),
@@ -280,4 +277,16 @@ claim_lines = Table(
     Column("charge", Numeric(12, 2), nullable=False),
     Column("expected_payment", Numeric(12, 2), nullable=False),
     Index("ix_claim_lines_run", "run_id", "patient_id"),
+)
+
+x12_interchanges = Table(
+    "x12_interchanges",
+    metadata,
+    # ISA13 must not repeat for a submitter: the sequence lives here, one row per file made.
+    Column("org_id", String(64), nullable=False),
+    Column("control_number", Integer, nullable=False),
+    Column("run_id", String(36), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("path", Text),
+    PrimaryKeyConstraint("org_id", "control_number"),
 )

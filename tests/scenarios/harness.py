@@ -225,7 +225,7 @@ def build_records(case: Case) -> dict[str, list[dict[str, Any]]]:
     entries = []
     for i, t in enumerate(spec.get("time") or [], start=1):
         seconds = int(t.get("minutes", 0)) * 60 + int(t.get("seconds", 0))
-        when = datetime.combine(_d(t["on"]), _clock(t.get("at", "10:00")), tzinfo=tz)
+        when = datetime.combine(_d(t["day"]), _clock(t.get("at", "10:00")), tzinfo=tz)
         program = t.get("program", first_program)
         interactive = bool(t.get("interactive", False))
         entries.append(
@@ -250,6 +250,16 @@ def build_records(case: Case) -> dict[str, list[dict[str, Any]]]:
         "readings": readings,
         "time_entries": entries,
     }
+
+
+def _program_of(code: str) -> str:
+    if code.startswith(("9897", "9898")):
+        return "RTM"
+    if code.startswith("9942"):
+        return "PCM"
+    if code in {"99490", "99439", "99491", "99437", "99487", "99489"}:
+        return "CCM"
+    return "RPM"
 
 
 def _store_history(engine: Engine, case: Case) -> None:
@@ -279,6 +289,7 @@ def _store_history(engine: Engine, case: Case) -> None:
                     line_key=f"{item['code']}|{dos}",
                     patient_id="P1",
                     enrollment_id=str(item.get("enrollment", "E1")),
+                    program=str(item.get("program", _program_of(str(item["code"])))),
                     payer="medicare",
                     member_id=None,
                     code=str(item["code"]),

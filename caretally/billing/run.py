@@ -1,0 +1,523 @@
+"""The month run: facts → decisions → priced claim lines, stored as one reproducible run.
+
+A run records what it used (engine version, rule-pack hash, input digest, settings) so
+that billing the same month again on the same data can prove it produced the same lines.
+Runs are never edited once locked: a later run of a locked month is a new run that lists
+its differences from the locked one as amendments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, select, update
+
+from caretally import __version__
+from caretally.billing.evaluate import evaluate_month
+from caretally.billing.payers import PayerRules
+from caretally.billing.pricing import Pricing, price
+from caretally.billing.serialize import decision_to_json
+from caretally.model import (
+    THERAPY_MODIFIER,
+    ClaimLine,
+    Decision,
+    PatientMonthFacts,
+    Payer,
+    Period,
+    Program,
+    Status,
+)
+from caretally.store import schema
+
+DRAFT, LOCKED, SUPERSEDED = "draft", "locked", "superseded"
+THERAPY_ASSISTANT_MODIFIER = {"PTA": "CQ", "OTA": "CO"}
+RTM_MANAGEMENT = {"98979", "98980", "98981"}
+
+
+class RunError(Exception):
+    """The month cannot be billed or locked as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class BillingSettings:
+    """What a practice decides about its claims, beyond the payer's rules."""
+
+    place_of_service: str = "11"
+    pricing: Pricing = field(default_factory=Pricing)
+    payer_overlays: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "place_of_service": self.place_of_service,
+            "locality": self.pricing.locality,
+            "qualifying_apm": self.pricing.qualifying_apm,
+            "fee_schedule": {k: str(v) for k, v in sorted(self.pricing.fee_schedule.items())},
+            "payer_overlays": dict(sorted(self.payer_overlays.items())),
+        }
+
+
+@dataclass(frozen=True)
+class LineChange:
+    kind: str  # added | removed | changed
+    key: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+@dataclass
+class RunSummary:
+    patients: int = 0
+    decisions: int = 0
+    lines: int = 0
+    units_by_code: Counter[str] = field(default_factory=Counter)
+    lines_by_code: Counter[str] = field(default_factory=Counter)
+    payment_by_code: dict[str, Decimal] = field(default_factory=lambda: defaultdict(lambda: Decimal("0.00")))
+    not_billable_reasons: Counter[str] = field(default_factory=Counter)
+    reason_examples: dict[str, str] = field(default_factory=dict)
+    reachable: int = 0
+    payers_on_medicare_rules: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def expected_revenue(self) -> Decimal:
+        return sum(self.payment_by_code.values(), Decimal("0.00"))
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    month: str
+    outcome: str  # created | unchanged
+    status: str
+    lines: list[ClaimLine]
+    summary: RunSummary
+    previous_run_id: str | None = None
+    amends_run_id: str | None = None
+    changes: list[LineChange] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------------------
+# Building claim lines from decisions
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Directory:
+    """Patients and practitioners a run needs to fill claim lines."""
+
+    members: Mapping[str, tuple[Payer, str | None]]
+    npis: Mapping[str, str | None]
+    credentials: Mapping[str, str]
+
+
+def _directory(engine: Engine, org_id: str) -> _Directory:
+    p, pr = schema.patients, schema.practitioners
+    with engine.connect() as conn:
+        members = {
+            r.patient_id: (Payer(r.payer), r.member_id)
+            for r in conn.execute(
+                select(p.c.patient_id, p.c.payer, p.c.member_id).where(p.c.org_id == org_id)
+            )
+        }
+        people = conn.execute(
+            select(pr.c.practitioner_id, pr.c.npi, pr.c.credential).where(pr.c.org_id == org_id)
+        ).all()
+    return _Directory(
+        members,
+        {r.practitioner_id: (r.npi or None) for r in people},
+        {r.practitioner_id: r.credential.upper() for r in people},
+    )
+
+
+def _modifiers(d: Decision, directory: _Directory) -> tuple[str, ...]:
+    """Therapy modifiers for RTM furnished under a therapist (CR 14250); none otherwise."""
+    if d.program is not Program.RTM:
+        return ()
+    billing = directory.credentials.get(d.billing_practitioner_id or "", "")
+    rendering = directory.credentials.get(d.rendering_practitioner_id or "", "")
+    discipline = THERAPY_MODIFIER.get(rendering) or THERAPY_MODIFIER.get(billing)
+    mods: list[str] = [discipline] if discipline else []
+    assistant = THERAPY_ASSISTANT_MODIFIER.get(rendering)
+    if assistant and d.code in RTM_MANAGEMENT:
+        mods.append(assistant)
+    return tuple(mods)
+
+
+def _rendering_npi(d: Decision, directory: _Directory, billing_npi: str | None) -> str | None:
+    """The rendering provider: the practitioner who furnished it when they have an NPI.
+
+    Clinical staff work incident to the billing practitioner, so their lines render
+    under the billing NPI.
+    """
+    rid = d.rendering_practitioner_id
+    if rid and directory.npis.get(rid) and directory.credentials.get(rid, "") not in _STAFF_CREDENTIALS:
+        return directory.npis[rid]
+    return billing_npi
+
+
+_STAFF_CREDENTIALS = frozenset({"RN", "LPN", "LVN", "MA", "CMA", "RMA", "CHW", "PHARMD", "RD", "RRT", "LCSW"})
+
+
+def claim_lines_for(
+    facts: PatientMonthFacts,
+    decisions: Iterable[Decision],
+    rules: PayerRules,
+    settings: BillingSettings,
+    directory: _Directory,
+    run_id: str,
+) -> list[ClaimLine]:
+    payer, member_id = directory.members[facts.patient_id]
+    enrollments = {p.enrollment.enrollment_id: p.enrollment for p in facts.programs}
+    lines = []
+    for d in decisions:
+        if d.status is not Status.BILLABLE or d.units <= 0 or d.date_of_service is None:
+            continue
+        year = rules.for_payer(payer).for_date(d.date_of_service)
+        cost = price(year.code(d.code), year, d.units, settings.pricing)
+        enrollment = enrollments[d.enrollment_id]
+        billing_npi = enrollment.billing_npi
+        lines.append(
+            ClaimLine(
+                patient_id=d.patient_id,
+                code=d.code,
+                units=d.units,
+                date_of_service=d.date_of_service,
+                period_start=d.period.start,
+                period_end=d.period.end,
+                billing_npi=billing_npi,
+                rendering_npi=_rendering_npi(d, directory, billing_npi),
+                diagnosis_codes=tuple(enrollment.diagnoses[:4]),
+                place_of_service=settings.place_of_service,
+                modifiers=_modifiers(d, directory),
+                charge=cost.charge,
+                expected_payment=cost.expected_payment,
+                run_id=run_id,
+                enrollment_id=d.enrollment_id,
+                program=d.program,
+                payer=payer,
+                member_id=member_id,
+            )
+        )
+    return lines
+
+
+def line_key(line: ClaimLine) -> str:
+    return f"{line.patient_id}|{line.enrollment_id}|{line.code}|{line.period_start}|{line.date_of_service}"
+
+
+def line_content(line: ClaimLine) -> dict[str, Any]:
+    """The fields that make two runs' lines "the same" (run id excluded)."""
+    return {
+        "patient_id": line.patient_id,
+        "enrollment_id": line.enrollment_id,
+        "program": line.program.value,
+        "code": line.code,
+        "units": line.units,
+        "date_of_service": line.date_of_service.isoformat(),
+        "period_start": line.period_start.isoformat(),
+        "period_end": line.period_end.isoformat(),
+        "billing_npi": line.billing_npi,
+        "rendering_npi": line.rendering_npi,
+        "diagnosis_codes": ";".join(line.diagnosis_codes),
+        "place_of_service": line.place_of_service,
+        "modifiers": ";".join(line.modifiers),
+        "charge": str(line.charge),
+        "expected_payment": str(line.expected_payment),
+        "payer": line.payer.value,
+        "member_id": line.member_id,
+    }
+
+
+def lines_digest(contents: Mapping[str, Mapping[str, Any]]) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(contents):
+        digest.update(json.dumps(contents[key], sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def diff_lines(
+    before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping[str, Any]]
+) -> list[LineChange]:
+    changes = [LineChange("added", k, None, dict(after[k])) for k in sorted(after.keys() - before.keys())]
+    changes += [LineChange("removed", k, dict(before[k]), None) for k in sorted(before.keys() - after.keys())]
+    changes += [
+        LineChange("changed", k, dict(before[k]), dict(after[k]))
+        for k in sorted(before.keys() & after.keys())
+        if dict(before[k]) != dict(after[k])
+    ]
+    return changes
+
+
+# ----------------------------------------------------------------------------------------
+# Reading stored runs
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    run_id: str
+    month: str
+    status: str
+    created_at: datetime
+    locked_at: datetime | None
+    amends_run_id: str | None
+    ruleset_hash: str
+    input_digest: str
+    lines_digest: str
+    engine_version: str
+
+
+def stored_run(row: Any) -> StoredRun:
+    return StoredRun(
+        row.run_id,
+        row.month,
+        row.status,
+        row.created_at,
+        row.locked_at,
+        row.amends_run_id,
+        row.ruleset_hash,
+        row.input_digest,
+        row.lines_digest,
+        row.engine_version,
+    )
+
+
+def runs_for_month(engine: Engine, org_id: str, month: str) -> list[StoredRun]:
+    r = schema.billing_runs
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(r).where(r.c.org_id == org_id, r.c.month == month).order_by(r.c.created_at, r.c.run_id)
+        ).all()
+    return [stored_run(row) for row in rows]
+
+
+def current_run(engine: Engine, org_id: str, month: str) -> StoredRun | None:
+    """The newest run of the month that has not been superseded."""
+    live = [r for r in runs_for_month(engine, org_id, month) if r.status != SUPERSEDED]
+    return live[-1] if live else None
+
+
+def latest_locked(engine: Engine, org_id: str, month: str) -> StoredRun | None:
+    locked = [r for r in runs_for_month(engine, org_id, month) if r.status == LOCKED]
+    return locked[-1] if locked else None
+
+
+def stored_line_contents(engine: Engine, run_id: str) -> dict[str, dict[str, Any]]:
+    return {line_key(line): line_content(line) for line in stored_lines(engine, run_id)}
+
+
+def stored_lines(engine: Engine, run_id: str) -> list[ClaimLine]:
+    c = schema.claim_lines
+    with engine.connect() as conn:
+        rows = conn.execute(select(c).where(c.c.run_id == run_id).order_by(c.c.id)).mappings().all()
+    return [
+        ClaimLine(
+            patient_id=r["patient_id"],
+            code=r["code"],
+            units=r["units"],
+            date_of_service=r["date_of_service"],
+            period_start=r["period_start"],
+            period_end=r["period_end"],
+            billing_npi=r["billing_npi"],
+            rendering_npi=r["rendering_npi"],
+            diagnosis_codes=tuple(x for x in r["diagnosis_codes"].split(";") if x),
+            place_of_service=r["place_of_service"],
+            modifiers=tuple(x for x in r["modifiers"].split(";") if x),
+            charge=Decimal(str(r["charge"])).quantize(Decimal("0.01")),
+            expected_payment=Decimal(str(r["expected_payment"])).quantize(Decimal("0.01")),
+            run_id=r["run_id"],
+            enrollment_id=r["enrollment_id"],
+            program=Program(r["program"]),
+            payer=Payer(r["payer"]),
+            member_id=r["member_id"],
+        )
+        for r in rows
+    ]
+
+
+def stored_decisions(engine: Engine, run_id: str, patient_id: str | None = None) -> list[dict[str, Any]]:
+    d = schema.run_decisions
+    stmt = select(d.c.decisions).where(d.c.run_id == run_id).order_by(d.c.patient_id)
+    if patient_id is not None:
+        stmt = stmt.where(d.c.patient_id == patient_id)
+    with engine.connect() as conn:
+        return [item for (decisions,) in conn.execute(stmt) for item in decisions]
+
+
+# ----------------------------------------------------------------------------------------
+# The run itself
+# ----------------------------------------------------------------------------------------
+
+
+def _summarise(
+    summary: RunSummary, facts: PatientMonthFacts, decisions: list[Decision], rules: PayerRules
+) -> None:
+    summary.patients += 1
+    summary.decisions += len(decisions)
+    if facts.payer is not Payer.MEDICARE and not rules.has_overlay(facts.payer):
+        summary.payers_on_medicare_rules[facts.payer.value] += 1
+    for d in decisions:
+        if d.status is Status.REACHABLE:
+            summary.reachable += 1
+        if d.status is Status.NOT_BILLABLE:
+            for r in d.reasons:
+                if not r.passed:
+                    summary.not_billable_reasons[r.rule_id] += 1
+                    summary.reason_examples.setdefault(r.rule_id, r.message)
+                    break
+
+
+def bill_month(
+    engine: Engine,
+    org_id: str,
+    month: Period,
+    rules: PayerRules,
+    settings: BillingSettings | None = None,
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    progress: Callable[[int], None] | None = None,
+) -> RunResult:
+    """Bill ``month``: evaluate every patient, price the lines, store the run.
+
+    Same data, rules and settings as the month's current run → nothing is stored and the
+    result says ``unchanged``. A changed current draft is superseded by the new run; a
+    locked month is never touched — the new run amends it and lists the changes.
+    """
+    settings = settings or BillingSettings()
+    month_text = month.start.strftime("%Y-%m")
+    run_id = str(uuid.uuid4())
+    directory = _directory(engine, org_id)
+    summary = RunSummary()
+    all_lines: list[ClaimLine] = []
+    decision_rows: list[dict[str, Any]] = []
+    input_hash = hashlib.sha256()
+    for facts, decisions in evaluate_month(engine, org_id, month, rules):
+        facts_digest = hashlib.sha256(repr(facts).encode()).hexdigest()
+        input_hash.update(facts_digest.encode())
+        lines = claim_lines_for(facts, decisions, rules, settings, directory, run_id)
+        all_lines.extend(lines)
+        _summarise(summary, facts, decisions, rules)
+        decision_rows.append(
+            {
+                "run_id": run_id,
+                "org_id": org_id,
+                "patient_id": facts.patient_id,
+                "facts_digest": facts_digest,
+                "billable_count": sum(1 for d in decisions if d.status is Status.BILLABLE),
+                "decisions": [decision_to_json(d) for d in decisions],
+            }
+        )
+        if progress is not None:
+            progress(1)
+    for line in all_lines:
+        summary.lines += 1
+        summary.lines_by_code[line.code] += 1
+        summary.units_by_code[line.code] += line.units
+        summary.payment_by_code[line.code] += line.expected_payment
+    contents = {line_key(line): line_content(line) for line in all_lines}
+    digest = lines_digest(contents)
+    ruleset_hash = rules.content_hash
+    settings_json = settings.to_json()
+    input_digest = hashlib.sha256(
+        (input_hash.hexdigest() + json.dumps(settings_json, sort_keys=True)).encode()
+    ).hexdigest()
+
+    previous = current_run(engine, org_id, month_text)
+    locked = latest_locked(engine, org_id, month_text)
+    if previous is not None and previous.lines_digest == digest and previous.ruleset_hash == ruleset_hash:
+        kept = stored_lines(engine, previous.run_id)
+        return RunResult(
+            previous.run_id, month_text, "unchanged", previous.status, kept, summary, previous.run_id
+        )
+
+    amends = locked.run_id if locked is not None else None
+    changes = diff_lines(stored_line_contents(engine, amends), contents) if amends else []
+    with engine.begin() as conn:
+        if previous is not None and previous.status == DRAFT:
+            conn.execute(
+                update(schema.billing_runs)
+                .where(schema.billing_runs.c.run_id == previous.run_id)
+                .values(status=SUPERSEDED)
+            )
+        conn.execute(
+            insert(schema.billing_runs).values(
+                run_id=run_id,
+                org_id=org_id,
+                month=month_text,
+                status=DRAFT,
+                engine_version=__version__,
+                ruleset_hash=ruleset_hash,
+                input_digest=input_digest,
+                lines_digest=digest,
+                created_at=now(),
+                locked_at=None,
+                amends_run_id=amends,
+                settings=settings_json,
+            )
+        )
+        for start in range(0, len(decision_rows), 2000):
+            conn.execute(insert(schema.run_decisions), decision_rows[start : start + 2000])
+        rows = [
+            {
+                "run_id": run_id,
+                "org_id": org_id,
+                "line_key": line_key(line),
+                **{k: v for k, v in line_content(line).items() if k not in {"charge", "expected_payment"}},
+                "date_of_service": line.date_of_service,
+                "period_start": line.period_start,
+                "period_end": line.period_end,
+                "charge": line.charge,
+                "expected_payment": line.expected_payment,
+            }
+            for line in all_lines
+        ]
+        for start in range(0, len(rows), 5000):
+            conn.execute(insert(schema.claim_lines), rows[start : start + 5000])
+    return RunResult(
+        run_id,
+        month_text,
+        "created",
+        DRAFT,
+        all_lines,
+        summary,
+        previous.run_id if previous else None,
+        amends,
+        changes,
+    )
+
+
+def lock_month(
+    engine: Engine, org_id: str, month: str, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> StoredRun:
+    """Lock the month's current draft; a locked run is never changed again."""
+    run = current_run(engine, org_id, month)
+    if run is None:
+        raise RunError(f"{month} has no run to lock: bill it first")
+    if run.status == LOCKED:
+        raise RunError(f"{month} is already locked (run {run.run_id})")
+    with engine.begin() as conn:
+        conn.execute(
+            update(schema.billing_runs)
+            .where(schema.billing_runs.c.run_id == run.run_id, schema.billing_runs.c.status == DRAFT)
+            .values(status=LOCKED, locked_at=now())
+        )
+    locked = latest_locked(engine, org_id, month)
+    assert locked is not None
+    return locked
+
+
+def count_runs(engine: Engine, org_id: str) -> int:
+    r = schema.billing_runs
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(r).where(r.c.org_id == org_id)).scalar_one())
+
+
+def month_of_date(day: date) -> str:
+    return day.strftime("%Y-%m")
