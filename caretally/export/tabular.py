@@ -1,0 +1,98 @@
+"""Claim lines as CSV and JSON for billers, spreadsheets and practice-management imports.
+
+Both writers share one column order (``CLAIM_FIELDS`` first, then the bookkeeping columns)
+and one rendering of each value, so a CSV row and its JSON object always agree: dates
+ISO 8601, money with exactly two decimals, lists ``;``-joined in CSV and arrays in JSON.
+Money is a string in JSON too, because a JSON number would be read back as a float.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+from enum import Enum
+from pathlib import Path
+from typing import Any, TextIO
+
+from caretally.model import ClaimLine
+
+CLAIM_FIELDS = (
+    "patient_id",
+    "code",
+    "units",
+    "date_of_service",
+    "period_start",
+    "period_end",
+    "billing_npi",
+    "rendering_npi",
+    "diagnosis_codes",
+    "place_of_service",
+    "modifiers",
+    "charge",
+    "expected_payment",
+    "run_id",
+)
+EXTRA_FIELDS = ("enrollment_id", "program", "payer", "member_id")
+ALL_FIELDS = CLAIM_FIELDS + EXTRA_FIELDS
+
+CENT = Decimal("0.01")
+
+
+def money_text(amount: Decimal) -> str:
+    return str(amount.quantize(CENT, rounding=ROUND_HALF_UP))
+
+
+def _value(value: Any) -> Any:
+    """One field in its JSON shape; CSV flattens lists and ``None`` afterwards."""
+    if isinstance(value, Decimal):
+        return money_text(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, tuple):
+        return [_value(v) for v in value]
+    return value
+
+
+def line_record(line: ClaimLine) -> dict[str, Any]:
+    """A claim line as an ordered dict of JSON-ready values (field order = ``ALL_FIELDS``)."""
+    return {name: _value(getattr(line, name)) for name in ALL_FIELDS}
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ";".join(str(v) for v in value)
+    return str(value)
+
+
+@contextmanager
+def _text_out(out: Path | TextIO) -> Iterator[TextIO]:
+    if isinstance(out, Path):
+        with out.open("w", encoding="utf-8", newline="") as fh:
+            yield fh
+    else:
+        yield out
+
+
+def write_csv(lines: Sequence[ClaimLine], out: Path | TextIO) -> None:
+    """Header plus one row per line. A stream passed in should be opened with ``newline=""``."""
+    with _text_out(out) as fh:
+        writer = csv.writer(fh, lineterminator="\r\n")
+        writer.writerow(ALL_FIELDS)
+        for line in lines:
+            record = line_record(line)
+            writer.writerow([_csv_cell(record[name]) for name in ALL_FIELDS])
+
+
+def write_json(lines: Sequence[ClaimLine], out: Path | TextIO) -> None:
+    """A JSON array of objects in ``ALL_FIELDS`` order, money as strings like ``"47.43"``."""
+    with _text_out(out) as fh:
+        json.dump([line_record(line) for line in lines], fh, indent=2, ensure_ascii=False)
+        fh.write("\n")

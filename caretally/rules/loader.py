@@ -1,0 +1,663 @@
+"""Rule files → resolved rule-years: strict, every problem at once, every value traced.
+
+Pipeline: read bytes → compose YAML (:mod:`loader_yaml`) → check each file against the
+contract (:mod:`loader_schema`) → checks across files (overlapping spans, overlay
+targets) → assemble :class:`RuleYear` values in which every :class:`Param` names its
+citation, the layer that supplied it and its ``file:line``.
+
+A payer overlay is "the Medicare year in force, plus these differences": inside the
+overlay's effective span its options, code parameters and removals are applied on top
+of each base year; outside it the payer simply follows the base. Because options are
+resolved only after layering, a code that reads ``{option: setup_min_days}`` picks up
+the payer's value and is attributed to the payer's layer.
+
+Public entry points: :func:`load_rulebook` (cached; raises :class:`RuleLoadError`),
+:func:`load_rule_files` (returns years and problems) and :func:`check_rulesets` (the
+CLI-free checker behind ``caretally rules check``).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from caretally.errors import Problem, ProblemsError
+from caretally.model import Program
+from caretally.rules.loader_schema import (
+    FAMILY_PARAMS,
+    Cited,
+    CodeSpec,
+    FileChecker,
+    RuleFile,
+    referenced_codes,
+)
+from caretally.rules.loader_yaml import parse
+from caretally.rules.params import CodeRule, Param, RuleBook, RuleYear
+
+RULESETS_ROOT = Path(__file__).resolve().parent.parent / "rulesets"
+PAYERS_DIR = "payers"
+
+
+class RuleLoadError(ProblemsError):
+    """The rule files needed for a rulebook have problems; ``problems`` lists them all."""
+
+
+# --------------------------------------------------------------------------------------
+# Reading one file
+# --------------------------------------------------------------------------------------
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def read_rule_file(path: Path) -> tuple[RuleFile | None, list[Problem]]:
+    """Check one file on its own. ``None`` only when there is nothing to check."""
+    display = _display(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return None, [
+            Problem(display, None, None, "unreadable", f"cannot read the file: {exc.strerror or exc}")
+        ]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, [Problem(display, None, None, "unreadable", f"not UTF-8 text: {exc.reason}")]
+    node, problems = parse(text, display)
+    if node is None:
+        return None, problems
+    checker = FileChecker(display, f"{path.parent.name}/{path.name}", "", data)
+    rule_file = checker.check(node)
+    if rule_file.overlay:
+        rule_file.layer = f"{PAYERS_DIR}/{rule_file.ruleset or path.stem}"
+    else:
+        rule_file.layer = f"{rule_file.ruleset or path.parent.name}/{rule_file.year or path.stem}"
+    return rule_file, problems + checker.problems
+
+
+# --------------------------------------------------------------------------------------
+# Layering: a base year, optionally with an overlay on top
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A checked value and the file it came from, so problems and params point at it."""
+
+    cited: Cited
+    origin: RuleFile
+
+
+@dataclass(slots=True)
+class _Code:
+    spec: CodeSpec
+    origin: RuleFile
+    params: dict[str, _Held]
+
+
+class _Assembler:
+    """Builds one RuleYear from a base file and an optional overlay, reporting problems."""
+
+    def __init__(self, base: RuleFile, overlay: RuleFile | None, problems: list[Problem]) -> None:
+        self.base = base
+        self.overlay = overlay
+        self.problems = problems
+        self.removed: set[str] = set()
+
+    def problem(self, origin: RuleFile, line: int | None, where: str, code: str, message: str) -> None:
+        self.problems.append(Problem(origin.file, line, where, code, message))
+
+    def build(self, start: date, end: date, payer: str) -> RuleYear:
+        base, overlay = self.base, self.overlay
+        layers = [base] if overlay is None else [base, overlay]
+        options = {n: _Held(c, base) for n, c in base.options.items()}
+        globals_ = {n: _Held(c, base) for n, c in base.globals.items()}
+        sources = dict(base.sources)
+        codes = {
+            k: _Code(s, base, {n: _Held(c, base) for n, c in s.params.items()}) for k, s in base.codes.items()
+        }
+        if overlay is not None:
+            options.update({n: _Held(c, overlay) for n, c in overlay.options.items()})
+            globals_.update({n: _Held(c, overlay) for n, c in overlay.globals.items()})
+            for key, text in overlay.sources.items():
+                if key in sources and sources[key] != text:
+                    self.problem(
+                        overlay,
+                        None,
+                        f"sources.{key}",
+                        "source_conflict",
+                        f"source '{key}' means something else in {base.layer}",
+                    )
+                sources[key] = text
+            self._apply(overlay, codes)
+        resolved = {code: self._resolve(c, options) for code, c in sorted(codes.items())}
+        self._consistency(codes)
+        return RuleYear(
+            payer=payer,
+            year=base.year or start.year,
+            effective_from=start,
+            effective_to=end,
+            codes=MappingProxyType({k: v for k, v in resolved.items() if v is not None}),
+            options=MappingProxyType({n: _param(n, h) for n, h in sorted(options.items())}),
+            globals=MappingProxyType(self._globals(globals_)),
+            layers=tuple(f.layer for f in layers),
+            content_hash=content_hash(layers),
+            sources=MappingProxyType(sources),
+        )
+
+    def _apply(self, overlay: RuleFile, codes: dict[str, _Code]) -> None:
+        removed = self.removed
+        if overlay.remove_codes is not None:
+            for code in overlay.remove_codes.value:
+                if code not in codes:
+                    self.problem(
+                        overlay,
+                        overlay.remove_codes.line,
+                        "remove_codes",
+                        "unknown_code",
+                        f"removes code {code}, which {self.base.layer} does not define",
+                    )
+                removed.add(code)
+        for code, spec in overlay.codes.items():
+            where = f"codes.{code}"
+            target = codes.get(code)
+            if target is None or code in removed:
+                why = (
+                    "is removed by this overlay"
+                    if code in removed
+                    else f"is not defined in {self.base.layer}"
+                )
+                self.problem(overlay, spec.line, where, "unknown_code", f"changes code {code}, which {why}")
+                continue
+            family = target.spec.family
+            for name, cited in spec.params.items():
+                if family is not None and name not in _family_params(family):
+                    self.problem(
+                        overlay,
+                        cited.line,
+                        f"{where}.params.{name}",
+                        "param_not_in_family",
+                        f"family {family} does not read '{name}'",
+                    )
+                    continue
+                target.params[name] = _Held(cited, overlay)
+        for code in removed:
+            codes.pop(code, None)
+
+    def _resolve(self, code: _Code, options: dict[str, _Held]) -> CodeRule | None:
+        spec = code.spec
+        if spec.family is None or spec.program is None or spec.period is None or spec.descriptor is None:
+            return None  # already reported by the file check
+        params: dict[str, Param] = {
+            "descriptor": Param(
+                "descriptor",
+                spec.descriptor,
+                ", ".join(spec.cite),
+                code.origin.layer,
+                f"{code.origin.source_name}:{spec.line}",
+            )
+        }
+        for name, held in code.params.items():
+            if held.cited.option is None:
+                params[name] = _param(name, held)
+                continue
+            option = options.get(held.cited.option)
+            if option is None:
+                self.problem(
+                    held.origin,
+                    held.cited.line,
+                    f"codes.{spec.code}.params.{name}",
+                    "missing_option",
+                    f"points at option '{held.cited.option}', which no layer sets",
+                )
+                continue
+            params[name] = _param(name, option, option=held.cited.option)
+        return CodeRule(
+            code=spec.code,
+            family=spec.family,
+            program=spec.program,
+            descriptor=spec.descriptor,
+            period_kind=spec.period,
+            params=MappingProxyType(params),
+        )
+
+    def _globals(self, globals_: dict[str, _Held]) -> dict[str, Param]:
+        out = {n: _param(n, h) for n, h in sorted(globals_.items())}
+        for name, rules in self.base.concurrency.items():
+            if not rules:
+                continue
+            keys: list[str] = []
+            for r in rules:
+                keys.extend(k for k in r.cite if k not in keys)
+            out[name] = Param(
+                name,
+                tuple(tuple(r.value) for r in rules),
+                ", ".join(keys),
+                self.base.layer,
+                f"{self.base.source_name}:{rules[0].line}",
+            )
+        return out
+
+    # -- checks that only make sense on the layered result ------------------------------
+
+    def _consistency(self, codes: dict[str, _Code]) -> None:
+        for code, c in sorted(codes.items()):
+            where = f"codes.{code}.params"
+            values = {n: h.cited.value for n, h in c.params.items()}
+            for name, held in c.params.items():
+                for target in referenced_codes(held.cited):
+                    if target == code:
+                        self.problem(
+                            held.origin,
+                            held.cited.line,
+                            f"{where}.{name}",
+                            "bad_value",
+                            f"{code} names itself",
+                        )
+                    elif target in self.removed and self.overlay is not None:
+                        rc = self.overlay.remove_codes
+                        self.problem(
+                            self.overlay,
+                            None if rc is None else rc.line,
+                            "remove_codes",
+                            "unknown_code",
+                            f"removes {target}, but {code} still names it in '{name}'",
+                        )
+                    elif target not in codes:
+                        self.problem(
+                            held.origin,
+                            held.cited.line,
+                            f"{where}.{name}",
+                            "unknown_code",
+                            f"names code {target}, which this rule-year does not define",
+                        )
+            exclusive = c.params.get("exclusive_with")
+            if exclusive is not None:
+                for target in exclusive.cited.value:
+                    other = codes.get(target)
+                    other_excl = None if other is None else other.params.get("exclusive_with")
+                    if other is not None and (other_excl is None or code not in other_excl.cited.value):
+                        self.problem(
+                            exclusive.origin,
+                            exclusive.cited.line,
+                            f"{where}.exclusive_with",
+                            "asymmetric_exclusion",
+                            f"{code} excludes {target}, but {target} does not exclude {code}",
+                        )
+            for low, high in (("min_days", "max_days"), ("min_minutes", "max_minutes")):
+                if (
+                    isinstance(values.get(low), int)
+                    and isinstance(values.get(high), int)
+                    and values[high] < values[low]
+                ):
+                    held = c.params[high]
+                    self.problem(
+                        held.origin,
+                        held.cited.line,
+                        f"{where}.{high}",
+                        "bad_value",
+                        f"{high} {values[high]} is below {low} {values[low]}",
+                    )
+            self._add_on(code, c, codes)
+
+    def _add_on(self, code: str, c: _Code, codes: dict[str, _Code]) -> None:
+        held = c.params.get("add_on_to")
+        if held is None or held.cited.value is None or held.cited.value not in codes:
+            return
+        where = f"codes.{code}.params"
+        base = codes[held.cited.value]
+        if base.spec.program != c.spec.program or base.spec.family != c.spec.family:
+            self.problem(
+                held.origin,
+                held.cited.line,
+                f"{where}.add_on_to",
+                "bad_value",
+                f"{code} adds to {base.spec.code} of another family",
+            )
+        base_add_on = base.params.get("add_on_to")
+        if base_add_on is not None and base_add_on.cited.value is not None:
+            self.problem(
+                held.origin,
+                held.cited.line,
+                f"{where}.add_on_to",
+                "bad_value",
+                f"{base.spec.code} is itself an add-on",
+            )
+        step = c.params.get("step_minutes")
+        own_min = c.params.get("min_minutes")
+        base_min = base.params.get("min_minutes")
+        if step is None:
+            self.problem(
+                c.origin,
+                c.spec.line,
+                f"{where}.step_minutes",
+                "missing_param",
+                f"add-on {code} needs 'step_minutes'",
+            )
+        elif own_min is not None and base_min is not None:
+            expected = base_min.cited.value + step.cited.value
+            if own_min.cited.value != expected:
+                self.problem(
+                    own_min.origin,
+                    own_min.cited.line,
+                    f"{where}.min_minutes",
+                    "inconsistent_addon",
+                    f"first unit of {code} needs {base.spec.code}'s {base_min.cited.value} + "
+                    f"{step.cited.value} = {expected} minutes, but min_minutes is {own_min.cited.value}",
+                )
+
+
+def _family_params(family: str) -> frozenset[str]:
+    return FAMILY_PARAMS[family][0]
+
+
+def _param(name: str, held: _Held, option: str | None = None) -> Param:
+    c = held.cited
+    return Param(
+        name=name,
+        value=c.value,
+        citation=", ".join(c.cite),
+        layer=held.origin.layer,
+        source=f"{held.origin.source_name}:{c.line}",
+        option=option,
+    )
+
+
+def content_hash(files: Iterable[RuleFile]) -> str:
+    """sha256 over each file's name and bytes, base first: same files, same hash."""
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.source_name.encode())
+        digest.update(b"\0")
+        digest.update(f.data)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------
+# Across files
+# --------------------------------------------------------------------------------------
+
+
+def _overlaps(files: Sequence[RuleFile]) -> list[Problem]:
+    """Spans of one payer (base years, or one payer's overlay files) must not overlap."""
+    problems: list[Problem] = []
+    groups: dict[tuple[bool, str], list[RuleFile]] = {}
+    for f in files:
+        if f.ruleset and f.spans:
+            groups.setdefault((f.overlay, f.ruleset), []).append(f)
+    for group in groups.values():
+        ordered = sorted(group, key=lambda f: (f.effective_from, f.effective_to, f.file))
+        for before, after in itertools.pairwise(ordered):
+            assert before.effective_to is not None and after.effective_from is not None
+            if after.effective_from <= before.effective_to:
+                problems.append(
+                    Problem(
+                        after.file,
+                        after.from_line,
+                        "effective_from",
+                        "overlapping_dates",
+                        f"{after.layer} starts {after.effective_from}, inside {before.layer} "
+                        f"({before.effective_from}..{before.effective_to}, {before.file})",
+                    )
+                )
+    return problems
+
+
+def _uncovered(start: date, end: date, bases: Sequence[RuleFile]) -> list[tuple[date, date]]:
+    gaps: list[tuple[date, date]] = []
+    cursor = start
+    for b in sorted(bases, key=lambda f: f.effective_from or date.min):
+        assert b.effective_from is not None and b.effective_to is not None
+        if b.effective_to < cursor:
+            continue
+        if b.effective_from > cursor:
+            gaps.append((cursor, min(end, b.effective_from - timedelta(days=1))))
+        cursor = max(cursor, b.effective_to + timedelta(days=1))
+        if cursor > end:
+            return gaps
+    if cursor <= end:
+        gaps.append((cursor, end))
+    return [g for g in gaps if g[0] <= g[1]]
+
+
+def _overlay_years(overlay: RuleFile, bases: Sequence[RuleFile], problems: list[Problem]) -> list[RuleYear]:
+    assert overlay.effective_from is not None and overlay.effective_to is not None and overlay.ruleset
+    payer = overlay.ruleset
+    if not bases:
+        problems.append(
+            Problem(
+                overlay.file,
+                overlay.base_line,
+                "base",
+                "unknown_base",
+                f"no rule-years for base '{overlay.base}'",
+            )
+        )
+        return []
+    for lo, hi in _uncovered(overlay.effective_from, overlay.effective_to, bases):
+        problems.append(
+            Problem(
+                overlay.file,
+                overlay.from_line,
+                "effective_from",
+                "no_base_year",
+                f"{lo}..{hi} lies in the overlay's span but no {overlay.base} rule-year covers it",
+            )
+        )
+    years: list[RuleYear] = []
+    for b in sorted(bases, key=lambda f: f.effective_from or date.min):
+        assert b.effective_from is not None and b.effective_to is not None
+        lo, hi = max(b.effective_from, overlay.effective_from), min(b.effective_to, overlay.effective_to)
+        plain = _Assembler(b, None, problems)
+        if lo > hi:
+            years.append(plain.build(b.effective_from, b.effective_to, payer))
+            continue
+        if b.effective_from < lo:
+            years.append(plain.build(b.effective_from, lo - timedelta(days=1), payer))
+        years.append(_Assembler(b, overlay, problems).build(lo, hi, payer))
+        if hi < b.effective_to:
+            years.append(plain.build(hi + timedelta(days=1), b.effective_to, payer))
+    return years
+
+
+def _dedupe(problems: Iterable[Problem]) -> list[Problem]:
+    seen: set[tuple[Any, ...]] = set()
+    out: list[Problem] = []
+    for p in problems:
+        key = (p.file, p.line, p.field, p.code, p.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
+def _check_files(paths: Sequence[Path]) -> tuple[list[RuleFile], list[Problem]]:
+    files: list[RuleFile] = []
+    problems: list[Problem] = []
+    for path in paths:
+        f, found = read_rule_file(Path(path))
+        problems.extend(found)
+        if f is not None:
+            files.append(f)
+    problems.extend(_overlaps(files))
+    return files, problems
+
+
+def _years(files: Sequence[RuleFile], problems: list[Problem]) -> list[RuleYear]:
+    bases = [f for f in files if not f.overlay and f.ruleset and f.spans]
+    years = [_Assembler(b, None, problems).build(b.effective_from, b.effective_to, b.ruleset) for b in bases]  # type: ignore[arg-type]
+    for o in files:
+        if o.overlay and o.ruleset and o.base and o.spans:
+            years.extend(_overlay_years(o, [b for b in bases if b.ruleset == o.base], problems))
+    return sorted(years, key=lambda y: (y.payer, y.effective_from))
+
+
+def load_rule_files(paths: Sequence[Path]) -> tuple[list[RuleYear], list[Problem]]:
+    """Check and assemble the given files; returns what could be built and every problem.
+
+    Base files become one rule-year each (payer = their ``ruleset``). Each overlay
+    among the paths is applied to the base files it names, giving one rule-year per base
+    year under the overlay's name. Years built from files with problems may be
+    incomplete; callers that bill must refuse them (:func:`load_rulebook` does).
+    """
+    files, problems = _check_files(paths)
+    years = _years(files, problems)
+    return years, _dedupe(problems)
+
+
+# --------------------------------------------------------------------------------------
+# The rulesets folder
+# --------------------------------------------------------------------------------------
+
+
+def _layout(files: Sequence[RuleFile]) -> list[Problem]:
+    """File placement must agree with content, so a path tells a reviewer what it holds."""
+    problems: list[Problem] = []
+    for f in files:
+        folder, _, name = f.source_name.partition("/")
+        stem = name.removesuffix(".yaml")
+        if folder == PAYERS_DIR:
+            if not f.overlay:
+                problems.append(
+                    Problem(
+                        f.file,
+                        1,
+                        "base",
+                        "layout_mismatch",
+                        "files under payers/ must be overlays with 'base'",
+                    )
+                )
+            elif f.ruleset and f.ruleset != stem:
+                problems.append(
+                    Problem(
+                        f.file,
+                        f.ruleset_line,
+                        "ruleset",
+                        "layout_mismatch",
+                        f"ruleset '{f.ruleset}' but the file is {name}",
+                    )
+                )
+        elif f.overlay:
+            problems.append(
+                Problem(f.file, f.base_line, "base", "layout_mismatch", "overlays belong under payers/")
+            )
+        else:
+            if f.ruleset and f.ruleset != folder:
+                problems.append(
+                    Problem(
+                        f.file,
+                        f.ruleset_line,
+                        "ruleset",
+                        "layout_mismatch",
+                        f"ruleset '{f.ruleset}' but the folder is {folder}/",
+                    )
+                )
+            if f.year is not None and stem != str(f.year):
+                problems.append(
+                    Problem(
+                        f.file,
+                        f.year_line,
+                        "year",
+                        "layout_mismatch",
+                        f"year {f.year} but the file is {name}",
+                    )
+                )
+    return problems
+
+
+def _root(root: Path | str | None) -> Path:
+    return RULESETS_ROOT if root is None else Path(root)
+
+
+def check_rulesets(root: Path | None = None) -> list[Problem]:
+    """Every problem in every rule file under ``root`` (default: the shipped rulesets).
+
+    Meant for ``caretally rules check``: an empty list means every base year and every
+    overlay loads. Problems are ordered by file and line.
+    """
+    base = _root(root)
+    problems: list[Problem] = []
+    for stray in sorted(base.rglob("*.yml")):
+        problems.append(
+            Problem(
+                _display(stray), None, None, "wrong_extension", "rule files end in .yaml; this one is ignored"
+            )
+        )
+    paths = sorted(base.rglob("*.yaml"))
+    files, found = _check_files(paths)
+    problems.extend(found)
+    problems.extend(_layout(files))
+    _years(files, problems)
+    return sorted(_dedupe(problems), key=lambda p: (p.file, p.line or 0))
+
+
+def _overlay_path(overlay: str | Path, root: Path) -> Path:
+    if isinstance(overlay, Path) or "/" in overlay or overlay.endswith(".yaml"):
+        return Path(overlay)
+    return root / PAYERS_DIR / f"{overlay}.yaml"
+
+
+@functools.lru_cache(maxsize=32)
+def load_rulebook(
+    payer: str = "medicare", *, overlay: str | Path | None = None, root: Path | None = None
+) -> RuleBook:
+    """The rule-years of ``payer`` (a base folder such as ``medicare``), ready to bill.
+
+    ``overlay`` names a file under ``rulesets/payers`` (``"example-commercial"``) or is
+    a path; ``payer`` may also name an overlay directly, which then brings its base.
+    Any problem in any file used raises :class:`RuleLoadError` with all of them.
+    Results are cached per arguments: rule files do not change while a process runs.
+    """
+    base_root = _root(root)
+    if (
+        overlay is None
+        and not (base_root / payer).is_dir()
+        and (base_root / PAYERS_DIR / f"{payer}.yaml").is_file()
+    ):
+        overlay = payer
+        peek, _ = read_rule_file(base_root / PAYERS_DIR / f"{payer}.yaml")
+        payer = peek.base if peek is not None and peek.base else "medicare"
+    folder = base_root / payer
+    if payer == PAYERS_DIR or not folder.is_dir():
+        raise RuleLoadError(
+            [Problem(str(base_root), None, "payer", "unknown_payer", f"no rule-years for payer '{payer}'")]
+        )
+    paths = sorted(folder.glob("*.yaml"))
+    overlay_file: Path | None = None
+    if overlay is not None:
+        overlay_file = _overlay_path(overlay, base_root)
+        paths.append(overlay_file)
+    files, problems = _check_files(paths)
+    problems.extend(p for p in _layout(files) if overlay_file is None or p.file != _display(overlay_file))
+    years = _years(files, problems)
+    problems = _dedupe(problems)
+    if problems:
+        raise RuleLoadError(problems)
+    name = payer
+    if overlay_file is not None:
+        chosen = next((f for f in files if f.overlay), None)
+        name = chosen.ruleset if chosen is not None and chosen.ruleset else overlay_file.stem
+    picked = tuple(y for y in years if y.payer == name)
+    if not picked:
+        raise RuleLoadError(
+            [Problem(str(folder), None, "payer", "no_rule_years", f"no rule-years found for '{name}'")]
+        )
+    return RuleBook(name=name, years=picked)
+
+
+def programs_never_together(year: RuleYear) -> tuple[tuple[Program, ...], ...]:
+    """Convenience for the engine: the ``never_together`` pairs (empty if none)."""
+    p = year.globals.get("never_together")
+    return () if p is None else tuple(tuple(pair) for pair in p.value)

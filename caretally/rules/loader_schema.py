@@ -1,0 +1,873 @@
+"""What a rule file may say, and the check of one file against it.
+
+This module is the executable form of docs/rules-format.md: the closed vocabularies
+(families, programs, period kinds, performers, options, parameter names and their
+types) and :class:`FileChecker`, which walks one composed YAML document and returns a
+:class:`RuleFile` plus every problem it saw. It never stops at the first problem: a
+rule author fixing a file wants the whole list in one pass.
+
+Checks that need more than one file (overlapping spans, overlays, references into a
+base year) live in :mod:`caretally.rules.loader`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from caretally.errors import Problem
+from caretally.model import Modality, PerformerClass, PeriodKind, Program, RtmKind
+from caretally.rules.loader_yaml import (
+    TAG_BOOL,
+    TAG_FLOAT,
+    TAG_INT,
+    TAG_STR,
+    TAG_TIMESTAMP,
+    Entry,
+    entries,
+    is_null,
+    kind_of,
+    line_of,
+)
+
+# --------------------------------------------------------------------------------------
+# Vocabulary
+# --------------------------------------------------------------------------------------
+
+FAMILIES = ("setup", "device_supply", "treatment_management", "data_interpretation", "care_management")
+
+#: Sentinel for "the node was wrong; a problem has been recorded".
+BAD: Any = object()
+
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+PLAIN_INT = re.compile(r"^-?\d+$")
+DECIMAL = re.compile(r"^-?\d+(\.\d+)?$")
+MONEY = re.compile(r"^\d+\.\d{2}$")
+CODE = re.compile(r"^[0-9A-Z]\d{3}[0-9A-Z]$")
+IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
+SOURCE_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+RVU_PARTS = ("work", "pe_nonfacility", "mp", "total")
+
+
+@dataclass(frozen=True, slots=True)
+class Cited:
+    """One checked value with the citation keys and the line it was written on.
+
+    ``option`` is set for ``{option: name}`` parameters, whose value is filled in only
+    when the rule-year is assembled (the option may come from another layer).
+    """
+
+    name: str
+    value: Any
+    cite: tuple[str, ...]
+    line: int
+    option: str | None = None
+    doc: str | None = None
+
+
+@dataclass(slots=True)
+class CodeSpec:
+    code: str
+    line: int
+    family: str | None = None
+    program: Program | None = None
+    descriptor: str | None = None
+    period: PeriodKind | None = None
+    cite: tuple[str, ...] = ()
+    params: dict[str, Cited] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RuleFile:
+    """One checked rule file: a Medicare-style base year or a payer overlay.
+
+    ``file`` is how problems name it; ``source_name`` is how ``Param.source`` names it
+    (stable across machines, e.g. ``medicare/2026.yaml``); ``layer`` is the evidence
+    label (``medicare/2026`` or ``payers/example-commercial``).
+    """
+
+    file: str
+    source_name: str
+    layer: str
+    data: bytes
+    ruleset: str | None = None
+    ruleset_line: int = 1
+    year: int | None = None
+    year_line: int = 1
+    base: str | None = None
+    base_line: int = 1
+    effective_from: date | None = None
+    effective_to: date | None = None
+    from_line: int = 1
+    sources: dict[str, str] = field(default_factory=dict)
+    globals: dict[str, Cited] = field(default_factory=dict)
+    options: dict[str, Cited] = field(default_factory=dict)
+    concurrency: dict[str, list[Cited]] = field(default_factory=dict)
+    codes: dict[str, CodeSpec] = field(default_factory=dict)
+    remove_codes: Cited | None = None
+    overlay: bool = False
+
+    @property
+    def spans(self) -> bool:
+        return self.effective_from is not None and self.effective_to is not None
+
+
+# --------------------------------------------------------------------------------------
+# Value types: each a function (checker, node, field) -> value or BAD
+# --------------------------------------------------------------------------------------
+
+Validator = Callable[["FileChecker", yaml.Node, str], Any]
+
+
+def v_int(minimum: int = 0) -> Validator:
+    def check(c: FileChecker, node: yaml.Node, where: str) -> Any:
+        if not isinstance(node, yaml.ScalarNode) or node.tag != TAG_INT or not PLAIN_INT.match(node.value):
+            return c.bad(node, where, "wrong_type", f"expected a whole number, got {kind_of(node)}")
+        value = int(node.value)
+        if value < minimum:
+            return c.bad(node, where, "bad_value", f"must be at least {minimum}, got {value}")
+        return value
+
+    return check
+
+
+def v_bool(c: FileChecker, node: yaml.Node, where: str) -> Any:
+    if not isinstance(node, yaml.ScalarNode) or node.tag != TAG_BOOL or node.value not in ("true", "false"):
+        return c.bad(node, where, "wrong_type", f"expected true or false, got {kind_of(node)} {_raw(node)}")
+    return node.value == "true"
+
+
+def v_decimal(pattern: re.Pattern[str], what: str) -> Validator:
+    def check(c: FileChecker, node: yaml.Node, where: str) -> Any:
+        if isinstance(node, yaml.ScalarNode) and node.tag == TAG_FLOAT:
+            return c.bad(
+                node,
+                where,
+                "float_not_decimal",
+                f'{what} written as a float literal {node.value}; quote it ("...")',
+            )
+        if not isinstance(node, yaml.ScalarNode) or node.tag != TAG_STR:
+            return c.bad(
+                node, where, "wrong_type", f"expected {what} as a quoted decimal, got {kind_of(node)}"
+            )
+        if not pattern.match(node.value):
+            return c.bad(
+                node, where, "wrong_type", f"'{node.value}' is not {what} (e.g. \"{_example(pattern)}\")"
+            )
+        return Decimal(node.value)
+
+    return check
+
+
+def _example(pattern: re.Pattern[str]) -> str:
+    return "47.43" if pattern is MONEY else "33.4009"
+
+
+v_money = v_decimal(MONEY, "an amount in dollars and cents")
+v_number = v_decimal(DECIMAL, "a decimal number")
+
+
+def v_text(c: FileChecker, node: yaml.Node, where: str) -> Any:
+    if not isinstance(node, yaml.ScalarNode) or node.tag != TAG_STR or not node.value.strip():
+        return c.bad(node, where, "wrong_type", f"expected non-empty text, got {kind_of(node)}")
+    return node.value
+
+
+def v_ident(c: FileChecker, node: yaml.Node, where: str) -> Any:
+    value = v_text(c, node, where)
+    if value is not BAD and not IDENT.match(value):
+        return c.bad(node, where, "bad_value", f"'{value}' must be lower_snake_case")
+    return value
+
+
+def v_choice(enum: type[StrEnum] | tuple[str, ...], code: str, what: str) -> Validator:
+    allowed = tuple(e.value for e in enum) if isinstance(enum, type) else enum
+
+    def check(c: FileChecker, node: yaml.Node, where: str) -> Any:
+        if not isinstance(node, yaml.ScalarNode) or node.tag != TAG_STR:
+            return c.bad(node, where, "wrong_type", f"expected {what} as text, got {kind_of(node)}")
+        if node.value not in allowed:
+            return c.bad(node, where, code, f"unknown {what} '{node.value}'; one of: {', '.join(allowed)}")
+        return enum(node.value) if isinstance(enum, type) else node.value
+
+    return check
+
+
+def v_code(c: FileChecker, node: yaml.Node, where: str) -> Any:
+    if isinstance(node, yaml.ScalarNode) and node.tag == TAG_INT:
+        return c.bad(
+            node, where, "wrong_type", f'code {node.value} is read as a number; quote it ("{node.value}")'
+        )
+    value = v_text(c, node, where)
+    if value is not BAD and not CODE.match(value):
+        return c.bad(node, where, "bad_value", f"'{value}' is not a CPT/HCPCS code")
+    return value
+
+
+def v_list(item: Validator, *, non_empty: bool = False, unique: bool = True) -> Validator:
+    def check(c: FileChecker, node: yaml.Node, where: str) -> Any:
+        if not isinstance(node, yaml.SequenceNode):
+            return c.bad(node, where, "wrong_type", f"expected a list, got {kind_of(node)}")
+        values = [item(c, n, where) for n in node.value]
+        if any(v is BAD for v in values):
+            return BAD
+        if non_empty and not values:
+            return c.bad(node, where, "bad_value", "the list may not be empty")
+        if unique and len(set(values)) != len(values):
+            return c.bad(node, where, "bad_value", "the list repeats an item")
+        return tuple(values)
+
+    return check
+
+
+def v_nullable(inner: Validator) -> Validator:
+    def check(c: FileChecker, node: yaml.Node, where: str) -> Any:
+        return None if is_null(node) else inner(c, node, where)
+
+    return check
+
+
+def v_rvu(c: FileChecker, node: yaml.Node, where: str) -> Any:
+    if not isinstance(node, yaml.MappingNode):
+        return c.bad(
+            node, where, "wrong_type", f"expected a mapping of {', '.join(RVU_PARTS)}, got {kind_of(node)}"
+        )
+    out: dict[str, Decimal] = {}
+    ok = True
+    for e in entries(node, c.file, where, c.problems):
+        if e.name not in RVU_PARTS:
+            c.problem(
+                e.line,
+                f"{where}.{e.name}",
+                "unknown_key",
+                f"unknown RVU part '{e.name}'; one of: {', '.join(RVU_PARTS)}",
+            )
+            ok = False
+            continue
+        value = v_number(c, e.value, f"{where}.{e.name}")
+        ok = ok and value is not BAD
+        out[e.name] = value
+    if ok and not out:
+        return c.bad(node, where, "bad_value", "name at least one RVU part")
+    return MappingProxyType(out) if ok else BAD
+
+
+def v_pair_of_programs(c: FileChecker, node: yaml.Node, where: str) -> Any:
+    value = v_list(v_choice(Program, "unknown_program", "program"), non_empty=True)(c, node, where)
+    if value is not BAD and len(value) != 2:
+        return c.bad(node, where, "bad_value", f"expected two programs, got {len(value)}")
+    return value
+
+
+PERFORMERS = v_list(v_choice(PerformerClass, "unknown_performer", "performer"), non_empty=True)
+MODALITIES = v_list(v_choice(Modality, "bad_value", "modality"), non_empty=True)
+
+#: Parameter name → validator. The family table below says which a code may carry.
+PARAMS: dict[str, Validator] = {
+    "min_days": v_int(0),
+    "max_days": v_nullable(v_int(1)),
+    "min_minutes": v_int(1),
+    "max_minutes": v_nullable(v_int(1)),
+    "step_minutes": v_int(1),
+    "max_units": v_nullable(v_int(1)),
+    "add_on_to": v_nullable(v_code),
+    "exclusive_with": v_list(v_code),
+    "requires_interactive": v_bool,
+    "interactive_modalities": MODALITIES,
+    "performers": PERFORMERS,
+    "amount": v_nullable(v_money),
+    "rvu": v_nullable(v_rvu),
+    "rtm_kind": v_choice(RtmKind, "bad_value", "RTM device kind"),
+    "lane": v_ident,
+    "requires_complexity": v_nullable(v_choice(("complex",), "bad_value", "complexity")),
+    "min_chronic_conditions": v_int(0),
+}
+
+_COMMON = {"max_units", "performers", "exclusive_with", "amount", "rvu"}
+
+#: family → (parameters it may carry, parameters a base rule-year must give it).
+FAMILY_PARAMS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "setup": (frozenset({"min_days", *_COMMON}), frozenset({"min_days", "performers", "amount"})),
+    "device_supply": (
+        frozenset({"min_days", "max_days", "rtm_kind", *_COMMON}),
+        frozenset({"min_days", "max_days", "exclusive_with", "amount"}),
+    ),
+    "treatment_management": (
+        frozenset(
+            {
+                "min_minutes",
+                "max_minutes",
+                "add_on_to",
+                "step_minutes",
+                "requires_interactive",
+                "interactive_modalities",
+                *_COMMON,
+            }
+        ),
+        frozenset(
+            {
+                "min_minutes",
+                "max_minutes",
+                "add_on_to",
+                "max_units",
+                "requires_interactive",
+                "performers",
+                "exclusive_with",
+                "amount",
+            }
+        ),
+    ),
+    "data_interpretation": (
+        frozenset({"min_minutes", *_COMMON}),
+        frozenset({"min_minutes", "performers", "exclusive_with", "amount"}),
+    ),
+    "care_management": (
+        frozenset(
+            {
+                "lane",
+                "min_minutes",
+                "add_on_to",
+                "step_minutes",
+                "requires_complexity",
+                "min_chronic_conditions",
+                *_COMMON,
+            }
+        ),
+        frozenset(
+            {
+                "lane",
+                "min_minutes",
+                "add_on_to",
+                "max_units",
+                "performers",
+                "requires_complexity",
+                "min_chronic_conditions",
+                "exclusive_with",
+                "amount",
+            }
+        ),
+    ),
+}
+
+#: Option name → validator. Every base rule-year defines all of them.
+OPTIONS: dict[str, Validator] = {
+    "setup_min_days": v_int(0),
+    "rpm_addon_max_units": v_nullable(v_int(1)),
+    "rtm_addon_max_units": v_nullable(v_int(1)),
+    "interactive_modalities": MODALITIES,
+    "device_dos": v_choice(("period_end", "threshold_day"), "bad_value", "device_dos choice"),
+    "device_period_anchor": v_choice(("enrollment_start", "first_reading"), "bad_value", "anchor"),
+    "time_dos": v_choice(("month_end", "threshold_day"), "bad_value", "time_dos choice"),
+    "setup_dos": v_choice(("with_device_period", "setup_date"), "bad_value", "setup_dos choice"),
+    "rtm_count_manual_readings": v_bool,
+    "rtm_multiple_kinds": v_choice(("highest_paying", "most_days"), "bad_value", "rtm_multiple_kinds choice"),
+    "ccm_pcm_different_practitioners": v_choice(("allowed", "blocked"), "bad_value", "choice"),
+    "allocate_unassigned_time": v_bool,
+}
+
+#: Global name → (validator, required in a base year). The requirement globals carry
+#: only a citation for a structural rule the engine checks (consent, orders …).
+GLOBALS: dict[str, tuple[Validator, bool]] = {
+    "conversion_factor": (v_number, True),
+    "conversion_factor_qp": (v_number, False),
+    "consent": (v_bool, False),
+    "established_patient": (v_bool, False),
+    "order": (v_bool, False),
+    "initiating_visit": (v_bool, False),
+}
+
+#: Option → the code parameters it may stand in for (``{option: name}``).
+OPTION_PARAMS: dict[str, frozenset[str]] = {
+    "setup_min_days": frozenset({"min_days"}),
+    "rpm_addon_max_units": frozenset({"max_units"}),
+    "rtm_addon_max_units": frozenset({"max_units"}),
+    "interactive_modalities": frozenset({"interactive_modalities"}),
+}
+
+CONCURRENCY = ("never_together", "not_same_practitioner")
+
+BASE_KEYS = {
+    "ruleset": True,
+    "year": True,
+    "effective_from": True,
+    "effective_to": True,
+    "sources": True,
+    "globals": True,
+    "options": True,
+    "concurrency": False,
+    "codes": True,
+    "doc": False,
+}
+OVERLAY_KEYS = {
+    "ruleset": True,
+    "base": True,
+    "effective_from": True,
+    "effective_to": True,
+    "sources": True,
+    "globals": False,
+    "options": False,
+    "codes": False,
+    "remove_codes": False,
+    "doc": False,
+}
+CODE_KEYS = {"family", "program", "descriptor", "period", "cite", "params", "doc"}
+OVERLAY_CODE_KEYS = {"params", "doc"}
+
+
+def _raw(node: yaml.Node) -> str:
+    return f"'{node.value}'" if isinstance(node, yaml.ScalarNode) else ""
+
+
+# --------------------------------------------------------------------------------------
+# The checker
+# --------------------------------------------------------------------------------------
+
+
+class FileChecker:
+    """Checks one composed document; collects problems instead of raising."""
+
+    def __init__(self, file: str, source_name: str, layer: str, data: bytes) -> None:
+        self.file = file
+        self.problems: list[Problem] = []
+        self.out = RuleFile(file=file, source_name=source_name, layer=layer, data=data)
+        self._seen: dict[str, set[str]] = {"globals": set(), "options": set()}
+        self._lines: dict[str, int] = {}
+
+    # -- reporting ---------------------------------------------------------------------
+
+    def problem(self, line: int | None, where: str | None, code: str, message: str) -> None:
+        self.problems.append(Problem(self.file, line, where or None, code, message))
+
+    def bad(self, node: yaml.Node, where: str, code: str, message: str) -> Any:
+        self.problem(line_of(node), where, code, message)
+        return BAD
+
+    def mapping(self, node: yaml.Node, where: str) -> list[Entry] | None:
+        if not isinstance(node, yaml.MappingNode):
+            self.bad(node, where, "wrong_type", f"expected a mapping, got {kind_of(node)}")
+            return None
+        return list(entries(node, self.file, where, self.problems))
+
+    # -- the file ----------------------------------------------------------------------
+
+    def check(self, root: yaml.Node) -> RuleFile:
+        top = self.mapping(root, "")
+        if top is None:
+            return self.out
+        by_name = {e.name: e for e in top}
+        self._lines = {e.name: e.line for e in top}
+        self.out.overlay = "base" in by_name
+        allowed = OVERLAY_KEYS if self.out.overlay else BASE_KEYS
+        kind = "an overlay" if self.out.overlay else "a base rule-year"
+        for e in top:
+            if e.name not in allowed:
+                self.problem(
+                    e.line,
+                    e.name,
+                    "unknown_key",
+                    f"unknown key '{e.name}' in {kind}; allowed: {', '.join(allowed)}",
+                )
+        for name, required in allowed.items():
+            if required and name not in by_name:
+                self.problem(line_of(root), name, "missing_key", f"{kind} needs '{name}'")
+
+        # Sources first: every citation below is checked against them.
+        if (e := by_name.get("sources")) is not None:
+            self._sources(e)
+        if (e := by_name.get("ruleset")) is not None:
+            value = v_ident_or_name(self, e.value, "ruleset")
+            self.out.ruleset = None if value is BAD else value
+            self.out.ruleset_line = e.line
+        if (e := by_name.get("base")) is not None and self.out.overlay:
+            value = v_ident_or_name(self, e.value, "base")
+            self.out.base = None if value is BAD else value
+            self.out.base_line = e.line
+        if (e := by_name.get("year")) is not None and not self.out.overlay:
+            value = v_int(1900)(self, e.value, "year")
+            self.out.year = None if value is BAD else value
+            self.out.year_line = e.line
+        self._span(by_name)
+        if (e := by_name.get("doc")) is not None:
+            v_text(self, e.value, "doc")
+        if (e := by_name.get("globals")) is not None:
+            self._globals(e)
+        if (e := by_name.get("options")) is not None:
+            self._options(e)
+        if (e := by_name.get("concurrency")) is not None and not self.out.overlay:
+            self._concurrency(e)
+        if (e := by_name.get("codes")) is not None:
+            self._codes(e)
+        if (e := by_name.get("remove_codes")) is not None and self.out.overlay:
+            self.out.remove_codes = self.cited(e, v_list(v_code, non_empty=True), "remove_codes")
+        if not self.out.overlay:
+            self._base_completeness()
+            self._references()
+        return self.out
+
+    def _span(self, by_name: dict[str, Entry]) -> None:
+        dates: dict[str, date | None] = {}
+        for name in ("effective_from", "effective_to"):
+            e = by_name.get(name)
+            dates[name] = None if e is None else self._date(e.value, name)
+        self.out.effective_from, self.out.effective_to = dates["effective_from"], dates["effective_to"]
+        if (e := by_name.get("effective_from")) is not None:
+            self.out.from_line = e.line
+        start, end = self.out.effective_from, self.out.effective_to
+        if start is not None and end is not None and end < start:
+            self.problem(
+                by_name["effective_to"].line,
+                "effective_to",
+                "bad_span",
+                f"effective_to {end} is before effective_from {start}",
+            )
+        year = self.out.year
+        if year is not None and start is not None and start.year != year:
+            self.problem(
+                by_name["year"].line, "year", "year_mismatch", f"year {year} but effective_from is {start}"
+            )
+
+    def _date(self, node: yaml.Node, where: str) -> date | None:
+        raw = node.value if isinstance(node, yaml.ScalarNode) else None
+        if raw is None or node.tag not in (TAG_TIMESTAMP, TAG_STR) or not ISO_DATE.match(raw):
+            self.bad(
+                node, where, "bad_date", f"expected an ISO date YYYY-MM-DD, got {kind_of(node)} {_raw(node)}"
+            )
+            return None
+        try:
+            return date.fromisoformat(raw)
+        except ValueError:
+            self.bad(node, where, "bad_date", f"'{raw}' is not a calendar date")
+            return None
+
+    def _sources(self, e: Entry) -> None:
+        items = self.mapping(e.value, "sources")
+        if items is None:
+            return
+        for item in items:
+            where = f"sources.{item.name}"
+            if not SOURCE_KEY.match(item.name):
+                self.problem(
+                    item.line,
+                    where,
+                    "bad_value",
+                    "source keys are lower-case words joined by '-', '.' or '_'",
+                )
+            text = v_text(self, item.value, where)
+            if text is not BAD:
+                self.out.sources[item.name] = text
+        if not items and not self.out.overlay:
+            self.problem(e.line, "sources", "missing_key", "a rule-year needs at least one source")
+
+    # -- cited values ------------------------------------------------------------------
+
+    def cites(self, node: yaml.Node, where: str) -> tuple[str, ...]:
+        if isinstance(node, yaml.ScalarNode) and node.tag == TAG_STR:
+            keys: list[tuple[str, yaml.Node]] = [(node.value, node)]
+        elif isinstance(node, yaml.SequenceNode):
+            keys = []
+            for n in node.value:
+                if isinstance(n, yaml.ScalarNode) and n.tag == TAG_STR:
+                    keys.append((n.value, n))
+                else:
+                    self.bad(n, where, "wrong_type", f"a citation names a source key, got {kind_of(n)}")
+        else:
+            self.bad(
+                node,
+                where,
+                "wrong_type",
+                f"'cite' must be a source key or a list of them, got {kind_of(node)}",
+            )
+            return ()
+        if not keys and isinstance(node, yaml.SequenceNode) and not node.value:
+            self.bad(node, where, "missing_citation", "'cite' is empty; name at least one source")
+        out: list[str] = []
+        for key, n in keys:
+            if key not in self.out.sources:
+                self.bad(n, where, "unknown_source", f"cites '{key}', which is not in this file's sources")
+            elif key not in out:
+                out.append(key)
+        return tuple(out)
+
+    def cited(
+        self,
+        e: Entry,
+        validator: Validator,
+        where: str,
+        *,
+        allow_option: bool = False,
+        need_doc: bool = False,
+    ) -> Cited | None:
+        """A ``{value, cite[, doc]}`` (or ``{option[, doc]}``) mapping; None when unusable."""
+        if not isinstance(e.value, yaml.MappingNode):
+            if isinstance(e.value, yaml.ScalarNode | yaml.SequenceNode):
+                self.problem(
+                    e.line,
+                    where,
+                    "missing_citation",
+                    f"'{e.name}' has a bare value; write {{value: …, cite: …}}",
+                )
+            else:
+                self.problem(e.line, where, "wrong_type", f"expected {{value, cite}}, got {kind_of(e.value)}")
+            return None
+        items = {i.name: i for i in entries(e.value, self.file, where, self.problems)}
+        uses_option = "option" in items
+        allowed = {"option", "doc"} if uses_option and allow_option else {"value", "cite", "doc"}
+        for i in items.values():
+            if i.name not in allowed:
+                if i.name == "option" and not allow_option:
+                    msg = "only code parameters may point at an option"
+                elif uses_option:
+                    msg = f"'{i.name}' cannot sit beside 'option' (the option carries value and citation)"
+                else:
+                    msg = f"unknown key '{i.name}'; allowed: value, cite, doc"
+                self.problem(i.line, f"{where}.{i.name}", "unknown_key", msg)
+        doc = None
+        if "doc" in items:
+            d = v_text(self, items["doc"].value, f"{where}.doc")
+            doc = None if d is BAD else d
+        elif need_doc:
+            self.problem(e.line, where, "missing_doc", f"'{e.name}' needs a 'doc' saying why this default")
+        if uses_option and allow_option:
+            name = v_text(self, items["option"].value, f"{where}.option")
+            if name is BAD:
+                return None
+            if name not in OPTIONS:
+                self.problem(items["option"].line, where, "unknown_option", f"no option named '{name}'")
+                return None
+            return Cited(e.name, None, (), e.line, option=name, doc=doc)
+        if "value" not in items:
+            self.problem(e.line, where, "missing_key", f"'{e.name}' needs 'value' (use null for none)")
+            return None
+        if "cite" not in items:
+            self.problem(e.line, where, "missing_citation", f"'{e.name}' has a value but no 'cite'")
+            cite: tuple[str, ...] = ()
+        else:
+            cite = self.cites(items["cite"].value, f"{where}.cite")
+        value = validator(self, items["value"].value, where)
+        if value is BAD or not cite:
+            return None
+        return Cited(e.name, value, cite, e.line, doc=doc)
+
+    # -- sections ----------------------------------------------------------------------
+
+    def _globals(self, e: Entry) -> None:
+        for item in self.mapping(e.value, "globals") or []:
+            where = f"globals.{item.name}"
+            self._seen["globals"].add(item.name)
+            spec = GLOBALS.get(item.name)
+            if spec is None:
+                self.problem(
+                    item.line,
+                    where,
+                    "unknown_key",
+                    f"unknown global '{item.name}'; one of: {', '.join(GLOBALS)}",
+                )
+                continue
+            c = self.cited(item, spec[0], where)
+            if c is not None:
+                self.out.globals[item.name] = c
+
+    def _options(self, e: Entry) -> None:
+        for item in self.mapping(e.value, "options") or []:
+            where = f"options.{item.name}"
+            self._seen["options"].add(item.name)
+            validator = OPTIONS.get(item.name)
+            if validator is None:
+                self.problem(
+                    item.line,
+                    where,
+                    "unknown_option",
+                    f"no option named '{item.name}'; one of: {', '.join(OPTIONS)}",
+                )
+                continue
+            c = self.cited(item, validator, where, need_doc=not self.out.overlay)
+            if c is not None:
+                self.out.options[item.name] = c
+
+    def _concurrency(self, e: Entry) -> None:
+        for item in self.mapping(e.value, "concurrency") or []:
+            where = f"concurrency.{item.name}"
+            if item.name not in CONCURRENCY:
+                self.problem(
+                    item.line,
+                    where,
+                    "unknown_key",
+                    f"unknown concurrency rule '{item.name}'; one of: {', '.join(CONCURRENCY)}",
+                )
+                continue
+            if not isinstance(item.value, yaml.SequenceNode):
+                self.bad(
+                    item.value,
+                    where,
+                    "wrong_type",
+                    f"expected a list of {{value, cite}}, got {kind_of(item.value)}",
+                )
+                continue
+            rules: list[Cited] = []
+            for n in item.value.value:
+                c = self.cited(Entry(item.name, n, n), v_pair_of_programs, where)
+                if c is not None:
+                    rules.append(c)
+            self.out.concurrency[item.name] = rules
+
+    def _codes(self, e: Entry) -> None:
+        for item in self.mapping(e.value, "codes") or []:
+            where = f"codes.{item.name}"
+            if not CODE.match(item.name):
+                self.problem(item.line, where, "bad_value", f"'{item.name}' is not a CPT/HCPCS code")
+                continue
+            spec = self._code(item, where)
+            if spec is not None:
+                self.out.codes[item.name] = spec
+
+    def _code(self, item: Entry, where: str) -> CodeSpec | None:
+        fields = self.mapping(item.value, where)
+        if fields is None:
+            return None
+        spec = CodeSpec(item.name, item.line)
+        by_name = {f.name: f for f in fields}
+        allowed = OVERLAY_CODE_KEYS if self.out.overlay else CODE_KEYS
+        for f in fields:
+            if f.name not in allowed:
+                msg = (
+                    f"an overlay may only change 'params' of a code, not '{f.name}'"
+                    if self.out.overlay and f.name in CODE_KEYS
+                    else f"unknown key '{f.name}' in a code; allowed: {', '.join(sorted(allowed))}"
+                )
+                self.problem(f.line, f"{where}.{f.name}", "unknown_key", msg)
+        if not self.out.overlay:
+            for name in ("family", "program", "descriptor", "period", "params"):
+                if name not in by_name:
+                    self.problem(
+                        item.line, f"{where}.{name}", "missing_key", f"code {item.name} needs '{name}'"
+                    )
+            if "cite" in by_name:
+                spec.cite = self.cites(by_name["cite"].value, f"{where}.cite")
+            else:
+                self.problem(
+                    item.line, f"{where}.cite", "missing_citation", f"code {item.name} has no 'cite'"
+                )
+            if (f := by_name.get("family")) is not None:
+                value = v_choice(FAMILIES, "unknown_family", "family")(self, f.value, f"{where}.family")
+                spec.family = None if value is BAD else value
+            if (f := by_name.get("program")) is not None:
+                value = v_choice(Program, "unknown_program", "program")(self, f.value, f"{where}.program")
+                spec.program = None if value is BAD else value
+            if (f := by_name.get("period")) is not None:
+                value = v_choice(PeriodKind, "unknown_period", "period kind")(
+                    self, f.value, f"{where}.period"
+                )
+                spec.period = None if value is BAD else value
+            if (f := by_name.get("descriptor")) is not None:
+                value = v_text(self, f.value, f"{where}.descriptor")
+                spec.descriptor = None if value is BAD else value
+        if (f := by_name.get("doc")) is not None:
+            v_text(self, f.value, f"{where}.doc")
+        if (f := by_name.get("params")) is not None:
+            for p in self.mapping(f.value, f"{where}.params") or []:
+                c = self.param(p, f"{where}.params.{p.name}", spec.family)
+                if c is not None:
+                    spec.params[p.name] = c
+                elif p.name in PARAMS:
+                    spec.params.setdefault(p.name, Cited(p.name, BAD, (), p.line))
+        if not self.out.overlay:
+            self._required(spec, where)
+        spec.params = {k: v for k, v in spec.params.items() if v.value is not BAD}
+        return spec
+
+    def param(self, p: Entry, where: str, family: str | None) -> Cited | None:
+        validator = PARAMS.get(p.name)
+        if validator is None:
+            self.problem(p.line, where, "unknown_key", f"unknown parameter '{p.name}'")
+            return None
+        if family is not None and p.name not in FAMILY_PARAMS[family][0]:
+            self.problem(p.line, where, "param_not_in_family", f"family {family} does not read '{p.name}'")
+            return None
+        c = self.cited(p, validator, where, allow_option=True)
+        if c is not None and c.option is not None and p.name not in OPTION_PARAMS.get(c.option, ()):
+            self.problem(
+                p.line, where, "wrong_type", f"option '{c.option}' cannot stand in for parameter '{p.name}'"
+            )
+            return None
+        return c
+
+    def _required(self, spec: CodeSpec, where: str) -> None:
+        """Parameters a family cannot work without; a gap here would surface mid-run."""
+        if spec.family is None:
+            return
+        required = set(FAMILY_PARAMS[spec.family][1])
+        params = spec.params
+        add_on = params.get("add_on_to")
+        if add_on is not None and add_on.value is not None:
+            required.add("step_minutes")
+        interactive = params.get("requires_interactive")
+        if interactive is not None and interactive.value is True:
+            required.add("interactive_modalities")
+        if spec.family == "device_supply" and spec.program == Program.RTM:
+            required.add("rtm_kind")
+        for name in sorted(required - set(params)):
+            self.problem(
+                spec.line,
+                f"{where}.params.{name}",
+                "missing_param",
+                f"code {spec.code} ({spec.family}) needs '{name}'",
+            )
+
+    # -- whole-file checks of a base rule-year -----------------------------------------
+
+    def _base_completeness(self) -> None:
+        """Reported on the section's line (or None if the section itself is missing)."""
+        for name, (_, required) in GLOBALS.items():
+            if required and name not in self._seen["globals"]:
+                self.problem(
+                    self._lines.get("globals"),
+                    f"globals.{name}",
+                    "missing_key",
+                    f"a base rule-year needs global '{name}'",
+                )
+        for name in OPTIONS:
+            if name not in self._seen["options"]:
+                self.problem(
+                    self._lines.get("options"),
+                    f"options.{name}",
+                    "missing_option",
+                    f"a base rule-year must set option '{name}'",
+                )
+
+    def _references(self) -> None:
+        """References inside one base year; overlays are checked once merged."""
+        codes = self.out.codes
+        for spec in codes.values():
+            for c in spec.params.values():
+                for target in referenced_codes(c):
+                    if target not in codes:
+                        self.problem(
+                            c.line,
+                            f"codes.{spec.code}.params.{c.name}",
+                            "unknown_code",
+                            f"names code {target}, which this rule-year does not define",
+                        )
+
+
+def v_ident_or_name(c: FileChecker, node: yaml.Node, where: str) -> Any:
+    value = v_text(c, node, where)
+    if value is not BAD and not re.match(r"^[a-z0-9][a-z0-9-]*$", value):
+        return c.bad(node, where, "bad_value", f"'{value}' must be lower-case words joined by '-'")
+    return value
+
+
+def referenced_codes(c: Cited) -> tuple[str, ...]:
+    if c.name == "exclusive_with" and c.value:
+        return tuple(c.value)
+    if c.name == "add_on_to" and c.value:
+        return (c.value,)
+    return ()
