@@ -20,22 +20,41 @@ from caretally.store.db import DEFAULT_ORG, open_database
 STYLE = {Status.BILLABLE: "green", Status.NOT_BILLABLE: "red", Status.REACHABLE: "yellow"}
 
 
+def _ranges(days: tuple[date, ...]) -> str:
+    """Dates as ISO ranges: 2026-03-01..2026-03-05, 2026-03-09 (how a biller reads a log)."""
+    ordered = sorted(set(days))
+    parts: list[str] = []
+    start = prev = ordered[0]
+    for day in [*ordered[1:], None]:
+        if day is not None and (day - prev).days == 1:
+            prev = day
+            continue
+        parts.append(start.isoformat() if start == prev else f"{start.isoformat()}..{prev.isoformat()}")
+        if day is not None:
+            start = prev = day
+    return ", ".join(parts)
+
+
 def _evidence_text(d: Decision) -> str:
-    parts = []
+    lines: list[str] = []
     for r in d.reasons:
         e = r.evidence
-        if e.dates:
-            shown = ", ".join(x.strftime("%m-%d") for x in e.dates[:31])
-            parts.append(f"days: {shown}")
+        if e.dates and len(e.dates) > 1:
+            lines.append(f"{len(set(e.dates))} days: {_ranges(e.dates)}")
         if e.time_entry_ids:
-            parts.append(f"time: {', '.join(e.time_entry_ids[:12])}")
+            lines.append(f"time entries: {', '.join(e.time_entry_ids[:12])}")
         if e.interactive_entry_ids:
-            parts.append(f"call: {', '.join(e.interactive_entry_ids)}")
-    seen: list[str] = []
-    for p in parts:
-        if p not in seen:
-            seen.append(p)
-    return "\n".join(seen)
+            lines.append(f"live contact: {', '.join(e.interactive_entry_ids)}")
+        if e.device_ids:
+            lines.append(f"devices: {', '.join(e.device_ids)}")
+    unique: list[str] = []
+    for line in lines:
+        if line not in unique:
+            unique.append(line)
+    return "\n".join(unique)
+
+
+ORDER = {Status.BILLABLE: 0, Status.REACHABLE: 1, Status.NOT_BILLABLE: 2}
 
 
 def render(decisions: list[Decision], patient: str, month: str) -> None:
@@ -47,7 +66,7 @@ def render(decisions: list[Decision], patient: str, month: str) -> None:
     table.add_column("period", no_wrap=True)
     table.add_column("reasons", ratio=3)
     table.add_column("evidence", ratio=2)
-    for d in decisions:
+    for d in sorted(decisions, key=lambda d: (d.program.value, ORDER[d.status], d.code, d.period.start)):
         reasons = Text()
         for i, r in enumerate(d.reasons):
             if i:

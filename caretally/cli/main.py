@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "caretally.cli.explain_cmd",
     "caretally.cli.bill_cmd",
     "caretally.cli.export_cmd",
+    "caretally.cli.rules_cmd",
 )
 
 

@@ -308,6 +308,19 @@ def _program_facts(
     return ProgramFacts(enrollment, periods, data_days, own_devices, excluded)
 
 
+def _touches(enrollment: EnrollmentFact, month: Period) -> bool:
+    """Whether the enrollment can have anything billed in ``month``.
+
+    Calendar-month programs need a day of the month inside the enrollment; device
+    programs also count when a 30-day period that closes in the month began while the
+    enrollment was active (it may have ended days before the month started).
+    """
+    end = enrollment.end_date
+    if end is None or end >= month.start:
+        return True
+    return enrollment.program in DEVICE_PROGRAMS and end >= month.start - LOOKBACK
+
+
 def build_month_facts(
     engine: Engine,
     org_id: str,
@@ -329,7 +342,7 @@ def build_month_facts(
     enrollments = [
         e
         for e in _enrollment_rows(engine, org_id, window_start, month)
-        if patients is None or e.patient_id in patients
+        if (patients is None or e.patient_id in patients) and _touches(e, month)
     ]
     if not enrollments:
         return

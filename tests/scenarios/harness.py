@@ -12,6 +12,8 @@ The format is documented in ``tests/scenarios/README.md``.
 from __future__ import annotations
 
 import hashlib
+import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -49,7 +51,7 @@ READING_DEFAULTS = {
 }
 CASE_KEYS = {
     "name", "patient", "enrollments", "devices", "readings", "time", "history", "month", "as_of",
-    "overlay", "expect", "skip",
+    "overlay", "expect", "skip", "rules_redated",
 }  # fmt: skip
 
 
@@ -252,6 +254,31 @@ def build_records(case: Case) -> dict[str, list[dict[str, Any]]]:
     }
 
 
+RULESETS = Path(__file__).resolve().parents[2] / "caretally" / "rulesets"
+
+
+def _rules_root(case: Case) -> Path | None:
+    """A rulesets folder where one shipped year is re-dated to another (``rules_redated``).
+
+    Dates far ahead (29 February 2028) need a rule-year in force, and none is published;
+    re-dating the 2026 file tests the calendar arithmetic without pretending to know the
+    2028 rules. The copy lives in a temporary folder, never in the package.
+    """
+    spec = case.spec.get("rules_redated")
+    if not spec:
+        return None
+    source, target = int(spec["from"]), int(spec["to"])
+    root = Path(tempfile.gettempdir()) / f"caretally-rules-{source}-as-{target}"
+    if not root.exists():
+        shutil.copytree(RULESETS, root)
+        text = (RULESETS / "medicare" / f"{source}.yaml").read_text(encoding="utf-8")
+        text = text.replace(f"year: {source}", f"year: {target}")
+        text = text.replace(f"effective_from: {source}-01-01", f"effective_from: {target}-01-01")
+        text = text.replace(f"effective_to: {source}-12-31", f"effective_to: {target}-12-31")
+        (root / "medicare" / f"{target}.yaml").write_text(text, encoding="utf-8")
+    return root
+
+
 def _program_of(code: str) -> str:
     if code.startswith(("9897", "9898")):
         return "RTM"
@@ -320,7 +347,7 @@ def run_case(case: Case, url: str) -> Outcome:
         problems = "\n".join(str(p) for p in report.problems)
         raise ScenarioError(f"scenario data did not import cleanly:\n{problems}")
     _store_history(engine, case)
-    rules = load_rulebook("medicare", overlay=case.spec.get("overlay"))
+    rules = load_rulebook("medicare", overlay=case.spec.get("overlay"), root=_rules_root(case))
     month = parse_month(str(case.spec["month"]))
     as_of = _d(case.spec["as_of"]) if "as_of" in case.spec else None
     decisions = [d for _, ds in evaluate_month(engine, case.org_id, month, rules, as_of=as_of) for d in ds]
