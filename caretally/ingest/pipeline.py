@@ -1,0 +1,237 @@
+"""One import, start to finish, in one transaction.
+
+read sources → check each file in dependency order (rows register in the reference index
+as they pass) → stage valid rows → find duplicates → either refuse (all-or-nothing) or
+merge, record the batch and the audit rows, and commit. Nothing is written to the real
+tables until every file has been checked, so a refused bundle leaves no trace.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from sqlalchemy import Engine, insert
+
+from caretally.errors import Problem
+from caretally.ingest.references import ReferenceIndex, load_from_database
+from caretally.ingest.rejects import write_rejects
+from caretally.ingest.report import FileCounts, ImportReport, RejectedRow
+from caretally.ingest.rows import FILES, ORDER, check_header, check_row, fast_reading, json_safe
+from caretally.ingest.sources import Record, Source, array_sources, discover
+from caretally.ingest.staging import Duplicate, Stage
+from caretally.ingest.values import utc_now
+from caretally.store import schema
+
+BATCH_ROWS = 20_000
+
+
+def import_bundle(
+    engine: Engine,
+    org_id: str,
+    source: Path,
+    *,
+    skip_invalid: bool = False,
+    rejects_path: Path | None = None,
+    progress: bool = False,
+) -> ImportReport:
+    """Import a bundle folder (CSV, JSON Lines or bundle.json) or a single bundle file.
+
+    With ``skip_invalid`` the valid rows are stored and rejected rows are written to
+    ``rejects_path`` (a folder; default ``<bundle>/rejects``) as ``<stem>.rejects.csv``.
+    """
+    source = Path(source)
+    sources, problems = discover(source, ORDER, progress=progress)
+    report = _run(
+        engine, org_id, sources, problems, str(source), skip_invalid=skip_invalid, progress=progress
+    )
+    if skip_invalid and report.rejected_rows:
+        folder = rejects_path or (source if source.is_dir() else source.parent) / "rejects"
+        report.rejects_written = write_rejects(folder, report.rejected_rows)
+    return report
+
+
+def import_records(
+    engine: Engine,
+    org_id: str,
+    records: Mapping[str, Sequence[Mapping[str, Any]]],
+    *,
+    source_name: str = "<records>",
+    skip_invalid: bool = False,
+) -> ImportReport:
+    """Import in-memory records keyed by file stem, e.g. ``{"patients": [{...}, ...]}``.
+
+    Values may be text or native (numbers, booleans, ``date``/aware ``datetime``);
+    problems point at ``<source_name>:<stem>[n]`` with ``n`` the 1-based position.
+    """
+    sources, problems = array_sources(source_name, records, ORDER)
+    return _run(engine, org_id, sources, problems, source_name, skip_invalid=skip_invalid, progress=False)
+
+
+@dataclass
+class _FileResult:
+    counts: FileCounts
+    stage: Stage
+    source: Source
+
+
+def _where(record: Record) -> str:
+    return record.file if record.file.endswith("]") else f"{record.file}:{record.line}"
+
+
+def _run(
+    engine: Engine,
+    org_id: str,
+    sources: list[Source],
+    problems: list[Problem],
+    source_name: str,
+    *,
+    skip_invalid: bool,
+    progress: bool,
+) -> ImportReport:
+    started = utc_now()
+    today = date.today()
+    problems = list(problems)
+    rejected: list[RejectedRow] = []
+    counts: dict[str, FileCounts] = {}
+    by_stem = {s.stem: s for s in sources}
+    status = Console(stderr=True).status("storing…") if progress else nullcontext()
+
+    with engine.connect() as conn:
+        transaction = conn.begin()
+        try:
+            index = load_from_database(conn, org_id, set(by_stem))
+            results: list[_FileResult] = []
+            for stem in ORDER:
+                if stem in by_stem:
+                    result = _check_file(conn, by_stem[stem], index, today, problems, rejected)
+                    counts[stem] = result.counts
+                    results.append(result)
+            for result in results:
+                result.stage.finish()
+                for dup in result.stage.remove_duplicates():
+                    _duplicate(result, dup, problems, rejected)
+            if problems and not skip_invalid:
+                transaction.rollback()
+                return ImportReport(counts, problems, False, None, source_name, rejected)
+            batch_id = str(uuid.uuid4())
+            with status:
+                now = utc_now()
+                for result in results:
+                    merged = result.stage.merge(org_id, batch_id, now)
+                    result.counts.inserted = merged.inserted
+                    result.counts.updated = merged.updated
+                    result.counts.unchanged += merged.unchanged
+                    result.stage.drop()
+                conn.execute(
+                    insert(schema.import_batches).values(
+                        batch_id=batch_id,
+                        org_id=org_id,
+                        source=source_name,
+                        started_at=started,
+                        finished_at=utc_now(),
+                        counts={stem: c.to_json() for stem, c in counts.items()},
+                    )
+                )
+            transaction.commit()
+        except BaseException:
+            if transaction.is_active:
+                transaction.rollback()
+            raise
+    return ImportReport(counts, problems, True, batch_id, source_name, rejected)
+
+
+def _check_file(
+    conn: Any,
+    source: Source,
+    index: ReferenceIndex,
+    today: date,
+    problems: list[Problem],
+    rejected: list[RejectedRow],
+) -> _FileResult:
+    spec = FILES[source.stem]
+    counts = FileCounts()
+    stage = Stage(conn, spec)
+    file_problems = list(source.problems)
+    if source.header is not None and not source.problems:
+        file_problems += [
+            Problem(source.label, 1, f.field, f.code, f.message) for f in check_header(spec, source.header)
+        ]
+    problems.extend(file_problems)
+    file_error = "; ".join(str(p) for p in file_problems)
+    keyed = source.header is None
+    buffer: list[dict[str, Any]] = []
+    fast = spec.stem == "readings" and not file_error
+    for record in source.records():
+        counts.read += 1
+        if fast and not record.problems:
+            values = fast_reading(record.raw, index, keyed=keyed)
+            if values is not None:
+                values["_line"] = record.line
+                buffer.append(values)
+                if len(buffer) >= BATCH_ROWS:
+                    stage.add(buffer)
+                    buffer = []
+                continue
+        row = check_row(spec, record.raw, index, today, keyed=keyed) if not record.problems else None
+        if file_error or record.problems or (row is not None and row.faults):
+            where = _where(record)
+            errors: list[str] = []
+            if file_error:
+                errors.append(file_error)
+            for problem in record.problems:
+                problems.append(replace(problem, row=dict(record.raw)) if problem.row is None else problem)
+                errors.append(problem.message)
+            if row is not None and not file_error:
+                for fault in row.faults:
+                    problems.append(
+                        Problem(
+                            record.file, record.line, fault.field, fault.code, fault.message, dict(record.raw)
+                        )
+                    )
+                    errors.append(f"{fault.field}: {fault.message}" if fault.field else fault.message)
+            if row is not None:
+                spec.unregister(row.values, index, file_error or where)
+            rejected.append(RejectedRow(spec.stem, where, record.raw, tuple(errors)))
+            counts.rejected += 1
+            continue
+        assert row is not None
+        spec.register(row.values, index)
+        staged = {name: row.values.get(name) for name in spec.stored}
+        staged["_line"] = record.line
+        buffer.append(staged)
+        if len(buffer) >= BATCH_ROWS:
+            stage.add(buffer)
+            buffer = []
+    stage.add(buffer)
+    return _FileResult(counts, stage, source)
+
+
+def _duplicate(
+    result: _FileResult, dup: Duplicate, problems: list[Problem], rejected: list[RejectedRow]
+) -> None:
+    """An identical repeat changes nothing; a conflicting one is rejected (first wins)."""
+    if not dup.differs:
+        result.counts.unchanged += 1
+        return
+    spec = FILES[result.source.stem]
+    field = spec.key
+    if spec.stem == "readings":
+        field = "reading_id" if dup.values.get("reading_id") else "measured_at"
+    label = result.source.label
+    positional = result.source.header is None and not label.endswith(".jsonl")
+    file = f"{label}[{dup.line}]" if positional else label
+    first = f"{label}[{dup.first_line}]" if positional else f"line {dup.first_line}"
+    message = f"{spec.key} {dup.key} already appears at {first} with different {', '.join(dup.differs)}"
+    raw = {k: json_safe(val) for k, val in dup.values.items() if k != "_line"}
+    problems.append(Problem(file, dup.line, field, "duplicate_id", message, raw))
+    rejected.append(
+        RejectedRow(spec.stem, file if positional else f"{file}:{dup.line}", raw, (f"{field}: {message}",))
+    )
+    result.counts.rejected += 1

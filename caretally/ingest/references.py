@@ -1,0 +1,83 @@
+"""What the bundle's rows may point at: ids already in the database plus ids in this bundle.
+
+Files are checked in dependency order (practitioners and patients first, readings and
+time entries last), and each accepted row registers itself here before the next file
+is read. A row that was rejected registers where it was rejected instead, so rows that
+point at it can say why they are rejected too.
+
+The first accepted occurrence of an id in the bundle wins over the database copy and
+over later occurrences (which the duplicate check rejects when they differ).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, select
+
+from caretally.model import PerformerClass
+from caretally.store import schema
+
+
+@dataclass
+class Catalog:
+    """One kind of record: id → the attribute other rows need, plus rejected ids."""
+
+    known: dict[str, str] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)  # id → "file:line" of the rejected row
+    _seen_in_bundle: set[str] = field(default_factory=set)
+
+    def accept(self, key: str, attribute: str) -> None:
+        if key not in self._seen_in_bundle:
+            self._seen_in_bundle.add(key)
+            self.known[key] = attribute
+
+    def reject(self, key: str, where: str) -> None:
+        self.rejected.setdefault(key, where)
+
+
+@dataclass
+class ReferenceIndex:
+    """Ids rows may reference, with the one attribute each cross-check needs.
+
+    patients → IANA zone (to derive local dates); practitioners → performer class;
+    devices → owning patient; enrollments are (patient, program) pairs.
+    """
+
+    patients: Catalog = field(default_factory=Catalog)
+    practitioners: Catalog = field(default_factory=Catalog)
+    devices: Catalog = field(default_factory=Catalog)
+    enrolled: set[tuple[str, str]] = field(default_factory=set)
+    rejected_enrollments: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def performer(self, practitioner_id: str) -> PerformerClass | None:
+        found = self.practitioners.known.get(practitioner_id)
+        return PerformerClass(found) if found else None
+
+
+def load_from_database(conn: Connection, org_id: str, stems: set[str]) -> ReferenceIndex:
+    """Preload only the id maps the present files will consult.
+
+    These are narrow (id plus one attribute) so even a large practice fits in memory, and
+    one query per table beats a lookup per row.
+    """
+    index = ReferenceIndex()
+    needs_patients = stems & {"enrollments", "devices", "readings", "time_entries"}
+    if needs_patients:
+        t = schema.patients
+        for pid, tz in conn.execute(select(t.c.patient_id, t.c.timezone).where(t.c.org_id == org_id)):
+            index.patients.known[pid] = tz
+    if stems & {"enrollments", "time_entries"}:
+        t = schema.practitioners
+        rows = conn.execute(select(t.c.practitioner_id, t.c.performer_class).where(t.c.org_id == org_id))
+        for prid, cls in rows:
+            index.practitioners.known[prid] = cls
+    if "readings" in stems:
+        t = schema.devices
+        for did, pid in conn.execute(select(t.c.device_id, t.c.patient_id).where(t.c.org_id == org_id)):
+            index.devices.known[did] = pid
+    if "time_entries" in stems:
+        t = schema.enrollments
+        rows = conn.execute(select(t.c.patient_id, t.c.program).where(t.c.org_id == org_id).distinct())
+        index.enrolled.update((pid, prog) for pid, prog in rows)
+    return index

@@ -1,0 +1,66 @@
+"""The outcome of one import: counts per file, every problem, and whether anything was stored."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from caretally.errors import Problem
+
+
+@dataclass
+class FileCounts:
+    """Rows per outcome for one file (keyed by stem, so CSV and JSON bundles compare).
+
+    ``read`` = ``inserted + unchanged + updated + rejected`` when the bundle was stored;
+    when an all-or-nothing import is refused only ``read`` and ``rejected`` are non-zero.
+    """
+
+    read: int = 0
+    inserted: int = 0
+    unchanged: int = 0
+    updated: int = 0
+    rejected: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedRow:
+    stem: str
+    where: str  # "readings.csv:12" or "bundle.json:readings[3]"
+    raw: Mapping[str, Any]
+    errors: tuple[str, ...]
+
+
+@dataclass
+class ImportReport:
+    counts: dict[str, FileCounts]
+    problems: list[Problem]
+    stored: bool
+    batch_id: str | None
+    source: str = ""
+    rejected_rows: list[RejectedRow] = field(default_factory=list)
+    rejects_written: list[Path] = field(default_factory=list)
+
+    def ok(self) -> bool:
+        """True when the bundle had no problem at all (nothing rejected, nothing refused)."""
+        return not self.problems
+
+    @property
+    def changed(self) -> bool:
+        return self.stored and any(c.inserted or c.updated for c in self.counts.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok(),
+            "stored": self.stored,
+            "batch_id": self.batch_id,
+            "source": self.source,
+            "counts": {stem: c.to_json() for stem, c in self.counts.items()},
+            "problems": [p.to_json() for p in self.problems],
+            "rejects": [str(p) for p in self.rejects_written],
+        }
