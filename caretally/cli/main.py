@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "caretally.cli.bill_cmd",
     "caretally.cli.export_cmd",
     "caretally.cli.rules_cmd",
+    "caretally.cli.worklist_cmd",
 )
 
 

@@ -1,0 +1,79 @@
+"""``caretally worklist``: the caseload ranked by what can still be billed this period."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from caretally.billing.payers import PayerRules
+from caretally.cli.billing_options import PayerRulesOption, parse_overlays
+from caretally.cli.common import DbOption, JsonOption, OrgOption, console, print_json
+from caretally.model import Program
+from caretally.store.db import DEFAULT_ORG, open_database
+from caretally.worklist import build_worklist
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("worklist")
+    def worklist(
+        as_of: Annotated[str, typer.Option("--as-of", help="Date the data is known through, YYYY-MM-DD.")],
+        program: Annotated[
+            str | None, typer.Option("--program", help="Only this program (RPM, RTM, CCM, PCM).")
+        ] = None,
+        limit: Annotated[int, typer.Option("--limit", help="Rows to show in the table (JSON has all).")] = 40,
+        all_rows: Annotated[
+            bool, typer.Option("--all", help="Include periods with nothing left to gain.")
+        ] = False,
+        payer_rules: PayerRulesOption = None,
+        db_url: DbOption = None,
+        org: OrgOption = DEFAULT_ORG,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Who is short of days, minutes or the live call: ranked by value per staff minute, then deadline."""
+        day = date.fromisoformat(as_of)
+        chosen = Program(program.upper()) if program else None
+        engine = open_database(db_url, org)
+        rules = PayerRules.load(parse_overlays(payer_rules))
+        rows = build_worklist(engine, org, day, rules, program=chosen)
+        if not all_rows:
+            rows = [r for r in rows if r.next_step is not None] if not as_json else rows
+        if as_json:
+            print_json({"as_of": as_of, "rows": [r.to_json() for r in rows]})
+            return
+        total = sum((r.value_at_stake for r in rows), start=0)
+        table = Table(
+            title=f"Worklist as of {as_of} — {len(rows)} open periods, ${total:,.2f} still reachable"
+        )
+        for col in (
+            "patient",
+            "program",
+            "period ends",
+            "days",
+            "minutes",
+            "call",
+            "at stake",
+            "$/min",
+            "next step",
+        ):
+            table.add_column(col, overflow="fold")
+        for r in rows[:limit]:
+            days = "—" if r.days_so_far is None else f"{r.days_so_far} ({r.days_left} left)"
+            minutes = "—" if r.minutes_so_far is None else str(r.minutes_so_far)
+            call = {True: "yes", False: "[red]no[/red]", None: "—"}[r.interactive_done]
+            table.add_row(
+                r.patient_id,
+                r.program.value,
+                str(r.period.end),
+                days,
+                minutes,
+                call,
+                f"${r.value_at_stake:,.2f}",
+                f"{r.value_per_minute}",
+                r.action,
+            )
+        console.print(table)
+        if len(rows) > limit:
+            console.print(f"… {len(rows) - limit} more; use --limit or --json.")

@@ -1,0 +1,270 @@
+"""Mid-period worklists: who is short of days, minutes or the live call, and what it is worth.
+
+The worklist asks the same engine the month run uses, with ``as_of`` set to today: a
+code whose period is still open comes back ``reachable`` with the days or minutes still
+missing in its evidence. This module only reads those decisions and ranks them — there is
+no second copy of any threshold here.
+
+Ranking: the value of the next step divided by the staff minutes it needs, then the
+deadline. Minutes needed are the minutes still missing for a time code (at least the
+length of a short call when the month's live call is missing) and a short reminder call
+for days of data, since staff cannot take readings for the patient.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+
+from sqlalchemy import Engine
+
+from caretally.billing.evaluate import evaluate_month
+from caretally.billing.payers import PayerRules
+from caretally.dates import add_months, month_of
+from caretally.model import Decision, PatientMonthFacts, Period, PeriodKind, Program, Status
+from caretally.rules.params import RuleYear
+
+#: Staff minutes a reminder call takes when the patient, not staff, must produce the data.
+REMINDER_MINUTES = 5
+#: Staff minutes of a short live call when the month's interactive communication is missing.
+CALL_MINUTES = 5
+ZERO = Decimal("0.00")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One code still within reach and what it takes."""
+
+    code: str
+    value: Decimal  # what billing it adds (net of a cheaper code it would replace)
+    days_needed: int = 0
+    minutes_needed: int = 0
+    call_needed: bool = False
+    days_left: int = 0
+    other: str = ""  # a non-numeric gap, in the engine's words (e.g. no set-up date recorded)
+
+    @property
+    def staff_minutes(self) -> int:
+        if self.minutes_needed or self.call_needed:
+            return max(self.minutes_needed, CALL_MINUTES if self.call_needed else 0)
+        return REMINDER_MINUTES if self.days_needed or self.other else 0
+
+
+@dataclass
+class WorklistRow:
+    patient_id: str
+    program: Program
+    enrollment_id: str
+    period: Period
+    days_so_far: int | None = None
+    days_left: int | None = None
+    minutes_so_far: int | None = None
+    interactive_done: bool | None = None
+    secured: list[str] = field(default_factory=list)  # codes met so far (period still open)
+    steps: list[Step] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)  # codes out of reach, with the first reason
+
+    @property
+    def next_step(self) -> Step | None:
+        worth = [s for s in self.steps if s.value > 0]
+        if not worth:
+            return None
+        return min(worth, key=lambda s: (s.staff_minutes, -s.value, s.code))
+
+    @property
+    def value_at_stake(self) -> Decimal:
+        return sum((s.value for s in self.steps), ZERO)
+
+    @property
+    def value_per_minute(self) -> Decimal:
+        step = self.next_step
+        if step is None:
+            return ZERO
+        return (step.value / max(step.staff_minutes, 1)).quantize(Decimal("0.01"))
+
+    @property
+    def action(self) -> str:
+        step = self.next_step
+        if step is None:
+            if self.secured:
+                return f"Nothing more to gain this period; {', '.join(self.secured)} already met."
+            return "Nothing reachable before the period ends."
+        worth = f"worth ${step.value:,.2f}"
+        parts = []
+        if step.minutes_needed:
+            parts.append(f"{step.minutes_needed} more minute{'s' if step.minutes_needed != 1 else ''}")
+        if step.call_needed:
+            parts.append("a live call (phone or video)")
+        if step.days_needed:
+            parts.append(
+                f"{step.days_needed} more day{'s' if step.days_needed != 1 else ''} of readings "
+                f"in the {step.days_left} days left"
+            )
+        if not parts:
+            return f"Resolve: {step.other} — then {step.code} is billable, {worth}."
+        need = " and ".join(parts)
+        return f"{need[0].upper()}{need[1:]} complete{'s' if len(parts) == 1 else ''} {step.code}, {worth}."
+
+    def to_json(self) -> dict[str, object]:
+        step = self.next_step
+        return {
+            "patient_id": self.patient_id,
+            "program": self.program.value,
+            "enrollment_id": self.enrollment_id,
+            "period": {
+                "kind": self.period.kind.value,
+                "start": str(self.period.start),
+                "end": str(self.period.end),
+            },
+            "deadline": str(self.period.end),
+            "days_so_far": self.days_so_far,
+            "days_left": self.days_left,
+            "minutes_so_far": self.minutes_so_far,
+            "interactive_done": self.interactive_done,
+            "secured": self.secured,
+            "reachable": [
+                {
+                    "code": s.code,
+                    "value": str(s.value),
+                    "days_needed": s.days_needed,
+                    "minutes_needed": s.minutes_needed,
+                    "call_needed": s.call_needed,
+                }
+                for s in self.steps
+            ],
+            "next_step": None if step is None else step.code,
+            "days_needed": None if step is None else step.days_needed,
+            "minutes_needed": None if step is None else step.minutes_needed,
+            "value_at_stake": str(self.value_at_stake),
+            "value_per_staff_minute": str(self.value_per_minute),
+            "action": self.action,
+            "blocked": self.blocked,
+        }
+
+
+def _values(d: Decision) -> dict[str, str]:
+    """The numbers the engine put in its reasons (days, minutes, thresholds)."""
+    out: dict[str, str] = {}
+    for r in d.reasons:
+        for name, value in r.evidence.values:
+            out.setdefault(name, value)
+    base, step = _int(out, "base_minutes"), _int(out, "step_minutes")
+    if "min_minutes" not in out and base is not None and step is not None:
+        # An add-on's next unit needs base + step × (units already supported + 1) minutes.
+        out["min_minutes"] = str(base + step * ((_int(out, "units_supported") or 0) + 1))
+    return out
+
+
+def _int(values: dict[str, str], name: str) -> int | None:
+    try:
+        return int(values[name])
+    except (KeyError, ValueError):
+        return None
+
+
+def _amount(year: RuleYear, code: str) -> Decimal:
+    rule = year.codes.get(code)
+    return ZERO if rule is None or rule.amount is None else rule.amount
+
+
+def _replaced_value(year: RuleYear, code: str, secured: Iterable[Decision]) -> Decimal:
+    """Payment of an already-met code that ``code`` would replace (same either/or group)."""
+    rule = year.codes.get(code)
+    exclusive = set(rule.get("exclusive_with") or ()) if rule else set()
+    return max((d.expected_payment or ZERO for d in secured if d.code in exclusive), default=ZERO)
+
+
+#: Reasons that inform but never decide whether a code is met.
+INFORMATIONAL = ("pricing.", "docs.", "time.unassigned", "period.")
+
+
+def _pending(d: Decision) -> bool:
+    return any(not r.passed for r in d.reasons if not r.rule_id.startswith(INFORMATIONAL))
+
+
+def rows_for(
+    facts: PatientMonthFacts, decisions: list[Decision], year_for: PayerRules, as_of: date
+) -> list[WorklistRow]:
+    """Worklist rows for the periods of this patient that are open on ``as_of``."""
+    groups: dict[tuple[str, Period], list[Decision]] = defaultdict(list)
+    for d in decisions:
+        if d.period.start <= as_of < d.period.end:
+            groups[(d.enrollment_id, d.period)].append(d)
+    rows = []
+    for (enrollment_id, period), ds in sorted(groups.items(), key=lambda kv: (kv[0][1].end, kv[0][0])):
+        year = year_for.for_payer(facts.payer).for_date(period.end)
+        row = WorklistRow(facts.patient_id, ds[0].program, enrollment_id, period)
+        secured = [d for d in ds if d.status is Status.REACHABLE and not _pending(d)]
+        row.secured = sorted(d.code for d in secured)
+        for d in sorted(ds, key=lambda d: d.code):
+            values = _values(d)
+            days, min_days = _int(values, "days"), _int(values, "min_days")
+            minutes, min_minutes = _int(values, "minutes"), _int(values, "min_minutes")
+            if days is not None:
+                row.days_so_far = days
+                row.days_left = _int(values, "days_left")
+            if minutes is not None:
+                row.minutes_so_far = max(row.minutes_so_far or 0, minutes)
+            interactive = [r for r in d.reasons if r.rule_id.endswith(".interactive")]
+            if interactive:
+                row.interactive_done = all(r.passed for r in interactive)
+            if d.status is Status.NOT_BILLABLE:
+                first = next((r for r in d.reasons if not r.passed), None)
+                row.blocked.append(f"{d.code}: {first.message}" if first else d.code)
+                continue
+            if d.status is not Status.REACHABLE or not _pending(d):
+                continue
+            failed = [r for r in d.reasons if not r.passed and not r.rule_id.startswith(INFORMATIONAL)]
+            if any(r.rule_id.startswith("concurrency.") for r in failed):
+                continue  # another code wins the period; more work would not bill this one
+            call = any(not r.passed for r in interactive)
+            gain = _amount(year, d.code) - _replaced_value(year, d.code, secured)
+            row.steps.append(
+                Step(
+                    code=d.code,
+                    value=max(gain, ZERO),
+                    days_needed=max(0, (min_days or 0) - (days or 0)) if min_days is not None else 0,
+                    minutes_needed=max(0, (min_minutes or 0) - (minutes or 0))
+                    if min_minutes is not None
+                    else 0,
+                    call_needed=call,
+                    days_left=_int(values, "days_left") or 0,
+                    other=failed[0].message if failed else "",
+                )
+            )
+        rows.append(row)
+    return rows
+
+
+def build_worklist(
+    engine: Engine,
+    org_id: str,
+    as_of: date,
+    rules: PayerRules,
+    *,
+    program: Program | None = None,
+    patients: set[str] | None = None,
+) -> list[WorklistRow]:
+    """Every open period on ``as_of`` for every enrolled patient, ranked.
+
+    The calendar month of ``as_of`` is evaluated, and so is the next month, because a
+    30-day device period open today may close next month.
+    """
+    this_month = month_of(as_of)
+    rows: list[WorklistRow] = []
+    for month in (this_month, month_of(add_months(as_of, 1))):
+        for facts, decisions in evaluate_month(engine, org_id, month, rules, as_of=as_of, patients=patients):
+            chosen = [
+                d
+                for d in decisions
+                if (program is None or d.program is program)
+                and (d.period.kind is not PeriodKind.CALENDAR_MONTH or month == this_month)
+            ]
+            rows.extend(rows_for(facts, chosen, rules, as_of))
+    rows.sort(
+        key=lambda r: (-r.value_per_minute, r.period.end, -r.value_at_stake, r.patient_id, r.enrollment_id)
+    )
+    return rows
