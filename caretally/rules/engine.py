@@ -1,0 +1,37 @@
+"""The rules engine's one entry point: a patient-month of facts in, decisions out.
+
+Pure: no I/O, no clock (``facts.as_of`` says how far the data goes), deterministic order.
+Each period is judged by the rule-year in force on its last day — a 30-day period that
+starts in December and ends in January follows January's rules; calendar-month codes
+follow the rule-year of the month's end.
+
+Steps: credit every time entry to one enrollment (:mod:`caretally.rules.allocation`,
+which scores candidate allocations with the same code), run every code family for every
+enrollment, then the concurrency pass; sort by enrollment, code and period start.
+See :mod:`caretally.rules.families.common` for how a status is derived (``reachable``
+means the period is still open — whether or not the threshold is already met).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+
+from caretally.model import Decision, PatientMonthFacts
+from caretally.rules.allocation import Allocation, allocate, total
+from caretally.rules.families import month
+from caretally.rules.params import RuleBook
+
+
+def evaluate_patient_month(facts: PatientMonthFacts, rules: RuleBook) -> list[Decision]:
+    """Every decision for every enrollment and code of the patient-month, with reasons."""
+    year_for = rules.for_date
+    static = month.static_decisions(facts, year_for)
+    cache: dict[tuple[str, tuple[str, ...]], list[Decision]] = {}
+
+    def score(assignment: Mapping[str, str]) -> Decimal:
+        trial = Allocation(enrollment_of=dict(assignment), program_of={})
+        return total(month.decide(facts, year_for, trial, static, cache))
+
+    allocation = allocate(facts, rules.for_date(facts.month.end), score)
+    return month.decide(facts, year_for, allocation)

@@ -1,0 +1,135 @@
+"""Care management (CCM 99490/99439, 99491/99437, 99487/99489; PCM 99424–99427), per month.
+
+Codes are grouped in lanes (the ``lane`` param): a base code and its add-on. Each lane is
+judged on its own — minutes of the performers it accepts (staff lanes take staff *and*
+practitioner minutes, because the billing practitioner's time may count as clinical-staff
+time; practitioner lanes take only practitioner minutes), ``min_chronic_conditions``
+diagnoses, and ``requires_complexity`` — and then only one lane per program and month is
+billed: the one with the highest expected payment (base + add-on units). Ties go to the
+lane whose base code sorts first, so reruns agree.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from caretally.model import Decision, Evidence, Reason, Status
+from caretally.rules.families.common import (
+    Check,
+    EnrollmentView,
+    TimePool,
+    Verdict,
+    as_int,
+    cite,
+    codes_of,
+    counts,
+    demote,
+    money,
+)
+from caretally.rules.families.ladder import addon_decision, base_decision, bases_and_addons
+from caretally.rules.params import CodeRule, Param, RuleYear
+
+FAMILY = "care_management"
+
+
+def decide(view: EnrollmentView) -> list[Decision]:
+    month = view.facts.month
+    year = view.year_for(month.end)
+    rules = codes_of(year, view.enrollment.program, FAMILY)
+    if not rules:
+        return []
+    program = view.enrollment.program
+    prefix = f"{program.lower()}.time"
+    lanes: dict[str, list[CodeRule]] = {}
+    for r in rules:
+        lanes.setdefault(str(r.value("lane")), []).append(r)
+
+    per_lane: dict[str, list[Decision]] = {}
+    for lane, lane_rules in sorted(lanes.items(), key=lambda kv: min(r.code for r in kv[1])):
+        bases, addons = bases_and_addons(lane_rules)
+        decisions: list[Decision] = []
+        made: dict[str, tuple[Decision, TimePool]] = {}
+        for rule in bases:
+            extra, params = eligibility(view, year, rule, program.lower())
+            d, p = base_decision(view, year, rule, bases, month, prefix, extra, [rule.param("lane"), *params])
+            made[rule.code] = (d, p)
+            decisions.append(d)
+        for rule in addons:
+            base_code = str(rule.value("add_on_to"))
+            base, base_pool = made[base_code]
+            extra, _ = eligibility(view, year, rule, program.lower())
+            decisions.append(
+                addon_decision(
+                    view, year, rule, year.code(base_code), base, base_pool, month, prefix, "max_units", extra
+                )
+            )
+        per_lane[lane] = decisions
+    return _one_lane(year, program.lower(), per_lane)
+
+
+def eligibility(
+    view: EnrollmentView, year: RuleYear, rule: CodeRule, program: str
+) -> tuple[list[Check], list[Param]]:
+    """Diagnosis count and complexity: what makes the patient eligible for this lane."""
+    e = view.enrollment
+    checks: list[Check] = []
+    params: list[Param] = []
+    if "min_chronic_conditions" in rule.params:
+        p = rule.param("min_chronic_conditions")
+        params.append(p)
+        need = as_int(p.value, f"{rule.code} min_chronic_conditions")
+        dx = tuple(dict.fromkeys(e.diagnoses))
+        ev = Evidence(values=(("diagnoses", ", ".join(dx) or "none"), ("required", str(need))))
+        if len(dx) >= need:
+            msg = f"{len(dx)} chronic condition diagnoses ({', '.join(dx)}); {need} required"
+            checks.append(Check.of(f"{program}.chronic_conditions", Verdict.PASS, msg, cite(year, p), ev))
+        else:
+            msg = f"{len(dx)} of {need} required chronic condition diagnoses on the enrollment"
+            checks.append(Check.of(f"{program}.chronic_conditions", Verdict.FAIL, msg, cite(year, p), ev))
+    if rule.has("requires_complexity"):
+        p = rule.param("requires_complexity")
+        params.append(p)
+        ev = Evidence(values=(("complexity", e.complexity or "none"),))
+        if (e.complexity or "") == str(p.value):
+            msg = f"complexity recorded as {e.complexity}"
+            checks.append(Check.of(f"{program}.complexity", Verdict.PASS, msg, cite(year, p), ev))
+        else:
+            msg = f"needs complexity {p.value}; the enrollment records {e.complexity or 'none'}"
+            checks.append(Check.of(f"{program}.complexity", Verdict.FAIL, msg, cite(year, p), ev))
+    return checks, params
+
+
+def _lane_pay(decisions: list[Decision]) -> Decimal:
+    return sum((d.expected_payment or Decimal(0) for d in decisions if counts(d)), Decimal(0))
+
+
+def _lane_cite(year: RuleYear, ds: list[Decision]) -> str:
+    """The lanes exclude each other through ``exclusive_with``; cite the first base that says so."""
+    for d in ds:
+        rule = year.codes.get(d.code)
+        if rule is not None and "exclusive_with" in rule.params:
+            return cite(year, rule.params["exclusive_with"])
+    return ""
+
+
+def _one_lane(year: RuleYear, program: str, per_lane: dict[str, list[Decision]]) -> list[Decision]:
+    live = {lane: ds for lane, ds in per_lane.items() if any(counts(d) for d in ds)}
+    if len(live) <= 1:
+        return [d for ds in per_lane.values() for d in ds]
+    order = list(per_lane)
+    best = min(live, key=lambda lane: (-_lane_pay(live[lane]), order.index(lane)))
+    final = all(d.status is Status.BILLABLE for d in live[best] if counts(d))
+    out: list[Decision] = []
+    for lane, ds in per_lane.items():
+        if lane == best or lane not in live:
+            out.extend(ds)
+            continue
+        msg = (
+            f"one {program.upper()} lane per month: {best} pays more "
+            f"({money(_lane_pay(live[best]))} vs {money(_lane_pay(ds))})"
+        )
+        r = Reason(
+            f"{program}.lane", False, msg, _lane_cite(year, ds), Evidence(values=(("chosen_lane", best),))
+        )
+        out.extend(demote(d, r, final) if counts(d) else d for d in ds)
+    return out

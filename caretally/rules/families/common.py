@@ -1,0 +1,581 @@
+"""Pieces every code family shares: the view a family sees, checks, and decision assembly.
+
+A family never sets a status by hand. It produces ``Check`` values (a reason plus a
+verdict) and hands them to :func:`finish`, which derives the status the same way for
+every code:
+
+* any check ``FAIL`` → ``not_billable`` (units 0, no date of service, no payment);
+* otherwise, if the period is still open (it ends after ``facts.as_of``) or a check is
+  ``PENDING`` (not met yet but still reachable with the days or time left) →
+  ``reachable``; units and expected payment then show what the data *already* supports
+  (0 while any requirement is still pending), the date of service stays empty because it
+  is not final, and a ``period.open`` reason says when the period closes;
+* otherwise → ``billable`` with units > 0 and a date of service.
+
+So a threshold that is already met in an open period is ``reachable``, never
+``billable``: more days may still upgrade 99445 to 99454 and more minutes may add add-on
+units. Only the final picture is billed. One exception keeps a closed period
+``reachable``: when it loses a conflict (one CCM lane, 99091 against 99457 …) to a
+service whose own period is still open, the choice waits until that period closes (see
+:func:`demote`).
+
+Reasons whose rule id starts with ``docs.``, ``pricing.`` or ``time.`` are advisory: they
+name a documentation gap, a missing price, or how time entries were credited (including
+entries left unused), and never change the status.
+
+Evidence convention: ``Evidence.time_entry_ids`` lists only the entries a decision
+*counts*; entries that were looked at and excluded are named in ``values`` under
+``excluded_entries``. An add-on code counts no entries of its own — its minutes are the
+part of its base code's pool beyond the base threshold, and the base decision lists the
+pool — so an entry id appears in at most one billable decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, timedelta
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+from caretally.model import (
+    Decision,
+    EnrollmentFact,
+    Evidence,
+    ParameterUse,
+    PatientMonthFacts,
+    Period,
+    Program,
+    ProgramFacts,
+    Reason,
+    Status,
+    TimeFact,
+)
+from caretally.rules.params import CodeRule, MissingParameter, Param, RuleYear
+
+YearFor = Callable[[date], RuleYear]
+
+ADVISORY_PREFIXES = ("docs.", "pricing.", "time.")
+DEVICE_PROGRAMS = (Program.RPM, Program.RTM)
+CARE_PROGRAMS = (Program.CCM, Program.PCM)
+
+
+class UnsupportedOption(ValueError):
+    """An option carries a value no family knows how to apply."""
+
+
+class Verdict(Enum):
+    PASS = "pass"
+    FAIL = "fail"
+    PENDING = "pending"  # not met yet, still reachable before the period closes
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    reason: Reason
+    verdict: Verdict
+
+    @staticmethod
+    def of(
+        rule_id: str, verdict: Verdict, message: str, citation: str, evidence: Evidence | None = None
+    ) -> Check:
+        return Check(
+            Reason(rule_id, verdict is Verdict.PASS, message, citation, evidence or Evidence()), verdict
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollmentView:
+    """What a family may see of one enrollment in one patient-month.
+
+    ``entries`` are the time entries credited to this enrollment (named for its program
+    or allocated to it); ``time_reasons`` explain that crediting and are attached to every
+    time-based decision of the enrollment.
+    """
+
+    facts: PatientMonthFacts
+    program: ProgramFacts
+    entries: tuple[TimeFact, ...]
+    time_reasons: tuple[Reason, ...]
+    year_for: YearFor
+    time_params: tuple[Param, ...] = ()
+
+    @property
+    def enrollment(self) -> EnrollmentFact:
+        return self.program.enrollment
+
+
+# --------------------------------------------------------------------------------------
+# Citations and parameters
+# --------------------------------------------------------------------------------------
+
+
+_CITES: dict[tuple[str, int, str], str] = {}
+
+
+def cite_text(year: RuleYear, citation: str) -> str:
+    """Resolve source keys to their titles so a reason reads without the YAML at hand."""
+    if not citation:
+        return ""
+    key = (year.content_hash, id(year.sources), citation)
+    hit = _CITES.get(key)
+    if hit is not None:
+        return hit
+    keys = [k.strip() for k in citation.replace(";", ",").split(",") if k.strip()]
+    found = keys and all(k in year.sources for k in keys)
+    text = "; ".join(year.sources[k] for k in keys) if found else citation
+    if len(_CITES) < 4096:
+        _CITES[key] = text
+    return text
+
+
+def cite(year: RuleYear, param: Param) -> str:
+    return cite_text(year, param.citation)
+
+
+@dataclass(slots=True)
+class Used:
+    """Collects the rule values a decision read, in first-use order, without repeats."""
+
+    year: RuleYear
+    params: list[Param] = field(default_factory=list)
+
+    def add(self, param: Param) -> Param:
+        if all(p is not param for p in self.params):
+            self.params.append(param)
+        return param
+
+    def code(self, rule: CodeRule, name: str) -> Any:
+        return self.add(rule.param(name)).value
+
+    def code_opt(self, rule: CodeRule, name: str) -> Any:
+        if name not in rule.params:
+            return None
+        return self.add(rule.params[name]).value
+
+    def option(self, name: str) -> Any:
+        return self.add(self.year.option(name)).value
+
+    def uses(self) -> tuple[ParameterUse, ...]:
+        return tuple(p.use() for p in self.params)
+
+
+def option_value(year: RuleYear, name: str, allowed: Sequence[str]) -> str:
+    value = str(year.option(name).value)
+    if value not in allowed:
+        raise UnsupportedOption(f"option {name}={value!r}; supported: {', '.join(allowed)}")
+    return value
+
+
+def as_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MissingParameter(f"{what} must be an integer, got {value!r}")
+    return value
+
+
+def strings(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(str(v) for v in value)
+
+
+# --------------------------------------------------------------------------------------
+# Formatting
+# --------------------------------------------------------------------------------------
+
+
+def money(amount: Decimal | None) -> str:
+    return "no price" if amount is None else f"${amount:,.2f}"
+
+
+def span(first: date, last: date) -> str:
+    return f"{first.isoformat()}..{last.isoformat()}"
+
+
+def plural(n: int, word: str) -> str:
+    if n == 1:
+        return f"{n} {word}"
+    if word.endswith("y") and word[-2:-1] not in "aeiou":
+        return f"{n} {word[:-1]}ies"
+    return f"{n} {word}s"
+
+
+def ids(entries: Iterable[TimeFact]) -> tuple[str, ...]:
+    return tuple(e.entry_id for e in entries)
+
+
+def clock(seconds: int) -> str:
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def minutes_phrase(minutes: int, seconds: int) -> str:
+    return f"{plural(minutes, 'minute')} ({seconds:,} s)"
+
+
+# --------------------------------------------------------------------------------------
+# Windows: which days of a period can still count
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The part of a period in which data or time may count.
+
+    Days before the enrollment starts or the consent is dated, or after the enrollment
+    ends, are outside: nothing furnished then can be billed under this enrollment.
+    ``first > last`` means nothing can count.
+    """
+
+    first: date
+    last: date
+
+    def contains(self, day: date) -> bool:
+        return self.first <= day <= self.last
+
+    def days_left(self, as_of: date) -> int:
+        start = max(self.first, as_of + timedelta(days=1))
+        return max(0, (self.last - start).days + 1)
+
+
+def window(view: EnrollmentView, period: Period) -> Window:
+    e = view.enrollment
+    first = max(period.start, e.start_date)
+    if e.consent_date is not None:
+        first = max(first, e.consent_date)
+    last = period.end if e.end_date is None else min(period.end, e.end_date)
+    return Window(first, last)
+
+
+def is_open(view: EnrollmentView, period: Period) -> bool:
+    return period.end > view.facts.as_of
+
+
+def clamp_to_enrollment(view: EnrollmentView, day: date) -> date:
+    """A date of service may not fall after the enrollment ends."""
+    end = view.enrollment.end_date
+    return day if end is None or day <= end else end
+
+
+# --------------------------------------------------------------------------------------
+# Checks shared by every code
+# --------------------------------------------------------------------------------------
+
+
+def requirement(year: RuleYear, name: str, used: Used) -> tuple[bool, str]:
+    """Whether a structural rule applies, and its citation.
+
+    A rule-year may carry a global of that name (``consent``, ``established_patient``,
+    ``order``, ``initiating_visit``) to cite the rule — or, set to false by a payer
+    overlay, to waive it. Absent, the rule applies and the reason carries no citation.
+    """
+    p = year.globals.get(name)
+    if p is None:
+        return True, ""
+    used.add(p)
+    return bool(p.value), cite(year, p)
+
+
+def common_checks(view: EnrollmentView, year: RuleYear, period: Period, used: Used) -> list[Check]:
+    """Enrollment, consent, billing practitioner and (RPM) established patient.
+
+    Consent: it must be dated on or before the date of service. Because data and time
+    before the consent date are left out of every count, a met threshold always lands on
+    or after the consent; the check can only fail when consent is missing or dated after
+    the period (and thus after any possible date of service).
+    """
+    e = view.enrollment
+    checks: list[Check] = []
+    ends = "open-ended" if e.end_date is None else f"ending {e.end_date}"
+    overlaps = e.start_date <= period.end and (e.end_date is None or e.end_date >= period.start)
+    where = span(period.start, period.end)
+    if overlaps:
+        inside = e.start_date <= period.start and (e.end_date is None or e.end_date >= period.end)
+        note = "" if inside else "; days outside the enrollment do not count"
+        msg = f"enrollment {e.enrollment_id} (from {e.start_date}, {ends}) covers {where}{note}"
+        checks.append(Check.of("common.enrollment_active", Verdict.PASS, msg, ""))
+    else:
+        msg = f"enrollment {e.enrollment_id} (from {e.start_date}, {ends}) does not cover any day of {where}"
+        checks.append(Check.of("common.enrollment_active", Verdict.FAIL, msg, ""))
+
+    needed, c = requirement(year, "consent", used)
+    if not needed:
+        checks.append(Check.of("common.consent", Verdict.PASS, "consent not required by this rule-year", c))
+    elif e.consent_date is None:
+        checks.append(Check.of("common.consent", Verdict.FAIL, "no consent on file", c))
+    elif e.consent_date > period.end:
+        msg = (
+            f"consent dated {e.consent_date} is after the period ends ({period.end}): the service came first"
+        )
+        checks.append(Check.of("common.consent", Verdict.FAIL, msg, c, Evidence(dates=(e.consent_date,))))
+    else:
+        later = e.consent_date > period.start
+        note = "; data and time before it do not count" if later else ""
+        msg = f"consent dated {e.consent_date}, on or before the date of service{note}"
+        checks.append(Check.of("common.consent", Verdict.PASS, msg, c, Evidence(dates=(e.consent_date,))))
+
+    if e.billing_practitioner_id:
+        msg = f"billing practitioner {e.billing_practitioner_id} ({e.billing_credential})"
+        checks.append(Check.of("common.billing_practitioner", Verdict.PASS, msg, ""))
+    else:
+        checks.append(Check.of("common.billing_practitioner", Verdict.FAIL, "no billing practitioner", ""))
+
+    if e.program == Program.RPM:
+        needed, c = requirement(year, "established_patient", used)
+        if not needed:
+            msg = "established-patient rule waived by this rule-year"
+            checks.append(Check.of("rpm.established_patient", Verdict.PASS, msg, c))
+        elif e.established_patient:
+            msg = "established patient of the billing practitioner (enrollment attestation)"
+            checks.append(Check.of("rpm.established_patient", Verdict.PASS, msg, c))
+        else:
+            msg = "not an established patient: RPM needs a prior relationship with the billing practitioner"
+            checks.append(Check.of("rpm.established_patient", Verdict.FAIL, msg, c))
+    return checks
+
+
+def documentation(view: EnrollmentView, year: RuleYear, used: Used) -> tuple[list[Reason], tuple[str, ...]]:
+    """Named documentation gaps: they never block, but an auditor will ask for them."""
+    e = view.enrollment
+    reasons: list[Reason] = []
+    gaps: list[str] = []
+    if e.program in DEVICE_PROGRAMS:
+        needed, c = requirement(year, "order", used)
+        if needed and e.order_date is None:
+            gaps.append("order_date: no dated practitioner order for the monitoring on file")
+            msg = "documentation gap (does not block): no dated order naming the device and condition"
+            reasons.append(Reason("docs.order_date", False, msg, c))
+        elif needed:
+            msg = f"order dated {e.order_date}"
+            ev = Evidence(dates=(e.order_date,) if e.order_date else ())
+            reasons.append(Reason("docs.order_date", True, msg, c, ev))
+    if e.program in CARE_PROGRAMS:
+        needed, c = requirement(year, "initiating_visit", used)
+        if needed and e.initiating_visit_date is None:
+            gaps.append("initiating_visit_date: no initiating visit (E/M, AWV or IPPE) on file")
+            msg = "documentation gap (does not block): no initiating visit date on file"
+            reasons.append(Reason("docs.initiating_visit", False, msg, c))
+        elif needed:
+            msg = f"initiating visit on {e.initiating_visit_date}"
+            ev = Evidence(dates=(e.initiating_visit_date,) if e.initiating_visit_date else ())
+            reasons.append(Reason("docs.initiating_visit", True, msg, c, ev))
+    return reasons, tuple(gaps)
+
+
+# --------------------------------------------------------------------------------------
+# Time entries
+# --------------------------------------------------------------------------------------
+
+
+def performers_of(value: Any) -> frozenset[str]:
+    return frozenset(strings(value))
+
+
+@dataclass(frozen=True, slots=True)
+class TimePool:
+    counted: tuple[TimeFact, ...]
+    excluded: tuple[tuple[TimeFact, str], ...]  # entry, why
+
+    @property
+    def seconds(self) -> int:
+        return sum(e.seconds for e in self.counted)
+
+    @property
+    def minutes(self) -> int:
+        return self.seconds // 60
+
+    def excluded_value(self) -> tuple[tuple[str, str], ...]:
+        if not self.excluded:
+            return ()
+        text = "; ".join(f"{e.entry_id} ({why})" for e, why in self.excluded)
+        return (("excluded_entries", text),)
+
+
+def time_order(entry: TimeFact) -> tuple[date, str, str]:
+    started = "" if entry.started_at is None else entry.started_at.isoformat()
+    return (entry.local_date, started, entry.entry_id)
+
+
+def pool(
+    entries: Iterable[TimeFact], period: Period, win: Window, performers: frozenset[str], skip: frozenset[str]
+) -> TimePool:
+    """The entries that count toward a code in ``period``, and why the others do not."""
+    counted: list[TimeFact] = []
+    excluded: list[tuple[TimeFact, str]] = []
+    for e in sorted(entries, key=time_order):
+        if not period.contains(e.local_date):
+            continue
+        if e.entry_id in skip:
+            excluded.append((e, "its month's time is already billed"))
+        elif not win.contains(e.local_date):
+            excluded.append((e, "outside the enrollment or before consent"))
+        elif str(e.performer) not in performers:
+            excluded.append((e, f"performer {e.performer} does not count for this code"))
+        else:
+            counted.append(e)
+    return TimePool(tuple(counted), tuple(excluded))
+
+
+def threshold_day(entries: Sequence[TimeFact], minutes: int) -> date | None:
+    """The local date on which the running total first reached ``minutes``."""
+    total = 0
+    for e in sorted(entries, key=time_order):
+        total += e.seconds
+        if total // 60 >= minutes:
+            return e.local_date
+    return None
+
+
+def rendering_of(view: EnrollmentView, counted: Sequence[TimeFact]) -> str | None:
+    """Who furnished most of the counted time, when that person bills under their own NPI.
+
+    Clinical staff work incident to the billing practitioner, so their time renders under
+    the billing practitioner; a practitioner or therapist renders their own service.
+    Ties go to the lowest id so reruns agree.
+    """
+    if not counted:
+        return None
+    by_person: dict[str, int] = {}
+    klass: dict[str, str] = {}
+    for e in counted:
+        by_person[e.practitioner_id] = by_person.get(e.practitioner_id, 0) + e.seconds
+        klass[e.practitioner_id] = str(e.performer)
+    top = min(by_person, key=lambda p: (-by_person[p], p))
+    if klass[top] == "staff":
+        return view.enrollment.billing_practitioner_id
+    return top
+
+
+# --------------------------------------------------------------------------------------
+# Assembling a decision
+# --------------------------------------------------------------------------------------
+
+
+def status_of(checks: Sequence[Check], open_: bool) -> Status:
+    verdicts = {c.verdict for c in checks}
+    if Verdict.FAIL in verdicts:
+        return Status.NOT_BILLABLE
+    if open_ or Verdict.PENDING in verdicts:
+        return Status.REACHABLE
+    return Status.BILLABLE
+
+
+def payment(rule: CodeRule, units: int, used: Used) -> tuple[Decimal | None, list[Reason]]:
+    """amount × units; a code without a national amount is priced at $0.00 and flagged."""
+    if units <= 0:
+        return None, []
+    param = rule.params.get("amount")
+    if param is not None:
+        used.add(param)
+    amount = rule.amount
+    if amount is None:
+        c = "" if param is None else cite(used.year, param)
+        msg = (
+            f"no national amount for {rule.code} in this rule-year (contractor-priced or unknown): "
+            "shown as $0.00"
+        )
+        return Decimal("0.00"), [Reason("pricing.amount", False, msg, c)]
+    return amount * units, []
+
+
+@dataclass(slots=True)
+class Draft:
+    """A decision under construction; :func:`finish` turns it into a ``Decision``."""
+
+    view: EnrollmentView
+    year: RuleYear
+    rule: CodeRule
+    period: Period
+    used: Used
+    checks: list[Check] = field(default_factory=list)
+    units: int = 0
+    dos: date | None = None
+    open_note: str = ""
+    rendering: str | None = None
+    time_based: bool = False
+
+
+def finish(d: Draft) -> Decision:
+    view = d.view
+    open_ = is_open(view, d.period)
+    status = status_of(d.checks, open_)
+    if status is Status.BILLABLE and d.units <= 0:
+        status = Status.NOT_BILLABLE
+    pending = any(c.verdict is Verdict.PENDING for c in d.checks)
+    units = 0 if status is Status.NOT_BILLABLE or pending else d.units
+    reasons: list[Reason] = [c.reason for c in d.checks]
+    if open_ and status is Status.REACHABLE:
+        if any(c.verdict is Verdict.PENDING for c in d.checks):
+            msg = f"period closes on {d.period.end}; data known through {view.facts.as_of}"
+        else:
+            note = f": {d.open_note}" if d.open_note else ""
+            msg = f"requirements met so far; the period closes on {d.period.end}{note}"
+        reasons.append(Reason("period.open", True, msg, "", Evidence(dates=(d.period.end, view.facts.as_of))))
+    if d.time_based:
+        reasons.extend(view.time_reasons)
+        for p in view.time_params:
+            d.used.add(p)
+    docs, gaps = documentation(view, d.year, d.used)
+    reasons.extend(docs)
+    pay, price_reasons = payment(d.rule, units, d.used)
+    reasons.extend(price_reasons)
+    e = view.enrollment
+    return Decision(
+        patient_id=view.facts.patient_id,
+        enrollment_id=e.enrollment_id,
+        program=e.program,
+        code=d.rule.code,
+        status=status,
+        units=units,
+        date_of_service=d.dos if status is Status.BILLABLE else None,
+        period=d.period,
+        reasons=tuple(reasons),
+        parameters=d.used.uses(),
+        billing_practitioner_id=e.billing_practitioner_id or None,
+        rendering_practitioner_id=d.rendering if units > 0 else None,
+        expected_payment=pay,
+        documentation_gaps=gaps,
+    )
+
+
+def counts(decision: Decision) -> bool:
+    """Whether a decision currently claims money: billable, or reachable with units."""
+    return decision.status is Status.BILLABLE or (decision.status is Status.REACHABLE and decision.units > 0)
+
+
+def demote(decision: Decision, reason: Reason, winner_final: bool) -> Decision:
+    """Take a decision out of the claim because another service wins a conflict.
+
+    When the winner is final the loser is ``not_billable``. When the winner is itself
+    still open the outcome is not settled, so the loser stays ``reachable`` with the
+    failed reason attached: the choice is made again when the period closes.
+    """
+    reasons = _insert(decision.reasons, reason)
+    if winner_final:
+        return replace(
+            decision,
+            status=Status.NOT_BILLABLE,
+            units=0,
+            date_of_service=None,
+            expected_payment=None,
+            rendering_practitioner_id=None,
+            reasons=reasons,
+        )
+    return replace(decision, status=Status.REACHABLE, date_of_service=None, reasons=reasons)
+
+
+def with_reason(decision: Decision, reason: Reason) -> Decision:
+    return replace(decision, reasons=_insert(decision.reasons, reason))
+
+
+def _insert(reasons: tuple[Reason, ...], reason: Reason) -> tuple[Reason, ...]:
+    """Add a reason after the checks and before the advisory notes, so the first failed
+    reason of a decision is always the one that decided it."""
+    at = next((i for i, r in enumerate(reasons) if r.rule_id.startswith(ADVISORY_PREFIXES)), len(reasons))
+    return (*reasons[:at], reason, *reasons[at:])
+
+
+def codes_of(year: RuleYear, program: Program, family: str) -> list[CodeRule]:
+    return sorted((c for c in year.codes_for(program) if c.family == family), key=lambda c: c.code)

@@ -1,0 +1,373 @@
+"""The final pass over all decisions of a patient-month: services that exclude each other.
+
+Only decisions that currently claim money (billable, or reachable with units) take part.
+Every conflict keeps the side that pays more; the other side is demoted with a reason
+naming the winner (see :func:`common.demote` for what "demoted" means while a period is
+still open). The passes run in a fixed order:
+
+1. ``concurrency.one_practitioner`` — two enrollments of one program (RPM, RTM, CCM)
+   overlapping a period: only the earliest-starting enrollment bills (ties: lowest id).
+   CMS allows one practitioner per device period and per CCM month. PCM is exempt:
+   several practitioners may each manage a different condition.
+2. ``concurrency.exclusive_with`` — codes listed in each other's ``exclusive_with`` are
+   never both billed for the patient in the month (99091 vs 99457/99458/99470, device
+   tiers, CCM lanes …). A base code and its add-ons are one service and win or lose
+   together.
+3. ``concurrency.never_together`` — program pairs from the rule-year (RPM and RTM) with
+   counting decisions in overlapping periods: the program with the higher total stays.
+4. ``concurrency.not_same_practitioner`` — program pairs (CCM and PCM) billed by the same
+   practitioner in the month: the higher total stays. With different practitioners the
+   option ``ccm_pcm_different_practitioners`` decides (``allowed`` or ``blocked``).
+5. ``concurrency.add_on_base`` — an add-on whose base no longer counts is demoted too.
+6. ``time.no_double_count`` — every entry a billable decision lists is claimed by no
+   other billable decision. (Open, ``reachable`` lines may share entries: they are
+   alternatives still waiting on each other.) Allocation and the exclusions above already
+   guarantee it;
+   the pass records the check on each time-based line and, should the guarantee ever
+   break, keeps the better-paying line and demotes the other rather than bill a minute
+   twice.
+
+Ties keep the earliest-starting enrollment, then the lowest enrollment id, then the code,
+so every rerun gives the same answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+from caretally.model import Decision, Evidence, PatientMonthFacts, Period, Program, Reason, Status
+from caretally.rules.families.common import (
+    YearFor,
+    cite,
+    counts,
+    demote,
+    money,
+    option_value,
+    strings,
+    with_reason,
+)
+from caretally.rules.params import Param, RuleYear
+
+ONE_PRACTITIONER_PROGRAMS = (Program.RPM, Program.RTM, Program.CCM)
+DIFFERENT_PRACTITIONERS = ("allowed", "blocked")
+
+
+def overlaps(a: Period, b: Period) -> bool:
+    return a.start <= b.end and b.start <= a.end
+
+
+def _payment(ds: Sequence[Decision]) -> Decimal:
+    return sum((d.expected_payment or Decimal(0) for d in ds if counts(d)), Decimal(0))
+
+
+def _final(ds: Sequence[Decision]) -> bool:
+    return all(d.status is Status.BILLABLE for d in ds if counts(d))
+
+
+def resolve(facts: PatientMonthFacts, decisions: list[Decision], year_for: YearFor) -> list[Decision]:
+    if not decisions:
+        return []
+    year = year_for(facts.month.end)
+    starts = {
+        p.enrollment.enrollment_id: (p.enrollment.start_date, p.enrollment.enrollment_id)
+        for p in facts.programs
+    }
+    ds = list(decisions)
+    ds = one_practitioner(facts, ds, starts)
+    ds = exclusive_with(ds, year_for, starts)
+    ds = never_together(ds, year, starts)
+    ds = not_same_practitioner(ds, year, starts)
+    ds = add_on_base(ds, year_for)
+    ds = no_double_count(ds)
+    return add_on_base(ds, year_for)
+
+
+# --------------------------------------------------------------------------------------
+
+
+def one_practitioner(
+    facts: PatientMonthFacts, ds: list[Decision], starts: dict[str, tuple[date, str]]
+) -> list[Decision]:
+    out = list(ds)
+    for i, d in enumerate(out):
+        if d.program not in ONE_PRACTITIONER_PROGRAMS or not counts(d):
+            continue
+        rivals = [
+            o
+            for o in out
+            if o.program == d.program
+            and o.enrollment_id != d.enrollment_id
+            and counts(o)
+            and starts[o.enrollment_id] < starts[d.enrollment_id]
+            and overlaps(o.period, d.period)
+        ]
+        if not rivals:
+            continue
+        keeper = min(rivals, key=lambda o: starts[o.enrollment_id])
+        if keeper.billing_practitioner_id != d.billing_practitioner_id:
+            msg = (
+                f"one {d.program} practitioner per period: enrollment {keeper.enrollment_id} "
+                f"(practitioner {keeper.billing_practitioner_id}, started earlier) bills "
+                f"{keeper.period.start}..{keeper.period.end}"
+            )
+        else:
+            msg = (
+                f"two {d.program} enrollments of the same practitioner overlap: "
+                f"enrollment {keeper.enrollment_id} (started earlier) bills this period"
+            )
+        ev = Evidence(values=(("kept_enrollment", keeper.enrollment_id), ("kept_code", keeper.code)))
+        r = Reason("concurrency.one_practitioner", False, msg, "", ev)
+        out[i] = demote(d, r, keeper.status is Status.BILLABLE)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A base code and its add-ons for one enrollment and period: billed or not together."""
+
+    key: tuple[str, str, date]  # enrollment, base code, period start
+    members: tuple[int, ...]  # indexes into the decision list
+
+
+def _base_of(d: Decision, year_for: YearFor) -> str:
+    rule = year_for(d.period.end).codes.get(d.code)
+    if rule is None:
+        return d.code
+    base = rule.get("add_on_to")
+    return d.code if base is None else str(base)
+
+
+def _services(ds: list[Decision], year_for: YearFor) -> list[Service]:
+    groups: dict[tuple[str, str, date], list[int]] = {}
+    for i, d in enumerate(ds):
+        groups.setdefault((d.enrollment_id, _base_of(d, year_for), d.period.start), []).append(i)
+    return [Service(k, tuple(v)) for k, v in groups.items()]
+
+
+def _exclusions(d: Decision, year_for: YearFor) -> tuple[set[str], Param | None]:
+    year = year_for(d.period.end)
+    rule = year.codes.get(d.code)
+    if rule is None or "exclusive_with" not in rule.params:
+        return set(), None
+    p = rule.params["exclusive_with"]
+    return set(strings(p.value)), p
+
+
+def exclusive_with(
+    ds: list[Decision], year_for: YearFor, starts: dict[str, tuple[date, str]]
+) -> list[Decision]:
+    out = list(ds)
+    services = [s for s in _services(out, year_for) if any(counts(out[i]) for i in s.members)]
+
+    def pay(s: Service) -> Decimal:
+        return _payment([out[i] for i in s.members])
+
+    ranked = sorted(services, key=lambda s: (-pay(s), starts[s.key[0]], s.key[1], s.key[2]))
+    kept: list[Service] = []
+    for s in ranked:
+        conflict = _conflict(out, s, kept, year_for)
+        if conflict is None:
+            kept.append(s)
+            continue
+        winner, param, year = conflict
+        win_ds = [out[i] for i in winner.members]
+        lose_ds = [out[i] for i in s.members]
+        codes_w = "+".join(sorted(d.code for d in win_ds if counts(d)))
+        codes_l = "+".join(sorted(d.code for d in lose_ds if counts(d)))
+        msg = (
+            f"{codes_l} and {codes_w} are never billed for the patient in the same month: "
+            f"{codes_w} pays more ({money(pay(winner))} vs {money(pay(s))})"
+        )
+        ev = Evidence(values=(("kept", codes_w), ("kept_enrollment", winner.key[0])))
+        r = Reason("concurrency.exclusive_with", False, msg, cite(year, param) if param else "", ev)
+        for i in s.members:
+            if counts(out[i]):
+                out[i] = demote(out[i], r, _final(win_ds))
+    return out
+
+
+def _conflict(
+    ds: list[Decision], s: Service, kept: list[Service], year_for: YearFor
+) -> tuple[Service, Param | None, RuleYear] | None:
+    mine = [ds[i] for i in s.members if counts(ds[i])]
+    for k in kept:
+        theirs = [ds[i] for i in k.members if counts(ds[i])]
+        for a in mine:
+            ex_a, pa = _exclusions(a, year_for)
+            for b in theirs:
+                ex_b, pb = _exclusions(b, year_for)
+                if b.code in ex_a:
+                    return k, pa, year_for(a.period.end)
+                if a.code in ex_b:
+                    return k, pb, year_for(b.period.end)
+    return None
+
+
+# --------------------------------------------------------------------------------------
+
+
+def program_groups(year: RuleYear, name: str) -> list[tuple[tuple[Program, ...], Param]]:
+    """Program groups a concurrency rule names, wherever the loader put them.
+
+    The rule-file contract has a ``concurrency:`` section; the loaded ``RuleYear`` carries
+    it as globals named ``never_together`` / ``not_same_practitioner`` (or with a
+    ``concurrency.`` prefix, or one entry per list item with an index suffix).
+    """
+    found: list[tuple[tuple[Program, ...], Param]] = []
+    for key, p in sorted(year.globals.items()):
+        bare = key.removeprefix("concurrency.")
+        if bare != name and not bare.startswith((f"{name}.", f"{name}[", f"{name}#")):
+            continue
+        value = p.value
+        if value and all(isinstance(v, list | tuple) for v in value):
+            groups = [tuple(Program(str(x)) for x in v) for v in value]
+        else:
+            groups = [tuple(Program(str(x)) for x in strings(value))]
+        found.extend((g, p) for g in groups if len(g) >= 2)
+    return found
+
+
+def _by_program(ds: list[Decision], program: Program, keep: Callable[[Decision], bool]) -> list[int]:
+    return [i for i, d in enumerate(ds) if d.program == program and counts(d) and keep(d)]
+
+
+def _earliest(ds: list[Decision], idx: list[int], starts: dict[str, tuple[date, str]]) -> tuple[date, str]:
+    return min((starts[ds[i].enrollment_id] for i in idx), default=(date.max, ""))
+
+
+def never_together(ds: list[Decision], year: RuleYear, starts: dict[str, tuple[date, str]]) -> list[Decision]:
+    out = list(ds)
+    for group, param in program_groups(year, "never_together"):
+        for a_i, a in enumerate(group):
+            for b in group[a_i + 1 :]:
+                out = _settle(out, a, b, param, year, starts, "concurrency.never_together", lambda x, y: True)
+    return out
+
+
+def not_same_practitioner(
+    ds: list[Decision], year: RuleYear, starts: dict[str, tuple[date, str]]
+) -> list[Decision]:
+    out = list(ds)
+    groups = program_groups(year, "not_same_practitioner")
+    if not groups:
+        return out
+    different = option_value(year, "ccm_pcm_different_practitioners", DIFFERENT_PRACTITIONERS)
+    for group, param in groups:
+        for a_i, a in enumerate(group):
+            for b in group[a_i + 1 :]:
+
+                def same(x: Decision, y: Decision) -> bool:
+                    return x.billing_practitioner_id == y.billing_practitioner_id
+
+                out = _settle(out, a, b, param, year, starts, "concurrency.not_same_practitioner", same)
+                if different == "blocked":
+                    opt = year.option("ccm_pcm_different_practitioners")
+                    out = _settle(
+                        out, a, b, opt, year, starts, "concurrency.not_same_practitioner", lambda x, y: True
+                    )
+    return out
+
+
+def _settle(
+    ds: list[Decision],
+    a: Program,
+    b: Program,
+    param: Param,
+    year: RuleYear,
+    starts: dict[str, tuple[date, str]],
+    rule_id: str,
+    related: Callable[[Decision, Decision], bool],
+) -> list[Decision]:
+    """Keep the program that pays more where two programs' counting decisions clash."""
+    ia = _by_program(ds, a, lambda d: True)
+    ib = _by_program(ds, b, lambda d: True)
+    clash = [(i, j) for i in ia for j in ib if overlaps(ds[i].period, ds[j].period) and related(ds[i], ds[j])]
+    if not clash:
+        return ds
+    side_a = sorted({i for i, _ in clash})
+    side_b = sorted({j for _, j in clash})
+    pay_a, pay_b = _payment([ds[i] for i in ia]), _payment([ds[j] for j in ib])
+    a_wins = (-pay_a, _earliest(ds, ia, starts)) <= (-pay_b, _earliest(ds, ib, starts))
+    win, lose = (a, b) if a_wins else (b, a)
+    win_idx, lose_idx = (ia, side_b) if a_wins else (ib, side_a)
+    win_pay, lose_pay = (pay_a, pay_b) if a_wins else (pay_b, pay_a)
+    win_ds = [ds[i] for i in win_idx]
+    opt = f" (option {param.option})" if param.option else ""
+    if rule_id.endswith("never_together"):
+        head = f"{a} and {b} are never billed together for a patient in overlapping periods"
+    else:
+        head = f"{a} and {b} are not billed in one month by the same practitioner{opt}"
+        if param.name == "ccm_pcm_different_practitioners":
+            head = (
+                f"{a} and {b} are not billed in one month, even by different practitioners "
+                f"(option {param.name})"
+            )
+    msg = f"{head}: {win} pays more ({money(win_pay)} vs {money(lose_pay)})"
+    ev = Evidence(values=(("kept_program", str(win)), ("dropped_program", str(lose))))
+    r = Reason(rule_id, False, msg, cite(year, param), ev)
+    out = list(ds)
+    for i in lose_idx:
+        out[i] = demote(out[i], r, _final(win_ds))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+
+
+def add_on_base(ds: list[Decision], year_for: YearFor) -> list[Decision]:
+    out = list(ds)
+    for i, d in enumerate(out):
+        base = _base_of(d, year_for)
+        if base == d.code or not counts(d):
+            continue
+        mates = [
+            o
+            for o in out
+            if o.code == base and o.enrollment_id == d.enrollment_id and o.period == d.period and counts(o)
+        ]
+        if mates:
+            continue
+        msg = f"{d.code} is an add-on and its base code {base} is not billed"
+        r = Reason("concurrency.add_on_base", False, msg, "", Evidence(values=(("base_code", base),)))
+        out[i] = demote(d, r, True)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+
+
+def _counted(d: Decision) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(i for r in d.reasons for i in r.evidence.time_entry_ids))
+
+
+def no_double_count(ds: list[Decision]) -> list[Decision]:
+    out = list(ds)
+    order = sorted(
+        (i for i, d in enumerate(out) if d.status is Status.BILLABLE and _counted(d)),
+        key=lambda i: (-(out[i].expected_payment or Decimal(0)), out[i].enrollment_id, out[i].code),
+    )
+    claimed: dict[str, str] = {}
+    for i in order:
+        d = out[i]
+        mine = _counted(d)
+        taken = [e for e in mine if e in claimed]
+        if taken:
+            holders = sorted({claimed[e] for e in taken})
+            msg = (
+                f"entries {', '.join(taken)} are already counted by {', '.join(holders)}: "
+                "a minute counts once"
+            )
+            ev = Evidence(time_entry_ids=(), values=(("entries", ", ".join(taken)),))
+            out[i] = demote(d, Reason("time.no_double_count", False, msg, "", ev), True)
+            continue
+        for e in mine:
+            claimed[e] = d.code
+        msg = f"none of the {len(mine)} counted entries is counted by another line this month"
+        out[i] = with_reason(d, Reason("time.no_double_count", True, msg, ""))
+    return out

@@ -1,0 +1,83 @@
+"""Run every family for every enrollment of a patient-month, then the concurrency pass.
+
+This is the engine minus the choice of who gets unassigned time: the allocation is an
+input, so :mod:`caretally.rules.allocation` can score candidate allocations with exactly
+the logic that will bill them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from caretally.model import Decision, PatientMonthFacts, ProgramFacts
+from caretally.rules.families import (
+    care_management,
+    concurrency,
+    data_interpretation,
+    device_supply,
+    setup,
+    treatment_management,
+)
+from caretally.rules.families.common import EnrollmentView, YearFor
+
+if TYPE_CHECKING:
+    from caretally.rules.allocation import Allocation
+
+#: Families whose decisions do not depend on time entries, and those that do.
+STATIC = (setup, device_supply)
+TIMED = (treatment_management, data_interpretation, care_management)
+
+
+def decide(
+    facts: PatientMonthFacts,
+    year_for: YearFor,
+    allocation: Allocation,
+    static: Sequence[Decision] | None = None,
+    cache: dict[tuple[str, tuple[str, ...]], list[Decision]] | None = None,
+) -> list[Decision]:
+    """All decisions of the patient-month under ``allocation``.
+
+    ``static`` lets the allocation search pass in the device and set-up decisions it
+    computed once, since they do not change with the allocation; ``cache`` keeps each
+    enrollment's time-based decisions by the set of entries credited to it, since a
+    search step moves one entry and leaves the other enrollments as they were. Both are
+    only for scoring: the reasons the allocation adds are not part of the cache key.
+    """
+    out: list[Decision] = [] if static is None else list(static)
+    families = (*STATIC, *TIMED) if static is None else TIMED
+    for program in _ordered(facts):
+        eid = program.enrollment.enrollment_id
+        entries = tuple(e for e in facts.time if allocation.enrollment_of.get(e.entry_id) == eid)
+        view = EnrollmentView(
+            facts=facts,
+            program=program,
+            entries=entries,
+            time_reasons=allocation.reasons.get(eid, ()),
+            year_for=year_for,
+            time_params=allocation.params,
+        )
+        key = (eid, tuple(e.entry_id for e in entries))
+        if cache is not None and key in cache:
+            out.extend(cache[key])
+            continue
+        made = [d for family in families for d in family.decide(view)]
+        if cache is not None:
+            cache[key] = made
+        out.extend(made)
+    out = concurrency.resolve(facts, out, year_for)
+    return sorted(out, key=lambda d: (d.enrollment_id, d.code, d.period.start))
+
+
+def static_decisions(facts: PatientMonthFacts, year_for: YearFor) -> list[Decision]:
+    """Device-supply and set-up decisions, before the concurrency pass."""
+    out: list[Decision] = []
+    for program in _ordered(facts):
+        view = EnrollmentView(facts=facts, program=program, entries=(), time_reasons=(), year_for=year_for)
+        for family in STATIC:
+            out.extend(family.decide(view))
+    return out
+
+
+def _ordered(facts: PatientMonthFacts) -> list[ProgramFacts]:
+    return sorted(facts.programs, key=lambda p: (p.enrollment.start_date, p.enrollment.enrollment_id))
