@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "caretally.cli.export_cmd",
     "caretally.cli.rules_cmd",
     "caretally.cli.worklist_cmd",
+    "caretally.cli.leakage_cmd",
 )
 
 
