@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import date
+from decimal import Decimal
 
 import pytest
 
@@ -84,8 +85,9 @@ def test_one_ccm_lane_per_month_the_better_paying_one() -> None:
     time = [(65, 0, "practitioner", False, "phone")]
     facts = make_facts(Program.CCM, time=time)
     # Staff lane 99490 + 2 × 99439 against practitioner lane 99491 + 1 × 99437.
-    staff_pay = (YEAR.code("99490").amount or 0) + 2 * (YEAR.code("99439").amount or 0)
-    rich = with_param(BOOK, "99491", "amount", str(staff_pay + 1))
+    priced = with_param(BOOK, "99439", "amount", "48.00")  # money decides only when every lane is priced
+    staff_pay = (YEAR.code("99490").amount or 0) + 2 * Decimal("48.00")
+    rich = with_param(priced, "99491", "amount", str(staff_pay + 1))
     ds = evaluate_patient_month(facts, rich)
     assert billable(ds) == {"99491": 1, "99437": 1}
     lost = one(ds, "99490")

@@ -11,6 +11,7 @@ lane whose base code sorts first, so reruns agree.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 
 from caretally.model import Decision, Evidence, Reason, Status
@@ -112,22 +113,70 @@ def _lane_cite(year: RuleYear, ds: list[Decision]) -> str:
     return ""
 
 
+#: Lane precedence when a payment comparison is impossible (an amount is unknown): the
+#: practitioner's own time is valued above clinical-staff time in every year we have
+#: figures for (99491 > 99490, 99437 > 99439, 99424 > 99426), so its lane goes first.
+_KIND_ORDER = {"complex": 0, "practitioner": 1, "staff": 2}
+
+
+def _kind(lane: str) -> int:
+    return next((rank for word, rank in _KIND_ORDER.items() if lane.endswith(word)), len(_KIND_ORDER))
+
+
+def _unpriced(ds: list[Decision]) -> bool:
+    return any(r.rule_id == "pricing.amount" for d in ds if counts(d) for r in d.reasons)
+
+
+def _choose_lane(
+    year: RuleYear, live: dict[str, list[Decision]], order: list[str]
+) -> tuple[str, Callable[[list[Decision]], str]]:
+    """Which lane bills, and how to say why to the lanes that lose.
+
+    1. A complex lane that is met wins: the enrollment attests complex care management
+       (moderate or high decision-making, a substantially revised care plan), and the
+       claim should describe the service the record documents, not the one that pays more.
+    2. Otherwise the lane that pays more, when every candidate has a national amount.
+    3. When an amount is unknown, money cannot decide: practitioner before staff.
+    """
+    complex_lanes = [
+        lane
+        for lane in order
+        if lane in live
+        and any(
+            (year.codes[d.code].get("requires_complexity") if d.code in year.codes else None)
+            for d in live[lane]
+        )
+    ]
+    if complex_lanes:
+        best = complex_lanes[0]
+        return (
+            best,
+            lambda ds: "is billed: the enrollment documents complex care management and its time is met",
+        )
+    if not any(_unpriced(ds) for ds in live.values()):
+        best = min(live, key=lambda lane: (-_lane_pay(live[lane]), order.index(lane)))
+        return best, lambda ds: f"pays more ({money(_lane_pay(live[best]))} vs {money(_lane_pay(ds))})"
+    best = min(live, key=lambda lane: (_kind(lane), order.index(lane)))
+    return (
+        best,
+        lambda ds: (
+            "is preferred: an amount is unknown this year, so practitioner time goes before staff time"
+        ),
+    )
+
+
 def _one_lane(year: RuleYear, program: str, per_lane: dict[str, list[Decision]]) -> list[Decision]:
     live = {lane: ds for lane, ds in per_lane.items() if any(counts(d) for d in ds)}
     if len(live) <= 1:
         return [d for ds in per_lane.values() for d in ds]
-    order = list(per_lane)
-    best = min(live, key=lambda lane: (-_lane_pay(live[lane]), order.index(lane)))
+    best, why = _choose_lane(year, live, list(per_lane))
     final = all(d.status is Status.BILLABLE for d in live[best] if counts(d))
     out: list[Decision] = []
     for lane, ds in per_lane.items():
         if lane == best or lane not in live:
             out.extend(ds)
             continue
-        msg = (
-            f"one {program.upper()} lane per month: {best} pays more "
-            f"({money(_lane_pay(live[best]))} vs {money(_lane_pay(ds))})"
-        )
+        msg = f"one {program.upper()} lane per month: {best} {why(ds)}"
         r = Reason(
             f"{program}.lane", False, msg, _lane_cite(year, ds), Evidence(values=(("chosen_lane", best),))
         )
