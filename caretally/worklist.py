@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import date
+from dataclasses import dataclass, field, replace
+from datetime import date, timedelta
 from decimal import Decimal
 
 from sqlalchemy import Engine
@@ -66,6 +66,8 @@ class WorklistRow:
     secured: list[str] = field(default_factory=list)  # codes met so far (period still open)
     steps: list[Step] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)  # codes out of reach, with the first reason
+    base_of: dict[str, str] = field(default_factory=dict)  # add-on code → its base code
+    counts_from: date | None = None  # first day new data would count (enrollment start, consent)
 
     @property
     def next_step(self) -> Step | None:
@@ -120,6 +122,7 @@ class WorklistRow:
                 "end": str(self.period.end),
             },
             "deadline": str(self.period.end),
+            "counts_from": None if self.counts_from is None else str(self.counts_from),
             "days_so_far": self.days_so_far,
             "days_left": self.days_left,
             "minutes_so_far": self.minutes_so_far,
@@ -197,6 +200,13 @@ def rows_for(
     for (enrollment_id, period), ds in sorted(groups.items(), key=lambda kv: (kv[0][1].end, kv[0][0])):
         year = year_for.for_payer(facts.payer).for_date(period.end)
         row = WorklistRow(facts.patient_id, ds[0].program, enrollment_id, period)
+        enrollment = next(p.enrollment for p in facts.programs if p.enrollment.enrollment_id == enrollment_id)
+        starts = [
+            as_of + timedelta(days=1),
+            enrollment.start_date,
+            enrollment.consent_date or enrollment.start_date,
+        ]
+        row.counts_from = max(starts)
         secured = [d for d in ds if d.status is Status.REACHABLE and not _pending(d)]
         row.secured = sorted(d.code for d in secured)
         for d in sorted(ds, key=lambda d: d.code):
@@ -221,6 +231,9 @@ def rows_for(
             if any(r.rule_id.startswith("concurrency.") for r in failed):
                 continue  # another code wins the period; more work would not bill this one
             call = any(not r.passed for r in interactive)
+            rule = year.codes.get(d.code)
+            if rule is not None and rule.get("add_on_to"):
+                row.base_of[d.code] = str(rule.get("add_on_to"))
             gain = _amount(year, d.code) - _replaced_value(year, d.code, secured)
             row.steps.append(
                 Step(
@@ -235,8 +248,56 @@ def rows_for(
                     other=failed[0].message if failed else "",
                 )
             )
+        _inherit_base_needs(row)
         rows.append(row)
+    _drop_steps_excluded_elsewhere(rows, facts, year_for)
     return rows
+
+
+def _drop_steps_excluded_elsewhere(
+    rows: list[WorklistRow], facts: PatientMonthFacts, year_for: PayerRules
+) -> None:
+    """A code barred by one already met in another period of the enrollment is no step.
+
+    99091 runs on 30-day periods and 99457 on the calendar month: once 99457 is met this
+    month, minutes toward 99091 only grow the 99457 ladder, so proposing 99091 would be
+    advice the month run cannot follow.
+    """
+    for row in rows:
+        year = year_for.for_payer(facts.payer).for_date(row.period.end)
+        elsewhere = {
+            c
+            for other in rows
+            if other is not row and other.enrollment_id == row.enrollment_id
+            for c in other.secured
+        }
+        kept = []
+        for step in row.steps:
+            rule = year.codes.get(step.code)
+            barred = set(rule.get("exclusive_with") or ()) if rule else set()
+            if barred & elsewhere:
+                row.blocked.append(
+                    f"{step.code}: not with {', '.join(sorted(barred & elsewhere))}, already met"
+                )
+            else:
+                kept.append(step)
+        row.steps = kept
+
+
+def _inherit_base_needs(row: WorklistRow) -> None:
+    """An add-on is only billable with its base: its step also needs what the base still needs."""
+    by_code = {s.code: s for s in row.steps}
+    for i, step in enumerate(row.steps):
+        base = by_code.get(row.base_of.get(step.code, ""))
+        if base is None:
+            continue
+        row.steps[i] = replace(
+            step,
+            call_needed=step.call_needed or base.call_needed,
+            minutes_needed=max(step.minutes_needed, base.minutes_needed),
+            value=step.value + base.value,
+            other=step.other if step.minutes_needed or step.call_needed else base.other,
+        )
 
 
 def build_worklist(

@@ -355,9 +355,12 @@ def build_month_facts(
             anchors[e.enrollment_id] = firsts.get(e.enrollment_id)
         else:
             anchors[e.enrollment_id] = e.start_date
-    day_sets = _day_sets(engine, org_id, window_start, month.end, options, scope)
+    # Data dated after ``as_of`` is not known yet: a worklist "as of the 20th" must not see
+    # readings or minutes logged on the 25th, even when they are already in the store.
+    known_to = min(month.end, as_of)
+    day_sets = _day_sets(engine, org_id, window_start, known_to, options, scope)
     devices = _devices(engine, org_id, scope)
-    time = _time(engine, org_id, window_start, month.end, scope)
+    time = _time(engine, org_id, window_start, known_to, scope)
     history = _billed_history(engine, org_id, month.start, scope)
     people = _patients(engine, org_id, ids)
 

@@ -67,6 +67,8 @@ SHARE_99091 = 0.12
 SHARE_PRACTITIONER_CCM = 0.12
 SHARE_PRACTITIONER_PCM = 0.6
 SHARE_UNASSIGNED = 0.08
+#: Patient-months in two or more programs where some routine time is logged untagged.
+SHARE_UNTAGGED_MULTI = 0.4
 
 
 @dataclass(slots=True)
@@ -200,6 +202,13 @@ class MonthPlanner:
             else:  # PCM
                 who = billing if rng.random() < SHARE_PRACTITIONER_PCM else self.staff()
                 self.work(span, _draw(rng, PCM_MINUTES), program, [who], live_call=True)
+        programs = {e.program for e in self.patient.enrollments}
+        if len(programs) >= 2 and rng.random() < SHARE_UNTAGGED_MULTI:
+            # Staff serving a patient in two programs often log time without picking one:
+            # the case where allocating it well matters.
+            plain = [e for e in self.entries if e.program and not e.interactive]
+            for entry in rng.sample(plain, min(len(plain), rng.randint(1, 3))):
+                entry.program = ""
         if self.entries and rng.random() < SHARE_UNASSIGNED:
             # Time someone logged without saying which program it served.
             first = min(e.day for e in self.entries)
