@@ -20,7 +20,6 @@ from sqlalchemy import Engine
 from caretally.billing.evaluate import evaluate_month
 from caretally.billing.payers import PayerRules
 from caretally.model import Decision, Period, Status
-from caretally.rules.params import RuleYear
 from caretally.worklist import ZERO, _amount, _values
 
 DAYS_WINDOW = 3
@@ -133,18 +132,6 @@ def _classify(d: Decision, days_window: int, minutes_window: int) -> tuple[str, 
     return None
 
 
-def _group(year: RuleYear, code: str) -> str:
-    """The code's either/or group: everything reachable through ``exclusive_with`` links."""
-    seen, todo = {code}, [code]
-    while todo:
-        rule = year.codes.get(todo.pop())
-        for other in (rule.get("exclusive_with") or ()) if rule else ():
-            if other not in seen and other in year.codes:
-                seen.add(other)
-                todo.append(other)
-    return min(seen)
-
-
 def leakage_report(
     engine: Engine,
     org_id: str,
@@ -185,7 +172,7 @@ def leakage_report(
                 continue
             miss = NearMiss(facts.patient_id, d.enrollment_id, d.code, d.period, bucket, value, detail)
             # One near miss per enrollment, period and either/or group (lanes included): the most valuable.
-            key = (d.enrollment_id, d.period, _group(year, d.code))
+            key = (d.enrollment_id, d.period, min(year.either_or_group(d.code)))
             if key not in best or best[key].value < value:
                 best[key] = miss
         report.misses.extend(sorted(best.values(), key=lambda m: (m.patient_id, m.period.start, m.code)))

@@ -35,6 +35,7 @@ from caretally.model import (
     Program,
     Status,
 )
+from caretally.rules.params import RuleBook
 from caretally.store import schema
 
 DRAFT, LOCKED, SUPERSEDED = "draft", "locked", "superseded"
@@ -363,15 +364,55 @@ def _summarise(
     summary.decisions += len(decisions)
     if facts.payer is not Payer.MEDICARE and not rules.has_overlay(facts.payer):
         summary.payers_on_medicare_rules[facts.payer.value] += 1
+    summary.reachable += sum(1 for d in decisions if d.status is Status.REACHABLE)
+    for d in _lost(decisions, rules.for_payer(facts.payer)):
+        r = next(r for r in d.reasons if not r.passed and not r.rule_id.startswith(ADVISORY))
+        summary.not_billable_reasons[r.rule_id] += 1
+        summary.reason_examples.setdefault(r.rule_id, r.message)
+
+
+ADVISORY = ("docs.", "pricing.", "time.", "period.")
+
+
+def _amount_or_last(amount: Decimal | None) -> Decimal:
+    """Unknown amounts sort after every known one."""
+    return Decimal("1e9") if amount is None else amount
+
+
+def _lost(decisions: list[Decision], book: RuleBook) -> list[Decision]:
+    """One not-billable decision per either/or group of an enrollment that billed nothing.
+
+    99454 failing because 99445 was billed, an add-on without minutes, the losing CCM
+    lane, or an RTM code for another device kind are not lost revenue; counting them would
+    bury the reasons that are. Of a group that billed nothing, the decision with the
+    fewest failed checks is the one that came closest, and its first failure is reported.
+    """
+    groups: dict[tuple[str, frozenset[str]], list[Decision]] = defaultdict(list)
     for d in decisions:
-        if d.status is Status.REACHABLE:
-            summary.reachable += 1
-        if d.status is Status.NOT_BILLABLE:
-            for r in d.reasons:
-                if not r.passed:
-                    summary.not_billable_reasons[r.rule_id] += 1
-                    summary.reason_examples.setdefault(r.rule_id, r.message)
-                    break
+        rule = book.for_date(d.period.end).codes.get(d.code)
+        if rule is None or rule.get("add_on_to"):
+            continue
+        groups[(d.enrollment_id, book.for_date(d.period.end).either_or_group(d.code))].append(d)
+    out = []
+    for ds in groups.values():
+        if any(d.status is not Status.NOT_BILLABLE for d in ds):
+            continue
+
+        def failures(d: Decision) -> list[str]:
+            return [r.rule_id for r in d.reasons if not r.passed and not r.rule_id.startswith(ADVISORY)]
+
+        # A code for another device kind does not apply at all; of the rest, the entry-level
+        # code (fewest failures, then the cheapest) is the one the team was closest to.
+        candidates = [d for d in ds if failures(d) and not any(f.endswith(".kind") for f in failures(d))]
+        if candidates:
+            year = book.for_date(candidates[0].period.end)
+            out.append(
+                min(
+                    candidates,
+                    key=lambda d: (len(failures(d)), _amount_or_last(year.codes[d.code].amount), d.code),
+                )
+            )
+    return out
 
 
 def bill_month(

@@ -118,6 +118,21 @@ class RuleYear:
         except KeyError:
             raise MissingParameter(f"{self.payer}/{self.year}: no option '{name}'") from None
 
+    def either_or_group(self, code: str) -> frozenset[str]:
+        """Every code linked to ``code`` through ``exclusive_with``, itself included.
+
+        Tiers (99445/99454), ladders (99470/99457/99458), 99091 and the CCM lanes form
+        such groups: at most one arrangement of a group is billed for an enrollment.
+        """
+        seen, todo = {code}, [code]
+        while todo:
+            rule = self.codes.get(todo.pop())
+            for other in (rule.get("exclusive_with") or ()) if rule else ():
+                if other not in seen and other in self.codes:
+                    seen.add(other)
+                    todo.append(other)
+        return frozenset(seen)
+
     def codes_for(self, program: Program) -> list[CodeRule]:
         return [c for c in self.codes.values() if c.program == program]
 
