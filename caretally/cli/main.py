@@ -61,4 +61,19 @@ def build_app() -> typer.Typer:
 
 
 def run() -> None:
-    build_app()()
+    """Entry point: expected failures print one clear line (exit 2), never a traceback."""
+    from caretally.errors import ProblemsError
+    from caretally.rules.params import MissingParameter
+
+    try:
+        build_app()(standalone_mode=True)
+    except MissingParameter as exc:
+        typer.echo(f"caretally: {exc.args[0]}", err=True)
+        typer.echo(
+            "caretally: add the rule-year as data (caretally/rulesets/) before billing that date.", err=True
+        )
+        raise SystemExit(2) from None
+    except ProblemsError as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        raise SystemExit(2) from None
