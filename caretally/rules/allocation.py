@@ -145,25 +145,27 @@ def allocate(facts: PatientMonthFacts, rule_year: RuleYear, score: Score | None 
         if any(r.family in TIME_FAMILIES for r in rule_year.codes_for(p.enrollment.program))
     ]
     for entry in orphans:
+        if not facts.month.contains(entry.local_date):
+            continue  # an earlier month's entry: that month's run reported it
         msg = (
             f"entry {entry.entry_id} names {entry.program}, but the patient has no {entry.program} enrollment"
         )
+        ev = Evidence(dates=(entry.local_date,), values=(("entry", entry.entry_id),))
         for eid in time_enrollments:
-            reasons[eid].append(
-                Reason("time.unassigned", False, msg, "", Evidence(values=(("entry", entry.entry_id),)))
-            )
+            reasons[eid].append(Reason("time.unassigned", False, msg, "", ev))
 
     if earlier:
+        # Untagged entries from before the month (fetched for 30-day periods reaching back)
+        # are the earlier month's to allocate. The note carries their dates, so only a
+        # decision whose period covers them (99091's 30 days) repeats it.
         listing = ", ".join(e.entry_id for e in earlier)
         msg = (
-            f"{plural(len(earlier), 'time entry')} without a program dated outside "
-            f"{facts.month.start:%Y-%m} ({listing}) belong to their own month's allocation "
-            "and are not used here"
+            f"{plural(len(earlier), 'time entry')} without a program dated before "
+            f"{facts.month.start:%Y-%m} ({listing}) belong to that month's allocation and are not used here"
         )
+        ev = Evidence(dates=tuple(e.local_date for e in earlier), values=(("entries", listing),))
         for eid in time_enrollments:
-            reasons[eid].append(
-                Reason("time.unassigned", False, msg, "", Evidence(values=(("entries", listing),)))
-            )
+            reasons[eid].append(Reason("time.unassigned", False, msg, "", ev))
     orphans += earlier
     if not open_entries:
         return _result(facts, by_id, fixed, reasons, [e.entry_id for e in orphans], "none", ())

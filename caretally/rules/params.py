@@ -37,8 +37,18 @@ class Param:
     option: str | None = None
 
     def use(self) -> ParameterUse:
+        """The value as a decision records it; built once per Param (rule-years are cached)."""
+        found = _USES.get(id(self))
+        if found is not None and found[0] is self:
+            return found[1]
         shown = self.name if self.option is None else f"{self.name} (option {self.option})"
-        return ParameterUse(name=shown, value=_show(self.value), layer=self.layer, citation=self.citation)
+        made = ParameterUse(name=shown, value=_show(self.value), layer=self.layer, citation=self.citation)
+        _USES[id(self)] = (self, made)
+        return made
+
+
+#: id(Param) → (Param, its ParameterUse). Holding the Param keeps its id from being reused.
+_USES: dict[int, tuple[Param, ParameterUse]] = {}
 
 
 def _show(value: Any) -> str:

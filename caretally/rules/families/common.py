@@ -514,7 +514,12 @@ def finish(d: Draft) -> Decision:
             msg = f"requirements met so far; the period closes on {d.period.end}{note}"
         reasons.append(Reason("period.open", True, msg, "", Evidence(dates=(d.period.end, view.facts.as_of))))
     if d.time_based:
-        reasons.extend(view.time_reasons)
+        # Notes about particular entries only concern decisions whose period holds them.
+        reasons.extend(
+            r
+            for r in view.time_reasons
+            if not r.evidence.dates or any(d.period.contains(x) for x in r.evidence.dates)
+        )
         for p in view.time_params:
             d.used.add(p)
     docs, gaps = documentation(view, d.year, d.used)
