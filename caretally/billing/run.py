@@ -437,7 +437,7 @@ def bill_month(
     directory = _directory(engine, org_id)
     summary = RunSummary()
     all_lines: list[ClaimLine] = []
-    decision_rows: list[dict[str, Any]] = []
+    kept_decisions: list[tuple[str, str, list[Decision]]] = []
     input_hash = hashlib.sha256()
     for facts, decisions in evaluate_month(engine, org_id, month, rules):
         facts_digest = hashlib.sha256(repr(facts).encode()).hexdigest()
@@ -445,16 +445,8 @@ def bill_month(
         lines = claim_lines_for(facts, decisions, rules, settings, directory, run_id)
         all_lines.extend(lines)
         _summarise(summary, facts, decisions, rules)
-        decision_rows.append(
-            {
-                "run_id": run_id,
-                "org_id": org_id,
-                "patient_id": facts.patient_id,
-                "facts_digest": facts_digest,
-                "billable_count": sum(1 for d in decisions if d.status is Status.BILLABLE),
-                "decisions": [decision_to_json(d) for d in decisions],
-            }
-        )
+        # Serialised only if the run is stored: an unchanged rerun never pays for it.
+        kept_decisions.append((facts.patient_id, facts_digest, decisions))
         if progress is not None:
             progress(1)
     for line in all_lines:
@@ -478,6 +470,17 @@ def bill_month(
             previous.run_id, month_text, "unchanged", previous.status, kept, summary, previous.run_id
         )
 
+    decision_rows = [
+        {
+            "run_id": run_id,
+            "org_id": org_id,
+            "patient_id": patient_id,
+            "facts_digest": facts_digest,
+            "billable_count": sum(1 for d in decisions if d.status is Status.BILLABLE),
+            "decisions": [decision_to_json(d) for d in decisions],
+        }
+        for patient_id, facts_digest, decisions in kept_decisions
+    ]
     amends = locked.run_id if locked is not None else None
     changes = diff_lines(stored_line_contents(engine, amends), contents) if amends else []
     with engine.begin() as conn:

@@ -47,6 +47,8 @@ class Param:
         return made
 
 
+#: (id(RuleYear), code) → (RuleYear, either/or group); rule-years are cached, so this is small.
+_GROUPS: dict[tuple[int, str], tuple[RuleYear, frozenset[str]]] = {}
 #: id(Param) → (Param, its ParameterUse). Holding the Param keeps its id from being reused.
 _USES: dict[int, tuple[Param, ParameterUse]] = {}
 
@@ -134,6 +136,10 @@ class RuleYear:
         Tiers (99445/99454), ladders (99470/99457/99458), 99091 and the CCM lanes form
         such groups: at most one arrangement of a group is billed for an enrollment.
         """
+        key = (id(self), code)
+        found = _GROUPS.get(key)
+        if found is not None and found[0] is self:
+            return found[1]
         seen, todo = {code}, [code]
         while todo:
             rule = self.codes.get(todo.pop())
@@ -141,7 +147,9 @@ class RuleYear:
                 if other not in seen and other in self.codes:
                     seen.add(other)
                     todo.append(other)
-        return frozenset(seen)
+        group = frozenset(seen)
+        _GROUPS[key] = (self, group)
+        return group
 
     def codes_for(self, program: Program) -> list[CodeRule]:
         return [c for c in self.codes.values() if c.program == program]

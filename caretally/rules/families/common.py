@@ -140,9 +140,11 @@ class Used:
 
     year: RuleYear
     params: list[Param] = field(default_factory=list)
+    seen: set[int] = field(default_factory=set)
 
     def add(self, param: Param) -> Param:
-        if all(p is not param for p in self.params):
+        if id(param) not in self.seen:  # Params live as long as their cached rule-year
+            self.seen.add(id(param))
             self.params.append(param)
         return param
 
