@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 from sqlalchemy import Engine, String, and_, case, cast, func, literal, or_, select
 from sqlalchemy.sql.elements import ColumnElement
@@ -105,6 +106,7 @@ def _day_sets(
     manual_counts = and_(d.c.program == Program.RTM.value, literal(options.rtm_count_manual))
     category = case(
         (d.c.medical_device.is_(False), literal("non_medical_device")),
+        (_outside_assignment(r, d), literal("device_not_with_patient")),
         (and_(r.c.transmission == "manual", ~manual_counts), literal("manual")),
         else_=literal(QUALIFYING),
     ).label("category")
@@ -134,6 +136,18 @@ def _day_sets(
     return out
 
 
+def _outside_assignment(r: Any, d: Any) -> ColumnElement[bool]:
+    """A reading dated before the device was assigned or after it was returned.
+
+    Device supply pays for a device the patient has; data from before delivery or after
+    return is not this patient's monitoring, whatever the device reported.
+    """
+    return or_(
+        r.c.local_date < d.c.assigned_date,
+        and_(d.c.returned_date.is_not(None), r.c.local_date > d.c.returned_date),
+    )
+
+
 def _first_reading_days(engine: Engine, org_id: str, options: FactsOptions) -> dict[str, date]:
     """First qualifying local date on or after each enrollment's start, per enrollment.
 
@@ -157,7 +171,7 @@ def _first_reading_days(engine: Engine, org_id: str, options: FactsOptions) -> d
                 or_(e.c.end_date.is_(None), r.c.local_date <= e.c.end_date),
             ),
         )
-        .where(r.c.org_id == org_id, d.c.medical_device.is_(True), manual_ok)
+        .where(r.c.org_id == org_id, d.c.medical_device.is_(True), manual_ok, ~_outside_assignment(r, d))
         .group_by(e.c.enrollment_id)
     )
     with engine.connect() as conn:
@@ -300,7 +314,7 @@ def _program_facts(
     outside = sorted(day for day in qualifying if inside(day) and not enrolled(day))
     if outside:
         excluded["outside_enrollment"] = tuple(outside)
-    for reason in ("manual", "non_medical_device"):
+    for reason in ("manual", "non_medical_device", "device_not_with_patient"):
         days = day_sets.get((enrollment.patient_id, program, reason), {})
         hits = sorted(day for day in days if inside(day) and day not in data_days)
         if hits:

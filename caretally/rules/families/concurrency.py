@@ -76,7 +76,7 @@ def resolve(facts: PatientMonthFacts, decisions: list[Decision], year_for: YearF
         for p in facts.programs
     }
     ds = list(decisions)
-    ds = one_practitioner(facts, ds, starts)
+    ds = one_practitioner(facts, ds, starts, year_for)
     ds = exclusive_with(ds, year_for, starts)
     ds = never_together(ds, year, starts)
     ds = not_same_practitioner(ds, year, starts)
@@ -89,17 +89,25 @@ def resolve(facts: PatientMonthFacts, decisions: list[Decision], year_for: YearF
 
 
 def one_practitioner(
-    facts: PatientMonthFacts, ds: list[Decision], starts: dict[str, tuple[date, str]]
+    facts: PatientMonthFacts, ds: list[Decision], starts: dict[str, tuple[date, str]], year_for: YearFor
 ) -> list[Decision]:
+    """Two enrollments of one program may not both bill the same service for one period.
+
+    Rivals are lines of the same either/or group (device supply against device supply,
+    management against management) whose periods overlap: an old episode's last device
+    window reaching into the month does not stop the new episode's management codes.
+    """
     out = list(ds)
     for i, d in enumerate(out):
         if d.program not in ONE_PRACTITIONER_PROGRAMS or not counts(d):
             continue
+        group = year_for(d.period.end).either_or_group(d.code)
         rivals = [
             o
             for o in out
             if o.program == d.program
             and o.enrollment_id != d.enrollment_id
+            and o.code in group
             and counts(o)
             and starts[o.enrollment_id] < starts[d.enrollment_id]
             and overlaps(o.period, d.period)

@@ -19,7 +19,6 @@ from caretally.rules.families.common import (
     Used,
     Verdict,
     cite,
-    clamp_to_enrollment,
     codes_of,
     common_checks,
     finish,
@@ -92,5 +91,5 @@ def _dos(
     choice = option_value(year, "device_dos", DOS_CHOICES)
     used.add(year.option("device_dos"))
     if choice == "period_end":
-        return clamp_to_enrollment(view, period.end)
+        return period.end  # a 30-day service, dated like device supply (see device_dos)
     return threshold_day(counted, need)

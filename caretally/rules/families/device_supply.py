@@ -27,7 +27,6 @@ from caretally.rules.families.common import (
     Verdict,
     as_int,
     cite,
-    clamp_to_enrollment,
     codes_of,
     common_checks,
     finish,
@@ -65,11 +64,17 @@ def tier_of(rule: CodeRule) -> Tier:
 def device_dos(
     view: EnrollmentView, year: RuleYear, used: Used, period: Period, count: DayCount, need: int
 ) -> date | None:
-    """Date of service per the ``device_dos`` option (also used by set-up and 99091)."""
+    """Date of service per the ``device_dos`` option (also used by set-up and 99091).
+
+    ``period_end`` is the period's last day even when the enrollment ended earlier: device
+    supply is paid per 30-day period, and a claim dated on the enrollment's last day would
+    sit less than 30 days after the previous period's (a frequency denial, and the OIG's
+    "wrong date of service" indicator).
+    """
     choice = option_value(year, "device_dos", DOS_CHOICES)
     used.add(year.option("device_dos"))
     if choice == "period_end":
-        return clamp_to_enrollment(view, period.end)
+        return period.end
     return nth_day(count, need)
 
 
