@@ -8,11 +8,13 @@ its differences from the locked one as amendments.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -236,13 +238,6 @@ def line_content(line: ClaimLine) -> dict[str, Any]:
     }
 
 
-def lines_digest(contents: Mapping[str, Mapping[str, Any]]) -> str:
-    digest = hashlib.sha256()
-    for key in sorted(contents):
-        digest.update(json.dumps(contents[key], sort_keys=True).encode())
-    return digest.hexdigest()
-
-
 def diff_lines(
     before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping[str, Any]]
 ) -> list[LineChange]:
@@ -430,66 +425,30 @@ def bill_month(
     Same data, rules and settings as the month's current run → nothing is stored and the
     result says ``unchanged``. A changed current draft is superseded by the new run; a
     locked month is never touched — the new run amends it and lists the changes.
+
+    Patients stream through in batches: each batch's decisions and lines are written
+    inside one open transaction as soon as they exist, so memory does not grow with the
+    practice. If the finished run turns out identical to the current one, the
+    transaction is rolled back and nothing was stored.
     """
     settings = settings or BillingSettings()
     month_text = month.start.strftime("%Y-%m")
     run_id = str(uuid.uuid4())
     directory = _directory(engine, org_id)
-    summary = RunSummary()
-    all_lines: list[ClaimLine] = []
-    kept_decisions: list[tuple[str, str, list[Decision]]] = []
-    input_hash = hashlib.sha256()
-    for facts, decisions in evaluate_month(engine, org_id, month, rules):
-        facts_digest = hashlib.sha256(repr(facts).encode()).hexdigest()
-        input_hash.update(facts_digest.encode())
-        lines = claim_lines_for(facts, decisions, rules, settings, directory, run_id)
-        all_lines.extend(lines)
-        _summarise(summary, facts, decisions, rules)
-        # Serialised only if the run is stored: an unchanged rerun never pays for it.
-        kept_decisions.append((facts.patient_id, facts_digest, decisions))
-        if progress is not None:
-            progress(1)
-    for line in all_lines:
-        summary.lines += 1
-        summary.lines_by_code[line.code] += 1
-        summary.units_by_code[line.code] += line.units
-        summary.payment_by_code[line.code] += line.expected_payment
-    contents = {line_key(line): line_content(line) for line in all_lines}
-    digest = lines_digest(contents)
-    ruleset_hash = rules.content_hash
-    settings_json = settings.to_json()
-    input_digest = hashlib.sha256(
-        (input_hash.hexdigest() + json.dumps(settings_json, sort_keys=True)).encode()
-    ).hexdigest()
-
     previous = current_run(engine, org_id, month_text)
     locked = latest_locked(engine, org_id, month_text)
-    if previous is not None and previous.lines_digest == digest and previous.ruleset_hash == ruleset_hash:
-        kept = stored_lines(engine, previous.run_id)
-        return RunResult(
-            previous.run_id, month_text, "unchanged", previous.status, kept, summary, previous.run_id
-        )
-
-    decision_rows = [
-        {
-            "run_id": run_id,
-            "org_id": org_id,
-            "patient_id": patient_id,
-            "facts_digest": facts_digest,
-            "billable_count": sum(1 for d in decisions if d.status is Status.BILLABLE),
-            "decisions": [decision_to_json(d) for d in decisions],
-        }
-        for patient_id, facts_digest, decisions in kept_decisions
-    ]
     amends = locked.run_id if locked is not None else None
-    changes = diff_lines(stored_line_contents(engine, amends), contents) if amends else []
-    with engine.begin() as conn:
-        if previous is not None and previous.status == DRAFT:
-            conn.execute(
-                update(schema.billing_runs)
-                .where(schema.billing_runs.c.run_id == previous.run_id)
-                .values(status=SUPERSEDED)
-            )
+    summary = RunSummary()
+    all_lines: list[ClaimLine] = []
+    contents: dict[str, dict[str, Any]] = {}
+    lines_hash = hashlib.sha256()
+    input_hash = hashlib.sha256()
+    ruleset_hash = rules.content_hash
+    settings_json = settings.to_json()
+    decision_rows: list[dict[str, Any]] = []
+    line_rows: list[dict[str, Any]] = []
+    with engine.connect() as conn, _quiet_gc():
+        transaction = conn.begin()
         conn.execute(
             insert(schema.billing_runs).values(
                 run_id=run_id,
@@ -498,32 +457,72 @@ def bill_month(
                 status=DRAFT,
                 engine_version=__version__,
                 ruleset_hash=ruleset_hash,
-                input_digest=input_digest,
-                lines_digest=digest,
+                input_digest="",
+                lines_digest="",
                 created_at=now(),
                 locked_at=None,
                 amends_run_id=amends,
                 settings=settings_json,
             )
         )
-        for start in range(0, len(decision_rows), 2000):
-            conn.execute(insert(schema.run_decisions), decision_rows[start : start + 2000])
-        rows = [
-            {
-                "run_id": run_id,
-                "org_id": org_id,
-                "line_key": line_key(line),
-                **{k: v for k, v in line_content(line).items() if k not in {"charge", "expected_payment"}},
-                "date_of_service": line.date_of_service,
-                "period_start": line.period_start,
-                "period_end": line.period_end,
-                "charge": line.charge,
-                "expected_payment": line.expected_payment,
-            }
-            for line in all_lines
-        ]
-        for start in range(0, len(rows), 5000):
-            conn.execute(insert(schema.claim_lines), rows[start : start + 5000])
+
+        def flush() -> None:
+            if decision_rows:
+                conn.execute(insert(schema.run_decisions), decision_rows)
+                decision_rows.clear()
+            if line_rows:
+                conn.execute(insert(schema.claim_lines), line_rows)
+                line_rows.clear()
+
+        for facts, decisions in evaluate_month(engine, org_id, month, rules):
+            facts_digest = hashlib.sha256(repr(facts).encode()).hexdigest()
+            input_hash.update(facts_digest.encode())
+            lines = claim_lines_for(facts, decisions, rules, settings, directory, run_id)
+            _summarise(summary, facts, decisions, rules)
+            for line in lines:
+                key, content = line_key(line), line_content(line)
+                lines_hash.update(json.dumps(content, sort_keys=True).encode())
+                if amends is not None:
+                    contents[key] = content
+                line_rows.append(_line_row(run_id, org_id, key, line))
+                summary.lines += 1
+                summary.lines_by_code[line.code] += 1
+                summary.units_by_code[line.code] += line.units
+                summary.payment_by_code[line.code] += line.expected_payment
+            all_lines.extend(lines)
+            decision_rows.append(
+                {
+                    "run_id": run_id,
+                    "org_id": org_id,
+                    "patient_id": facts.patient_id,
+                    "facts_digest": facts_digest,
+                    "billable_count": sum(1 for d in decisions if d.status is Status.BILLABLE),
+                    "decisions": [decision_to_json(d) for d in decisions],
+                }
+            )
+            if len(decision_rows) >= FLUSH_EVERY:
+                flush()
+            if progress is not None:
+                progress(1)
+        flush()
+        digest = lines_hash.hexdigest()
+        if previous is not None and previous.lines_digest == digest and previous.ruleset_hash == ruleset_hash:
+            transaction.rollback()
+            kept = stored_lines(engine, previous.run_id)
+            return RunResult(
+                previous.run_id, month_text, "unchanged", previous.status, kept, summary, previous.run_id
+            )
+        input_digest = hashlib.sha256(
+            (input_hash.hexdigest() + json.dumps(settings_json, sort_keys=True)).encode()
+        ).hexdigest()
+        runs = schema.billing_runs
+        conn.execute(
+            update(runs).where(runs.c.run_id == run_id).values(input_digest=input_digest, lines_digest=digest)
+        )
+        if previous is not None and previous.status == DRAFT:
+            conn.execute(update(runs).where(runs.c.run_id == previous.run_id).values(status=SUPERSEDED))
+        transaction.commit()
+    changes = diff_lines(stored_line_contents(engine, amends), contents) if amends else []
     return RunResult(
         run_id,
         month_text,
@@ -535,6 +534,44 @@ def bill_month(
         amends,
         changes,
     )
+
+
+#: Patients whose decisions are written in one insert.
+FLUSH_EVERY = 1000
+
+
+def _line_row(run_id: str, org_id: str, key: str, line: ClaimLine) -> dict[str, Any]:
+    content = line_content(line)
+    return {
+        "run_id": run_id,
+        "org_id": org_id,
+        "line_key": key,
+        **{k: v for k, v in content.items() if k not in {"charge", "expected_payment"}},
+        "date_of_service": line.date_of_service,
+        "period_start": line.period_start,
+        "period_end": line.period_end,
+        "charge": line.charge,
+        "expected_payment": line.expected_payment,
+    }
+
+
+@contextmanager
+def _quiet_gc() -> Iterator[None]:
+    """Keep the cyclic collector from rescanning a growing heap on every allocation burst.
+
+    A run allocates millions of short-lived, acyclic objects (decisions, reasons); the
+    collector's full passes over everything alive made the run superlinear in patients.
+    Objects alive before the run (rules, caches) are frozen out of collection, and the
+    young-generation threshold is raised for the duration.
+    """
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
 
 
 def lock_month(

@@ -34,6 +34,12 @@ from caretally.model import (
 )
 from caretally.store import schema
 
+#: Which patients a query covers: all (None), a set of ids, or an inclusive id range.
+Scope = set[str] | tuple[str, str] | None
+#: Patients per batch: facts for a batch are built, used and dropped before the next, so
+#: memory stays flat however large the practice is.
+BATCH = 2000
+
 #: Device-supply windows ending in a month can start up to 29 days before it.
 LOOKBACK = timedelta(days=29)
 DEVICE_PROGRAMS = (Program.RPM, Program.RTM)
@@ -51,6 +57,12 @@ class FactsOptions:
 
     anchor: str = "enrollment_start"
     rtm_count_manual: bool = True
+
+
+def _in_scope(column: Any, scope: set[str] | tuple[str, str]) -> ColumnElement[bool]:
+    if isinstance(scope, tuple):
+        return column.between(scope[0], scope[1])
+    return column.in_(sorted(scope))
 
 
 def _group_concat(dialect: str, expr: ColumnElement[str]) -> ColumnElement[str]:
@@ -95,7 +107,7 @@ def _enrollment_rows(engine: Engine, org_id: str, window_start: date, month: Per
 
 
 def _day_sets(
-    engine: Engine, org_id: str, start: date, end: date, options: FactsOptions, patients: set[str] | None
+    engine: Engine, org_id: str, start: date, end: date, options: FactsOptions, patients: Scope
 ) -> dict[tuple[str, Program, str], dict[date, set[str]]]:
     """(patient, program, category) → local date → device ids, for readings in [start, end].
 
@@ -118,7 +130,7 @@ def _day_sets(
         .where(r.c.org_id == org_id, r.c.local_date >= start, r.c.local_date <= end)
     )
     if patients is not None:
-        inner = inner.where(r.c.patient_id.in_(sorted(patients)))
+        inner = inner.where(_in_scope(r.c.patient_id, patients))
     sub = inner.subquery()
     stmt = select(
         sub.c.patient_id, sub.c.program, sub.c.category, _group_concat(dialect, sub.c.pair)
@@ -178,11 +190,11 @@ def _first_reading_days(engine: Engine, org_id: str, options: FactsOptions) -> d
         return {eid: day for eid, day in conn.execute(stmt)}
 
 
-def _devices(engine: Engine, org_id: str, patients: set[str] | None) -> dict[str, list[DeviceFact]]:
+def _devices(engine: Engine, org_id: str, patients: Scope) -> dict[str, list[DeviceFact]]:
     d = schema.devices
     stmt = select(d).where(d.c.org_id == org_id).order_by(d.c.patient_id, d.c.device_id)
     if patients is not None:
-        stmt = stmt.where(d.c.patient_id.in_(sorted(patients)))
+        stmt = stmt.where(_in_scope(d.c.patient_id, patients))
     out: dict[str, list[DeviceFact]] = defaultdict(list)
     with engine.connect() as conn:
         for row in conn.execute(stmt).mappings():
@@ -200,9 +212,7 @@ def _devices(engine: Engine, org_id: str, patients: set[str] | None) -> dict[str
     return out
 
 
-def _time(
-    engine: Engine, org_id: str, start: date, end: date, patients: set[str] | None
-) -> dict[str, list[TimeFact]]:
+def _time(engine: Engine, org_id: str, start: date, end: date, patients: Scope) -> dict[str, list[TimeFact]]:
     t, p = schema.time_entries, schema.practitioners
     stmt = (
         select(
@@ -223,7 +233,7 @@ def _time(
         .order_by(t.c.patient_id, t.c.started_at, t.c.entry_id)
     )
     if patients is not None:
-        stmt = stmt.where(t.c.patient_id.in_(sorted(patients)))
+        stmt = stmt.where(_in_scope(t.c.patient_id, patients))
     out: dict[str, list[TimeFact]] = defaultdict(list)
     with engine.connect() as conn:
         for row in conn.execute(stmt):
@@ -252,7 +262,7 @@ def _patients(engine: Engine, org_id: str, ids: set[str]) -> dict[str, tuple[Pay
 
 
 def _billed_history(
-    engine: Engine, org_id: str, before: date, patients: set[str] | None
+    engine: Engine, org_id: str, before: date, patients: Scope
 ) -> dict[str, list[BilledCode]]:
     """Lines of the newest run of each earlier month: what has already been billed.
 
@@ -275,7 +285,7 @@ def _billed_history(
         .where(runs.c.org_id == org_id)
     )
     if patients is not None:
-        stmt = stmt.where(lines.c.patient_id.in_(sorted(patients)))
+        stmt = stmt.where(_in_scope(lines.c.patient_id, patients))
     out: dict[str, list[BilledCode]] = defaultdict(list)
     with engine.connect() as conn:
         for pid, code, dos, enrollment_id, run_id in conn.execute(stmt):
@@ -360,8 +370,6 @@ def build_month_facts(
     ]
     if not enrollments:
         return
-    ids = {e.patient_id for e in enrollments}
-    scope = None if patients is None else ids
     firsts = _first_reading_days(engine, org_id, options) if options.anchor == "first_reading" else {}
     anchors: dict[str, date | None] = {}
     for e in enrollments:
@@ -369,31 +377,51 @@ def build_month_facts(
             anchors[e.enrollment_id] = firsts.get(e.enrollment_id)
         else:
             anchors[e.enrollment_id] = e.start_date
-    # Data dated after ``as_of`` is not known yet: a worklist "as of the 20th" must not see
-    # readings or minutes logged on the 25th, even when they are already in the store.
-    known_to = min(month.end, as_of)
-    day_sets = _day_sets(engine, org_id, window_start, known_to, options, scope)
-    devices = _devices(engine, org_id, scope)
-    time = _time(engine, org_id, window_start, known_to, scope)
-    history = _billed_history(engine, org_id, month.start, scope)
-    people = _patients(engine, org_id, ids)
-
     by_patient: dict[str, list[EnrollmentFact]] = defaultdict(list)
     for e in enrollments:
         by_patient[e.patient_id].append(e)
-    for pid in sorted(by_patient):
-        payer, tz = people[pid]
-        programs = tuple(
-            _program_facts(e, month, anchors[e.enrollment_id], day_sets, devices.get(pid, []))
-            for e in by_patient[pid]
-        )
-        yield PatientMonthFacts(
-            patient_id=pid,
-            payer=payer,
-            timezone=tz,
-            month=month,
-            as_of=as_of,
-            programs=programs,
-            time=tuple(time.get(pid, ())),
-            billed_history=tuple(history.get(pid, ())),
-        )
+    people = _patients(engine, org_id, set(by_patient))
+    # Data dated after ``as_of`` is not known yet: a worklist "as of the 20th" must not see
+    # readings or minutes logged on the 25th, even when they are already in the store.
+    known_to = min(month.end, as_of)
+    ordered = sorted(by_patient)
+    for start in range(0, len(ordered), BATCH):
+        batch = ordered[start : start + BATCH]
+        scope: set[str] | tuple[str, str] = set(batch) if patients is not None else (batch[0], batch[-1])
+        day_sets = _day_sets(engine, org_id, window_start, known_to, options, scope)
+        devices = _devices(engine, org_id, scope)
+        time = _time(engine, org_id, window_start, known_to, scope)
+        history = _billed_history(engine, org_id, month.start, scope)
+        for pid in batch:
+            yield _patient_facts(
+                pid, people[pid], by_patient[pid], month, as_of, anchors, day_sets, devices, time, history
+            )
+
+
+def _patient_facts(
+    pid: str,
+    person: tuple[Payer, str],
+    enrollments: list[EnrollmentFact],
+    month: Period,
+    as_of: date,
+    anchors: dict[str, date | None],
+    day_sets: dict[tuple[str, Program, str], dict[date, set[str]]],
+    devices: dict[str, list[DeviceFact]],
+    time: dict[str, list[TimeFact]],
+    history: dict[str, list[BilledCode]],
+) -> PatientMonthFacts:
+    payer, tz = person
+    programs = tuple(
+        _program_facts(e, month, anchors[e.enrollment_id], day_sets, devices.get(pid, []))
+        for e in enrollments
+    )
+    return PatientMonthFacts(
+        patient_id=pid,
+        payer=payer,
+        timezone=tz,
+        month=month,
+        as_of=as_of,
+        programs=programs,
+        time=tuple(time.get(pid, ())),
+        billed_history=tuple(history.get(pid, ())),
+    )
