@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from caretally.errors import Problem, ProblemsError
+from caretally.ingest.values import is_valid_npi
 from caretally.model import Address, PracticeIdentity
 
 # Values that mean "nobody filled this in". Word-like ones match anywhere as a whole word;
@@ -42,25 +43,6 @@ _USAGE = {"test": True, "production": False}
 
 class PracticeSettingsError(ProblemsError):
     """The practice file is unusable; ``problems`` names every field at fault."""
-
-
-def npi_is_valid(npi: str) -> bool:
-    """Luhn check over ``80840`` + the ten digits, as the NPI standard defines it.
-
-    The 80840 prefix is the health-industry issuer number; a check digit that is wrong
-    means a mistyped NPI, which a payer would reject after days of round trip.
-    """
-    if len(npi) != 10 or not npi.isdigit():
-        return False
-    digits = [int(c) for c in "80840" + npi]
-    total = 0
-    for i, d in enumerate(reversed(digits)):
-        if i % 2 == 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
 
 
 def is_placeholder(value: str) -> bool:
@@ -139,7 +121,7 @@ def _digits(value: str) -> str:
 def _check_npi(value: str) -> str | None:
     if not (len(value) == 10 and value.isdigit()):
         return f"NPI must be 10 digits, got {value!r}"
-    if not npi_is_valid(value):
+    if not is_valid_npi(value):
         return f"NPI {value} fails the check digit (Luhn with prefix 80840): probably mistyped"
     return None
 

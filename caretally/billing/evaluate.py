@@ -43,6 +43,7 @@ def evaluate_month(
     *,
     as_of: date | None = None,
     patients: set[str] | None = None,
+    id_range: tuple[str, str] | None = None,
 ) -> Iterator[tuple[PatientMonthFacts, list[Decision]]]:
     """Facts and decisions for every patient-month, in patient order.
 
@@ -51,5 +52,8 @@ def evaluate_month(
     """
     payer_rules = rules if isinstance(rules, PayerRules) else PayerRules(rules)
     options = facts_options(payer_rules.base, month)
-    for facts in build_month_facts(engine, org_id, month, as_of=as_of, options=options, patients=patients):
+    facts_stream = build_month_facts(
+        engine, org_id, month, as_of=as_of, options=options, patients=patients, id_range=id_range
+    )
+    for facts in facts_stream:
         yield facts, evaluate_patient_month(facts, payer_rules.for_payer(facts.payer))

@@ -11,9 +11,12 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import multiprocessing
+import os
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -27,6 +30,7 @@ from caretally.billing.evaluate import evaluate_month
 from caretally.billing.payers import PayerRules
 from caretally.billing.pricing import Pricing, price
 from caretally.billing.serialize import decision_to_json
+from caretally.facts import BATCH, patients_in_month
 from caretally.model import (
     THERAPY_MODIFIER,
     ClaimLine,
@@ -39,6 +43,7 @@ from caretally.model import (
 )
 from caretally.rules.params import RuleBook
 from caretally.store import schema
+from caretally.store.db import make_engine
 
 DRAFT, LOCKED, SUPERSEDED = "draft", "locked", "superseded"
 THERAPY_ASSISTANT_MODIFIER = {"PTA": "CQ", "OTA": "CO"}
@@ -82,7 +87,7 @@ class RunSummary:
     lines: int = 0
     units_by_code: Counter[str] = field(default_factory=Counter)
     lines_by_code: Counter[str] = field(default_factory=Counter)
-    payment_by_code: dict[str, Decimal] = field(default_factory=lambda: defaultdict(lambda: Decimal("0.00")))
+    payment_by_code: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     not_billable_reasons: Counter[str] = field(default_factory=Counter)
     reason_examples: dict[str, str] = field(default_factory=dict)
     reachable: int = 0
@@ -91,6 +96,16 @@ class RunSummary:
     @property
     def expected_revenue(self) -> Decimal:
         return sum(self.payment_by_code.values(), Decimal("0.00"))
+
+    def absorb(self, other: RunSummary) -> None:
+        """Add a patient's partial summary (made in a worker) to the run's."""
+        self.patients += other.patients
+        self.decisions += other.decisions
+        self.reachable += other.reachable
+        self.not_billable_reasons.update(other.not_billable_reasons)
+        for rule_id, message in other.reason_examples.items():
+            self.reason_examples.setdefault(rule_id, message)
+        self.payers_on_medicare_rules.update(other.payers_on_medicare_rules)
 
 
 @dataclass
@@ -474,12 +489,21 @@ def bill_month(
                 conn.execute(insert(schema.claim_lines), line_rows)
                 line_rows.clear()
 
-        for facts, decisions in evaluate_month(engine, org_id, month, rules):
-            facts_digest = hashlib.sha256(repr(facts).encode()).hexdigest()
-            input_hash.update(facts_digest.encode())
-            lines = claim_lines_for(facts, decisions, rules, settings, directory, run_id)
-            _summarise(summary, facts, decisions, rules)
-            for line in lines:
+        ids = patients_in_month(engine, org_id, month)
+        ranges = [(ids[i], ids[min(i + BATCH, len(ids)) - 1]) for i in range(0, len(ids), BATCH)]
+        job = _Job(
+            str(engine.url.render_as_string(hide_password=False)),
+            org_id,
+            month,
+            rules,
+            settings,
+            directory,
+            run_id,
+        )
+        for result in _results(job, ranges, _workers(len(ids))):
+            input_hash.update(result.facts_digest.encode())
+            summary.absorb(result.summary)
+            for line in result.lines:
                 key, content = line_key(line), line_content(line)
                 lines_hash.update(json.dumps(content, sort_keys=True).encode())
                 if amends is not None:
@@ -489,15 +513,15 @@ def bill_month(
                 summary.lines_by_code[line.code] += 1
                 summary.units_by_code[line.code] += line.units
                 summary.payment_by_code[line.code] += line.expected_payment
-            all_lines.extend(lines)
+            all_lines.extend(result.lines)
             decision_rows.append(
                 {
                     "run_id": run_id,
                     "org_id": org_id,
-                    "patient_id": facts.patient_id,
-                    "facts_digest": facts_digest,
-                    "billable_count": sum(1 for d in decisions if d.status is Status.BILLABLE),
-                    "decisions": [decision_to_json(d) for d in decisions],
+                    "patient_id": result.patient_id,
+                    "facts_digest": result.facts_digest,
+                    "billable_count": result.billable,
+                    "decisions": result.decisions_json,
                 }
             )
             if len(decision_rows) >= FLUSH_EVERY:
@@ -538,6 +562,86 @@ def bill_month(
 
 #: Patients whose decisions are written in one insert.
 FLUSH_EVERY = 1000
+#: Below this many patients one process is faster than starting workers.
+PARALLEL_FROM = 4000
+
+
+@dataclass(frozen=True)
+class _PatientResult:
+    """Everything the writer needs about one patient, made where the patient was evaluated."""
+
+    patient_id: str
+    facts_digest: str
+    decisions_json: list[dict[str, Any]]
+    billable: int
+    lines: list[ClaimLine]
+    summary: RunSummary
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every worker needs; inherited through fork, never pickled."""
+
+    url: str
+    org_id: str
+    month: Period
+    rules: PayerRules
+    settings: BillingSettings
+    directory: _Directory
+    run_id: str
+
+
+_JOB: _Job | None = None
+
+
+def _evaluate_range(id_range: tuple[str, str]) -> list[_PatientResult]:
+    """Evaluate one contiguous range of patients (in a worker, or in-process)."""
+    job = _JOB
+    assert job is not None
+    engine = make_engine(job.url)
+    out = []
+    try:
+        for facts, decisions in evaluate_month(engine, job.org_id, job.month, job.rules, id_range=id_range):
+            part = RunSummary()
+            _summarise(part, facts, decisions, job.rules)
+            out.append(
+                _PatientResult(
+                    patient_id=facts.patient_id,
+                    facts_digest=hashlib.sha256(repr(facts).encode()).hexdigest(),
+                    decisions_json=[decision_to_json(d) for d in decisions],
+                    billable=sum(1 for d in decisions if d.status is Status.BILLABLE),
+                    lines=claim_lines_for(
+                        facts, decisions, job.rules, job.settings, job.directory, job.run_id
+                    ),
+                    summary=part,
+                )
+            )
+    finally:
+        engine.dispose()
+    return out
+
+
+def _results(job: _Job, ranges: list[tuple[str, str]], workers: int) -> Iterator[_PatientResult]:
+    """Per-patient results in patient order, from a pool of forked workers when it pays."""
+    global _JOB
+    _JOB = job
+    try:
+        if workers <= 1:
+            for r in ranges:
+                yield from _evaluate_range(r)
+            return
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            for chunk in pool.map(_evaluate_range, ranges):
+                yield from chunk
+    finally:
+        _JOB = None
+
+
+def _workers(patients: int) -> int:
+    if patients < PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    return max(1, min(os.cpu_count() or 1, 8))
 
 
 def _line_row(run_id: str, org_id: str, key: str, line: ClaimLine) -> dict[str, Any]:

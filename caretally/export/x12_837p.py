@@ -31,8 +31,8 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from caretally.errors import Problem
 from caretally.export.claims import Claim, ExportError, group_claims, rendering_of
+from caretally.ingest.values import is_valid_npi
 from caretally.model import Address, ClaimLine, ClaimPatient, Payer, PracticeIdentity
-from caretally.settings_practice import npi_is_valid
 
 SEGMENT = "~"
 ELEMENT = "*"
@@ -112,7 +112,7 @@ def _check_inputs(
         fault("control_number", "bad_control_number", f"must be 1..999999999, got {control_number}")
     if created.tzinfo is None:
         fault("created", "naive_timestamp", "created must be timezone-aware")
-    if not npi_is_valid(practice.npi):
+    if not is_valid_npi(practice.npi):
         fault("practice.npi", "bad_npi", f"billing NPI {practice.npi!r} fails the NPI check digit")
     if not re.fullmatch(r"[0-9]{9}", practice.tin):
         fault("practice.tin", "bad_tin", f"TIN {practice.tin!r} is not 9 digits")
@@ -132,7 +132,7 @@ def _check_inputs(
         needed.update(npi for ln in claim.lines if (npi := claim.line_rendering_npi(ln)))
         for ln in claim.lines:
             npi = rendering_of(ln)
-            if npi is not None and not npi_is_valid(npi):
+            if npi is not None and not is_valid_npi(npi):
                 fault("rendering_npi", "bad_npi", f"{claim.claim_id}: NPI {npi!r} fails the check digit")
     for npi in sorted(needed):
         if npi not in names:

@@ -1,5 +1,5 @@
 """Facts: what the store knows per patient and period, aggregated by SQL."""
 
-from caretally.facts.build import FactsOptions, build_month_facts
+from caretally.facts.build import BATCH, FactsOptions, build_month_facts, patients_in_month
 
-__all__ = ["FactsOptions", "build_month_facts"]
+__all__ = ["BATCH", "FactsOptions", "build_month_facts", "patients_in_month"]

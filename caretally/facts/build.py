@@ -71,7 +71,9 @@ def _group_concat(dialect: str, expr: ColumnElement[str]) -> ColumnElement[str]:
     return func.group_concat(expr.distinct())
 
 
-def _enrollment_rows(engine: Engine, org_id: str, window_start: date, month: Period) -> list[EnrollmentFact]:
+def _enrollment_rows(
+    engine: Engine, org_id: str, window_start: date, month: Period, id_range: tuple[str, str] | None = None
+) -> list[EnrollmentFact]:
     e, p = schema.enrollments, schema.practitioners
     stmt = (
         select(e, p.c.npi, p.c.credential)
@@ -83,6 +85,8 @@ def _enrollment_rows(engine: Engine, org_id: str, window_start: date, month: Per
         )
         .order_by(e.c.patient_id, e.c.start_date, e.c.enrollment_id)
     )
+    if id_range is not None:
+        stmt = stmt.where(e.c.patient_id.between(*id_range))
     with engine.connect() as conn:
         rows = conn.execute(stmt).mappings().all()
     return [
@@ -345,6 +349,12 @@ def _touches(enrollment: EnrollmentFact, month: Period) -> bool:
     return enrollment.program in DEVICE_PROGRAMS and end >= month.start - LOOKBACK
 
 
+def patients_in_month(engine: Engine, org_id: str, month: Period) -> list[str]:
+    """Sorted ids of the patients with an enrollment that can bill something in ``month``."""
+    rows = _enrollment_rows(engine, org_id, month.start - LOOKBACK, month)
+    return sorted({e.patient_id for e in rows if _touches(e, month)})
+
+
 def build_month_facts(
     engine: Engine,
     org_id: str,
@@ -353,19 +363,21 @@ def build_month_facts(
     as_of: date | None = None,
     options: FactsOptions | None = None,
     patients: set[str] | None = None,
+    id_range: tuple[str, str] | None = None,
 ) -> Iterator[PatientMonthFacts]:
     """Facts for every patient with an enrollment touching ``month``, in patient order.
 
     ``as_of`` defaults to the month's last day (a closed month); a worklist passes an
     earlier date so open periods come out as still reachable. ``patients`` narrows the
-    run to some patients (explain, scenarios).
+    run to some patients (explain, scenarios); ``id_range`` to an inclusive range of
+    patient ids (one worker's share of a month run).
     """
     options = options or FactsOptions()
     as_of = as_of or month.end
     window_start = month.start - LOOKBACK
     enrollments = [
         e
-        for e in _enrollment_rows(engine, org_id, window_start, month)
+        for e in _enrollment_rows(engine, org_id, window_start, month, id_range)
         if (patients is None or e.patient_id in patients) and _touches(e, month)
     ]
     if not enrollments:

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from caretally.export.x12_837p import build_837p
+from caretally.ingest.values import is_valid_npi
 from caretally.model import Address
 from caretally.settings_practice import (
     PracticeSettingsError,
     demo_practice,
     load_practice,
-    npi_is_valid,
 )
 from tests.export.factories import line, patient
 from tests.export.x12check import validate_x12
@@ -151,11 +151,11 @@ def test_x12_separators_are_refused_in_values(tmp_path: Path):
 
 
 def test_npi_check_digit():
-    assert npi_is_valid("1234567893") and npi_is_valid("1245319599")
-    assert not npi_is_valid("1234567890") and not npi_is_valid("124531959") and not npi_is_valid("12453195a9")
+    assert is_valid_npi("1234567893") and is_valid_npi("1245319599")
+    assert not is_valid_npi("1234567890") and not is_valid_npi("124531959") and not is_valid_npi("12453195a9")
 
 
 def test_demo_practice_is_test_data_with_a_valid_identity():
     demo = demo_practice()
     assert demo.test_data is True
-    assert npi_is_valid(demo.npi) and len(demo.tin) == 9 and len(demo.address.postal_code) == 9
+    assert is_valid_npi(demo.npi) and len(demo.tin) == 9 and len(demo.address.postal_code) == 9
