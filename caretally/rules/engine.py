@@ -26,10 +26,14 @@ from caretally.rules.params import RuleBook
 def evaluate_patient_month(facts: PatientMonthFacts, rules: RuleBook) -> list[Decision]:
     """Every decision for every enrollment and code of the patient-month, with reasons."""
     year_for = rules.for_date
-    static = month.static_decisions(facts, year_for)
+    static: list[Decision] = []
     cache: dict[tuple[str, tuple[str, ...]], list[Decision]] = {}
 
     def score(assignment: Mapping[str, str]) -> Decimal:
+        # Device and set-up decisions do not depend on the allocation: made once, and only
+        # for the patients whose untagged time needs a search at all.
+        if not static:
+            static.extend(month.static_decisions(facts, year_for))
         trial = Allocation(enrollment_of=dict(assignment), program_of={})
         return total(month.decide(facts, year_for, trial, static, cache))
 
