@@ -139,11 +139,19 @@ def _revenue(decisions: list) -> Decimal:  # type: ignore[type-arg]
     )
 
 
+@pytest.fixture(scope="module")
+def demo_practice_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The practice ``caretally demo`` synthesizes (200 patients, 3 months, seed 7), ending in March."""
+    out = tmp_path_factory.mktemp("demo")
+    synthesize(SynthConfig(patients=200, start=date(2026, 1, 1), months=3, seed=7), out)
+    return out
+
+
 def test_allocation_beats_every_fixed_priority_and_never_counts_an_entry_twice(
-    practice: Path, sqlite_url: str
+    demo_practice_bundle: Path, sqlite_url: str
 ) -> None:
     engine = open_database(sqlite_url)
-    assert import_bundle(engine, ORG, practice).ok()
+    assert import_bundle(engine, ORG, demo_practice_bundle).ok()
     rules = PayerRules.load()
     orders = [
         (Program.RPM, Program.RTM, Program.CCM, Program.PCM),
