@@ -24,6 +24,7 @@ from sqlalchemy import Engine
 from caretally.billing.evaluate import evaluate_month
 from caretally.billing.payers import PayerRules
 from caretally.dates import add_months, month_of
+from caretally.facts.build import DEVICE_PROGRAMS
 from caretally.model import Decision, PatientMonthFacts, Period, PeriodKind, Program, Status
 from caretally.rules.params import RuleYear
 
@@ -316,13 +317,24 @@ def build_worklist(
     """
     this_month = month_of(as_of)
     rows: list[WorklistRow] = []
-    for month in (this_month, month_of(add_months(as_of, 1))):
-        for facts, decisions in evaluate_month(engine, org_id, month, rules, as_of=as_of, patients=patients):
+    with_devices: set[str] = set()
+    for facts, decisions in evaluate_month(engine, org_id, this_month, rules, as_of=as_of, patients=patients):
+        if any(p.enrollment.program in DEVICE_PROGRAMS for p in facts.programs):
+            with_devices.add(facts.patient_id)
+        chosen = [d for d in decisions if program is None or d.program is program]
+        rows.extend(rows_for(facts, chosen, rules, as_of))
+    # Next month only matters for 30-day device periods open today that close after this
+    # month: evaluate just the patients with a device program, and keep just those periods.
+    if with_devices:
+        next_month = month_of(add_months(as_of, 1))
+        for facts, decisions in evaluate_month(
+            engine, org_id, next_month, rules, as_of=as_of, patients=with_devices
+        ):
             chosen = [
                 d
                 for d in decisions
                 if (program is None or d.program is program)
-                and (d.period.kind is not PeriodKind.CALENDAR_MONTH or month == this_month)
+                and d.period.kind is not PeriodKind.CALENDAR_MONTH
             ]
             rows.extend(rows_for(facts, chosen, rules, as_of))
     rows.sort(
