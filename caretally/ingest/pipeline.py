@@ -13,19 +13,30 @@ from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import date
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from sqlalchemy import Engine, insert
+from sqlalchemy.exc import IntegrityError
 
 from caretally.errors import Problem
+from caretally.ingest.fastpath import (
+    READING_CELLS,
+    READING_STORED,
+    LocalDays,
+    ReadingTuple,
+    clean_batch,
+    same,
+    stored_instant,
+)
 from caretally.ingest.references import ReferenceIndex, load_from_database
 from caretally.ingest.rejects import write_rejects
 from caretally.ingest.report import FileCounts, ImportReport, RejectedRow
-from caretally.ingest.rows import FILES, ORDER, check_header, check_row, fast_reading, json_safe
-from caretally.ingest.sources import Record, Source, array_sources, discover
-from caretally.ingest.staging import Duplicate, Stage
+from caretally.ingest.rows import FILES, ORDER, FileSpec, check_header, check_row, json_safe, reading_cells
+from caretally.ingest.sources import Record, Source, array_sources, csv_record, discover
+from caretally.ingest.staging import DirectLoad, Duplicate, Stage
 from caretally.ingest.values import utc_now
 from caretally.store import schema
 
@@ -77,7 +88,7 @@ def import_records(
 @dataclass
 class _FileResult:
     counts: FileCounts
-    stage: Stage
+    stage: Stage | DirectLoad
     source: Source
 
 
@@ -110,7 +121,7 @@ def _run(
             results: list[_FileResult] = []
             for stem in ORDER:
                 if stem in by_stem:
-                    result = _check_file(conn, by_stem[stem], index, today, problems, rejected)
+                    result = _check_file(conn, org_id, by_stem[stem], index, today, problems, rejected)
                     counts[stem] = result.counts
                     results.append(result)
             for result in results:
@@ -149,6 +160,7 @@ def _run(
 
 def _check_file(
     conn: Any,
+    org_id: str,
     source: Source,
     index: ReferenceIndex,
     today: date,
@@ -156,8 +168,6 @@ def _check_file(
     rejected: list[RejectedRow],
 ) -> _FileResult:
     spec = FILES[source.stem]
-    counts = FileCounts()
-    stage = Stage(conn, spec)
     file_problems = list(source.problems)
     if source.header is not None and not source.problems:
         file_problems += [
@@ -165,52 +175,177 @@ def _check_file(
         ]
     problems.extend(file_problems)
     file_error = "; ".join(str(p) for p in file_problems)
+    if spec.stem == "readings" and not file_error:
+        return _check_readings(conn, org_id, source, index, today, problems, rejected)
+    counts = FileCounts()
+    stage = Stage(conn, spec)
     keyed = source.header is None
     buffer: list[dict[str, Any]] = []
-    fast = spec.stem == "readings" and not file_error
     for record in source.records():
         counts.read += 1
-        if fast and not record.problems:
-            values = fast_reading(record.raw, index, keyed=keyed)
-            if values is not None:
-                values["_line"] = record.line
-                buffer.append(values)
-                if len(buffer) >= BATCH_ROWS:
-                    stage.add(buffer)
-                    buffer = []
-                continue
-        row = check_row(spec, record.raw, index, today, keyed=keyed) if not record.problems else None
-        if file_error or record.problems or (row is not None and row.faults):
-            where = _where(record)
-            errors: list[str] = []
-            if file_error:
-                errors.append(file_error)
-            for problem in record.problems:
-                problems.append(replace(problem, row=dict(record.raw)) if problem.row is None else problem)
-                errors.append(problem.message)
-            if row is not None and not file_error:
-                for fault in row.faults:
-                    problems.append(
-                        Problem(
-                            record.file, record.line, fault.field, fault.code, fault.message, dict(record.raw)
-                        )
-                    )
-                    errors.append(f"{fault.field}: {fault.message}" if fault.field else fault.message)
-            if row is not None:
-                spec.unregister(row.values, index, file_error or where)
-            rejected.append(RejectedRow(spec.stem, where, record.raw, tuple(errors)))
+        staged = _check_record(spec, record, index, today, problems, rejected, file_error, keyed=keyed)
+        if staged is None:
             counts.rejected += 1
             continue
-        assert row is not None
-        spec.register(row.values, index)
-        staged = {name: row.values.get(name) for name in spec.stored}
-        staged["_line"] = record.line
         buffer.append(staged)
         if len(buffer) >= BATCH_ROWS:
             stage.add(buffer)
             buffer = []
     stage.add(buffer)
     return _FileResult(counts, stage, source)
+
+
+def _check_record(
+    spec: FileSpec,
+    record: Record,
+    index: ReferenceIndex,
+    today: date,
+    problems: list[Problem],
+    rejected: list[RejectedRow],
+    file_error: str,
+    *,
+    keyed: bool,
+) -> dict[str, Any] | None:
+    """The row's staged values, or ``None`` after recording why it is rejected."""
+    row = check_row(spec, record.raw, index, today, keyed=keyed) if not record.problems else None
+    if file_error or record.problems or (row is not None and row.faults):
+        where = _where(record)
+        errors: list[str] = []
+        if file_error:
+            errors.append(file_error)
+        for problem in record.problems:
+            problems.append(replace(problem, row=dict(record.raw)) if problem.row is None else problem)
+            errors.append(problem.message)
+        if row is not None and not file_error:
+            for fault in row.faults:
+                problems.append(
+                    Problem(
+                        record.file, record.line, fault.field, fault.code, fault.message, dict(record.raw)
+                    )
+                )
+                errors.append(f"{fault.field}: {fault.message}" if fault.field else fault.message)
+        if row is not None:
+            spec.unregister(row.values, index, file_error or where)
+        rejected.append(RejectedRow(spec.stem, where, record.raw, tuple(errors)))
+        return None
+    assert row is not None
+    spec.register(row.values, index)
+    staged = {name: row.values.get(name) for name in spec.stored}
+    staged["_line"] = record.line
+    return staged
+
+
+def _check_readings(
+    conn: Any,
+    org_id: str,
+    source: Source,
+    index: ReferenceIndex,
+    today: date,
+    problems: list[Problem],
+    rejected: list[RejectedRow],
+) -> _FileResult:
+    """Readings: clean rows go straight to the store in stored form, others get the full check.
+
+    An organization without readings has them written directly into the table under a
+    savepoint; if the bundle repeats a key the savepoint is rolled back and the file is
+    read again through the staging table, which reports the repeats (rare: it takes an
+    erroneous or overlapping export).
+    """
+    spec = FILES["readings"]
+    _ensure_transaction(conn)
+    problems_mark, rejected_mark = len(problems), len(rejected)
+    try:
+        with conn.begin_nested():
+            direct = DirectLoad.open(conn, spec, org_id)
+            if direct is not None:
+                counts = _feed_readings(spec, source, index, today, problems, rejected, direct)
+                direct.complete()
+                return _FileResult(counts, direct, source)
+    except (IntegrityError, conn.dialect.dbapi.IntegrityError):
+        del problems[problems_mark:]
+        del rejected[rejected_mark:]
+    stage = Stage(conn, spec)
+    counts = _feed_readings(spec, source, index, today, problems, rejected, stage)
+    return _FileResult(counts, stage, source)
+
+
+def _ensure_transaction(conn: Any) -> None:
+    """SQLite's driver opens its transaction lazily, at the first write; a SAVEPOINT
+    issued before that would open (and on release commit) a transaction of its own."""
+    if conn.dialect.name == "sqlite":
+        driver = conn.connection.driver_connection
+        if not driver.in_transaction:
+            driver.execute("BEGIN")
+
+
+def _feed_readings(
+    spec: FileSpec,
+    source: Source,
+    index: ReferenceIndex,
+    today: date,
+    problems: list[Problem],
+    rejected: list[RejectedRow],
+    target: Stage | DirectLoad,
+) -> FileCounts:
+    counts = FileCounts()
+    days = LocalDays()
+    rows: list[ReadingTuple] = []
+    lines: list[int] = []
+    keyed = source.header is None
+
+    def fallback(record: Record) -> None:
+        staged = _check_record(spec, record, index, today, problems, rejected, "", keyed=keyed)
+        if staged is None:
+            counts.rejected += 1
+        else:
+            lines.append(staged.pop("_line"))
+            rows.append(_stored_reading(staged))
+
+    def flush(force: bool) -> None:
+        nonlocal rows, lines
+        if rows and (force or len(rows) >= BATCH_ROWS):
+            target.add_stored(rows, lines)
+            rows, lines = [], []
+
+    if source.batches is not None and source.header is not None:
+        header = source.header
+        take = itemgetter(*(header.index(name) for name in READING_CELLS[1:]))
+        if "reading_id" in header:
+            pick = itemgetter(header.index("reading_id"), *(header.index(n) for n in READING_CELLS[1:]))
+        else:
+
+            def pick(cells: Sequence[Any]) -> tuple[Any, ...]:
+                return (None, *take(cells))
+
+        for batch in source.batches():
+            counts.read += len(batch)
+            for line, cells, problem in clean_batch(batch, len(header), pick, index, days, rows, lines):
+                fallback(csv_record(source.label, header, line, cells, problem))
+            flush(False)
+    else:
+        for record in source.records():
+            counts.read += 1
+            cells = None if record.problems else reading_cells(record.raw, keyed=keyed)
+            if cells is None or clean_batch(
+                [(record.line, cells, None)], None, same, index, days, rows, lines
+            ):
+                fallback(record)
+            flush(False)
+    flush(True)
+    return counts
+
+
+def _stored_reading(values: dict[str, Any]) -> tuple[Any, ...]:
+    """A fully checked reading's values in the fast path's stored form."""
+    out = []
+    for name in READING_STORED:
+        value = values[name]
+        if name == "measured_at":
+            value = stored_instant(value)
+        elif name == "local_date":
+            value = value.isoformat()
+        out.append(value)
+    return tuple(out)
 
 
 def _duplicate(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -49,6 +50,8 @@ class Source:
     header: list[str] | None
     records: Callable[[], Iterator[Record]]
     problems: list[Problem] = field(default_factory=list)
+    #: CSV only: lists of ``(line, cells, problem)``, for readers that index cells by position.
+    batches: Callable[[], Iterator[list[tuple[int, list[str], Problem | None]]]] | None = None
 
 
 def _open_text(path: Path, progress: bool) -> AbstractContextManager[IO[str]]:
@@ -81,36 +84,78 @@ def csv_source(stem: str, path: Path, *, progress: bool = False) -> Source:
         return Source(stem, label, [], lambda: iter(()), [problem])
     header = [name.strip() for name in first]
 
-    def records() -> Iterator[Record]:
+    def batches() -> Iterator[list[tuple[int, list[str], Problem | None]]]:
         with _open_text(path, progress) as handle:
-            reader = csv.reader(handle, strict=True)
-            width = len(header)
-            end = 0
-            try:
-                next(reader)
-                end = reader.line_num
-                for cells in reader:
-                    line, end = end + 1, reader.line_num
-                    if not cells:  # blank line
-                        continue
-                    if len(cells) == width:
-                        yield Record(label, line, dict(zip(header, cells, strict=True)))
-                        continue
-                    raw: dict[str, Any] = dict(zip(header, cells, strict=False))
-                    if len(cells) > width:
-                        raw["__extra_cells__"] = cells[width:]
-                    message = f"row has {len(cells)} fields, the header has {width}"
-                    yield Record(
-                        label, line, raw, (Problem(label, line, None, "wrong_field_count", message),)
-                    )
-            except UnicodeDecodeError as exc:
-                message = f"not UTF-8 text after line {end}: {exc.reason}; the rest of the file was not read"
-                yield Record(label, end + 1, {}, (Problem(label, end + 1, None, "bad_encoding", message),))
-            except csv.Error as exc:
-                message = f"unreadable CSV after line {end}: {exc}; the rest of the file was not read"
-                yield Record(label, end + 1, {}, (Problem(label, end + 1, None, "bad_csv", message),))
+            yield from _csv_batches(label, handle)
 
-    return Source(stem, label, header, records)
+    def records() -> Iterator[Record]:
+        for batch in batches():
+            for line, row, problem in batch:
+                yield csv_record(label, header, line, row, problem)
+
+    return Source(stem, label, header, records, batches=batches)
+
+
+#: Rows per batch handed out by ``_csv_batches``.
+CSV_BATCH = 2_000
+
+
+def _csv_batches(label: str, handle: IO[str]) -> Iterator[list[tuple[int, list[str], Problem | None]]]:
+    """Lists of ``(physical line, cells, None)`` for the data rows; a problem item ends it.
+
+    Most rows hold no quote, so they are split on commas directly (the ``csv`` module
+    would give the same cells); a row with a quote, a stray carriage return or a NUL goes
+    through ``csv.reader``, which may read further lines for a quoted cell that spans
+    them. Line numbers count physical lines as ``csv.reader`` does (header = 1). Rows
+    come in batches so a fast consumer pays one generator step per batch, not per row.
+    """
+    lines = iter(handle)
+    end = 0
+    batch: list[tuple[int, list[str], Problem | None]] = []
+    try:
+        header = csv.reader(lines, strict=True)
+        if next(header, None) is None:
+            return
+        end = header.line_num
+        for text in lines:
+            line = end + 1
+            body = text[:-1] if text.endswith("\n") else text
+            if body.endswith("\r"):
+                body = body[:-1]
+            if '"' in body or "\r" in body or "\0" in body:
+                reader = csv.reader(itertools.chain((text,), lines), strict=True)
+                row = next(reader, [])
+                end += reader.line_num
+            else:
+                row = body.split(",") if body else []
+                end = line
+            if row:  # a blank line holds no record
+                batch.append((line, row, None))
+                if len(batch) >= CSV_BATCH:
+                    yield batch
+                    batch = []
+    except UnicodeDecodeError as exc:
+        message = f"not UTF-8 text after line {end}: {exc.reason}; the rest of the file was not read"
+        batch.append((end + 1, [], Problem(label, end + 1, None, "bad_encoding", message)))
+    except csv.Error as exc:
+        message = f"unreadable CSV after line {end}: {exc}; the rest of the file was not read"
+        batch.append((end + 1, [], Problem(label, end + 1, None, "bad_csv", message)))
+    if batch:
+        yield batch
+
+
+def csv_record(label: str, header: list[str], line: int, cells: list[str], problem: Problem | None) -> Record:
+    """The record for one CSV row, with a problem when its width differs from the header's."""
+    if problem is not None:
+        return Record(label, line, {}, (problem,))
+    width = len(header)
+    if len(cells) == width:
+        return Record(label, line, dict(zip(header, cells, strict=True)))
+    raw: dict[str, Any] = dict(zip(header, cells, strict=False))
+    if len(cells) > width:
+        raw["__extra_cells__"] = cells[width:]
+    message = f"row has {len(cells)} fields, the header has {width}"
+    return Record(label, line, raw, (Problem(label, line, None, "wrong_field_count", message),))
 
 
 def jsonl_source(stem: str, path: Path, *, progress: bool = False) -> Source:

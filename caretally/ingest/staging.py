@@ -10,9 +10,11 @@ and ``COPY`` on PostgreSQL, because they are the one file that runs to millions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from operator import itemgetter
 from typing import Any
 
@@ -91,44 +93,36 @@ class Stage:
     # -- loading ------------------------------------------------------------------------
 
     def add(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Stage validated rows given as values (``check_row`` output plus ``_line``)."""
         if not rows:
             return
-        if self.spec.stem == "readings" and self.dialect in ("sqlite", "postgresql"):
-            self._add_raw(rows)
-        else:
-            self.conn.execute(insert(self.table), list(rows))
-        self.count += len(rows)
-
-    def _add_raw(self, rows: Sequence[dict[str, Any]]) -> None:
         names = [*self.columns, LINE]
-        driver = self.conn.connection.driver_connection
-        assert driver is not None
-        if self.dialect == "sqlite":
-            # Same text SQLAlchemy writes for DateTime/Date on SQLite, so the merge and
-            # later reads through the schema see one representation.
+        if self.dialect not in ("sqlite", "postgresql"):
+            self.conn.execute(insert(self.table), list(rows))
+        else:
+            convert = [
+                (i, c) for i, n in enumerate(names) if (c := _converter(self.table.c[n].type, self.dialect))
+            ]
             get = itemgetter(*names)
-            stamps = [i for i, n in enumerate(names) if isinstance(self.table.c[n].type, UtcDateTime)]
-            days = [i for i, n in enumerate(names) if isinstance(self.table.c[n].type, Date)]
-            tuples = []
+            tuples: list[Sequence[Any]] = []
             for row in rows:
                 cells = list(get(row))
-                for i in stamps:
-                    cells[i] = _sqlite_instant(cells[i])
-                for i in days:
-                    if cells[i] is not None:
-                        cells[i] = cells[i].isoformat()
+                for i, c in convert:
+                    cells[i] = c(cells[i])
                 tuples.append(cells)
-            marks = ", ".join("?" for _ in names)
-            driver.executemany(f"INSERT INTO {self.table.name} ({', '.join(names)}) VALUES ({marks})", tuples)
-            return
-        with (
-            driver.cursor() as cursor,
-            cursor.copy(  # type: ignore[attr-defined]
-                f"COPY {self.table.name} ({', '.join(names)}) FROM STDIN"
-            ) as copy,
-        ):
-            for row in rows:
-                copy.write_row([_pg_value(row[name]) for name in names])
+            write_rows(self.conn, self.table.name, names, tuples)
+        self.count += len(rows)
+
+    def add_stored(self, rows: Sequence[Sequence[Any]], lines: Sequence[int]) -> None:
+        """Stage rows already in stored form, in column order (the readings fast path)."""
+        if rows:
+            write_rows(
+                self.conn,
+                self.table.name,
+                [*self.columns, LINE],
+                [(*row, line) for row, line in zip(rows, lines, strict=True)],
+            )
+            self.count += len(rows)
 
     def finish(self) -> None:
         """Index the key once loading is done (cheaper than maintaining it per insert)."""
@@ -218,6 +212,75 @@ class Stage:
         self.conn.execute(text(f"DROP TABLE IF EXISTS {self.table.name}"))
 
 
+class DirectLoad:
+    """Readings of an organization that has none yet, written straight to the table.
+
+    With nothing stored to compare against, the staging table's only job would be to
+    find keys repeated inside the bundle, and the table's unique index finds those
+    anyway: a repeat raises ``IntegrityError``, the caller rolls its savepoint back and
+    reloads the file through ``Stage``, which reports each repeat. The common case (no
+    repeats) thus writes every reading once instead of twice.
+
+    When the whole table is empty (a first bulk load) its indexes are dropped for the
+    load and built again by ``complete`` (still inside the caller's savepoint): one sort
+    per index costs less than keeping both up to date row by row. On PostgreSQL that
+    holds an exclusive lock on ``readings`` until the import commits, which only a
+    first load can afford. Same interface as ``Stage`` so the pipeline treats both alike.
+    """
+
+    def __init__(self, conn: Connection, spec: FileSpec, org_id: str, *, rebuild_indexes: bool):
+        self.conn = conn
+        self.spec = spec
+        self.org_id = org_id
+        self.count = 0
+        self.indexes = sorted(spec.table.indexes, key=lambda ix: str(ix.name)) if rebuild_indexes else []
+        for index in self.indexes:
+            index.drop(conn)
+
+    @classmethod
+    def open(cls, conn: Connection, spec: FileSpec, org_id: str) -> DirectLoad | None:
+        """A direct load when the organization has no rows in the table yet, else ``None``."""
+        t = spec.table
+        if conn.execute(select(literal(1)).where(t.c.org_id == org_id).limit(1)).first() is not None:
+            return None
+        empty = conn.execute(select(literal(1)).select_from(t).limit(1)).first() is None
+        return cls(conn, spec, org_id, rebuild_indexes=empty)
+
+    def add(self, rows: Sequence[dict[str, Any]]) -> None:
+        raise TypeError("DirectLoad takes stored-form rows only (add_stored)")
+
+    def add_stored(self, rows: Sequence[Sequence[Any]], lines: Sequence[int]) -> None:
+        if rows:
+            org = self.org_id
+            write_rows(
+                self.conn, self.spec.table.name, ["org_id", *self.spec.stored], [(org, *row) for row in rows]
+            )
+            self.count += len(rows)
+
+    def complete(self) -> None:
+        """Build the dropped indexes again; a repeated key fails here with ``IntegrityError``."""
+        if self.indexes and self.conn.dialect.name == "postgresql":
+            self.conn.execute(text(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'"))
+        for index in self.indexes:
+            index.create(self.conn)
+
+    def finish(self) -> None:
+        return None
+
+    def remove_duplicates(self) -> list[Duplicate]:
+        return []
+
+    def merge(self, org_id: str, batch_id: str, now: datetime) -> MergeResult:
+        return MergeResult(self.count, 0, 0)
+
+    def drop(self) -> None:
+        return None
+
+
+#: Sort memory for PostgreSQL index builds after a first load (the default 64MB spills).
+INDEX_BUILD_MEMORY = "256MB"
+
+
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -232,7 +295,68 @@ def _sqlite_instant(value: datetime | None) -> str | None:
     return value.isoformat(" ", "microseconds")[:26]
 
 
-def _pg_value(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).replace(tzinfo=None)
-    return value
+def _pg_instant(value: datetime | None) -> datetime | None:
+    return None if value is None else value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _converter(kind: Any, dialect: str) -> Callable[[Any], Any] | None:
+    """How a value of column type ``kind`` is handed to the raw driver (``None`` = as is).
+
+    The spellings are the ones SQLAlchemy itself writes, so rows loaded in bulk and rows
+    written through the schema read back alike: naive-UTC text (SQLite) or naive UTC
+    (PostgreSQL) for instants, ISO text for dates on SQLite, ``json.dumps`` text for JSON
+    (``None`` included, which SQLAlchemy stores as JSON ``null``, not SQL NULL).
+    """
+    if isinstance(kind, UtcDateTime):
+        return _sqlite_instant if dialect == "sqlite" else _pg_instant
+    if isinstance(kind, JSON):
+        return _json_text
+    if isinstance(kind, Date) and dialect == "sqlite":
+        return _iso_date
+    return None
+
+
+def _json_text(value: Any) -> str:
+    return "null" if value is None else json.dumps(value)
+
+
+def _iso_date(value: date | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+#: SQLite binds at most 32,766 parameters per statement (999 before 3.32).
+_SQLITE_PARAMS = 32_766 if sqlite3.sqlite_version_info >= (3, 32) else 999
+_ROWS_PER_STATEMENT = 200
+
+
+def write_rows(conn: Connection, table: str, names: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Append rows to ``table`` through the raw driver: multi-row INSERTs or COPY.
+
+    Going around SQLAlchemy's per-row parameter processing is what makes bulk loads
+    fast; the values must already be in the driver's terms (see ``_converter``).
+    SQLite gets many rows per statement (one statement per row costs a third more);
+    PostgreSQL gets ``COPY``.
+    """
+    if not rows:
+        return
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    columns = ", ".join(names)
+    if conn.dialect.name == "postgresql":
+        with (
+            driver.cursor() as cursor,
+            cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,  # type: ignore[attr-defined]
+        ):
+            for row in rows:
+                copy.write_row(row)
+        return
+    width = len(names)
+    per = max(1, min(_ROWS_PER_STATEMENT, _SQLITE_PARAMS // width))
+    marks = "(" + ", ".join("?" * width) + ")"
+    full = len(rows) - len(rows) % per
+    if full:
+        many = f"INSERT INTO {table} ({columns}) VALUES " + ", ".join([marks] * per)
+        for start in range(0, full, per):
+            driver.execute(many, [cell for row in rows[start : start + per] for cell in row])
+    if full < len(rows):
+        driver.executemany(f"INSERT INTO {table} ({columns}) VALUES {marks}", rows[full:])

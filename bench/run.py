@@ -1,0 +1,545 @@
+"""End-to-end benchmark: synthesize, import, bill and build the worklist, against two floors.
+
+    python bench/run.py --patients 100000 [--pg-url URL | --skip-pg] [--results bench/RESULTS.md]
+
+Everything runs in one invocation. Each measured step runs in its own child process
+(``multiprocessing`` with ``spawn``), so "peak memory" is that step's own peak resident
+set size (``ru_maxrss`` of the child: interpreter and imports included, other steps
+excluded; for PostgreSQL the server's memory is not counted). Times are wall-clock
+seconds of the step's work only: opening the database (and migrating it) is done in the
+child before the clock starts. The table is printed and appended, dated, with the machine
+description and the exact command, to the results file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import platform
+import resource
+import shlex
+import sqlite3
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    # Appended, not prepended: ``caretally`` must come from the installed package (or a
+    # PYTHONPATH snapshot), only ``bench`` itself is looked up here.
+    sys.path.append(str(ROOT))
+
+from bench import floors  # noqa: E402
+
+ORG = "bench"
+MONTH = "2026-03"
+WORKLIST_AS_OF = date(2026, 3, 20)
+DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+TARGETS = {
+    "bill_ratio_floor_a": 1.5,
+    "bill_seconds_sqlite": 30.0,
+    "import_sqlite_readings_per_s": 200_000,
+    "import_pg_readings_per_s": 100_000,
+    "worklist_seconds": 10.0,
+    "peak_mb": 2048,
+}
+
+
+@dataclass
+class Step:
+    name: str
+    seconds: float
+    rows: int | None
+    rows_label: str
+    peak_mb: float | None
+    note: str = ""
+    floor_a: float | None = None  # seconds of the floor this step is compared with
+    floor_b: float | None = None
+
+
+# ----------------------------------------------------------------------------------------
+# Work done in child processes (top-level functions so ``spawn`` can find them).
+# ----------------------------------------------------------------------------------------
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _child_synth(patients: int, out: str) -> dict[str, Any]:
+    from caretally.synth import SynthConfig, synthesize
+
+    began = time.perf_counter()
+    counts = synthesize(SynthConfig(patients=patients, start=date(2026, 3, 1), months=1, seed=1), Path(out))
+    return {"seconds": time.perf_counter() - began, "counts": counts, "peak_mb": _peak_mb()}
+
+
+def _child_import(url: str, bundle: str) -> dict[str, Any]:
+    from caretally.ingest import import_bundle
+    from caretally.store.db import open_database
+
+    engine = open_database(url, ORG)
+    began = time.perf_counter()
+    report = import_bundle(engine, ORG, Path(bundle))
+    seconds = time.perf_counter() - began
+    problems = [str(p) for p in report.problems[:5]]
+    counts = {stem: c.to_json() for stem, c in report.counts.items()}
+    engine.dispose()
+    return {
+        "seconds": seconds,
+        "ok": report.ok(),
+        "problems": problems,
+        "counts": counts,
+        "peak_mb": _peak_mb(),
+    }
+
+
+def _child_bill(url: str) -> dict[str, Any]:
+    from caretally.billing.payers import PayerRules
+    from caretally.billing.run import bill_month
+    from caretally.dates import parse_month
+    from caretally.store.db import open_database
+
+    engine = open_database(url, ORG)
+    rules = PayerRules.load()
+    began = time.perf_counter()
+    result = bill_month(engine, ORG, parse_month(MONTH), rules)
+    seconds = time.perf_counter() - began
+    engine.dispose()
+    return {
+        "seconds": seconds,
+        "patients": result.summary.patients,
+        "lines": result.summary.lines,
+        "peak_mb": _peak_mb(),
+    }
+
+
+def _child_worklist(url: str) -> dict[str, Any]:
+    try:
+        from caretally.worklist import build_worklist  # type: ignore[import-not-found]
+    except ImportError as exc:
+        return {"skipped": f"caretally.worklist is not available ({exc})"}
+    import inspect
+
+    from caretally.billing.payers import PayerRules
+    from caretally.store.db import open_database
+
+    engine = open_database(url, ORG)
+    known = {
+        "engine": engine,
+        "org_id": ORG,
+        "org": ORG,
+        "as_of": WORKLIST_AS_OF,
+        "day": WORKLIST_AS_OF,
+        "rules": PayerRules.load(),
+    }
+    params = inspect.signature(build_worklist).parameters
+    required = [
+        n for n, p in params.items() if p.default is inspect.Parameter.empty and p.kind != p.VAR_KEYWORD
+    ]
+    if any(n not in known for n in required):
+        return {"skipped": f"build_worklist{inspect.signature(build_worklist)}: arguments not understood"}
+    kwargs = {n: known[n] for n in params if n in known}
+    began = time.perf_counter()
+    items = build_worklist(**kwargs)
+    seconds = time.perf_counter() - began
+    try:
+        rows = len(items)
+    except TypeError:
+        rows = sum(1 for _ in items)
+        seconds = time.perf_counter() - began
+    engine.dispose()
+    return {"seconds": seconds, "rows": rows, "peak_mb": _peak_mb()}
+
+
+def _child_sql_floor(url: str) -> dict[str, Any]:
+    from caretally.dates import parse_month
+    from caretally.store.db import open_database
+
+    engine = open_database(url, ORG)
+    month = parse_month(MONTH)
+    window = floors.window_for(month.start, month.end)
+    floors.sql_floor(engine, ORG, window)  # warm the cache as the run before it did
+    began = time.perf_counter()
+    rows = floors.sql_floor(engine, ORG, window)
+    seconds = time.perf_counter() - began
+    engine.dispose()
+    return {"seconds": seconds, "rows": rows, "peak_mb": _peak_mb()}
+
+
+def _child_duckdb(bundle: str) -> dict[str, Any]:
+    from caretally.dates import parse_month
+
+    month = parse_month(MONTH)
+    window = floors.window_for(month.start, month.end)
+    began = time.perf_counter()
+    con = floors.duckdb_load(Path(bundle))
+    load = time.perf_counter() - began
+    loaded = con.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
+    began = time.perf_counter()
+    rows = floors.duckdb_floor(con, window)
+    seconds = time.perf_counter() - began
+    return {"load_seconds": load, "loaded": loaded, "seconds": seconds, "rows": rows, "peak_mb": _peak_mb()}
+
+
+def _call(conn: Any, fn: Callable[..., dict[str, Any]], args: tuple[Any, ...]) -> None:
+    try:
+        conn.send(("ok", fn(*args)))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+        raise
+    finally:
+        conn.close()
+
+
+def in_child(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """Run ``fn`` in a fresh interpreter so its peak memory is its own.
+
+    A child that dies (an exception, or killed for want of memory) comes back as
+    ``{"failed": why}`` so the run can go on with the other steps and say what failed.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_call, args=(send, fn, args))
+    process.start()
+    send.close()
+    try:
+        status, payload = receive.recv()
+    except EOFError:
+        status, payload = "error", "the child process ended without a result"
+    process.join()
+    if status == "ok" and process.exitcode == 0:
+        return dict(payload)
+    last = str(payload).strip().splitlines()[-1] if payload else ""
+    return {"failed": f"exit code {process.exitcode}: {last}"}
+
+
+# ----------------------------------------------------------------------------------------
+# PostgreSQL database lifecycle and machine description
+# ----------------------------------------------------------------------------------------
+
+
+def create_pg_database(admin_url: str) -> str:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"ct_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_pg_database(admin_url: str, url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(
+            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name}
+        )
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
+def pg_version(admin_url: str) -> str:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(admin_url)
+    with engine.connect() as conn:
+        version = str(conn.execute(text("SHOW server_version")).scalar_one())
+    engine.dispose()
+    return version
+
+
+def _git_head() -> str:
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "caretally"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return done.stdout.strip() + (" + uncommitted changes" if dirty.stdout.strip() else "")
+
+
+def machine(pg: str | None) -> dict[str, str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = "unknown"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+                break
+    except OSError:
+        pass
+    import caretally
+
+    return {
+        "caretally code": f"{Path(caretally.__file__).parent} (git {_git_head()})",
+        "nproc": str(os.cpu_count()),
+        "RAM": ram,
+        "CPU": cpu,
+        "Python": platform.python_version(),
+        "SQLite": sqlite3.sqlite_version,
+        "PostgreSQL": pg or "not used (--skip-pg)",
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+# ----------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def build_table(steps: list[Step], title: str) -> Table:
+    table = Table(title=title)
+    for name in ("step", "seconds", "rows", "rows/s", "peak MB", "÷ floor a", "÷ floor b", "note"):
+        table.add_column(name, justify="left" if name in ("step", "note") else "right")
+    for s in steps:
+        rate = s.rows / s.seconds if s.rows is not None and s.seconds > 0 else None
+        table.add_row(
+            s.name,
+            "—" if s.rows is None and s.seconds == 0 else f"{s.seconds:.2f}",
+            "—" if s.rows is None else f"{s.rows:,} {s.rows_label}".strip(),
+            "—" if rate is None else f"{rate:,.0f}",
+            _fmt(s.peak_mb, ",.0f"),
+            "—" if s.floor_a is None else f"{s.seconds / s.floor_a:.1f}×",
+            "—" if s.floor_b is None else f"{s.seconds / s.floor_b:.1f}×",
+            s.note,
+        )
+    return table
+
+
+def _failed(steps: list[Step], name: str, result: dict[str, Any], console: Console) -> bool:
+    """Record a step whose child failed; True when it did."""
+    if "failed" not in result:
+        return False
+    console.print(f"[red]{name} failed: {result['failed']}[/red]")
+    steps.append(Step(name, 0.0, None, "", None, note=f"FAILED ({result['failed']})"))
+    return True
+
+
+def run(args: argparse.Namespace, console: Console) -> list[Step]:
+    if args.workdir:
+        work = Path(args.workdir)
+        work.mkdir(parents=True, exist_ok=True)
+        return _run_in(work, args, console)
+    with tempfile.TemporaryDirectory(prefix="caretally-bench-") as tmp:
+        return _run_in(Path(tmp), args, console)
+
+
+def _run_in(work: Path, args: argparse.Namespace, console: Console) -> list[Step]:
+    steps: list[Step] = []
+    bundle = work / "bundle"
+    console.print(f"working in {work}")
+
+    console.print(f"synthesizing {args.patients:,} patients …")
+    synth = in_child(_child_synth, args.patients, str(bundle))
+    if "failed" in synth:
+        raise SystemExit(f"synthesis failed: {synth['failed']}")
+    counts = synth["counts"]
+    total_rows = sum(counts.values())
+    readings = counts["readings"]
+    steps.append(Step("synthesize", synth["seconds"], total_rows, "rows", synth["peak_mb"]))
+    console.print(f"  {counts}")
+
+    databases: list[tuple[str, str]] = []
+    sqlite_path = work / "bench.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{sqlite_path}{suffix}").unlink(missing_ok=True)
+    databases.append(("SQLite", f"sqlite:///{sqlite_path}"))
+    pg_url = None
+    if args.skip_pg:
+        console.print("[yellow]--skip-pg: PostgreSQL steps are not run[/yellow]")
+    else:
+        pg_url = create_pg_database(args.pg_url)
+        databases.append(("PostgreSQL", pg_url))
+
+    try:
+        console.print("floor b: loading the bundle into DuckDB …")
+        duck = in_child(_child_duckdb, str(bundle))
+        duck_seconds = None
+        if not _failed(steps, "floor b: DuckDB", duck, console):
+            duck_seconds = duck["seconds"]
+            load = Step(
+                "floor b: DuckDB load (CSV → memory)", duck["load_seconds"], duck["loaded"], "readings", None
+            )
+            load.peak_mb = duck["peak_mb"]
+            steps.append(load)
+            steps.append(
+                Step("floor b: DuckDB facts query", duck["seconds"], duck["rows"], "facts", duck["peak_mb"])
+            )
+        for label, url in databases:
+            _database_steps(steps, label, url, bundle, readings, total_rows, duck_seconds, console)
+    finally:
+        if pg_url is not None:
+            drop_pg_database(args.pg_url, pg_url)
+    return steps
+
+
+def _database_steps(
+    steps: list[Step],
+    label: str,
+    url: str,
+    bundle: Path,
+    readings: int,
+    total_rows: int,
+    duck_seconds: float | None,
+    console: Console,
+) -> None:
+    console.print(f"importing into {label} …")
+    imp = in_child(_child_import, url, str(bundle))
+    if _failed(steps, f"import {label}", imp, console):
+        return
+    if not imp["ok"]:
+        raise SystemExit(f"import into {label} reported problems: {imp['problems']}")
+    rate = readings / imp["seconds"]
+    note = f"{total_rows:,} rows in all; {rate:,.0f} readings/s"
+    steps.append(Step(f"import {label}", imp["seconds"], readings, "readings", imp["peak_mb"], note=note))
+
+    console.print(f"floor a: SQL facts on {label} …")
+    floor = in_child(_child_sql_floor, url)
+    floor_seconds = None
+    if not _failed(steps, f"floor a: SQL facts {label}", floor, console):
+        floor_seconds = floor["seconds"]
+        name = f"floor a: SQL facts {label}"
+        steps.append(Step(name, floor["seconds"], floor["rows"], "facts", floor["peak_mb"]))
+
+    console.print(f"billing {MONTH} on {label} …")
+    bill = in_child(_child_bill, url)
+    if not _failed(steps, f"bill {MONTH} {label}", bill, console):
+        note = f"{bill['lines']:,} claim lines"
+        step = Step(
+            f"bill {MONTH} {label}", bill["seconds"], bill["patients"], "patients", bill["peak_mb"], note
+        )
+        step.floor_a, step.floor_b = floor_seconds, duck_seconds
+        steps.append(step)
+
+    name = f"worklist {WORKLIST_AS_OF} {label}"
+    console.print(f"{name} …")
+    wl = in_child(_child_worklist, url)
+    if _failed(steps, name, wl, console):
+        return
+    if "skipped" in wl:
+        console.print(f"[yellow]worklist skipped: {wl['skipped']}[/yellow]")
+        steps.append(Step(name, 0.0, None, "", None, note=f"skipped: {wl['skipped'][:70]}"))
+        return
+    step = Step(name, wl["seconds"], wl["rows"], "items", wl["peak_mb"])
+    step.floor_a, step.floor_b = floor_seconds, duck_seconds
+    steps.append(step)
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def verdicts(steps: list[Step]) -> list[str]:
+    """One line per target: met or missed, with the figure."""
+    out: list[str] = []
+    by = {s.name: s for s in steps}
+    for s in steps:
+        if s.name.startswith("bill ") and s.floor_a:
+            ratio, limit = s.seconds / s.floor_a, TARGETS["bill_ratio_floor_a"]
+            out.append(f"{s.name}: {ratio:.1f}× floor a (target ≤ {limit}×) — {_verdict(ratio <= limit)}")
+        if s.name.startswith("bill ") and s.name.endswith("SQLite"):
+            limit = TARGETS["bill_seconds_sqlite"]
+            out.append(
+                f"{s.name}: {s.seconds:.1f} s (target < {limit:.0f} s) — {_verdict(s.seconds < limit)}"
+            )
+        if s.name.startswith("worklist ") and s.rows is not None:
+            limit = TARGETS["worklist_seconds"]
+            out.append(
+                f"{s.name}: {s.seconds:.1f} s (target < {limit:.0f} s) — {_verdict(s.seconds < limit)}"
+            )
+    for label, key in (
+        ("SQLite", "import_sqlite_readings_per_s"),
+        ("PostgreSQL", "import_pg_readings_per_s"),
+    ):
+        s = by.get(f"import {label}")
+        if s is not None and s.rows:
+            rate = s.rows / s.seconds
+            out.append(
+                f"import {label}: {rate:,.0f} readings/s over the whole import "
+                f"(target ≥ {TARGETS[key]:,}) — {_verdict(rate >= TARGETS[key])}"
+            )
+    peak = max((s.peak_mb for s in steps if s.peak_mb is not None), default=0.0)
+    limit = TARGETS["peak_mb"]
+    out.append(f"peak memory of any step: {peak:,.0f} MB (target < {limit:,} MB) — {_verdict(peak < limit)}")
+    return out
+
+
+def append_results(path: Path, text_table: str, facts: dict[str, str], command: str) -> None:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    block = [f"\n## Run of {stamp}\n", f"Command: `{command}`\n"]
+    block += [f"- {k}: {v}" for k, v in facts.items()]
+    block += ["", "```text", text_table.rstrip(), "```", ""]
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("\n".join(block) + "\n")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=100_000)
+    parser.add_argument("--pg-url", default=DEFAULT_PG, help="server on which a fresh database is created")
+    parser.add_argument("--skip-pg", action="store_true", help="for machines without PostgreSQL")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    parser.add_argument("--workdir", help="where the bundle and SQLite file go (default: a new temp dir)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    console = Console(record=True, width=160)
+    facts = machine(None if args.skip_pg else pg_version(args.pg_url))
+    command = "python " + shlex.join(["bench/run.py", *(sys.argv[1:] if argv is None else argv)])
+    steps = run(args, console)
+    title = f"caretally benchmark: {args.patients:,} patients, {MONTH}"
+    if args.skip_pg:
+        title += " (PostgreSQL skipped)"
+    console.export_text()  # drop progress lines from the recording; keep only the table
+    console.print(build_table(steps, title))
+    lines = verdicts(steps)
+    for line in lines:
+        console.print(line)
+    append_results(args.results, console.export_text(), facts, command)
+    console.print(f"appended to {args.results}")
+
+
+if __name__ == "__main__":
+    main()
