@@ -25,13 +25,16 @@ NY = ZoneInfo("America/New_York")
 runner = CliRunner()
 
 
+PEOPLE = (("A1", "1EG4TE5MK73", "Able"), ("B2", "2EG4TE5MK74", "Baker"), ("C3", "3EG4TE5MK75", "Cole"))
+
+
 def practice_records() -> dict[str, list[dict[str, Any]]]:
     """Two RPM patients and one CCM patient with February 2026 data."""
     patients = [
         {"patient_id": pid, "birth_date": "1948-05-01", "timezone": "America/New_York", "payer": "medicare",
          "member_id": mbi, "family_name": name, "given_name": "Alex", "sex": "F",
          "address_line": "1 Main St", "city": "Albany", "state": "NY", "postal_code": "12207"}
-        for pid, mbi, name in (("A1", "1EG4TE5MK73", "Able"), ("B2", "2EG4TE5MK74", "Baker"), ("C3", "3EG4TE5MK75", "Cole"))
+        for pid, mbi, name in PEOPLE
     ]  # fmt: skip
     practitioners = [
         {"practitioner_id": "DR1", "npi": "1234567893", "name": "Dana Reyes", "credential": "MD"},
@@ -140,8 +143,13 @@ def test_bill_rerun_lock_and_amend(loaded: str, tmp_path: Path) -> None:
 
     # The locked run is untouched: exporting it by id gives exactly the first lines.
     out = tmp_path / "locked.json"
-    assert cli("export", "--month", "2026-03", "--format", "json", "--out", str(out), "--run", first["run_id"],
-               "--db", db).exit_code == 0  # fmt: skip
+    run_flag = ["--run", first["run_id"]]
+    assert (
+        cli(
+            "export", "--month", "2026-03", "--format", "json", "--out", str(out), *run_flag, "--db", db
+        ).exit_code
+        == 0
+    )
     assert [line["code"] for line in json.loads(out.read_text())] == [x["code"] for x in first["claim_lines"]]
     current = tmp_path / "current.json"
     assert (
@@ -163,7 +171,8 @@ def test_exports_csv_x12_and_fhir(loaded: str, tmp_path: Path) -> None:
         rows = list(csv.reader(handle))
     assert rows[0][:14] == [
         "patient_id", "code", "units", "date_of_service", "period_start", "period_end", "billing_npi",
-        "rendering_npi", "diagnosis_codes", "place_of_service", "modifiers", "charge", "expected_payment", "run_id",
+        "rendering_npi", "diagnosis_codes", "place_of_service", "modifiers", "charge", "expected_payment",
+        "run_id",
     ]  # fmt: skip
     assert any(r[1] == "99454" and r[8] == "I10" for r in rows[1:])
 
@@ -187,8 +196,8 @@ def test_exports_csv_x12_and_fhir(loaded: str, tmp_path: Path) -> None:
     assert isa13[0] != isa13[1], "interchange control numbers must not repeat"
 
     fhir = tmp_path / "claims.json"
-    made = cli("export", "--month", "2026-03", "--format", "fhir", "--out", str(fhir), "--db", db, "--practice",
-               str(practice))  # fmt: skip
+    fhir_args = ["--format", "fhir", "--out", str(fhir), "--db", db, "--practice", str(practice)]
+    made = cli("export", "--month", "2026-03", *fhir_args)
     assert made.exit_code == 0, made.output
     from fhir.resources.R4B.bundle import Bundle
 

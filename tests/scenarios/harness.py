@@ -381,9 +381,8 @@ def compare(expect: dict[str, Any], decisions: list[Decision]) -> list[str]:
         got = sorted((d for d in billable if d.code == str(code)), key=lambda d: d.period.start)
         specs = [s or {} for s in _as_list(specs)]
         if len(got) != len(specs):
-            failures.append(
-                f"{code}: expected {len(specs)} billable line(s), got {len(got)}: {[_describe(d) for d in got]}"
-            )
+            shown = [_describe(d) for d in got]
+            failures.append(f"{code}: expected {len(specs)} billable line(s), got {len(got)}: {shown}")
             continue
         for d, s in zip(got, specs, strict=True):
             failures += _check_fields(str(code), d, s)

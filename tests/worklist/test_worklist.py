@@ -103,7 +103,7 @@ def test_reachable_predictions_come_true_when_the_data_arrives(practice: Path, s
                 "PRV001"
                 if row.program is Program.PCM or step.code in {"99491", "99437", "99424", "99425", "99091"}
                 else "STF001"
-            )  # noqa: E501
+            )
             entries.append(
                 {"entry_id": f"late-{row.patient_id}-{step.code}", "patient_id": row.patient_id,
                  "practitioner_id": performer, "program": row.program.value,
