@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, insert, select, update
 
 from caretally import __version__
 from caretally.billing.evaluate import evaluate_month
@@ -696,13 +696,3 @@ def lock_month(
     locked = latest_locked(engine, org_id, month)
     assert locked is not None
     return locked
-
-
-def count_runs(engine: Engine, org_id: str) -> int:
-    r = schema.billing_runs
-    with engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(r).where(r.c.org_id == org_id)).scalar_one())
-
-
-def month_of_date(day: date) -> str:
-    return day.strftime("%Y-%m")
