@@ -36,7 +36,10 @@ READING_STORED: tuple[str, ...] = (
     "value",
     "unit",
     "transmission",
+    "extra",
 )
+#: The stored form of "no extra columns": JSON null, as SQLAlchemy itself writes it.
+NO_EXTRA = "null"
 #: The source cells ``clean_batch`` reads, in the order ``pick`` must give them.
 READING_CELLS: tuple[str, ...] = (
     "reading_id",
@@ -54,7 +57,7 @@ UNIT_MAX = 32
 TRANSMISSIONS = {t.value: t.value for t in Transmission}
 _HOUR = timedelta(hours=1) - timedelta(microseconds=1)
 
-ReadingTuple = tuple[str, str | None, str, str, str, str, str, str, str, str]
+ReadingTuple = tuple[str, str | None, str, str, str, str, str, str, str, str, str]
 
 
 class LocalDays:
@@ -202,7 +205,7 @@ def clean_batch(
         local = None if hours is None else hours.get(text[:13])
         if local is None:
             local = days.of(tz, text)
-        rows.append((key, reading_id, patient, device, text, local, kind, value, unit, mode))
+        rows.append((key, reading_id, patient, device, text, local, kind, value, unit, mode, NO_EXTRA))
         lines.append(line)
     return rest
 

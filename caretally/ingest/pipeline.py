@@ -8,6 +8,7 @@ tables until every file has been checked, so a refused bundle leaves no trace.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
@@ -307,7 +308,10 @@ def _feed_readings(
             target.add_stored(rows, lines)
             rows, lines = [], []
 
-    if source.batches is not None and source.header is not None:
+    # Extra columns are kept per row; the fast path only knows the documented eight, so a
+    # file that has more goes through the full check, which stores them in ``extra``.
+    extra_columns = source.header is not None and any(name not in spec.columns for name in source.header)
+    if source.batches is not None and source.header is not None and not extra_columns:
         header = source.header
         take = itemgetter(*(header.index(name) for name in READING_CELLS[1:]))
         if "reading_id" in header:
@@ -325,7 +329,7 @@ def _feed_readings(
     else:
         for record in source.records():
             counts.read += 1
-            cells = None if record.problems else reading_cells(record.raw, keyed=keyed)
+            cells = None if record.problems or extra_columns else reading_cells(record.raw, keyed=keyed)
             if cells is None or clean_batch(
                 [(record.line, cells, None)], None, same, index, days, rows, lines
             ):
@@ -344,6 +348,8 @@ def _stored_reading(values: dict[str, Any]) -> tuple[Any, ...]:
             value = stored_instant(value)
         elif name == "local_date":
             value = value.isoformat()
+        elif name == "extra":
+            value = "null" if value is None else json.dumps(value)  # JSON text, as stored
         out.append(value)
     return tuple(out)
 

@@ -8,6 +8,7 @@ tested on their own; ``FILES`` ties each one to its table and its column lists.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -340,6 +341,7 @@ def fast_reading(raw: Mapping[str, Any], index: ReferenceIndex, *, keyed: bool) 
     values: dict[str, Any] = dict(zip(READING_STORED, found, strict=True))
     values["measured_at"] = datetime.fromisoformat(values["measured_at"]).replace(tzinfo=UTC)
     values["local_date"] = date.fromisoformat(values["local_date"])
+    values["extra"] = json.loads(values["extra"])  # JSON text in stored form; "null" → None
     return values
 
 
@@ -558,7 +560,6 @@ FILES: dict[str, FileSpec] = {
             ("patient_id", "device_id", "measured_at", "type", "value", "unit", "transmission"),
             ("reading_id",),
             check_reading,
-            extra=False,
         ),
         FileSpec(
             "time_entries",

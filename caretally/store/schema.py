@@ -165,6 +165,7 @@ readings = Table(
     Column("value", Text, nullable=False),
     Column("unit", String(32), nullable=False),
     Column("transmission", String(8), nullable=False),
+    Column("extra", JSON),  # columns the source sent beyond the documented ones, kept as given
     Index("uq_readings_key", "org_id", "reading_key", unique=True),
     # Serves the facts query: distinct local dates per patient and device over a window.
     Index("ix_readings_patient_day", "org_id", "patient_id", "local_date", "device_id", "transmission"),

@@ -255,6 +255,23 @@ def test_file_level_faults(tmp_path: Path) -> None:
     assert [(p.file, p.line, p.field, p.code) for p in report.problems] == [
         ("patients.csv", 4, None, "wrong_field_count"),
         ("devices.csv", 1, "medical_device", "missing_column"),
-        ("readings.csv", 1, "comment", "unknown_column"),
+        # the readings' extra "comment" column is kept, but their devices were rejected
+        *[("readings.csv", line, "device_id", "rejected_reference") for line in (2, 3, 4, 5)],
     ]
     assert report.counts["devices"].rejected == 2 and report.counts["readings"].rejected == 4
+
+
+def test_extra_reading_columns_are_kept(db_url: str, tmp_path: Path) -> None:
+    """Columns beyond the documented ones are stored in ``extra``, as for every other file."""
+    bundle = valid_bundle()
+    for n, row in enumerate(bundle["readings"]):
+        row["cuff_size"] = "large" if n == 0 else ""
+    folder = write_csv(tmp_path / "b", bundle)
+    engine = open_database(db_url, ORG)
+    report = import_bundle(engine, ORG, folder)
+    assert report.ok(), report.problems
+    with engine.connect() as conn:
+        extras = [e for (e,) in conn.execute(select(schema.readings.c.extra).order_by(schema.readings.c.id))]
+    assert extras[0] == {"cuff_size": "large"} and all(e == {"cuff_size": ""} for e in extras[1:])
+    again = import_bundle(engine, ORG, folder)
+    assert again.counts["readings"].unchanged == len(bundle["readings"])
