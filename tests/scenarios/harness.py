@@ -268,10 +268,12 @@ def _rules_root(case: Case) -> Path | None:
     if not spec:
         return None
     source, target = int(spec["from"]), int(spec["to"])
-    root = Path(tempfile.gettempdir()) / f"caretally-rules-{source}-as-{target}"
+    text = (RULESETS / "medicare" / f"{source}.yaml").read_text(encoding="utf-8")
+    # Named by the content of every shipped rule file, so an edited ruleset never meets a stale copy.
+    digest = hashlib.sha1(b"".join(p.read_bytes() for p in sorted(RULESETS.rglob("*.yaml")))).hexdigest()[:12]
+    root = Path(tempfile.gettempdir()) / f"caretally-rules-{source}-as-{target}-{digest}"
     if not root.exists():
         shutil.copytree(RULESETS, root)
-        text = (RULESETS / "medicare" / f"{source}.yaml").read_text(encoding="utf-8")
         text = text.replace(f"year: {source}", f"year: {target}")
         text = text.replace(f"effective_from: {source}-01-01", f"effective_from: {target}-01-01")
         text = text.replace(f"effective_to: {source}-12-31", f"effective_to: {target}-12-31")
