@@ -21,7 +21,7 @@ from decimal import Decimal
 
 from sqlalchemy import Engine
 
-from caretally.billing.evaluate import evaluate_month
+from caretally.billing.evaluate import map_month
 from caretally.billing.payers import PayerRules
 from caretally.dates import add_months, month_of
 from caretally.facts.build import DEVICE_PROGRAMS
@@ -318,25 +318,34 @@ def build_worklist(
     this_month = month_of(as_of)
     rows: list[WorklistRow] = []
     with_devices: set[str] = set()
-    for facts, decisions in evaluate_month(engine, org_id, this_month, rules, as_of=as_of, patients=patients):
-        if any(p.enrollment.program in DEVICE_PROGRAMS for p in facts.programs):
-            with_devices.add(facts.patient_id)
+
+    def this(facts: PatientMonthFacts, decisions: list[Decision]) -> tuple[str | None, list[WorklistRow]]:
+        device_patient = any(p.enrollment.program in DEVICE_PROGRAMS for p in facts.programs)
         chosen = [d for d in decisions if program is None or d.program is program]
-        rows.extend(rows_for(facts, chosen, rules, as_of))
+        return (facts.patient_id if device_patient else None), rows_for(facts, chosen, rules, as_of)
+
+    def following(facts: PatientMonthFacts, decisions: list[Decision]) -> list[WorklistRow]:
+        chosen = [
+            d
+            for d in decisions
+            if (program is None or d.program is program) and d.period.kind is not PeriodKind.CALENDAR_MONTH
+        ]
+        return rows_for(facts, chosen, rules, as_of)
+
+    for device_patient, found in map_month(
+        engine, org_id, this_month, rules, this, as_of=as_of, patients=patients
+    ):
+        rows.extend(found)
+        if device_patient is not None:
+            with_devices.add(device_patient)
     # Next month only matters for 30-day device periods open today that close after this
     # month: evaluate just the patients with a device program, and keep just those periods.
     if with_devices:
         next_month = month_of(add_months(as_of, 1))
-        for facts, decisions in evaluate_month(
-            engine, org_id, next_month, rules, as_of=as_of, patients=with_devices
+        for found in map_month(
+            engine, org_id, next_month, rules, following, as_of=as_of, patients=with_devices
         ):
-            chosen = [
-                d
-                for d in decisions
-                if (program is None or d.program is program)
-                and d.period.kind is not PeriodKind.CALENDAR_MONTH
-            ]
-            rows.extend(rows_for(facts, chosen, rules, as_of))
+            rows.extend(found)
     rows.sort(
         key=lambda r: (-r.value_per_minute, r.period.end, -r.value_at_stake, r.patient_id, r.enrollment_id)
     )

@@ -8,16 +8,24 @@ tests all come through here, so there is exactly one path from data to decisions
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from datetime import date
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
 from caretally.billing.payers import PayerRules
-from caretally.facts import FactsOptions, build_month_facts
+from caretally.facts import BATCH, FactsOptions, build_month_facts, patients_in_month
 from caretally.model import Decision, PatientMonthFacts, Period
 from caretally.rules.engine import evaluate_patient_month
 from caretally.rules.params import RuleBook
+from caretally.store.db import make_engine
+
+T = TypeVar("T")
 
 
 def facts_options(rules: RuleBook, month: Period) -> FactsOptions:
@@ -57,3 +65,84 @@ def evaluate_month(
     )
     for facts in facts_stream:
         yield facts, evaluate_patient_month(facts, payer_rules.for_payer(facts.payer))
+
+
+# ----------------------------------------------------------------------------------------
+# The same evaluation over a whole practice, in forked workers when it pays.
+# ----------------------------------------------------------------------------------------
+
+#: Below this many patients one process is faster than starting workers.
+PARALLEL_FROM = 4000
+
+
+@dataclass(frozen=True)
+class _MapJob:
+    """What every worker needs; inherited through fork, never pickled."""
+
+    url: str
+    org_id: str
+    month: Period
+    rules: RuleBook | PayerRules
+    as_of: date | None
+    patients: set[str] | None
+    fn: Callable[[PatientMonthFacts, list[Decision]], Any]
+
+
+_JOB: _MapJob | None = None
+
+
+def _map_range(id_range: tuple[str, str]) -> list[Any]:
+    """``fn`` over one contiguous range of patient ids (in a worker, or in-process)."""
+    job = _JOB
+    assert job is not None
+    engine = make_engine(job.url)
+    try:
+        return [
+            job.fn(facts, decisions)
+            for facts, decisions in evaluate_month(
+                engine,
+                job.org_id,
+                job.month,
+                job.rules,
+                as_of=job.as_of,
+                patients=job.patients,
+                id_range=id_range,
+            )
+        ]
+    finally:
+        engine.dispose()
+
+
+def map_month(
+    engine: Engine,
+    org_id: str,
+    month: Period,
+    rules: RuleBook | PayerRules,
+    fn: Callable[[PatientMonthFacts, list[Decision]], T],
+    *,
+    as_of: date | None = None,
+    patients: set[str] | None = None,
+) -> Iterator[T]:
+    """``fn(facts, decisions)`` for every patient-month, in patient order.
+
+    Patients are split into contiguous id ranges; with enough of them and more than one
+    core, forked workers evaluate the ranges (each with its own database connection) and
+    only ``fn``'s results travel back, so ``fn`` should return small, picklable values.
+    The rules engine is pure, so a worker's answer is the one the parent would have given.
+    """
+    global _JOB
+    ids = [i for i in patients_in_month(engine, org_id, month) if patients is None or i in patients]
+    ranges = [(ids[i], ids[min(i + BATCH, len(ids)) - 1]) for i in range(0, len(ids), BATCH)]
+    url = engine.url.render_as_string(hide_password=False)
+    _JOB = _MapJob(url, org_id, month, rules, as_of, patients, fn)
+    try:
+        if len(ids) < PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
+            for r in ranges:
+                yield from _map_range(r)
+            return
+        workers = max(1, min(os.cpu_count() or 1, 8))
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            for chunk in pool.map(_map_range, ranges):
+                yield from chunk
+    finally:
+        _JOB = None

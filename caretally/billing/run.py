@@ -11,12 +11,9 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import multiprocessing
-import os
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,11 +23,10 @@ from typing import Any
 from sqlalchemy import Engine, insert, select, update
 
 from caretally import __version__
-from caretally.billing.evaluate import evaluate_month
+from caretally.billing.evaluate import map_month
 from caretally.billing.payers import PayerRules
 from caretally.billing.pricing import Pricing, price
 from caretally.billing.serialize import decision_to_json
-from caretally.facts import BATCH, patients_in_month
 from caretally.model import (
     THERAPY_MODIFIER,
     ClaimLine,
@@ -43,7 +39,6 @@ from caretally.model import (
 )
 from caretally.rules.params import RuleBook
 from caretally.store import schema
-from caretally.store.db import make_engine
 
 DRAFT, LOCKED, SUPERSEDED = "draft", "locked", "superseded"
 THERAPY_ASSISTANT_MODIFIER = {"PTA": "CQ", "OTA": "CO"}
@@ -489,18 +484,19 @@ def bill_month(
                 conn.execute(insert(schema.claim_lines), line_rows)
                 line_rows.clear()
 
-        ids = patients_in_month(engine, org_id, month)
-        ranges = [(ids[i], ids[min(i + BATCH, len(ids)) - 1]) for i in range(0, len(ids), BATCH)]
-        job = _Job(
-            str(engine.url.render_as_string(hide_password=False)),
-            org_id,
-            month,
-            rules,
-            settings,
-            directory,
-            run_id,
-        )
-        for result in _results(job, ranges, _workers(len(ids))):
+        def evaluate(facts: PatientMonthFacts, decisions: list[Decision]) -> _PatientResult:
+            part = RunSummary()
+            _summarise(part, facts, decisions, rules)
+            return _PatientResult(
+                patient_id=facts.patient_id,
+                facts_digest=hashlib.sha256(repr(facts).encode()).hexdigest(),
+                decisions_json=[decision_to_json(d) for d in decisions],
+                billable=sum(1 for d in decisions if d.status is Status.BILLABLE),
+                lines=claim_lines_for(facts, decisions, rules, settings, directory, run_id),
+                summary=part,
+            )
+
+        for result in map_month(engine, org_id, month, rules, evaluate):
             input_hash.update(result.facts_digest.encode())
             summary.absorb(result.summary)
             for line in result.lines:
@@ -562,8 +558,6 @@ def bill_month(
 
 #: Patients whose decisions are written in one insert.
 FLUSH_EVERY = 1000
-#: Below this many patients one process is faster than starting workers.
-PARALLEL_FROM = 4000
 
 
 @dataclass(frozen=True)
@@ -576,72 +570,6 @@ class _PatientResult:
     billable: int
     lines: list[ClaimLine]
     summary: RunSummary
-
-
-@dataclass(frozen=True)
-class _Job:
-    """What every worker needs; inherited through fork, never pickled."""
-
-    url: str
-    org_id: str
-    month: Period
-    rules: PayerRules
-    settings: BillingSettings
-    directory: _Directory
-    run_id: str
-
-
-_JOB: _Job | None = None
-
-
-def _evaluate_range(id_range: tuple[str, str]) -> list[_PatientResult]:
-    """Evaluate one contiguous range of patients (in a worker, or in-process)."""
-    job = _JOB
-    assert job is not None
-    engine = make_engine(job.url)
-    out = []
-    try:
-        for facts, decisions in evaluate_month(engine, job.org_id, job.month, job.rules, id_range=id_range):
-            part = RunSummary()
-            _summarise(part, facts, decisions, job.rules)
-            out.append(
-                _PatientResult(
-                    patient_id=facts.patient_id,
-                    facts_digest=hashlib.sha256(repr(facts).encode()).hexdigest(),
-                    decisions_json=[decision_to_json(d) for d in decisions],
-                    billable=sum(1 for d in decisions if d.status is Status.BILLABLE),
-                    lines=claim_lines_for(
-                        facts, decisions, job.rules, job.settings, job.directory, job.run_id
-                    ),
-                    summary=part,
-                )
-            )
-    finally:
-        engine.dispose()
-    return out
-
-
-def _results(job: _Job, ranges: list[tuple[str, str]], workers: int) -> Iterator[_PatientResult]:
-    """Per-patient results in patient order, from a pool of forked workers when it pays."""
-    global _JOB
-    _JOB = job
-    try:
-        if workers <= 1:
-            for r in ranges:
-                yield from _evaluate_range(r)
-            return
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            for chunk in pool.map(_evaluate_range, ranges):
-                yield from chunk
-    finally:
-        _JOB = None
-
-
-def _workers(patients: int) -> int:
-    if patients < PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
-        return 1
-    return max(1, min(os.cpu_count() or 1, 8))
 
 
 def _line_row(run_id: str, org_id: str, key: str, line: ClaimLine) -> dict[str, Any]:
