@@ -1,0 +1,41 @@
+"""Forked workers give exactly the answers one process gives (month run and worklist)."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+import caretally.billing.evaluate as evaluate
+from caretally.billing.payers import PayerRules
+from caretally.billing.run import bill_month, line_content
+from caretally.dates import parse_month
+from caretally.ingest import import_bundle
+from caretally.store.db import open_database
+from caretally.synth import SynthConfig, synthesize
+from caretally.worklist import build_worklist
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("parallel")
+    synthesize(SynthConfig(patients=90, start=date(2026, 3, 1), months=1, seed=23, lead_in_days=29), out)
+    return out
+
+
+def test_workers_match_one_process(bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rules = PayerRules.load()
+    month = parse_month("2026-03")
+    answers = []
+    for name, threshold in (("serial", 10**9), ("workers", 1)):
+        monkeypatch.setattr(evaluate, "PARALLEL_FROM", threshold)
+        monkeypatch.setattr(evaluate, "BATCH", 13)  # several ranges, uneven last one
+        engine = open_database(f"sqlite:///{tmp_path / name}.db")
+        assert import_bundle(engine, "default", bundle).ok()
+        worklist = [row.to_json() for row in build_worklist(engine, "default", date(2026, 3, 20), rules)]
+        run = bill_month(engine, "default", month, rules)
+        answers.append(([line_content(line) for line in run.lines], run.summary.expected_revenue, worklist))
+        engine.dispose()
+    assert answers[0][0] and answers[0][2], "the practice bills something and has open periods"
+    assert answers[0] == answers[1]
