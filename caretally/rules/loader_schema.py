@@ -269,6 +269,7 @@ def v_pair_of_programs(c: FileChecker, node: yaml.Node, where: str) -> Any:
 
 
 PERFORMERS = v_list(v_choice(PerformerClass, "unknown_performer", "performer"), non_empty=True)
+PROGRAMS = v_list(v_choice(Program, "unknown_program", "program"), non_empty=True)
 MODALITIES = v_list(v_choice(Modality, "bad_value", "modality"), non_empty=True)
 
 #: Parameter name → validator. The family table below says which a code may carry.
@@ -393,7 +394,7 @@ OPTION_PARAMS: dict[str, frozenset[str]] = {
     "interactive_modalities": frozenset({"interactive_modalities"}),
 }
 
-CONCURRENCY = ("never_together", "not_same_practitioner")
+CONCURRENCY = ("never_together", "not_same_practitioner", "one_practitioner")
 
 BASE_KEYS = {
     "ruleset": True,
@@ -713,8 +714,10 @@ class FileChecker:
                 )
                 continue
             rules: list[Cited] = []
+            # one_practitioner lists the programs the rule covers; the others name pairs.
+            shape = PROGRAMS if item.name == "one_practitioner" else v_pair_of_programs
             for n in item.value.value:
-                c = self.cited(Entry(item.name, n, n), v_pair_of_programs, where)
+                c = self.cited(Entry(item.name, n, n), shape, where)
                 if c is not None:
                     rules.append(c)
             self.out.concurrency[item.name] = rules

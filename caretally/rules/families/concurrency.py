@@ -51,7 +51,6 @@ from caretally.rules.families.common import (
 )
 from caretally.rules.params import Param, RuleYear
 
-ONE_PRACTITIONER_PROGRAMS = (Program.RPM, Program.RTM, Program.CCM)
 DIFFERENT_PRACTITIONERS = ("allowed", "blocked")
 
 
@@ -88,6 +87,14 @@ def resolve(facts: PatientMonthFacts, decisions: list[Decision], year_for: YearF
 # --------------------------------------------------------------------------------------
 
 
+def _one_practitioner_programs(year: RuleYear) -> frozenset[Program]:
+    """The programs the rule-year's ``one_practitioner`` rule covers (none if it has none)."""
+    p = year.globals.get("one_practitioner")
+    if p is None:
+        return frozenset()
+    return frozenset(Program(str(x)) for group in p.value for x in group)
+
+
 def one_practitioner(
     facts: PatientMonthFacts, ds: list[Decision], starts: dict[str, tuple[date, str]], year_for: YearFor
 ) -> list[Decision]:
@@ -99,7 +106,7 @@ def one_practitioner(
     """
     out = list(ds)
     for i, d in enumerate(out):
-        if d.program not in ONE_PRACTITIONER_PROGRAMS or not counts(d):
+        if not counts(d) or d.program not in _one_practitioner_programs(year_for(d.period.end)):
             continue
         group = year_for(d.period.end).either_or_group(d.code)
         rivals = [
