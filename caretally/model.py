@@ -259,13 +259,95 @@ class ParameterUse:
     citation: str
 
 
+class Verdict(StrEnum):
+    """How one check came out; ``pending`` is not met yet but still reachable this period."""
+
+    PASS = "passed"
+    FAIL = "failed"
+    PENDING = "pending"
+
+
+class ReasonKind(StrEnum):
+    """What a reason does to its decision.
+
+    ``requirement`` — a rule the code must meet; a failed one decides the status.
+    ``advisory`` — a note that never changes the status (documentation gap, missing price,
+    how time was credited, the period still open).
+    ``conflict`` — another service won a concurrency rule; the decision lost its claim.
+    """
+
+    REQUIREMENT = "requirement"
+    ADVISORY = "advisory"
+    CONFLICT = "conflict"
+
+
+#: The one list of advisory rule families: every consumer reads ``Reason.kind`` instead.
+ADVISORY_PREFIXES = ("docs.", "pricing.", "time.", "period.")
+CONFLICT_PREFIXES = ("concurrency.",)
+
+
+def kind_of(rule_id: str) -> ReasonKind:
+    if rule_id.startswith(ADVISORY_PREFIXES):
+        return ReasonKind.ADVISORY
+    if rule_id.startswith(CONFLICT_PREFIXES):
+        return ReasonKind.CONFLICT
+    return ReasonKind.REQUIREMENT
+
+
 @dataclass(frozen=True, slots=True)
 class Reason:
+    """One check or note behind a decision.
+
+    ``verdict`` and ``kind`` are typed so that worklists, leakage and summaries never read
+    the sentence; left out, they follow from ``passed`` and the rule id's family.
+    """
+
     rule_id: str
     passed: bool
     message: str
     citation: str
     evidence: Evidence = Evidence()
+    verdict: Verdict = None  # type: ignore[assignment]  # derived in __post_init__ when None
+    kind: ReasonKind = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.verdict is None:
+            object.__setattr__(self, "verdict", Verdict.PASS if self.passed else Verdict.FAIL)
+        if self.kind is None:
+            object.__setattr__(self, "kind", kind_of(self.rule_id))
+
+    @property
+    def blocking(self) -> bool:
+        """A requirement or conflict that is not met: it is why a code does not bill (yet)."""
+        return self.verdict is not Verdict.PASS and self.kind is not ReasonKind.ADVISORY
+
+
+@dataclass(frozen=True, slots=True)
+class Measures:
+    """The numbers a decision was judged on, typed, so no consumer parses a sentence.
+
+    ``None`` means the code does not count that quantity (a device code has no minutes).
+    ``entry_ids`` are the time entries the decision counts; ``dates`` the counted days.
+    """
+
+    days: int | None = None
+    min_days: int | None = None
+    days_left: int | None = None
+    minutes: int | None = None
+    seconds: int | None = None
+    min_minutes: int | None = None
+    max_minutes: int | None = None
+    interactive: bool | None = None
+    entry_ids: tuple[str, ...] = ()
+    dates: tuple[date, ...] = ()
+
+    def merged(self, other: Measures) -> Measures:
+        """Fields set in ``other`` win; used to fold several checks into one decision."""
+        out = {}
+        for name in self.__slots__:  # type: ignore[attr-defined]
+            mine, theirs = getattr(self, name), getattr(other, name)
+            out[name] = theirs if theirs not in (None, ()) else mine
+        return Measures(**out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +366,12 @@ class Decision:
     rendering_practitioner_id: str | None = None
     expected_payment: Decimal | None = None
     documentation_gaps: tuple[str, ...] = ()
+    rule_year: str = ""  # the rule-year layers that judged it, e.g. "medicare/2026"; pricing uses the same
+    measures: Measures = Measures()
+
+    @property
+    def blocking(self) -> tuple[Reason, ...]:
+        return tuple(r for r in self.reasons if r.blocking)
 
 
 # --------------------------------------------------------------------------------------

@@ -8,9 +8,10 @@ tests all come through here, so there is exactly one path from data to decisions
 
 from __future__ import annotations
 
+import heapq
 import multiprocessing
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import date
@@ -19,10 +20,12 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 
 from caretally.billing.payers import PayerRules
+from caretally.errors import Problem, ProblemsError
 from caretally.facts import BATCH, FactsOptions, build_month_facts, patients_in_month
-from caretally.model import Decision, PatientMonthFacts, Period
+from caretally.model import Decision, PatientMonthFacts, Payer, Period
 from caretally.rules.engine import evaluate_patient_month
-from caretally.rules.params import RuleBook
+from caretally.rules.families.common import UnsupportedOption
+from caretally.rules.params import MissingParameter, RuleBook
 from caretally.store.db import make_engine
 
 T = TypeVar("T")
@@ -52,19 +55,76 @@ def evaluate_month(
     as_of: date | None = None,
     patients: set[str] | None = None,
     id_range: tuple[str, str] | None = None,
+    problems: list[Problem] | None = None,
 ) -> Iterator[tuple[PatientMonthFacts, list[Decision]]]:
     """Facts and decisions for every patient-month, in patient order.
 
-    With ``PayerRules`` each patient is judged by the rules of their payer; the options
-    that shape the facts (period anchor, patient-reported RTM data) come from Medicare's.
+    With ``PayerRules`` each patient is judged by the rules of their payer, on facts
+    shaped by that payer's options (period anchor, patient-reported RTM data).
+
+    Errors are values: a rule-year gap for one patient (a missing parameter, an option
+    value no family supports) becomes a ``Problem`` in ``problems`` and that patient gets
+    no decisions, while everyone else is judged. Without a ``problems`` list the first
+    one is raised as ``ProblemsError``.
     """
     payer_rules = rules if isinstance(rules, PayerRules) else PayerRules(rules)
-    options = facts_options(payer_rules.base, month)
-    facts_stream = build_month_facts(
-        engine, org_id, month, as_of=as_of, options=options, patients=patients, id_range=id_range
-    )
-    for facts in facts_stream:
-        yield facts, evaluate_patient_month(facts, payer_rules.for_payer(facts.payer))
+    for facts in _facts_by_payer_options(engine, org_id, month, payer_rules, as_of, patients, id_range):
+        try:
+            decisions = evaluate_patient_month(facts, payer_rules.for_payer(facts.payer))
+        except (MissingParameter, UnsupportedOption) as exc:
+            problem = patient_problem(facts.patient_id, exc)
+            if problems is None:
+                raise ProblemsError([problem]) from None
+            problems.append(problem)
+            decisions = []
+        yield facts, decisions
+
+
+def patient_problem(patient_id: str, exc: Exception) -> Problem:
+    """A rule-year gap met while judging one patient: reported, and the run goes on."""
+    code = "unsupported_option" if isinstance(exc, UnsupportedOption) else "missing_parameter"
+    text = exc.args[0] if exc.args else str(exc)
+    return Problem("month run", None, f"patient {patient_id}", code, f"{text}; nothing was billed for them")
+
+
+def _facts_by_payer_options(
+    engine: Engine,
+    org_id: str,
+    month: Period,
+    rules: PayerRules,
+    as_of: date | None,
+    patients: set[str] | None,
+    id_range: tuple[str, str] | None,
+) -> Iterator[PatientMonthFacts]:
+    """Facts in patient order, each built with the options of the patient's own payer.
+
+    An overlay may count periods from the first reading or refuse patient-reported RTM
+    data; those options change the facts, not only the rules, so the patients of each
+    distinct option set are built in their own pass and the passes merged by patient id.
+    """
+    groups: dict[FactsOptions, set[Payer]] = {}
+    for payer in Payer:
+        groups.setdefault(facts_options(rules.for_payer(payer), month), set()).add(payer)
+    if len(groups) == 1:
+        (options,) = groups
+        yield from build_month_facts(
+            engine, org_id, month, as_of=as_of, options=options, patients=patients, id_range=id_range
+        )
+        return
+    streams = [
+        build_month_facts(
+            engine,
+            org_id,
+            month,
+            as_of=as_of,
+            options=options,
+            patients=patients,
+            id_range=id_range,
+            payers=payers,
+        )
+        for options, payers in sorted(groups.items(), key=lambda kv: sorted(kv[1]))
+    ]
+    yield from heapq.merge(*streams, key=lambda f: f.patient_id)
 
 
 # ----------------------------------------------------------------------------------------
@@ -91,13 +151,14 @@ class _MapJob:
 _JOB: _MapJob | None = None
 
 
-def _map_range(id_range: tuple[str, str]) -> list[Any]:
+def _map_range(id_range: tuple[str, str]) -> tuple[list[Any], list[Problem]]:
     """``fn`` over one contiguous range of patient ids (in a worker, or in-process)."""
     job = _JOB
     assert job is not None
     engine = make_engine(job.url)
+    problems: list[Problem] = []
     try:
-        return [
+        results = [
             job.fn(facts, decisions)
             for facts, decisions in evaluate_month(
                 engine,
@@ -107,8 +168,10 @@ def _map_range(id_range: tuple[str, str]) -> list[Any]:
                 as_of=job.as_of,
                 patients=job.patients,
                 id_range=id_range,
+                problems=problems,
             )
         ]
+        return results, problems
     finally:
         engine.dispose()
 
@@ -122,6 +185,7 @@ def map_month(
     *,
     as_of: date | None = None,
     patients: set[str] | None = None,
+    problems: list[Problem] | None = None,
 ) -> Iterator[T]:
     """``fn(facts, decisions)`` for every patient-month, in patient order.
 
@@ -129,6 +193,8 @@ def map_month(
     core, forked workers evaluate the ranges (each with its own database connection) and
     only ``fn``'s results travel back, so ``fn`` should return small, picklable values.
     The rules engine is pure, so a worker's answer is the one the parent would have given.
+    Problems of single patients go to ``problems`` (see :func:`evaluate_month`); without a
+    list, the first one is raised once its range is done.
     """
     global _JOB
     ids = [i for i in patients_in_month(engine, org_id, month) if patients is None or i in patients]
@@ -137,12 +203,23 @@ def map_month(
     _JOB = _MapJob(url, org_id, month, rules, as_of, patients, fn)
     try:
         if len(ids) < PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
-            for r in ranges:
-                yield from _map_range(r)
+            chunks: Iterable[tuple[list[T], list[Problem]]] = map(_map_range, ranges)
+            for chunk, found in chunks:
+                _report(found, problems)
+                yield from chunk
             return
         workers = max(1, min(os.cpu_count() or 1, 8))
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            for chunk in pool.map(_map_range, ranges):
+            for chunk, found in pool.map(_map_range, ranges):
+                _report(found, problems)
                 yield from chunk
     finally:
         _JOB = None
+
+
+def _report(found: list[Problem], problems: list[Problem] | None) -> None:
+    if not found:
+        return
+    if problems is None:
+        raise ProblemsError(found)
+    problems.extend(found)

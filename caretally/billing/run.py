@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
@@ -27,6 +28,7 @@ from caretally.billing.evaluate import map_month
 from caretally.billing.payers import PayerRules
 from caretally.billing.pricing import Pricing, price
 from caretally.billing.serialize import decision_to_json
+from caretally.errors import Problem
 from caretally.model import (
     THERAPY_MODIFIER,
     ClaimLine,
@@ -37,10 +39,11 @@ from caretally.model import (
     Program,
     Status,
 )
-from caretally.rules.params import RuleBook
+from caretally.rules.families.common import layer_name
+from caretally.rules.params import RuleBook, RuleYear
 from caretally.store import schema
 
-DRAFT, LOCKED, SUPERSEDED = "draft", "locked", "superseded"
+DRAFT, LOCKED, SUPERSEDED, VOID = "draft", "locked", "superseded", "void"
 THERAPY_ASSISTANT_MODIFIER = {"PTA": "CQ", "OTA": "CO"}
 RTM_MANAGEMENT = {"98979", "98980", "98981"}
 
@@ -87,6 +90,18 @@ class RunSummary:
     reason_examples: dict[str, str] = field(default_factory=dict)
     reachable: int = 0
     payers_on_medicare_rules: Counter[str] = field(default_factory=Counter)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[RunWarning] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """What the run stores about itself beyond its lines (``billing_runs.summary``)."""
+        return {
+            "patients": self.patients,
+            "decisions": self.decisions,
+            "lines": self.lines,
+            "problems": [p.to_json() for p in self.problems],
+            "warnings": [w.to_json() for w in self.warnings],
+        }
 
     @property
     def expected_revenue(self) -> Decimal:
@@ -101,6 +116,25 @@ class RunSummary:
         for rule_id, message in other.reason_examples.items():
             self.reason_examples.setdefault(rule_id, message)
         self.payers_on_medicare_rules.update(other.payers_on_medicare_rules)
+        self.warnings.extend(other.warnings)
+
+
+@dataclass(frozen=True)
+class RunWarning:
+    """Something an auditor should see that does not change what is billed (overlapping time …)."""
+
+    code: str  # the advisory rule id, e.g. time.overlap_other_patient
+    patient_id: str
+    message: str
+    entry_ids: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "patient_id": self.patient_id,
+            "message": self.message,
+            "entry_ids": list(self.entry_ids),
+        }
 
 
 @dataclass
@@ -114,6 +148,10 @@ class RunResult:
     previous_run_id: str | None = None
     amends_run_id: str | None = None
     changes: list[LineChange] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[Problem]:
+        return self.summary.problems
 
 
 # ----------------------------------------------------------------------------------------
@@ -192,7 +230,7 @@ def claim_lines_for(
     for d in decisions:
         if d.status is not Status.BILLABLE or d.units <= 0 or d.date_of_service is None:
             continue
-        year = rules.for_payer(payer).for_date(d.date_of_service)
+        year = judging_year(rules.for_payer(payer), d)
         cost = price(year.code(d.code), year, d.units, settings.pricing)
         enrollment = enrollments[d.enrollment_id]
         billing_npi = enrollment.billing_npi
@@ -219,6 +257,19 @@ def claim_lines_for(
             )
         )
     return lines
+
+
+def judging_year(book: RuleBook, d: Decision) -> RuleYear:
+    """The rule-year that judged ``d``: a line is priced by the same layer, never by its DOS's year.
+
+    A 30-day period from December into January is judged by January's rules; with
+    ``device_dos=threshold_day`` its date of service can fall in December, whose year may
+    not even have the code.
+    """
+    year = book.for_date(d.period.end)
+    if d.rule_year and layer_name(year) != d.rule_year:
+        raise RunError(f"{d.code} for {d.patient_id} was judged by {d.rule_year}, not {layer_name(year)}")
+    return year
 
 
 def line_key(line: ClaimLine) -> str:
@@ -278,6 +329,12 @@ class StoredRun:
     input_digest: str
     lines_digest: str
     engine_version: str
+    summary: Mapping[str, Any] | None = None
+    decisions_digest: str | None = None
+
+    @property
+    def problems(self) -> list[dict[str, Any]]:
+        return list((self.summary or {}).get("problems") or [])
 
 
 def stored_run(row: Any) -> StoredRun:
@@ -292,6 +349,8 @@ def stored_run(row: Any) -> StoredRun:
         row.input_digest,
         row.lines_digest,
         row.engine_version,
+        row.summary,
+        row.decisions_digest,
     )
 
 
@@ -306,7 +365,7 @@ def runs_for_month(engine: Engine, org_id: str, month: str) -> list[StoredRun]:
 
 def current_run(engine: Engine, org_id: str, month: str) -> StoredRun | None:
     """The newest run of the month that has not been superseded."""
-    live = [r for r in runs_for_month(engine, org_id, month) if r.status != SUPERSEDED]
+    live = [r for r in runs_for_month(engine, org_id, month) if r.status not in (SUPERSEDED, VOID)]
     return live[-1] if live else None
 
 
@@ -453,6 +512,7 @@ def bill_month(
     contents: dict[str, dict[str, Any]] = {}
     lines_hash = hashlib.sha256()
     input_hash = hashlib.sha256()
+    decisions_hash = hashlib.sha256()
     ruleset_hash = rules.content_hash
     settings_json = settings.to_json()
     decision_rows: list[dict[str, Any]] = []
@@ -465,7 +525,7 @@ def bill_month(
                 org_id=org_id,
                 month=month_text,
                 status=DRAFT,
-                engine_version=__version__,
+                engine_version=engine_version(),
                 ruleset_hash=ruleset_hash,
                 input_digest="",
                 lines_digest="",
@@ -487,16 +547,19 @@ def bill_month(
         def evaluate(facts: PatientMonthFacts, decisions: list[Decision]) -> _PatientResult:
             part = RunSummary()
             _summarise(part, facts, decisions, rules)
+            decisions_json = [decision_to_json(d) for d in decisions]
             return _PatientResult(
                 patient_id=facts.patient_id,
                 facts_digest=hashlib.sha256(repr(facts).encode()).hexdigest(),
-                decisions_json=[decision_to_json(d) for d in decisions],
+                decisions_digest=decisions_digest(decisions_json),
+                decisions_json=decisions_json,
                 billable=sum(1 for d in decisions if d.status is Status.BILLABLE),
                 lines=claim_lines_for(facts, decisions, rules, settings, directory, run_id),
                 summary=part,
             )
 
-        for result in map_month(engine, org_id, month, rules, evaluate):
+        problems: list[Problem] = []
+        for result in map_month(engine, org_id, month, rules, evaluate, problems=problems):
             input_hash.update(result.facts_digest.encode())
             summary.absorb(result.summary)
             for line in result.lines:
@@ -510,6 +573,7 @@ def bill_month(
                 summary.units_by_code[line.code] += line.units
                 summary.payment_by_code[line.code] += line.expected_payment
             all_lines.extend(result.lines)
+            decisions_hash.update(f"{result.patient_id}:{result.decisions_digest}\n".encode())
             decision_rows.append(
                 {
                     "run_id": run_id,
@@ -525,19 +589,29 @@ def bill_month(
             if progress is not None:
                 progress(1)
         flush()
+        summary.problems = sorted(problems, key=lambda p: (p.field or "", p.message))
         digest = lines_hash.hexdigest()
-        if previous is not None and previous.lines_digest == digest and previous.ruleset_hash == ruleset_hash:
+        input_digest = hashlib.sha256(
+            (input_hash.hexdigest() + json.dumps(settings_json, sort_keys=True)).encode()
+        ).hexdigest()
+        version = engine_version()
+        if previous is not None and _same_run(previous, digest, input_digest, ruleset_hash, version):
             transaction.rollback()
             kept = stored_lines(engine, previous.run_id)
             return RunResult(
                 previous.run_id, month_text, "unchanged", previous.status, kept, summary, previous.run_id
             )
-        input_digest = hashlib.sha256(
-            (input_hash.hexdigest() + json.dumps(settings_json, sort_keys=True)).encode()
-        ).hexdigest()
         runs = schema.billing_runs
         conn.execute(
-            update(runs).where(runs.c.run_id == run_id).values(input_digest=input_digest, lines_digest=digest)
+            update(runs)
+            .where(runs.c.run_id == run_id)
+            .values(
+                input_digest=input_digest,
+                lines_digest=digest,
+                engine_version=version,
+                summary=summary.to_json(),
+                decisions_digest=decisions_hash.hexdigest(),
+            )
         )
         if previous is not None and previous.status == DRAFT:
             conn.execute(update(runs).where(runs.c.run_id == previous.run_id).values(status=SUPERSEDED))
@@ -556,6 +630,47 @@ def bill_month(
     )
 
 
+def decisions_digest(decisions_json: list[dict[str, Any]]) -> str:
+    """Digest of one patient's stored decisions; ``db verify`` recomputes it from the store."""
+    return hashlib.sha256(json.dumps(decisions_json, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _same_run(previous: StoredRun, lines: str, inputs: str, ruleset: str, version: str) -> bool:
+    """A rerun is "unchanged" only when data, settings, rules and engine are all the same.
+
+    Equal lines are not enough: one more reading may leave every claim line as it was
+    while the stored evidence (17 days, not 16) would be stale.
+    """
+    return (
+        previous.lines_digest == lines
+        and previous.input_digest == inputs
+        and previous.ruleset_hash == ruleset
+        and previous.engine_version == version
+    )
+
+
+_ENGINE_VERSION: list[str] = []
+#: The code whose behaviour a run's decisions depend on.
+_ENGINE_PACKAGES = ("rules", "facts", "billing")
+
+
+def engine_version() -> str:
+    """The package version plus a digest of the deciding code, so an upgraded engine re-bills.
+
+    A release that fixes a rule but keeps its version number would otherwise let a
+    rerun call stale decisions "unchanged".
+    """
+    if not _ENGINE_VERSION:
+        root = Path(__file__).resolve().parent.parent
+        digest = hashlib.sha256()
+        for package in _ENGINE_PACKAGES:
+            for path in sorted((root / package).rglob("*.py")):
+                digest.update(path.relative_to(root).as_posix().encode())
+                digest.update(path.read_bytes())
+        _ENGINE_VERSION.append(f"{__version__}+{digest.hexdigest()[:16]}")
+    return _ENGINE_VERSION[0]
+
+
 #: Patients whose decisions are written in one insert.
 FLUSH_EVERY = 1000
 
@@ -566,6 +681,7 @@ class _PatientResult:
 
     patient_id: str
     facts_digest: str
+    decisions_digest: str
     decisions_json: list[dict[str, Any]]
     billable: int
     lines: list[ClaimLine]
@@ -615,6 +731,11 @@ def lock_month(
         raise RunError(f"{month} has no run to lock: bill it first")
     if run.status == LOCKED:
         raise RunError(f"{month} is already locked (run {run.run_id})")
+    if run.problems:
+        raise RunError(
+            f"{month}: run {run.run_id} has {len(run.problems)} problem(s) (patients not judged); "
+            "fix the rules or data and bill again before locking"
+        )
     with engine.begin() as conn:
         conn.execute(
             update(schema.billing_runs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from caretally.model import Decision, Evidence, Reason
+from caretally.model import Decision, Evidence, Measures, Reason
 
 
 def evidence_to_json(e: Evidence) -> dict[str, Any]:
@@ -26,6 +26,8 @@ def reason_to_json(r: Reason) -> dict[str, Any]:
     return {
         "rule_id": r.rule_id,
         "passed": r.passed,
+        "verdict": r.verdict.value,
+        "kind": r.kind.value,
         "message": r.message,
         "citation": r.citation,
         "evidence": evidence_to_json(r.evidence),
@@ -54,4 +56,22 @@ def decision_to_json(d: Decision) -> dict[str, Any]:
             {"name": p.name, "value": p.value, "layer": p.layer, "citation": p.citation} for p in d.parameters
         ],
         "documentation_gaps": list(d.documentation_gaps),
+        "rule_year": d.rule_year,
+        "measures": measures_to_json(d.measures),
     }
+
+
+def measures_to_json(m: Measures) -> dict[str, Any]:
+    """Only the quantities the code counts (``None`` and empty are left out)."""
+    out: dict[str, Any] = {}
+    for name in ("days", "min_days", "days_left", "minutes", "seconds", "min_minutes", "max_minutes"):
+        value = getattr(m, name)
+        if value is not None:
+            out[name] = value
+    if m.interactive is not None:
+        out["interactive"] = m.interactive
+    if m.entry_ids:
+        out["entry_ids"] = list(m.entry_ids)
+    if m.dates:
+        out["dates"] = [d.isoformat() for d in m.dates]
+    return out

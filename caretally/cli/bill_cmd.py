@@ -35,8 +35,8 @@ def render_summary(result: RunResult) -> None:
     s = result.summary
     if result.outcome == "unchanged":
         console.print(
-            f"[bold]{result.month}[/bold]: data, rules and settings unchanged — the lines are identical to "
-            f"run {result.run_id} ({result.status}); nothing new was stored."
+            f"[bold]{result.month}[/bold]: data, rules, settings and engine unchanged — the run is identical "
+            f"to run {result.run_id} ({result.status}); nothing new was stored."
         )
     else:
         note = f", amending locked run {result.amends_run_id}" if result.amends_run_id else ""
@@ -68,6 +68,10 @@ def render_summary(result: RunResult) -> None:
             f"[yellow]note:[/yellow] {count} {payer} patient(s) were judged by Medicare rules "
             "(no --payer-rules overlay given for that payer)."
         )
+    for w in s.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w.patient_id}: {w.message}")
+    for p in s.problems:
+        err_console.print(f"[red]problem:[/red] {p}")
     if result.changes:
         changes = Table(title=f"Amendments to locked run {result.amends_run_id}")
         changes.add_column("change")
@@ -104,6 +108,8 @@ def result_json(result: RunResult) -> dict[str, object]:
             for code in sorted(s.lines_by_code)
         },
         "not_billable_reasons": dict(s.not_billable_reasons.most_common()),
+        "problems": [p.to_json() for p in s.problems],
+        "warnings": [w.to_json() for w in s.warnings],
         "amendments": [
             {"change": c.kind, "line": c.key, "before": c.before, "after": c.after} for c in result.changes
         ],
@@ -158,6 +164,9 @@ def register(app: typer.Typer) -> None:
             print_json(result_json(result))
         else:
             render_summary(result)
+        if result.problems:
+            # beancount's way: everyone else is billed and stored, every problem is listed, exit 1.
+            raise typer.Exit(1)
 
     @app.command("lock")
     def lock(month: MonthOption, db_url: DbOption = None, org: OrgOption = DEFAULT_ORG) -> None:

@@ -364,13 +364,15 @@ def build_month_facts(
     options: FactsOptions | None = None,
     patients: set[str] | None = None,
     id_range: tuple[str, str] | None = None,
+    payers: set[Payer] | None = None,
 ) -> Iterator[PatientMonthFacts]:
     """Facts for every patient with an enrollment touching ``month``, in patient order.
 
     ``as_of`` defaults to the month's last day (a closed month); a worklist passes an
     earlier date so open periods come out as still reachable. ``patients`` narrows the
     run to some patients (explain, scenarios); ``id_range`` to an inclusive range of
-    patient ids (one worker's share of a month run).
+    patient ids (one worker's share of a month run); ``payers`` to the patients of some
+    payers (whose rule-year options are the ``options`` given).
     """
     options = options or FactsOptions()
     as_of = as_of or month.end
@@ -393,6 +395,10 @@ def build_month_facts(
     for e in enrollments:
         by_patient[e.patient_id].append(e)
     people = _patients(engine, org_id, set(by_patient))
+    if payers is not None:  # this pass covers only some payers (their options shape the facts)
+        by_patient = defaultdict(list, {p: es for p, es in by_patient.items() if people[p][0] in payers})
+        if not by_patient:
+            return
     # Data dated after ``as_of`` is not known yet: a worklist "as of the 20th" must not see
     # readings or minutes logged on the 25th, even when they are already in the store.
     known_to = min(month.end, as_of)

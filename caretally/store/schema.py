@@ -226,7 +226,7 @@ billing_runs = Table(
     Column("run_id", String(36), primary_key=True),
     _org(),
     Column("month", String(7), nullable=False),  # YYYY-MM
-    Column("status", String(16), nullable=False),  # draft | locked | superseded
+    Column("status", String(16), nullable=False),  # draft | locked | superseded | void
     Column("engine_version", String(32), nullable=False),
     Column("ruleset_hash", String(64), nullable=False),
     Column("input_digest", String(64), nullable=False),
@@ -235,6 +235,8 @@ billing_runs = Table(
     Column("locked_at", UtcDateTime),
     Column("amends_run_id", String(36)),
     Column("settings", JSON, nullable=False),
+    Column("summary", JSON),  # problems and warnings of the run (migration 0003)
+    Column("decisions_digest", String(64)),  # sha256 of the stored decisions, for db verify
     Index("ix_runs_org_month", "org_id", "month"),
 )
 

@@ -240,7 +240,7 @@ def test_bill_unknown_locality_fails_cleanly(loaded: str) -> None:
 
 
 def test_locality_pricing_uses_gpci(loaded: str, tmp_path: Path) -> None:
-    """RVUs × GPCIs × CF, from a CMS-layout GPCI file: 99454 (2026) has PE 1.41 and MP 0.01 RVUs."""
+    """RVUs × GPCIs × CF, from a CMS-layout GPCI file: 99454 (2026, corrected) has PE 1.55 and MP 0.01."""
     gpci = tmp_path / "gpci.csv"
     gpci.write_text("mac,state,locality,name,work,pe,mp\n99999,TS,01,TEST LOCALITY,1.000,1.500,1.000\n")
     result = cli(
@@ -250,5 +250,5 @@ def test_locality_pricing_uses_gpci(loaded: str, tmp_path: Path) -> None:
     pay = {
         (x["patient_id"], x["code"]): x["expected_payment"] for x in json.loads(result.stdout)["claim_lines"]
     }
-    # (0.00 × 1.0 + 1.41 × 1.5 + 0.01 × 1.0) × 33.4009 = 70.976… → 70.98
-    assert pay[("A1", "99454")] == "70.98"
+    # (0.00 × 1.0 + 1.55 × 1.5 + 0.01 × 1.0) × 33.4009 = 77.991… → 77.99
+    assert pay[("A1", "99454")] == "77.99"

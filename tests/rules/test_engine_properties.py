@@ -16,11 +16,11 @@ from caretally.model import (
     Payer,
     PerformerClass,
     Program,
+    ReasonKind,
     Status,
     TimeFact,
 )
 from caretally.rules.engine import evaluate_patient_month
-from caretally.rules.families.common import ADVISORY_PREFIXES
 from tests.rules.factories import device, enrollment, medicare, program_facts, with_option
 
 BOOK = medicare()
@@ -154,7 +154,7 @@ def check_invariants(facts: PatientMonthFacts) -> None:
         if d.status is Status.BILLABLE:
             assert d.units > 0 and d.date_of_service is not None and d.expected_payment is not None
             assert d.expected_payment >= Decimal(0)
-            assert all(r.passed for r in d.reasons if not r.rule_id.startswith(ADVISORY_PREFIXES))
+            assert all(r.passed for r in d.reasons if r.kind is not ReasonKind.ADVISORY)
         elif d.status is Status.NOT_BILLABLE:
             assert d.units == 0 and d.date_of_service is None and d.expected_payment is None
             assert any(not r.passed for r in d.reasons)

@@ -160,7 +160,7 @@ def test_source_lines_point_at_the_value(medicare: dict[int, RuleYear]) -> None:
 
 def test_values_have_engine_types(medicare: dict[int, RuleYear]) -> None:
     ry = medicare[2026]
-    assert ry.code("99454").amount == Decimal("47.43")
+    assert ry.code("99454").amount == Decimal("52.11")
     assert ry.code("98978").amount is None  # contractor-priced: no national amount
     assert ry.globals["conversion_factor"].value == Decimal("33.4009")
     assert ry.code("99457").value("performers") == (PerformerClass.STAFF, PerformerClass.PRACTITIONER)

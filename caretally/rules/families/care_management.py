@@ -136,7 +136,9 @@ def _choose_lane(
        (moderate or high decision-making, a substantially revised care plan), and the
        claim should describe the service the record documents, not the one that pays more.
     2. Otherwise the lane that pays more, when every candidate has a national amount.
-    3. When an amount is unknown, money cannot decide: practitioner before staff.
+    3. When some lanes have no national amount, a priced lane goes before an unpriced one
+       (an unpriced line bills $0.00): the best-paying priced lane wins.
+    4. When no lane is priced, money cannot decide: practitioner before staff.
     """
     complex_lanes = [
         lane
@@ -153,9 +155,19 @@ def _choose_lane(
             best,
             lambda ds: "is billed: the enrollment documents complex care management and its time is met",
         )
-    if not any(_unpriced(ds) for ds in live.values()):
+    priced = [lane for lane in live if not _unpriced(live[lane])]
+    if len(priced) == len(live):
         best = min(live, key=lambda lane: (-_lane_pay(live[lane]), order.index(lane)))
         return best, lambda ds: f"pays more ({money(_lane_pay(live[best]))} vs {money(_lane_pay(ds))})"
+    if priced:
+        best = min(priced, key=lambda lane: (-_lane_pay(live[lane]), order.index(lane)))
+        return (
+            best,
+            lambda ds: (
+                f"has a national amount ({money(_lane_pay(live[best]))}); a lane without one "
+                "would bill $0.00, so the priced lane goes first"
+            ),
+        )
     best = min(live, key=lambda lane: (_kind(lane), order.index(lane)))
     return (
         best,

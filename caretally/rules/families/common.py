@@ -36,27 +36,28 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal
-from enum import Enum
 from typing import Any
 
 from caretally.model import (
     Decision,
     EnrollmentFact,
     Evidence,
+    Measures,
     ParameterUse,
     PatientMonthFacts,
     Period,
     Program,
     ProgramFacts,
     Reason,
+    ReasonKind,
     Status,
     TimeFact,
+    Verdict,
 )
 from caretally.rules.params import CodeRule, MissingParameter, Param, RuleYear
 
 YearFor = Callable[[date], RuleYear]
 
-ADVISORY_PREFIXES = ("docs.", "pricing.", "time.")
 DEVICE_PROGRAMS = (Program.RPM, Program.RTM)
 CARE_PROGRAMS = (Program.CCM, Program.PCM)
 
@@ -65,23 +66,29 @@ class UnsupportedOption(ValueError):
     """An option carries a value no family knows how to apply."""
 
 
-class Verdict(Enum):
-    PASS = "pass"
-    FAIL = "fail"
-    PENDING = "pending"  # not met yet, still reachable before the period closes
-
-
 @dataclass(frozen=True, slots=True)
 class Check:
+    """A reason with its verdict, and the typed numbers it judged (folded into the decision)."""
+
     reason: Reason
     verdict: Verdict
+    measures: Measures | None = None
 
     @staticmethod
     def of(
-        rule_id: str, verdict: Verdict, message: str, citation: str, evidence: Evidence | None = None
+        rule_id: str,
+        verdict: Verdict,
+        message: str,
+        citation: str,
+        evidence: Evidence | None = None,
+        measures: Measures | None = None,
     ) -> Check:
         return Check(
-            Reason(rule_id, verdict is Verdict.PASS, message, citation, evidence or Evidence()), verdict
+            Reason(
+                rule_id, verdict is Verdict.PASS, message, citation, evidence or Evidence(), verdict=verdict
+            ),
+            verdict,
+            measures,
         )
 
 
@@ -529,6 +536,10 @@ def finish(d: Draft) -> Decision:
     pay, price_reasons = payment(d.rule, units, d.used)
     reasons.extend(price_reasons)
     e = view.enrollment
+    measures = Measures()
+    for c in d.checks:
+        if c.measures is not None:
+            measures = measures.merged(c.measures)
     return Decision(
         patient_id=view.facts.patient_id,
         enrollment_id=e.enrollment_id,
@@ -544,7 +555,14 @@ def finish(d: Draft) -> Decision:
         rendering_practitioner_id=d.rendering if units > 0 else None,
         expected_payment=pay,
         documentation_gaps=gaps,
+        rule_year=layer_name(d.year),
+        measures=measures,
     )
+
+
+def layer_name(year: RuleYear) -> str:
+    """The rule-year layers as one name (``medicare/2026`` or ``medicare/2026+payers/x``)."""
+    return "+".join(year.layers)
 
 
 def counts(decision: Decision) -> bool:
@@ -559,7 +577,7 @@ def demote(decision: Decision, reason: Reason, winner_final: bool) -> Decision:
     still open the outcome is not settled, so the loser stays ``reachable`` with the
     failed reason attached: the choice is made again when the period closes.
     """
-    reasons = _insert(decision.reasons, reason)
+    reasons = _insert(decision.reasons, replace(reason, kind=ReasonKind.CONFLICT))
     if winner_final:
         return replace(
             decision,
@@ -580,7 +598,7 @@ def with_reason(decision: Decision, reason: Reason) -> Decision:
 def _insert(reasons: tuple[Reason, ...], reason: Reason) -> tuple[Reason, ...]:
     """Add a reason after the checks and before the advisory notes, so the first failed
     reason of a decision is always the one that decided it."""
-    at = next((i for i, r in enumerate(reasons) if r.rule_id.startswith(ADVISORY_PREFIXES)), len(reasons))
+    at = next((i for i, r in enumerate(reasons) if r.kind is ReasonKind.ADVISORY), len(reasons))
     return (*reasons[:at], reason, *reasons[at:])
 
 

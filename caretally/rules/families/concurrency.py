@@ -10,9 +10,10 @@ still open). The passes run in a fixed order:
    CMS allows one practitioner per device period and per CCM month. PCM is exempt:
    several practitioners may each manage a different condition.
 2. ``concurrency.exclusive_with`` — codes listed in each other's ``exclusive_with`` are
-   never both billed for the patient in the month (99091 vs 99457/99458/99470, device
-   tiers, CCM lanes …). A base code and its add-ons are one service and win or lose
-   together.
+   never both billed for overlapping periods (99091 vs 99457/99458/99470, device tiers,
+   CCM lanes …). Tiers are either/or per 30-day period: a month that closes two periods
+   of one enrollment bills a tier for each. A base code and its add-ons are one service
+   and win or lose together.
 3. ``concurrency.never_together`` — program pairs from the rule-year (RPM and RTM) with
    counting decisions in overlapping periods: the program with the higher total stays.
 4. ``concurrency.not_same_practitioner`` — program pairs (CCM and PCM) billed by the same
@@ -196,7 +197,7 @@ def exclusive_with(
         codes_w = "+".join(sorted(d.code for d in win_ds if counts(d)))
         codes_l = "+".join(sorted(d.code for d in lose_ds if counts(d)))
         msg = (
-            f"{codes_l} and {codes_w} are never billed for the patient in the same month: "
+            f"{codes_l} and {codes_w} are never billed for the same period: "
             f"{codes_w} pays more ({money(pay(winner))} vs {money(pay(s))})"
         )
         ev = Evidence(values=(("kept", codes_w), ("kept_enrollment", winner.key[0])))
@@ -216,6 +217,8 @@ def _conflict(
         for a in mine:
             ex_a, pa = _exclusions(a, year_for)
             for b in theirs:
+                if not overlaps(a.period, b.period):
+                    continue  # either/or holds per period: two 30-day periods each get a tier
                 ex_b, pb = _exclusions(b, year_for)
                 if b.code in ex_a:
                     return k, pa, year_for(a.period.end)

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
-from caretally.model import Evidence, Period
+from caretally.model import Evidence, Measures, Period
 from caretally.rules.families.common import Check, EnrollmentView, Verdict, Window, is_open, span
 
 
@@ -63,6 +63,7 @@ def days_check(
     if count.dropped:
         values.append(("days_outside_enrollment_or_before_consent", str(len(count.dropped))))
     ev = Evidence(dates=count.days, device_ids=count.devices, values=tuple(values))
+    m = Measures(days=count.n, min_days=min_days, days_left=count.left, dates=count.days)
     dropped = (
         f" ({len(count.dropped)} more outside the enrollment or before consent do not count)"
         if count.dropped
@@ -71,17 +72,17 @@ def days_check(
     tail = f"; {also}" if also else ""
     if count.n >= min_days:
         msg = f"{count.n} days with data in {where}{dropped}; {min_days} required{tail}"
-        return Check.of(rule_id, Verdict.PASS, msg, citation, ev)
+        return Check.of(rule_id, Verdict.PASS, msg, citation, ev, m)
     head = f"{count.n} of {min_days} required days in {where}{dropped}"
     if count.left and count.n + count.left >= min_days:
         so_far = f" (so far {also})" if also else ""
         msg = f"{head}; {count.left} days left in the period{so_far}"
-        return Check.of(rule_id, Verdict.PENDING, msg, citation, ev)
+        return Check.of(rule_id, Verdict.PENDING, msg, citation, ev, m)
     if count.left:
         msg = f"{head}; only {count.left} days left: cannot reach {min_days}{tail}"
     else:
         msg = f"{head}{tail}"
-    return Check.of(rule_id, Verdict.FAIL, msg, citation, ev)
+    return Check.of(rule_id, Verdict.FAIL, msg, citation, ev, m)
 
 
 def nth_day(count: DayCount, n: int) -> date | None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from caretally.model import Decision, Evidence, Period, Program
+from caretally.model import Decision, Evidence, Measures, Period, Program
 from caretally.rules.families.common import (
     Check,
     Draft,
@@ -195,7 +195,10 @@ def _code(
             f"; {instead}" if instead else ""
         )
         ev = Evidence(dates=count.days, device_ids=count.devices, values=(("days", str(count.n)),))
-        draft.checks.append(Check.of(f"{prefix}.device.max_days", Verdict.FAIL, msg, cite(year, max_p), ev))
+        ms = Measures(days=count.n, min_days=tier.min_days, days_left=count.left, dates=count.days)
+        draft.checks.append(
+            Check.of(f"{prefix}.device.max_days", Verdict.FAIL, msg, cite(year, max_p), ev, ms)
+        )
     else:
         also = "" if count.n >= tier.min_days else instead
         check = days_check(f"{prefix}.device.min_days", count, period, tier.min_days, cite(year, min_p), also)

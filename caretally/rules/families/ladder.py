@@ -17,9 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from caretally.model import Decision, Evidence, Period, Status
+from caretally.model import Decision, Evidence, Measures, Period, Status
 from caretally.rules.families.common import (
-    ADVISORY_PREFIXES,
     Check,
     Draft,
     EnrollmentView,
@@ -111,14 +110,22 @@ def minutes_check(
         *p.excluded_value(),
     )
     ev = Evidence(time_entry_ids=ids(p.counted), values=values)
+    ms = Measures(
+        minutes=m,
+        seconds=s,
+        min_minutes=r.min_minutes,
+        max_minutes=r.max_minutes,
+        days_left=time_left(view, period),
+        entry_ids=ids(p.counted),
+    )
     excl = f"; {plural(len(p.excluded), 'entry')} did not count" if p.excluded else ""
     if r.max_minutes is not None and m > r.max_minutes:
         msg = f"{minutes_phrase(m, s)}: more than the {r.max_minutes} this code covers{excl}"
         msg += f"; {instead}" if instead else ""
-        return Check.of(rule_id.replace("min_minutes", "max_minutes"), Verdict.FAIL, msg, citation, ev)
+        return Check.of(rule_id.replace("min_minutes", "max_minutes"), Verdict.FAIL, msg, citation, ev, ms)
     if m >= r.min_minutes:
         return Check.of(
-            rule_id, Verdict.PASS, f"{minutes_phrase(m, s)}; {r.min_minutes} required{excl}", citation, ev
+            rule_id, Verdict.PASS, f"{minutes_phrase(m, s)}; {r.min_minutes} required{excl}", citation, ev, ms
         )
     short = f": {clock(s)} is not {r.min_minutes}" if m == r.min_minutes - 1 else ""
     msg = f"{minutes_phrase(m, s)} of {r.min_minutes} required{short}{excl}"
@@ -126,10 +133,10 @@ def minutes_check(
     if left:
         so_far = f" (so far {instead})" if instead else ""
         msg += f"; {plural(left, 'day')} left in {period_label(period)}{so_far}"
-        return Check.of(rule_id, Verdict.PENDING, msg, citation, ev)
+        return Check.of(rule_id, Verdict.PENDING, msg, citation, ev, ms)
     if instead:
         msg += f"; {instead}"
-    return Check.of(rule_id, Verdict.FAIL, msg, citation, ev)
+    return Check.of(rule_id, Verdict.FAIL, msg, citation, ev, ms)
 
 
 def period_label(period: Period) -> str:
@@ -229,6 +236,7 @@ def addon_decision(
         ("minutes_used", str(units * step)),
     )
     ev = Evidence(values=values)
+    ms = Measures(minutes=m, seconds=s, min_minutes=first, days_left=time_left(view, period))
     c = cite(year, rule.param("step_minutes"))
     pool_note = f"counted on {base_rule.code}"
     if supported > 0:
@@ -239,7 +247,7 @@ def addon_decision(
         if cap is not None and supported > cap:
             label = cap_label or "max_units"
             msg += f", capped at {cap} ({label})"
-        draft.checks.append(Check.of(f"{prefix}.add_on_minutes", Verdict.PASS, msg, c, ev))
+        draft.checks.append(Check.of(f"{prefix}.add_on_minutes", Verdict.PASS, msg, c, ev, ms))
     else:
         beyond = max(0, m - base_min)
         msg = (
@@ -250,7 +258,7 @@ def addon_decision(
         verdict = Verdict.PENDING if left else Verdict.FAIL
         if left:
             msg += f"; {plural(left, 'day')} left in {period_label(period)}"
-        draft.checks.append(Check.of(f"{prefix}.add_on_minutes", verdict, msg, c, ev))
+        draft.checks.append(Check.of(f"{prefix}.add_on_minutes", verdict, msg, c, ev, ms))
 
     base_ev = Evidence(values=(("base_code", base_rule.code), ("base_status", str(base.status))))
     add_on_cite = cite(year, rule.param("add_on_to"))
@@ -259,7 +267,7 @@ def addon_decision(
         draft.checks.append(Check.of(f"{prefix}.add_on_base", Verdict.PASS, msg, add_on_cite, base_ev))
     else:
         failed = next(
-            (r.message for r in base.reasons if not r.passed and not r.rule_id.startswith(ADVISORY_PREFIXES)),
+            (r.message for r in base.reasons if r.blocking),
             "",
         )
         why = f" ({failed})" if failed else ""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from caretally.model import Decision, Evidence, Period, Program, TimeFact
+from caretally.model import Decision, Evidence, Measures, Period, Program, TimeFact
 from caretally.rules.families.common import (
     Check,
     EnrollmentView,
@@ -83,14 +83,17 @@ def interactive(
             interactive_entry_ids=ids(calls),
             values=(("modalities", listed),),
         )
-        return [Check.of(f"{prefix}.interactive", Verdict.PASS, msg, c, ev)], [req, mod_p]
+        return [Check.of(f"{prefix}.interactive", Verdict.PASS, msg, c, ev, Measures(interactive=True))], [
+            req,
+            mod_p,
+        ]
     msg = f"no real-time interactive communication this month{_near_misses(p.counted, allowed)}"
     left = time_left(view, period)
     verdict = Verdict.PENDING if left else Verdict.FAIL
     if left:
         msg += f"; {plural(left, 'day')} left for a call"
     ev = Evidence(values=(("modalities", listed),))
-    return [Check.of(f"{prefix}.interactive", verdict, msg, c, ev)], [req, mod_p]
+    return [Check.of(f"{prefix}.interactive", verdict, msg, c, ev, Measures(interactive=False))], [req, mod_p]
 
 
 _NOUN = {
