@@ -185,12 +185,19 @@ class EnrollmentFact:
 
 @dataclass(frozen=True, slots=True)
 class BilledCode:
-    """A code already billed in an earlier run, used for once-per-episode rules."""
+    """A line of an earlier month's current run: once-per-episode and one-practitioner rules.
+
+    ``line_key`` names the stored claim line so a reason can point an auditor at it.
+    """
 
     code: str
     date_of_service: date
     enrollment_id: str
     run_id: str
+    period_start: date | None = None
+    period_end: date | None = None
+    month: str = ""
+    line_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +211,12 @@ class ProgramFacts:
     for device-supply and set-up codes. ``excluded_days`` counts dates that had readings
     which did not qualify, by reason (manual, non-medical device, outside enrollment), so
     a negative decision can say why the days are missing.
+
+    Set-up belongs to the episode's first qualifying period, which may lie before this
+    month: ``prior_periods`` are the episode's earlier 30-day periods (those ending on or
+    after the set-up date), ``prior_days`` the qualifying days in them (filled only when
+    they can matter), and ``data_from`` the first day of data the organization holds —
+    a period ending before it cannot be judged from what caretally has.
     """
 
     enrollment: EnrollmentFact
@@ -211,6 +224,9 @@ class ProgramFacts:
     data_days: dict[date, tuple[str, ...]]
     devices: tuple[DeviceFact, ...]
     excluded_days: dict[str, tuple[date, ...]] = field(default_factory=dict)
+    prior_periods: tuple[Period, ...] = ()
+    prior_days: tuple[date, ...] = ()
+    data_from: date | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,7 @@ def facts_options(rules: RuleBook, month: Period) -> FactsOptions:
     return FactsOptions(
         anchor=anchor or "enrollment_start",
         rtm_count_manual=True if manual is None else bool(manual),
+        setup_codes=frozenset(c.code for c in year.codes.values() if c.family == "setup"),
     )
 
 

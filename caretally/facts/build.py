@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, String, and_, case, cast, func, literal, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from caretally.dates import periods_ending_in
+from caretally.dates import periods_ending_in, thirty_day_period
 from caretally.model import (
     BilledCode,
     DeviceFact,
@@ -57,6 +57,7 @@ class FactsOptions:
 
     anchor: str = "enrollment_start"
     rtm_count_manual: bool = True
+    setup_codes: frozenset[str] = frozenset()  # once billed, earlier periods' days are not needed
 
 
 def _in_scope(column: Any, scope: set[str] | tuple[str, str]) -> ColumnElement[bool]:
@@ -268,33 +269,83 @@ def _patients(engine: Engine, org_id: str, ids: set[str]) -> dict[str, tuple[Pay
 def _billed_history(
     engine: Engine, org_id: str, before: date, patients: Scope
 ) -> dict[str, list[BilledCode]]:
-    """Lines of the newest run of each earlier month: what has already been billed.
+    """Lines of the current run of each earlier month: what has already been billed.
 
-    Only once-per-episode rules look at it, so superseded runs are skipped and a month
-    that was never billed contributes nothing.
+    Once-per-episode rules and the one-practitioner rule across months read it;
+    superseded and voided runs are skipped and a month never billed contributes nothing.
     """
     runs, lines = schema.billing_runs, schema.claim_lines
+    live = runs.c.status.not_in(("superseded", "void"))
     newest = (
         select(runs.c.month, func.max(runs.c.created_at).label("created_at"))
-        .where(runs.c.org_id == org_id, runs.c.month < before.strftime("%Y-%m"))
+        .where(runs.c.org_id == org_id, runs.c.month < before.strftime("%Y-%m"), live)
         .group_by(runs.c.month)
         .subquery()
     )
     stmt = (
         select(
-            lines.c.patient_id, lines.c.code, lines.c.date_of_service, lines.c.enrollment_id, lines.c.run_id
+            lines.c.patient_id,
+            lines.c.code,
+            lines.c.date_of_service,
+            lines.c.enrollment_id,
+            lines.c.run_id,
+            lines.c.period_start,
+            lines.c.period_end,
+            runs.c.month,
+            lines.c.line_key,
         )
         .join(runs, runs.c.run_id == lines.c.run_id)
         .join(newest, and_(newest.c.month == runs.c.month, newest.c.created_at == runs.c.created_at))
-        .where(runs.c.org_id == org_id)
+        .where(runs.c.org_id == org_id, live)
     )
     if patients is not None:
         stmt = stmt.where(_in_scope(lines.c.patient_id, patients))
     out: dict[str, list[BilledCode]] = defaultdict(list)
     with engine.connect() as conn:
-        for pid, code, dos, enrollment_id, run_id in conn.execute(stmt):
-            out[pid].append(BilledCode(code, dos, enrollment_id, run_id))
+        for row in conn.execute(stmt):
+            out[row.patient_id].append(
+                BilledCode(
+                    row.code,
+                    row.date_of_service,
+                    row.enrollment_id,
+                    row.run_id,
+                    row.period_start,
+                    row.period_end,
+                    row.month,
+                    row.line_key,
+                )
+            )
     return out
+
+
+def _setup_day(enrollment: EnrollmentFact, devices: list[DeviceFact]) -> date | None:
+    """The first set-up date of a device of the enrollment's program inside the enrollment."""
+    days = [
+        d.setup_date
+        for d in devices
+        if d.program == enrollment.program
+        and d.setup_date is not None
+        and d.setup_date >= enrollment.start_date
+        and (enrollment.end_date is None or d.setup_date <= enrollment.end_date)
+    ]
+    return min(days) if days else None
+
+
+def _prior_periods(
+    enrollment: EnrollmentFact, anchor: date | None, month: Period, setup: date | None
+) -> tuple[Period, ...]:
+    """The episode's 30-day periods that end before this month's and on or after the set-up."""
+    if anchor is None or setup is None or enrollment.program not in DEVICE_PROGRAMS:
+        return ()
+    out: list[Period] = []
+    index = 0
+    while True:
+        p = thirty_day_period(anchor, index)
+        if p.end >= month.start:
+            return tuple(out)
+        if p.end >= setup:
+            out.append(p)
+        index += 1
 
 
 def _program_facts(
@@ -303,6 +354,8 @@ def _program_facts(
     anchor: date | None,
     day_sets: dict[tuple[str, Program, str], dict[date, set[str]]],
     devices: list[DeviceFact],
+    prior: tuple[tuple[Period, ...], tuple[date, ...]] = ((), ()),
+    data_from: date | None = None,
 ) -> ProgramFacts:
     program = enrollment.program
     own_devices = tuple(d for d in devices if d.program == program)
@@ -310,7 +363,7 @@ def _program_facts(
         return ProgramFacts(enrollment, (), {}, own_devices)
     periods = tuple(p for p in periods_ending_in(anchor, month) if p.end >= enrollment.start_date)
     if not periods:
-        return ProgramFacts(enrollment, (), {}, own_devices)
+        return ProgramFacts(enrollment, (), {}, own_devices, data_from=data_from)
     lo, hi = periods[0].start, periods[-1].end
     end = enrollment.end_date
 
@@ -333,7 +386,41 @@ def _program_facts(
         hits = sorted(day for day in days if inside(day) and day not in data_days)
         if hits:
             excluded[reason] = tuple(hits)
-    return ProgramFacts(enrollment, periods, data_days, own_devices, excluded)
+    return ProgramFacts(enrollment, periods, data_days, own_devices, excluded, prior[0], prior[1], data_from)
+
+
+def _data_from(engine: Engine, org_id: str) -> date | None:
+    """The first local date of any reading the organization holds: where its data begins."""
+    r = schema.readings
+    with engine.connect() as conn:
+        return conn.execute(select(func.min(r.c.local_date)).where(r.c.org_id == org_id)).scalar()
+
+
+def _prior_days(
+    engine: Engine,
+    org_id: str,
+    wanted: dict[str, tuple[EnrollmentFact, tuple[Period, ...]]],
+    options: FactsOptions,
+) -> dict[str, tuple[date, ...]]:
+    """Qualifying days in the earlier periods of the episodes whose set-up period is in question."""
+    if not wanted:
+        return {}
+    start = min(periods[0].start for _, periods in wanted.values())
+    end = max(periods[-1].end for _, periods in wanted.values())
+    patients = {e.patient_id for e, _ in wanted.values()}
+    sets = _day_sets(engine, org_id, start, end, options, patients)
+    out: dict[str, tuple[date, ...]] = {}
+    for eid, (e, periods) in wanted.items():
+        days = sets.get((e.patient_id, e.program, QUALIFYING), {})
+        lo, hi = periods[0].start, periods[-1].end
+        out[eid] = tuple(
+            sorted(
+                d
+                for d in days
+                if lo <= d <= hi and d >= e.start_date and (e.end_date is None or d <= e.end_date)
+            )
+        )
+    return out
 
 
 def _touches(enrollment: EnrollmentFact, month: Period) -> bool:
@@ -402,6 +489,8 @@ def build_month_facts(
     # Data dated after ``as_of`` is not known yet: a worklist "as of the 20th" must not see
     # readings or minutes logged on the 25th, even when they are already in the store.
     known_to = min(month.end, as_of)
+    needs_history = any(e.program in DEVICE_PROGRAMS for es in by_patient.values() for e in es)
+    data_from = _data_from(engine, org_id) if needs_history else None
     ordered = sorted(by_patient)
     for start in range(0, len(ordered), BATCH):
         batch = ordered[start : start + BATCH]
@@ -410,10 +499,60 @@ def build_month_facts(
         devices = _devices(engine, org_id, scope)
         time = _time(engine, org_id, window_start, known_to, scope)
         history = _billed_history(engine, org_id, month.start, scope)
+        priors = _priors(
+            engine, org_id, batch, by_patient, month, anchors, devices, history, data_from, options
+        )
         for pid in batch:
             yield _patient_facts(
-                pid, people[pid], by_patient[pid], month, as_of, anchors, day_sets, devices, time, history
+                pid,
+                people[pid],
+                by_patient[pid],
+                month,
+                as_of,
+                anchors,
+                day_sets,
+                devices,
+                time,
+                history,
+                priors,
+                data_from,
             )
+
+
+def _priors(
+    engine: Engine,
+    org_id: str,
+    batch: list[str],
+    by_patient: dict[str, list[EnrollmentFact]],
+    month: Period,
+    anchors: dict[str, date | None],
+    devices: dict[str, list[DeviceFact]],
+    history: dict[str, list[BilledCode]],
+    data_from: date | None,
+    options: FactsOptions,
+) -> dict[str, tuple[tuple[Period, ...], tuple[date, ...]]]:
+    """Earlier periods of each device episode, with their days where the set-up may lie there.
+
+    Days are read only for episodes whose set-up is not yet billed and whose earlier periods
+    end inside the data the organization holds: a long-running patient whose set-up lies
+    before that costs no query.
+    """
+    out: dict[str, tuple[tuple[Period, ...], tuple[date, ...]]] = {}
+    wanted: dict[str, tuple[EnrollmentFact, tuple[Period, ...]]] = {}
+    for pid in batch:
+        billed = {b.enrollment_id for b in history.get(pid, ()) if b.code in options.setup_codes}
+        for e in by_patient[pid]:
+            setup = _setup_day(e, devices.get(pid, []))
+            periods = _prior_periods(e, anchors[e.enrollment_id], month, setup)
+            if not periods:
+                continue
+            out[e.enrollment_id] = (periods, ())
+            judged = [p for p in periods if data_from is not None and p.end >= data_from]
+            if judged and e.enrollment_id not in billed:
+                wanted[e.enrollment_id] = (e, tuple(judged))
+    for eid, days in _prior_days(engine, org_id, wanted, options).items():
+        out[eid] = (out[eid][0], days)
+    return out
 
 
 def _patient_facts(
@@ -427,10 +566,20 @@ def _patient_facts(
     devices: dict[str, list[DeviceFact]],
     time: dict[str, list[TimeFact]],
     history: dict[str, list[BilledCode]],
+    priors: dict[str, tuple[tuple[Period, ...], tuple[date, ...]]],
+    data_from: date | None,
 ) -> PatientMonthFacts:
     payer, tz = person
     programs = tuple(
-        _program_facts(e, month, anchors[e.enrollment_id], day_sets, devices.get(pid, []))
+        _program_facts(
+            e,
+            month,
+            anchors[e.enrollment_id],
+            day_sets,
+            devices.get(pid, []),
+            priors.get(e.enrollment_id, ((), ())),
+            data_from,
+        )
         for e in enrollments
     )
     return PatientMonthFacts(

@@ -66,7 +66,7 @@ def test_two_periods_in_one_month_carry_one_setup() -> None:
     assert [d.period for d in ds] == [p1, p2]
     assert ds[0].status is Status.BILLABLE
     assert ds[1].status is Status.NOT_BILLABLE
-    assert "goes with the earlier period" in reason(ds[1], "rpm.setup.once_per_episode").message
+    assert "(an earlier period)" in reason(ds[1], "rpm.setup.first_period").message
 
 
 def test_setup_needs_a_recorded_setup_date() -> None:

@@ -5,8 +5,10 @@ Every conflict keeps the side that pays more; the other side is demoted with a r
 naming the winner (see :func:`common.demote` for what "demoted" means while a period is
 still open). The passes run in a fixed order:
 
-1. ``concurrency.one_practitioner`` — two enrollments of one program (RPM, RTM, CCM)
-   overlapping a period: only the earliest-starting enrollment bills (ties: lowest id).
+1. ``concurrency.one_practitioner`` — a device window that overlaps a window already
+   billed in an earlier month's stored run bills no device-supply or set-up line; two
+   enrollments of one program (RPM, RTM, CCM) overlapping a period in this month: only the
+   earliest-starting enrollment bills (ties: lowest id).
    CMS allows one practitioner per device period and per CCM month. PCM is exempt:
    several practitioners may each manage a different condition.
 2. ``concurrency.exclusive_with`` — codes listed in each other's ``exclusive_with`` are
@@ -76,6 +78,7 @@ def resolve(facts: PatientMonthFacts, decisions: list[Decision], year_for: YearF
         for p in facts.programs
     }
     ds = list(decisions)
+    ds = billed_windows(facts, ds, year_for)
     ds = one_practitioner(facts, ds, starts, year_for)
     ds = exclusive_with(ds, year_for, starts)
     ds = never_together(ds, year, starts)
@@ -94,6 +97,67 @@ def _one_practitioner_programs(year: RuleYear) -> frozenset[Program]:
     if p is None:
         return frozenset()
     return frozenset(Program(str(x)) for group in p.value for x in group)
+
+
+def _one_practitioner_cite(year: RuleYear) -> str:
+    p = year.globals.get("one_practitioner")
+    return "" if p is None else cite(year, p)
+
+
+DEVICE_WINDOW_FAMILIES = ("device_supply", "setup")
+
+
+def _family(year_for: YearFor, code: str, day: date) -> str | None:
+    rule = year_for(day).codes.get(code)
+    return None if rule is None else rule.family
+
+
+def billed_windows(facts: PatientMonthFacts, ds: list[Decision], year_for: YearFor) -> list[Decision]:
+    """A device window that overlaps one already billed in an earlier month bills nothing.
+
+    CMS pays one practitioner per 30-day device window. Within a month the rivals are in
+    the same run; across months the earlier window is a line of that month's stored run
+    (``billed_history``), billed under any enrollment or practitioner of the organization.
+    Device-supply and set-up lines of the new window are demoted, naming that run and line.
+    """
+    earlier = [
+        b
+        for b in facts.billed_history
+        if b.period_start is not None
+        and b.period_end is not None
+        and _family(year_for, b.code, b.period_end) == "device_supply"
+    ]
+    if not earlier:
+        return ds
+    out = list(ds)
+    for i, d in enumerate(out):
+        year = year_for(d.period.end)
+        if not counts(d) or d.program not in _one_practitioner_programs(year):
+            continue
+        if _family(year_for, d.code, d.period.end) not in DEVICE_WINDOW_FAMILIES:
+            continue
+        hits = [
+            b
+            for b in earlier
+            if year_for(b.period_end).codes[b.code].program == d.program
+            and b.period_start <= d.period.end  # type: ignore[operator]
+            and d.period.start <= b.period_end  # type: ignore[operator]
+        ]
+        if not hits:
+            continue
+        b = min(hits, key=lambda h: (h.period_start, h.run_id))
+        msg = (
+            f"one {d.program} practitioner per 30-day device window: {b.code} for "
+            f"{b.period_start}..{b.period_end} (enrollment {b.enrollment_id}) is already billed in "
+            f"run {b.run_id} of {b.month}, line {b.line_key}; this window overlaps it"
+        )
+        ev = Evidence(
+            dates=(b.period_start, b.period_end),  # type: ignore[arg-type]
+            values=(("run_id", b.run_id), ("line", b.line_key), ("billed_code", b.code)),
+        )
+        r = Reason("concurrency.one_practitioner", False, msg, _one_practitioner_cite(year), ev)
+        out[i] = demote(d, r, True)
+    return out
 
 
 def one_practitioner(
@@ -135,7 +199,9 @@ def one_practitioner(
                 f"enrollment {keeper.enrollment_id} (started earlier) bills this period"
             )
         ev = Evidence(values=(("kept_enrollment", keeper.enrollment_id), ("kept_code", keeper.code)))
-        r = Reason("concurrency.one_practitioner", False, msg, "", ev)
+        r = Reason(
+            "concurrency.one_practitioner", False, msg, _one_practitioner_cite(year_for(d.period.end)), ev
+        )
         out[i] = demote(d, r, keeper.status is Status.BILLABLE)
     return out
 
