@@ -11,7 +11,7 @@ calendar days are ``date`` and instants are timezone-aware UTC ``datetime``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
@@ -152,6 +152,19 @@ class TimeFact:
     interactive: bool
     modality: Modality | None
     started_at: datetime | None = None
+    #: Set by the engine when part of the interval was already logged by the same performer
+    #: for this patient: ``seconds`` then counts only the rest, ``logged_seconds`` what was logged.
+    logged_seconds: int | None = None
+    overlaps: tuple[str, ...] = ()  # earlier entries of this patient whose interval it repeats
+    #: Entries of *other* patients by the same performer whose intervals overlap this one's:
+    #: both cannot be true, so the decisions and the run summary flag them (billing stays).
+    other_patient_overlaps: tuple[str, ...] = ()
+
+    @property
+    def ended_at(self) -> datetime | None:
+        if self.started_at is None:
+            return None
+        return self.started_at + timedelta(seconds=self.logged_seconds or self.seconds)
 
 
 @dataclass(frozen=True, slots=True)

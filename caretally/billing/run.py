@@ -429,13 +429,23 @@ def _summarise(
     if facts.payer is not Payer.MEDICARE and not rules.has_overlay(facts.payer):
         summary.payers_on_medicare_rules[facts.payer.value] += 1
     summary.reachable += sum(1 for d in decisions if d.status is Status.REACHABLE)
+    seen: set[tuple[str, str]] = set()
+    for d in decisions:
+        for r in d.reasons:
+            if r.rule_id not in WARNING_RULES:
+                continue
+            entry = dict(r.evidence.values).get("entry", "")
+            if (r.rule_id, entry) not in seen:
+                seen.add((r.rule_id, entry))
+                summary.warnings.append(RunWarning(r.rule_id, facts.patient_id, r.message, (entry,)))
     for d in _lost(decisions, rules.for_payer(facts.payer)):
-        r = next(r for r in d.reasons if not r.passed and not r.rule_id.startswith(ADVISORY))
+        r = next(r for r in d.reasons if r.blocking)
         summary.not_billable_reasons[r.rule_id] += 1
         summary.reason_examples.setdefault(r.rule_id, r.message)
 
 
-ADVISORY = ("docs.", "pricing.", "time.", "period.")
+#: Advisory reasons the run summary lists for an auditor: time that cannot all be true.
+WARNING_RULES = frozenset({"time.overlap", "time.overlap_other_patient"})
 
 
 def _amount_or_last(amount: Decimal | None) -> Decimal:
@@ -463,7 +473,7 @@ def _lost(decisions: list[Decision], book: RuleBook) -> list[Decision]:
             continue
 
         def failures(d: Decision) -> list[str]:
-            return [r.rule_id for r in d.reasons if not r.passed and not r.rule_id.startswith(ADVISORY)]
+            return [r.rule_id for r in d.reasons if r.blocking]
 
         # A code for another device kind does not apply at all; of the rest, the entry-level
         # code (fewest failures, then the cheapest) is the one the team was closest to.

@@ -217,7 +217,14 @@ def _devices(engine: Engine, org_id: str, patients: Scope) -> dict[str, list[Dev
     return out
 
 
-def _time(engine: Engine, org_id: str, start: date, end: date, patients: Scope) -> dict[str, list[TimeFact]]:
+def _time(
+    engine: Engine,
+    org_id: str,
+    start: date,
+    end: date,
+    patients: Scope,
+    clashes: dict[str, tuple[str, ...]] | None = None,
+) -> dict[str, list[TimeFact]]:
     t, p = schema.time_entries, schema.practitioners
     stmt = (
         select(
@@ -254,9 +261,53 @@ def _time(engine: Engine, org_id: str, start: date, end: date, patients: Scope) 
                     interactive=bool(row.interactive),
                     modality=Modality(row.modality) if row.modality else None,
                     started_at=row.started_at,
+                    other_patient_overlaps=(clashes or {}).get(row.entry_id, ()),
                 )
             )
     return out
+
+
+def _cross_patient_overlaps(
+    engine: Engine, org_id: str, start: date, end: date, patients: set[str] | None
+) -> dict[str, tuple[str, ...]]:
+    """Entry id → entries of *other* patients by the same performer whose intervals overlap.
+
+    One performer cannot be with two patients at once, so such pairs are a compliance
+    warning. The sweep needs every entry of the performers involved, whoever the patient,
+    so it runs once per build over the organization (or over the performers of ``patients``).
+    """
+    t = schema.time_entries
+    stmt = select(t.c.entry_id, t.c.patient_id, t.c.practitioner_id, t.c.started_at, t.c.seconds).where(
+        t.c.org_id == org_id,
+        t.c.local_date >= start - timedelta(days=1),
+        t.c.local_date <= end + timedelta(days=1),
+        t.c.started_at.is_not(None),
+    )
+    if patients is not None:
+        theirs = (
+            select(t.c.practitioner_id)
+            .where(t.c.org_id == org_id, t.c.patient_id.in_(sorted(patients)))
+            .where(t.c.local_date >= start, t.c.local_date <= end)
+        )
+        stmt = stmt.where(t.c.practitioner_id.in_(theirs))
+    by_performer: dict[str, list[tuple[Any, Any, str, str]]] = defaultdict(list)
+    with engine.connect() as conn:
+        for entry_id, patient_id, practitioner_id, started, seconds in conn.execute(stmt):
+            ended = started + timedelta(seconds=int(seconds))
+            by_performer[practitioner_id].append((started, ended, entry_id, patient_id))
+    found: dict[str, set[str]] = defaultdict(set)
+    for entries in by_performer.values():
+        entries.sort()
+        active: list[tuple[Any, Any, str, str]] = []
+        for item in entries:
+            started, _, entry_id, patient_id = item
+            active = [a for a in active if a[1] > started]
+            for a in active:
+                if a[3] != patient_id:
+                    found[entry_id].add(a[2])
+                    found[a[2]].add(entry_id)
+            active.append(item)
+    return {k: tuple(sorted(v)) for k, v in found.items()}
 
 
 def _patients(engine: Engine, org_id: str, ids: set[str]) -> dict[str, tuple[Payer, str]]:
@@ -491,13 +542,14 @@ def build_month_facts(
     known_to = min(month.end, as_of)
     needs_history = any(e.program in DEVICE_PROGRAMS for es in by_patient.values() for e in es)
     data_from = _data_from(engine, org_id) if needs_history else None
+    clashes = _cross_patient_overlaps(engine, org_id, window_start, known_to, patients)
     ordered = sorted(by_patient)
     for start in range(0, len(ordered), BATCH):
         batch = ordered[start : start + BATCH]
         scope: set[str] | tuple[str, str] = set(batch) if patients is not None else (batch[0], batch[-1])
         day_sets = _day_sets(engine, org_id, window_start, known_to, options, scope)
         devices = _devices(engine, org_id, scope)
-        time = _time(engine, org_id, window_start, known_to, scope)
+        time = _time(engine, org_id, window_start, known_to, scope, clashes)
         history = _billed_history(engine, org_id, month.start, scope)
         priors = _priors(
             engine, org_id, batch, by_patient, month, anchors, devices, history, data_from, options

@@ -5,9 +5,11 @@ Each period is judged by the rule-year in force on its last day — a 30-day per
 starts in December and ends in January follows January's rules; calendar-month codes
 follow the rule-year of the month's end.
 
-Steps: credit every time entry to one enrollment (:mod:`caretally.rules.allocation`,
-which scores candidate allocations with the same code), run every code family for every
-enrollment, then the concurrency pass; sort by enrollment, code and period start.
+Steps: cut each time entry down to the minutes no earlier entry of the same performer
+covers (:mod:`caretally.rules.intervals`), credit every time entry to one enrollment
+(:mod:`caretally.rules.allocation`, which scores candidate allocations with the same
+code), run every code family for every enrollment, then the concurrency pass; sort by
+enrollment, code and period start.
 See :mod:`caretally.rules.families.common` for how a status is derived (``reachable``
 means the period is still open — whether or not the threshold is already met).
 """
@@ -20,11 +22,13 @@ from decimal import Decimal
 from caretally.model import Decision, PatientMonthFacts
 from caretally.rules.allocation import Allocation, allocate, total
 from caretally.rules.families import month
+from caretally.rules.intervals import trim_overlaps
 from caretally.rules.params import RuleBook
 
 
 def evaluate_patient_month(facts: PatientMonthFacts, rules: RuleBook) -> list[Decision]:
     """Every decision for every enrollment and code of the patient-month, with reasons."""
+    facts = trim_overlaps(facts)
     year_for = rules.for_date
     static: list[Decision] = []
     cache: dict[tuple[str, tuple[str, ...]], list[Decision]] = {}

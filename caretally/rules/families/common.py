@@ -427,6 +427,47 @@ def pool(
     return TimePool(tuple(counted), tuple(excluded))
 
 
+def overlap_reasons(view: EnrollmentView, period: Period) -> list[Reason]:
+    """Say which entries were cut because the same performer logged those minutes already,
+    and flag entries whose interval collides with another patient's (a compliance warning)."""
+    out: list[Reason] = []
+    for e in sorted(view.entries, key=time_order):
+        if not period.contains(e.local_date):
+            continue
+        if e.logged_seconds is not None:
+            cut = e.logged_seconds - e.seconds
+            msg = (
+                f"entry {e.entry_id} repeats {clock(cut)} already logged by {e.practitioner_id} in entry "
+                f"{', '.join(e.overlaps)}: those minutes count once, so it counts {clock(e.seconds)} "
+                f"of its {clock(e.logged_seconds)}"
+            )
+            ev = Evidence(
+                dates=(e.local_date,),
+                time_entry_ids=(),
+                values=(
+                    ("entry", e.entry_id),
+                    ("overlaps", ", ".join(e.overlaps)),
+                    ("seconds_cut", str(cut)),
+                ),
+            )
+            out.append(Reason("time.overlap", True, msg, "", ev))
+        if e.other_patient_overlaps:
+            msg = (
+                f"compliance warning: entry {e.entry_id} by {e.practitioner_id} overlaps in time with "
+                f"{', '.join(e.other_patient_overlaps)} for another patient; one performer cannot serve "
+                "both at once — review the documentation (billing is unchanged)"
+            )
+            ev = Evidence(
+                dates=(e.local_date,),
+                values=(
+                    ("entry", e.entry_id),
+                    ("other_patient_entries", ", ".join(e.other_patient_overlaps)),
+                ),
+            )
+            out.append(Reason("time.overlap_other_patient", False, msg, "", ev))
+    return out
+
+
 def threshold_day(entries: Sequence[TimeFact], minutes: int) -> date | None:
     """The local date on which the running total first reached ``minutes``."""
     total = 0
@@ -531,6 +572,7 @@ def finish(d: Draft) -> Decision:
         )
         for p in view.time_params:
             d.used.add(p)
+        reasons.extend(overlap_reasons(view, d.period))
     docs, gaps = documentation(view, d.year, d.used)
     reasons.extend(docs)
     pay, price_reasons = payment(d.rule, units, d.used)
