@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Annotated
 
 import typer
@@ -25,6 +26,13 @@ from caretally.export.tabular import line_record
 from caretally.store.db import DEFAULT_ORG, open_database
 
 MonthOption = Annotated[str, typer.Option("--month", help="Calendar month to bill, YYYY-MM.")]
+
+
+SHOW_WARNINGS = 5
+WARNING_LABEL = {
+    "time.overlap": "time entries repeating minutes the same performer logged for the patient",
+    "time.overlap_other_patient": "time entries overlapping another patient's by the same performer",
+}
 
 
 def money(amount: object) -> str:
@@ -68,8 +76,12 @@ def render_summary(result: RunResult) -> None:
             f"[yellow]note:[/yellow] {count} {payer} patient(s) were judged by Medicare rules "
             "(no --payer-rules overlay given for that payer)."
         )
-    for w in s.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w.patient_id}: {w.message}")
+    if s.warnings:
+        kinds = Counter(w.code for w in s.warnings)
+        listing = ", ".join(f"{n} {WARNING_LABEL.get(code, code)}" for code, n in sorted(kinds.items()))
+        console.print(f"[yellow]warnings:[/yellow] {listing} (--json lists every one); first:")
+        for w in s.warnings[:SHOW_WARNINGS]:
+            console.print(f"  {w.patient_id}: {w.message}")
     for p in s.problems:
         err_console.print(f"[red]problem:[/red] {p}")
     if result.changes:

@@ -37,6 +37,9 @@ def parse_overlays(items: list[str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items or []:
         payer, sep, overlay = item.partition("=")
+        if not sep and item:  # a bare overlay name: every non-Medicare payer (the old explain form)
+            out.update({p.value: item for p in Payer if p is not Payer.MEDICARE})
+            continue
         if not sep or payer not in {p.value for p in Payer}:
             raise typer.BadParameter(
                 f"expected PAYER=OVERLAY with PAYER one of {[p.value for p in Payer]}: {item}"

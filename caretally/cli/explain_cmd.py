@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from caretally.billing.evaluate import evaluate_month
+from caretally.billing.payers import PayerRules
+from caretally.billing.run import runs_for_month, stored_decisions
 from caretally.billing.serialize import decision_to_json
+from caretally.cli.billing_options import PayerRulesOption, parse_overlays
 from caretally.cli.common import DbOption, JsonOption, OrgOption, console, err_console, print_json
 from caretally.dates import parse_month
 from caretally.model import Decision, Status
-from caretally.rules.loader import load_rulebook
 from caretally.store.db import DEFAULT_ORG, open_database
 
 STYLE = {Status.BILLABLE: "green", Status.NOT_BILLABLE: "red", Status.REACHABLE: "yellow"}
@@ -87,6 +89,61 @@ def render(decisions: list[Decision], patient: str, month: str) -> None:
     console.print(table)
 
 
+def _key(d: dict[str, Any]) -> tuple[str, str, str]:
+    return (d["enrollment_id"], d["code"], d["period"]["start"])
+
+
+def _outcome(d: dict[str, Any] | None) -> str:
+    if d is None:
+        return "—"
+    dos = d["date_of_service"] or "no DOS"
+    pay = d["expected_payment"] or "—"
+    return f"{d['status']} ×{d['units']} {dos} {pay}"
+
+
+def compare_run(stored: list[dict[str, Any]], live: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stored and live decisions side by side, keyed by enrollment, code and period."""
+    was = {_key(d): d for d in stored}
+    now = {_key(d): d for d in live}
+    fields = ("status", "units", "date_of_service", "expected_payment")
+    out = []
+    for key in sorted(was.keys() | now.keys()):
+        a, b = was.get(key), now.get(key)
+        same = a is not None and b is not None and all(a[f] == b[f] for f in fields)
+        evidence_same = same and a == b
+        out.append(
+            {
+                "enrollment_id": key[0],
+                "code": key[1],
+                "period_start": key[2],
+                "stored": a,
+                "live": b,
+                "differs": not same,
+                "evidence_differs": not evidence_same,
+            }
+        )
+    return out
+
+
+def render_comparison(rows: list[dict[str, Any]], run_id: str, patient: str, month: str) -> None:
+    table = Table(title=f"Patient {patient} — {month}: run {run_id} beside the live data", expand=True)
+    table.add_column("code", no_wrap=True)
+    table.add_column("period start", no_wrap=True)
+    table.add_column(f"run {run_id[:8]}")
+    table.add_column("live data now")
+    table.add_column("")
+    for row in rows:
+        mark = "changed" if row["differs"] else ("evidence changed" if row["evidence_differs"] else "")
+        table.add_row(
+            row["code"],
+            row["period_start"],
+            _outcome(row["stored"]),
+            _outcome(row["live"]),
+            Text(mark, style="yellow" if mark else ""),
+        )
+    console.print(table)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("explain")
     def explain(
@@ -95,18 +152,40 @@ def register(app: typer.Typer) -> None:
         as_of: Annotated[
             str | None, typer.Option("--as-of", help="Judge as of this date (default: the month's last day).")
         ] = None,
-        overlay: Annotated[str | None, typer.Option("--payer-rules", help="Payer overlay name.")] = None,
+        payer_rules: PayerRulesOption = None,
+        run_id: Annotated[
+            str | None,
+            typer.Option("--run", help="Show what this stored run decided, beside what the data says now."),
+        ] = None,
         db_url: DbOption = None,
         org: OrgOption = DEFAULT_ORG,
         as_json: JsonOption = False,
     ) -> None:
-        """Show every code considered for one patient-month, with reasons and evidence."""
+        """Show every code considered for one patient-month, with reasons and evidence.
+
+        ``--payer-rules PAYER=OVERLAY`` judges that payer's patients by an overlay, as ``bill``
+        does. ``--run ID`` shows a stored run's decisions beside the live ones and marks
+        every difference.
+        """
         period = parse_month(month)
         engine = open_database(db_url, org)
-        rules = load_rulebook("medicare", overlay=overlay)
+        rules = PayerRules.load(parse_overlays(payer_rules))
         day = date.fromisoformat(as_of) if as_of else None
         results = list(evaluate_month(engine, org, period, rules, as_of=day, patients={patient}))
         decisions = [d for _, ds in results for d in ds]
+        if run_id is not None:
+            run = next((r for r in runs_for_month(engine, org, month) if r.run_id == run_id), None)
+            if run is None:
+                err_console.print(f"caretally: no run {run_id} for {month} in organization {org}")
+                raise typer.Exit(1)
+            rows = compare_run(
+                stored_decisions(engine, run_id, patient), [decision_to_json(d) for d in decisions]
+            )
+            if as_json:
+                print_json({"run_id": run_id, "patient_id": patient, "month": month, "decisions": rows})
+            else:
+                render_comparison(rows, run_id, patient, month)
+            return
         if as_json:
             print_json([decision_to_json(d) for d in decisions])
             return
