@@ -16,7 +16,9 @@ allocate, so it is left unused here rather than risk counting it twice):
   as possible. Candidates are the enrollments active (and consented) on the entry's date
   whose program has a time-based code accepting the entry's performer. The search is
   exact — every combination is scored with the same family code that bills — when there
-  are at most ``EXACT_MAX_ENTRIES`` entries and ``EXACT_MAX_COMBINATIONS`` combinations.
+  are at most ``EXACT_MAX_ENTRIES`` entries and ``EXACT_MAX_COMBINATIONS`` combinations:
+  every patient-month with up to 12 untagged entries that could each go to one of two
+  programs (2^12), or up to 7 with three (3^7).
   Beyond that it is greedy: entries in time order each go where they raise the total
   most, then single-entry moves are tried until none improves the total (at most
   ``IMPROVE_ROUNDS`` rounds). Because a threshold not reached yet pays nothing, many
@@ -47,7 +49,7 @@ from caretally.rules.families.common import cite, counts, ids, money, plural, st
 from caretally.rules.params import Param, RuleYear
 
 EXACT_MAX_ENTRIES = 12
-EXACT_MAX_COMBINATIONS = 2048
+EXACT_MAX_COMBINATIONS = 4096  # 12 entries with two candidate programs each
 IMPROVE_ROUNDS = 2
 TIME_FAMILIES = ("treatment_management", "data_interpretation", "care_management")
 

@@ -14,7 +14,7 @@ from decimal import Decimal
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from caretally.model import PatientMonthFacts, Status
+from caretally.model import PatientMonthFacts, Program, Status
 from caretally.rules.engine import evaluate_patient_month
 from tests.rules.test_engine_properties import BOOK, counted_entries, patient_months
 
@@ -53,3 +53,34 @@ def test_allocation_matches_brute_force(facts: PatientMonthFacts, data: st.DataO
         if d.status is Status.BILLABLE:
             for entry in counted_entries(d):
                 assert seen.setdefault(entry, d.enrollment_id) == d.enrollment_id
+
+
+@settings(max_examples=1, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(min_value=1, max_value=14), min_size=12, max_size=12))
+def test_twelve_untagged_entries_are_allocated_exactly(minutes: list[int]) -> None:
+    """At the documented limit (12 entries, two programs each) the search is exact, not greedy."""
+    from tests.rules.factories import combine, entries, make_facts
+
+    # CCM and PCM by different practitioners: both take staff minutes, so every entry has two
+    # candidates, and the two programs have the fewest codes (2^12 engine runs stay affordable).
+    ccm = make_facts(Program.CCM, eid="E-CCM")
+    pcm = make_facts(Program.PCM, eid="E-PCM", practitioner="P2", diagnoses=("I50.22",))
+    specs = [(m, 0, "staff", False, None, 2 + i, None) for i, m in enumerate(minutes)]
+    facts = combine(ccm, pcm, time=entries(specs, ccm.month, None, prefix="u"))
+    decisions = evaluate_patient_month(facts, BOOK)
+    methods = {
+        v
+        for d in decisions
+        for r in d.reasons
+        if r.rule_id == "time.allocation"
+        for k, v in r.evidence.values
+        if k == "method"
+    }
+    assert methods == {"exact"}, methods
+    best = Decimal(0)
+    for choice in itertools.product((Program.CCM, Program.PCM), repeat=12):
+        fixed = replace(
+            facts, time=tuple(replace(t, program=p) for t, p in zip(facts.time, choice, strict=True))
+        )
+        best = max(best, revenue(fixed))
+    assert revenue(facts) == best
