@@ -19,8 +19,8 @@ from sqlalchemy import Engine
 
 from caretally.billing.evaluate import evaluate_month
 from caretally.billing.payers import PayerRules
-from caretally.model import Decision, Period, Status
-from caretally.worklist import ZERO, _amount, _values
+from caretally.model import Decision, Period, ReasonKind, Status
+from caretally.worklist import ZERO, _amount, _threshold
 
 DAYS_WINDOW = 3
 MINUTES_WINDOW = 5
@@ -96,20 +96,18 @@ class LeakageReport:
 
 
 def _classify(d: Decision, days_window: int, minutes_window: int) -> tuple[str, str] | None:
-    failed = [
-        r for r in d.reasons if not r.passed and not r.rule_id.startswith(("pricing.", "docs.", "period."))
-    ]
-    if not failed or any(r.rule_id.startswith(("concurrency.", "time.")) for r in failed):
-        return None
+    failed = list(d.blocking)
+    if not failed or any(r.kind is ReasonKind.CONFLICT for r in failed):
+        return None  # another service won the period: not revenue that was there to take
     ids = {r.rule_id for r in failed}
-    values = _values(d)
+    m = d.measures
     if any(i.endswith(".consent") for i in ids) and len(failed) == 1:
         return "no_consent", failed[0].message
     if any(i.endswith("setup.device") for i in ids) and len(failed) == 1:
         return "no_setup", failed[0].message
     day_fails = [r for r in failed if r.rule_id.endswith("min_days")]
     if day_fails and len(failed) == len(day_fails):
-        short = int(values.get("min_days", 0)) - int(values.get("days", 0))
+        short = (m.min_days or 0) - (m.days or 0)
         if 0 < short <= days_window:
             return "days_short", day_fails[0].message
         return None
@@ -125,7 +123,7 @@ def _classify(d: Decision, days_window: int, minutes_window: int) -> tuple[str, 
     if call_fails and not minute_fails:
         return "no_live_call", call_fails[0].message
     if minute_fails:
-        short = int(values.get("min_minutes", 0)) - int(values.get("minutes", 0))
+        short = (_threshold(d) or 0) - (m.minutes or 0)
         if 0 < short <= minutes_window:
             label = minute_fails[0].message + ("; and no live call" if call_fails else "")
             return "minutes_short", label

@@ -357,6 +357,7 @@ class Measures:
 
     ``None`` means the code does not count that quantity (a device code has no minutes).
     ``entry_ids`` are the time entries the decision counts; ``dates`` the counted days.
+    ``min_minutes`` of an add-on is what its first unit needs (base + one step).
     """
 
     days: int | None = None
@@ -366,6 +367,7 @@ class Measures:
     seconds: int | None = None
     min_minutes: int | None = None
     max_minutes: int | None = None
+    next_unit_minutes: int | None = None  # add-ons: total minutes the next unit needs (None at the cap)
     interactive: bool | None = None
     entry_ids: tuple[str, ...] = ()
     dates: tuple[date, ...] = ()

@@ -14,7 +14,6 @@ for days of data, since staff cannot take readings for the patient.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal
@@ -25,7 +24,8 @@ from caretally.billing.evaluate import map_month
 from caretally.billing.payers import PayerRules
 from caretally.dates import add_months, month_of
 from caretally.facts.build import DEVICE_PROGRAMS
-from caretally.model import Decision, PatientMonthFacts, Period, PeriodKind, Program, Status
+from caretally.model import Decision, PatientMonthFacts, Period, PeriodKind, Program, ReasonKind, Status
+from caretally.rules.families.common import counts
 from caretally.rules.params import RuleYear
 
 #: Staff minutes a reminder call takes when the patient, not staff, must produce the data.
@@ -149,24 +149,12 @@ class WorklistRow:
         }
 
 
-def _values(d: Decision) -> dict[str, str]:
-    """The numbers the engine put in its reasons (days, minutes, thresholds)."""
-    out: dict[str, str] = {}
-    for r in d.reasons:
-        for name, value in r.evidence.values:
-            out.setdefault(name, value)
-    base, step = _int(out, "base_minutes"), _int(out, "step_minutes")
-    if "min_minutes" not in out and base is not None and step is not None:
-        # An add-on's next unit needs base + step × (units already supported + 1) minutes.
-        out["min_minutes"] = str(base + step * ((_int(out, "units_supported") or 0) + 1))
-    return out
-
-
-def _int(values: dict[str, str], name: str) -> int | None:
-    try:
-        return int(values[name])
-    except (KeyError, ValueError):
-        return None
+def _threshold(d: Decision) -> int | None:
+    """Minutes the next billable unit needs: an add-on's next unit, else the code's minimum."""
+    m = d.measures
+    if m.next_unit_minutes is not None:
+        return m.next_unit_minutes
+    return m.min_minutes
 
 
 def _amount(year: RuleYear, code: str) -> Decimal:
@@ -174,19 +162,58 @@ def _amount(year: RuleYear, code: str) -> Decimal:
     return ZERO if rule is None or rule.amount is None else rule.amount
 
 
-def _replaced_value(year: RuleYear, code: str, secured: Iterable[Decision]) -> Decimal:
-    """Payment of an already-met code that ``code`` would replace (same either/or group)."""
+def _base_code(year: RuleYear, code: str) -> str:
     rule = year.codes.get(code)
-    exclusive = set(rule.get("exclusive_with") or ()) if rule else set()
-    return max((d.expected_payment or ZERO for d in secured if d.code in exclusive), default=ZERO)
+    base = rule.get("add_on_to") if rule is not None else None
+    return code if base is None else str(base)
 
 
-#: Reasons that inform but never decide whether a code is met.
-INFORMATIONAL = ("pricing.", "docs.", "time.unassigned", "period.")
+def _paid(d: Decision) -> Decimal:
+    return (d.expected_payment or ZERO) if counts(d) else ZERO
+
+
+def step_value(year: RuleYear, d: Decision, period_ds: list[Decision], all_ds: list[Decision]) -> Decimal:
+    """What completing ``d`` adds to the month's payment, as the month run would settle it.
+
+    A code and its add-ons are one service: the step's worth is the service's payment after
+    the step minus what it already counts — an add-on earns its own unit, not its base's
+    again (unless the base is still to be met on the way). A service that excludes the step
+    (a tier already met, 99091 in an overlapping period, another lane) stays when it pays
+    at least as much, and the step is then worth nothing; otherwise its payment is lost.
+    """
+    base_code = _base_code(year, d.code)
+    service = [x for x in period_ds if _base_code(year, x.code) == base_code]
+    now = sum((_paid(x) for x in service), ZERO)
+    if d.code == base_code:
+        after = _amount(year, d.code)
+    else:
+        base = next((x for x in service if x.code == base_code), None)
+        base_pay = _paid(base) if base is not None and counts(base) else _amount(year, base_code)
+        after = base_pay + _amount(year, d.code) * (d.units + 1)
+    codes = {x.code for x in service} | {d.code}
+    excluded: set[str] = set()
+    for c in codes:
+        rule = year.codes.get(c)
+        excluded.update(rule.get("exclusive_with") or () if rule is not None else ())
+    rival = sum(
+        (
+            _paid(x)
+            for x in all_ds
+            if x not in service
+            and x.enrollment_id == d.enrollment_id
+            and x.code in excluded
+            and x.period.start <= d.period.end
+            and d.period.start <= x.period.end
+        ),
+        ZERO,
+    )
+    if after <= rival:
+        return ZERO
+    return max(ZERO, after - now - rival)
 
 
 def _pending(d: Decision) -> bool:
-    return any(not r.passed for r in d.reasons if not r.rule_id.startswith(INFORMATIONAL))
+    return any(r.blocking for r in d.reasons)
 
 
 def rows_for(
@@ -211,41 +238,36 @@ def rows_for(
         secured = [d for d in ds if d.status is Status.REACHABLE and not _pending(d)]
         row.secured = sorted(d.code for d in secured)
         for d in sorted(ds, key=lambda d: d.code):
-            values = _values(d)
-            days, min_days = _int(values, "days"), _int(values, "min_days")
-            minutes, min_minutes = _int(values, "minutes"), _int(values, "min_minutes")
+            m = d.measures
+            days, min_days, min_minutes = m.days, m.min_days, _threshold(d)
             if days is not None:
                 row.days_so_far = days
-                row.days_left = _int(values, "days_left")
-            if minutes is not None:
-                row.minutes_so_far = max(row.minutes_so_far or 0, minutes)
-            interactive = [r for r in d.reasons if r.rule_id.endswith(".interactive")]
-            if interactive:
-                row.interactive_done = all(r.passed for r in interactive)
+                row.days_left = m.days_left
+            if m.minutes is not None:
+                row.minutes_so_far = max(row.minutes_so_far or 0, m.minutes)
+            if m.interactive is not None:
+                row.interactive_done = m.interactive if row.interactive_done is None else row.interactive_done
             if d.status is Status.NOT_BILLABLE:
-                first = next((r for r in d.reasons if not r.passed), None)
+                first = next((r for r in d.reasons if r.blocking), None)
                 row.blocked.append(f"{d.code}: {first.message}" if first else d.code)
                 continue
             if d.status is not Status.REACHABLE or not _pending(d):
                 continue
-            failed = [r for r in d.reasons if not r.passed and not r.rule_id.startswith(INFORMATIONAL)]
-            if any(r.rule_id.startswith("concurrency.") for r in failed):
-                continue  # another code wins the period; more work would not bill this one
-            call = any(not r.passed for r in interactive)
+            failed = list(d.blocking)
+            if any(r.kind is ReasonKind.CONFLICT for r in failed):
+                continue  # another code (or lane) wins the period; more work would not bill this one
             rule = year.codes.get(d.code)
             if rule is not None and rule.get("add_on_to"):
                 row.base_of[d.code] = str(rule.get("add_on_to"))
-            gain = _amount(year, d.code) - _replaced_value(year, d.code, secured)
+            # What this step itself earns: an add-on's own unit, net of a code it would replace.
             row.steps.append(
                 Step(
                     code=d.code,
-                    value=max(gain, ZERO),
-                    days_needed=max(0, (min_days or 0) - (days or 0)) if min_days is not None else 0,
-                    minutes_needed=max(0, (min_minutes or 0) - (minutes or 0))
-                    if min_minutes is not None
-                    else 0,
-                    call_needed=call,
-                    days_left=_int(values, "days_left") or 0,
+                    value=step_value(year, d, ds, decisions),
+                    days_needed=max(0, min_days - (days or 0)) if min_days is not None else 0,
+                    minutes_needed=max(0, min_minutes - (m.minutes or 0)) if min_minutes is not None else 0,
+                    call_needed=m.interactive is False,
+                    days_left=m.days_left or 0,
                     other=failed[0].message if failed else "",
                 )
             )
@@ -286,7 +308,10 @@ def _drop_steps_excluded_elsewhere(
 
 
 def _inherit_base_needs(row: WorklistRow) -> None:
-    """An add-on is only billable with its base: its step also needs what the base still needs."""
+    """An add-on is only billable with its base: its step also needs what the base still needs.
+
+    Its value stays its own: the base's payment is the base's step, not the add-on's.
+    """
     by_code = {s.code: s for s in row.steps}
     for i, step in enumerate(row.steps):
         base = by_code.get(row.base_of.get(step.code, ""))
@@ -296,7 +321,6 @@ def _inherit_base_needs(row: WorklistRow) -> None:
             step,
             call_needed=step.call_needed or base.call_needed,
             minutes_needed=max(step.minutes_needed, base.minutes_needed),
-            value=step.value + base.value,
             other=step.other if step.minutes_needed or step.call_needed else base.other,
         )
 

@@ -64,7 +64,16 @@ def decision_to_json(d: Decision) -> dict[str, Any]:
 def measures_to_json(m: Measures) -> dict[str, Any]:
     """Only the quantities the code counts (``None`` and empty are left out)."""
     out: dict[str, Any] = {}
-    for name in ("days", "min_days", "days_left", "minutes", "seconds", "min_minutes", "max_minutes"):
+    for name in (
+        "days",
+        "min_days",
+        "days_left",
+        "minutes",
+        "seconds",
+        "min_minutes",
+        "max_minutes",
+        "next_unit_minutes",
+    ):
         value = getattr(m, name)
         if value is not None:
             out[name] = value

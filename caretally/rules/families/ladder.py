@@ -236,7 +236,14 @@ def addon_decision(
         ("minutes_used", str(units * step)),
     )
     ev = Evidence(values=values)
-    ms = Measures(minutes=m, seconds=s, min_minutes=first, days_left=time_left(view, period))
+    capped = cap is not None and supported >= cap
+    ms = Measures(
+        minutes=m,
+        seconds=s,
+        min_minutes=first,
+        next_unit_minutes=None if capped else base_min + step * (supported + 1),
+        days_left=time_left(view, period),
+    )
     c = cite(year, rule.param("step_minutes"))
     pool_note = f"counted on {base_rule.code}"
     if supported > 0:
