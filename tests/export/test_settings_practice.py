@@ -100,8 +100,12 @@ def test_the_shipped_example_refuses_to_load_until_filled_in():
         "submitter.contact_phone": "placeholder",
         "receiver.id": "placeholder",
         "receiver.name": "placeholder",
-        "payer.name": "placeholder",
-        "payer.id": "placeholder",
+        "payers.medicare.name": "placeholder",
+        "payers.medicare.id": "placeholder",
+        "fees.99453": "bad_money",
+        "fees.99454": "bad_money",
+        "fees.99457": "bad_money",
+        "fees.99458": "bad_money",
     }
 
 
@@ -133,7 +137,7 @@ def test_every_problem_is_listed_in_one_error(tmp_path: Path):
 
 def test_missing_tables_and_files_and_bad_toml(tmp_path: Path):
     found = problems_of(write(tmp_path, '[practice]\nname = "X Clinic"\n'))
-    assert found["practice.address"] == "missing_table" and found["payer"] == "missing_table"
+    assert found["practice.address"] == "missing_table" and found["payers"] == "missing_table"
     assert found["practice.npi"] == "missing"
     assert problems_of(tmp_path / "nope.toml") == {"": "not_found"}
     assert problems_of(write(tmp_path, "[practice\n")) == {"": "toml_syntax"}
