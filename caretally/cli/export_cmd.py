@@ -70,10 +70,11 @@ def register(app: typer.Typer) -> None:
             )
         except ProblemsError as exc:
             for p in exc.problems:
-                err_console.print(str(p))
+                # One line per problem, whatever the terminal width; brackets are TOML, not markup.
+                err_console.print(str(p), soft_wrap=True, markup=False, highlight=False)
             raise typer.Exit(2) from None
         except ExportRefused as exc:
-            err_console.print(f"[red]{exc}[/red]")
+            err_console.print(str(exc), style="red", soft_wrap=True, markup=False, highlight=False)
             raise typer.Exit(2) from None
         _report(result, out)
 
@@ -84,7 +85,11 @@ _KIND = {"1": "original", "7": "replacement", "8": "void"}
 def _report(result: ExportResult, out: Path) -> None:
     run = result.run
     if not result.files:
-        console.print(f"{result.lines} lines of run {run.run_id} ({run.status}) written to {out}.")
+        console.print(
+            f"{result.lines} lines of run {run.run_id} ({run.status}) written to {out}.",
+            soft_wrap=True,
+            markup=False,
+        )
         return
     what = f"corrections of locked run {result.corrections_of}" if result.corrections_of else "claims"
     console.print(f"{result.lines} lines of run {run.run_id} ({run.status}) written as {what}:")
@@ -92,5 +97,7 @@ def _report(result: ExportResult, out: Path) -> None:
         counts = ", ".join(f"{n} {_KIND.get(k, k)}" for k, n in f.frequencies.items())
         console.print(
             f"  {f.path}  receiver {f.receiver_id}, interchange control number {f.control_number} ({counts})",
+            soft_wrap=True,
+            markup=False,
             highlight=False,
         )

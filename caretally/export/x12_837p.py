@@ -244,8 +244,12 @@ def render_837p(
 ) -> str:
     """One interchange for one receiver's routed claims; raises ``ExportError`` listing faults."""
     names = provider_names or {}
-    claims = sorted(plan.claims, key=lambda c: (c.patient.patient_id, c.month, c.claim_id, c.frequency))
     _check_inputs(plan, practice, names, control_number, created)
+    # A void goes before the original that takes its place (a claim moving to another payer).
+    claims = sorted(
+        plan.claims,
+        key=lambda c: (c.patient.patient_id, c.month, c.claim_id, FREQUENCIES[::-1].index(c.frequency)),
+    )
     when = created.astimezone(UTC)
 
     out = _Segments()
