@@ -441,13 +441,28 @@ def load_practice(path: Path) -> PracticeIdentity:
     return parse_practice(data, path)
 
 
+#: The demo practice's made-up charges per unit, one for every code of the embedded rule-years
+#: (some, like 98986, have no national amount, so the expected payment cannot stand in).
+# fmt: off
+DEMO_FEES: dict[str, str] = {
+    "98975": "40.00", "98976": "100.00", "98977": "100.00", "98978": "100.00", "98979": "50.00",
+    "98980": "90.00", "98981": "75.00", "98984": "60.00", "98985": "60.00", "98986": "60.00",
+    "99091": "95.00", "99424": "140.00", "99425": "100.00", "99426": "110.00", "99427": "85.00",
+    "99437": "90.00", "99439": "80.00", "99445": "60.00", "99453": "40.00", "99454": "85.00",
+    "99457": "90.00", "99458": "75.00", "99470": "50.00", "99487": "230.00", "99489": "120.00",
+    "99490": "110.00", "99491": "145.00",
+}
+# fmt: on
+
+
 def demo_practice() -> PracticeIdentity:
     """A made-up practice for the demo and tests; marked as test data (X12 ISA15 = T).
 
     The NPI is the check-digit example from the CMS NPI standard, and nothing here belongs to
     a real organization. Its payer directory covers every payer the synthetic practice has,
     with one named Medicare Advantage plan (member ids starting ``HUM``) that wants ``HM``,
-    so the demo's 837P shows claims routed to four payers and a plan.
+    so the demo's 837P shows claims routed to four payers and a plan. Its fee schedule
+    (:data:`DEMO_FEES`) is invented too.
     """
     clearinghouse = Receiver("DEMORECEIVER", "DEMO CLEARINGHOUSE")
 
@@ -482,4 +497,5 @@ def demo_practice() -> PracticeIdentity:
         ),
         taxonomy_code="207Q00000X",
         test_data=True,
+        fees=tuple((code, Decimal(amount)) for code, amount in sorted(DEMO_FEES.items())),
     )

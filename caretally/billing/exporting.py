@@ -41,12 +41,13 @@ class ExportRefused(Exception):
 
 @dataclass(frozen=True)
 class ExportedFile:
-    """One interchange written: where, its ISA13, and how many claims of each frequency."""
+    """One interchange written: where, its ISA13, and how many claims of each frequency and payer."""
 
     path: Path
     control_number: int
     receiver_id: str
     frequencies: Mapping[str, int]
+    payers: Mapping[str, int] = field(default_factory=dict)  # directory entry label → claims
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,16 @@ def _export_x12(
             (path, render_837p(plan, practice, control_number=control, created=when, provider_names=names))
         )
         frequencies = Counter(claim.frequency for claim in plan.claims)
-        files.append(ExportedFile(path, control, plan.receiver.id, dict(sorted(frequencies.items()))))
+        payers = Counter(claim.route.label for claim in plan.claims if claim.route)
+        files.append(
+            ExportedFile(
+                path,
+                control,
+                plan.receiver.id,
+                dict(sorted(frequencies.items())),
+                dict(sorted(payers.items())),
+            )
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     for path, text in texts:
         path.write_text(text, encoding="ascii")

@@ -95,8 +95,10 @@ def _report(result: ExportResult, out: Path) -> None:
     console.print(f"{result.lines} lines of run {run.run_id} ({run.status}) written as {what}:")
     for f in result.files:
         counts = ", ".join(f"{n} {_KIND.get(k, k)}" for k, n in f.frequencies.items())
+        payers = ", ".join(f"{label} {n}" for label, n in f.payers.items())
         console.print(
-            f"  {f.path}  receiver {f.receiver_id}, interchange control number {f.control_number} ({counts})",
+            f"  {f.path}  receiver {f.receiver_id}, interchange control number {f.control_number} "
+            f"({counts}; claims by payer: {payers})",
             soft_wrap=True,
             markup=False,
             highlight=False,

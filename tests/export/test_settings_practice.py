@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,24 @@ def test_demo_practice_is_test_data_with_a_valid_identity():
     demo = demo_practice()
     assert demo.test_data is True
     assert is_valid_npi(demo.npi) and len(demo.tin) == 9 and len(demo.address.postal_code) == 9
+
+
+def test_fees_load_as_exact_decimals_per_code(tmp_path: Path):
+    text = GOOD + '\n[fees]\n99454 = 47.43\n99457 = 50\ng0556 = "12.10"\n'
+    practice = load_practice(write(tmp_path, text))
+    assert practice.fees == (
+        ("99454", Decimal("47.43")),
+        ("99457", Decimal("50")),
+        ("G0556", Decimal("12.10")),
+    )
+    assert practice.fee("99454") == Decimal("47.43") and practice.fee("99091") is None
+
+
+@pytest.mark.parametrize(
+    ("entry", "code"),
+    [("99454 = 0", "bad_money"), ("99454 = -5.00", "bad_money"), ("99454 = 1.005", "bad_money"),
+     ('99454 = "lots"', "bad_money"), ("99454 = true", "bad_money"), ("9945 = 10", "bad_code")],
+)  # fmt: skip
+def test_bad_fees_are_named(tmp_path: Path, entry: str, code: str):
+    found = problems_of(write(tmp_path, GOOD + f"\n[fees]\n{entry}\n"))
+    assert list(found.values()) == [code] and next(iter(found)).startswith("fees.")
