@@ -438,6 +438,9 @@ def load_practice(path: Path) -> PracticeIdentity:
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise PracticeSettingsError([Problem(str(path), None, None, "toml_syntax", str(exc))]) from exc
+    except OSError as exc:
+        message = f"cannot read the practice settings file: {exc.strerror or exc}"
+        raise PracticeSettingsError([Problem(str(path), None, None, "unreadable", message)]) from None
     return parse_practice(data, path)
 
 

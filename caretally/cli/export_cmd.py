@@ -73,6 +73,10 @@ def register(app: typer.Typer) -> None:
                 # One line per problem, whatever the terminal width; brackets are TOML, not markup.
                 err_console.print(str(p), soft_wrap=True, markup=False, highlight=False)
             raise typer.Exit(2) from None
+        except OSError as exc:
+            message = f"cannot write {exc.filename or out}: {exc.strerror or exc}"
+            err_console.print(message, style="red", soft_wrap=True, markup=False, highlight=False)
+            raise typer.Exit(2) from None
         except ExportRefused as exc:
             err_console.print(str(exc), style="red", soft_wrap=True, markup=False, highlight=False)
             raise typer.Exit(2) from None

@@ -15,6 +15,7 @@ of the old claim and a new original.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -69,31 +70,33 @@ def load_claim_numbers(path: Path) -> dict[str, str]:
     """
     where = str(path)
     try:
-        handle = path.open(encoding="utf-8-sig", newline="")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ProblemsError(
             [Problem(where, None, None, "not_found", "claim numbers file not found")]
         ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        message = f"cannot read the claim numbers file: {exc}"
+        raise ProblemsError([Problem(where, None, None, "unreadable", message)]) from None
     problems: list[Problem] = []
     numbers: dict[str, str] = {}
-    with handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in CLAIM_NUMBER_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            message = f"missing column(s) {', '.join(missing)}; expected {','.join(CLAIM_NUMBER_COLUMNS)}"
-            raise ProblemsError([Problem(where, 1, None, "missing_column", message)])
-        for number, row in enumerate(reader, start=2):
-            claim_id = (row.get("claim_id") or "").strip()
-            value = (row.get("payer_claim_number") or "").strip()
-            if not claim_id or not value:
-                field = "claim_id" if not claim_id else "payer_claim_number"
-                problems.append(Problem(where, number, field, "missing", "is required"))
-                continue
-            if len(value) > 50 or any(c in value for c in "*~:^"):
-                message = "must be at most 50 characters without * ~ : ^ (it goes into REF*F8)"
-                problems.append(Problem(where, number, "payer_claim_number", "invalid", message))
-                continue
-            numbers[claim_id] = value
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = [c for c in CLAIM_NUMBER_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        message = f"missing column(s) {', '.join(missing)}; expected {','.join(CLAIM_NUMBER_COLUMNS)}"
+        raise ProblemsError([Problem(where, 1, None, "missing_column", message)])
+    for number, row in enumerate(reader, start=2):
+        claim_id = (row.get("claim_id") or "").strip()
+        value = (row.get("payer_claim_number") or "").strip()
+        if not claim_id or not value:
+            field = "claim_id" if not claim_id else "payer_claim_number"
+            problems.append(Problem(where, number, field, "missing", "is required"))
+            continue
+        if len(value) > 50 or any(c in value for c in "*~:^"):
+            message = "must be at most 50 characters without * ~ : ^ (it goes into REF*F8)"
+            problems.append(Problem(where, number, "payer_claim_number", "invalid", message))
+            continue
+        numbers[claim_id] = value
     if problems:
         raise ProblemsError(problems)
     return numbers

@@ -101,3 +101,14 @@ def test_claim_numbers_file_last_row_wins_and_faults_are_listed(tmp_path: Path):
     with pytest.raises(ProblemsError) as err:
         load_claim_numbers(tmp_path / "absent.csv")
     assert err.value.problems[0].code == "not_found"
+
+
+def test_an_unreadable_claim_numbers_file_is_one_problem(tmp_path: Path):
+    with pytest.raises(ProblemsError) as err:
+        load_claim_numbers(tmp_path)  # a folder, not a file
+    assert [p.code for p in err.value.problems] == ["unreadable"]
+    binary = tmp_path / "numbers.csv"
+    binary.write_bytes(b"claim_id,payer_claim_number\n\xff\xfe\n")
+    with pytest.raises(ProblemsError) as err:
+        load_claim_numbers(binary)
+    assert [p.code for p in err.value.problems] == ["unreadable"]
