@@ -8,6 +8,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from caretally.errors import ProblemsError
 from caretally.export.corrections import corrections, load_claim_numbers
@@ -112,3 +114,39 @@ def test_an_unreadable_claim_numbers_file_is_one_problem(tmp_path: Path):
     with pytest.raises(ProblemsError) as err:
         load_claim_numbers(binary)
     assert [p.code for p in err.value.problems] == ["unreadable"]
+
+
+CODES = ["99454", "99453", "99490", "99091"]
+
+
+@st.composite
+def month_lines(draw):
+    lines = []
+    for pid in draw(st.lists(st.sampled_from(["P001", "P002", "P003", "P004"]), max_size=4, unique=True)):
+        for code in draw(st.lists(st.sampled_from(CODES), min_size=1, max_size=3, unique=True)):
+            units = draw(st.integers(1, 2))
+            lines.append(line(code, pid, units=units, charge=Decimal(draw(st.integers(1, 9000))) / 100))
+    return lines
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(before=month_lines(), after=month_lines())
+def test_any_pair_of_runs_gives_valid_corrections_that_reach_the_new_state(before, after):
+    locked = claims(before) if before else []
+    current = claims(after) if after else []
+    result = corrections(locked, current, {})
+    old = {c.claim_id: c for c in locked}
+    new = {c.claim_id: c for c in current}
+    sent = {(c.claim_id, c.frequency) for c in result}
+    assert sent == (
+        {(cid, "1") for cid in new.keys() - old.keys()}
+        | {(cid, "8") for cid in old.keys() - new.keys()}
+        | {(cid, "7") for cid in new.keys() & old.keys() if old[cid].lines != new[cid].lines}
+    )
+    if result:
+        (plan,) = plan_interchanges(result)
+        text = render_837p(plan, DEMO, control_number=8, created=datetime(2026, 4, 2, tzinfo=UTC))
+        check = validate_x12(text)
+        assert check.accepted, check.errors
+        refs = [s[2] for s in segments(text) if s[:2] == ["REF", "F8"]]
+        assert sorted(refs) == sorted(cid for cid, f in sent if f != "1")
