@@ -273,6 +273,11 @@ def test_a_code_without_any_charge_refuses_the_x12_export_naming_it(loaded: str,
     assert refused.exit_code == 2 and not (tmp_path / "claims.x12").exists()
     (message,) = [ln for ln in refused.output.splitlines() if ln.strip()]
     assert "99453" in message and "[fees]" in message and "99454" not in message
+    fhir = cli(
+        "export", "--month", "2026-03", "--format", "fhir", "--out", str(tmp_path / "claims.json"),
+        "--db", loaded, "--practice", str(one),
+    )  # fmt: skip
+    assert fhir.exit_code == 2 and "99453" in fhir.output and not (tmp_path / "claims.json").exists()
     # The CSV still writes, with the expected payment.
     out = tmp_path / "claims.csv"
     ok("export", "--month", "2026-03", "--format", "csv", "--out", str(out), "--db", loaded)
