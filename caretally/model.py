@@ -318,7 +318,7 @@ class PayerRoute:
     """
 
     payer: Payer
-    label: str  # "medicare", or "medicare_advantage/<plan>": how messages and file names call it
+    label: str  # "medicare", or "medicare_advantage/<plan or name>": how messages and file names call it
     name: str  # NM103 of loop 2010BB
     payer_id: str  # NM109 of loop 2010BB
     filing_indicator: str  # SBR09

@@ -283,6 +283,7 @@ def _payer_directory(
         return ()
     plans: list[PayerRoute] = []
     defaults: list[PayerRoute] = []
+    labels: set[str] = set()
     if legacy is not None:
         # The one-payer file of earlier versions named the Medicare contractor; it stays
         # that, so a Medicaid or commercial patient is refused rather than sent to Medicare.
@@ -322,7 +323,11 @@ def _payer_directory(
             pattern = r.text(entry, f"{at}.member_id_pattern", required=False, check=_check_pattern)
             if plan is None and pattern is None and "plan" not in entry and "member_id_pattern" not in entry:
                 r.problem(at, "no_match", "a plan needs plan (the patients' payer_plan) or member_id_pattern")
-            label = f"{kind}/{plan or pattern or number}"
+            # Messages and file names call a plan by its plan code, else by its payer name.
+            label = f"{kind}/{plan or str(entry.get('name') or number).strip()}"
+            if label in labels:
+                label = f"{label}#{number}"
+            labels.add(label)
             route = _route(r, entry, at, payer, label, receivers, default, plan=plan, pattern=pattern)
             if route is not None:
                 plans.append(route)
@@ -487,7 +492,7 @@ def demo_practice() -> PracticeIdentity:
         payers=(
             route(
                 Payer.MEDICARE_ADVANTAGE,
-                "medicare_advantage/HUM",
+                "medicare_advantage/DEMO MEDICARE ADVANTAGE HMO",
                 "DEMO MEDICARE ADVANTAGE HMO",
                 "00000DEMOH",
                 filing_indicator="HM",

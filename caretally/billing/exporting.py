@@ -228,7 +228,7 @@ def _export_x12(
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.-]+", "-", text).strip("-.") or "receiver"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._") or "receiver"
 
 
 def interchange_paths(out: Path, plans: Sequence[InterchangePlan]) -> list[Path]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from caretally.billing.exporting import interchange_paths
 from caretally.export.claims import ExportError
 from caretally.export.fhir_claim import build_claim_bundle
 from caretally.export.routing import plan_interchanges
@@ -128,7 +129,7 @@ def test_each_claim_goes_to_its_patients_payer_and_receiver(tmp_path: Path):
     assert [(p.receiver.id, p.payer_label) for p in plans] == [
         ("CLEARHOUSE01", None),
         ("ILMEDICAID", None),
-        ("ILMEDICAID", "medicare_advantage/HUM[0-9]{9}"),
+        ("ILMEDICAID", "medicare_advantage/Example Humble MA"),
     ]
     found: dict[str, tuple[str, str, str]] = {}
     for number, plan in enumerate(plans, start=1):
@@ -137,6 +138,12 @@ def test_each_claim_goes_to_its_patients_payer_and_receiver(tmp_path: Path):
         assert result.accepted, "\n".join(result.errors) + "\n" + text
         found |= claims_read_back(text)
     assert found == {f"{pid}-202603": expected for pid, expected in EXPECTED.items()}
+    assert [p.name for p in interchange_paths(tmp_path / "claims-2026-03.x12", plans)] == [
+        "claims-2026-03.CLEARHOUSE01.x12",
+        "claims-2026-03.ILMEDICAID.x12",
+        "claims-2026-03.ILMEDICAID.medicare_advantage-Example-Humble-MA.x12",
+    ]
+    assert interchange_paths(tmp_path / "claims.x12", plans[:1]) == [tmp_path / "claims.x12"]
 
 
 def test_one_receiver_still_gives_one_interchange_from_build_837p(tmp_path: Path):
