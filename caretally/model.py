@@ -420,10 +420,41 @@ class Address:
 
 
 @dataclass(frozen=True, slots=True)
+class Receiver:
+    """Who an interchange is addressed to (ISA08/GS03, loop 1000B): a clearinghouse or a payer."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class PayerRoute:
+    """One entry of the practice's payer directory: where a patient's claims go and how.
+
+    A route without ``plan`` and ``member_id_pattern`` is the default for its payer kind;
+    one with either is a named plan, chosen before the default when it matches the patient.
+    ``own_interchange`` is for receivers that want each payer's claims in a file of its own.
+    """
+
+    payer: Payer
+    label: str  # "medicare", or "medicare_advantage/<plan or name>": how messages and file names call it
+    name: str  # NM103 of loop 2010BB
+    payer_id: str  # NM109 of loop 2010BB
+    filing_indicator: str  # SBR09
+    receiver: Receiver
+    plan: str | None = None
+    member_id_pattern: str | None = None
+    own_interchange: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class PracticeIdentity:
-    """Who submits the claims; comes from the practice settings file.
+    """Who submits the claims and where they go; comes from the practice settings file.
 
     ``test_data`` marks synthetic identities (the demo): X12 usage indicator ``T``.
+    ``payers`` is the payer directory, named plans before their kind's default; ``fees`` is
+    the practice's charge per unit by code, as (code, amount) pairs so the identity stays
+    hashable.
     """
 
     name: str
@@ -436,10 +467,17 @@ class PracticeIdentity:
     submitter_contact_phone: str
     receiver_id: str
     receiver_name: str
-    payer_name: str
-    payer_id: str
+    payers: tuple[PayerRoute, ...] = ()
     taxonomy_code: str | None = None
     test_data: bool = False
+    fees: tuple[tuple[str, Decimal], ...] = ()
+
+    @property
+    def receiver(self) -> Receiver:
+        return Receiver(self.receiver_id, self.receiver_name)
+
+    def fee(self, code: str) -> Decimal | None:
+        return next((amount for c, amount in self.fees if c == code), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,6 +492,7 @@ class ClaimPatient:
     member_id: str | None
     payer: Payer
     address: Address | None = None
+    payer_plan: str | None = None  # the named plan, when the practice records it (patients.extra)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,10 @@ Claims fail at the clearinghouse days later when an NPI has a typo or a field st
 
 The file is TOML (read with ``tomllib``); docs/exports.md documents each key and
 docs/practice.example.toml is a template that deliberately does not load until filled in.
+
+Beyond the identity it holds the payer directory (where each payer's claims go, with which
+claim filing indicator and through which receiver) and the practice's fee schedule, because
+both are facts about the practice that every export of every month needs alike.
 """
 
 from __future__ import annotations
@@ -13,12 +17,14 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Callable, Mapping
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from caretally.errors import Problem, ProblemsError
+from caretally.export.x12_837p import FILING_CODES, FILING_INDICATOR
 from caretally.ingest.values import is_valid_npi
-from caretally.model import Address, PracticeIdentity
+from caretally.model import Address, Payer, PayerRoute, PracticeIdentity, Receiver
 
 # Values that mean "nobody filled this in". Word-like ones match anywhere as a whole word;
 # digit strings are the classic dummies that pass a naive length check.
@@ -180,20 +186,192 @@ def _phone(value: str) -> str:
     return digits[1:] if len(digits) == 11 and digits.startswith("1") else digits
 
 
+_ROUTE_KEYS = {"name", "id", "filing_indicator", "receiver", "own_interchange"}
+_PLAN_KEYS = _ROUTE_KEYS | {"plan", "member_id_pattern"}
+_CODE = re.compile(r"[A-Z0-9]{5}")
+
+
+def _check_filing(value: str) -> str | None:
+    if value not in FILING_CODES:
+        return f"claim filing indicator must be one of {', '.join(sorted(FILING_CODES))}, got {value!r}"
+    return None
+
+
+def _check_pattern(value: str) -> str | None:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        return f"member_id_pattern is not a valid regular expression: {exc}"
+    return None
+
+
+def _receivers(r: _Reader, default: Receiver | None) -> dict[str, Receiver]:
+    table = r.table("receivers", required=False)
+    out: dict[str, Receiver] = {}
+    for key, node in table.items():
+        where = f"receivers.{key}"
+        if not isinstance(node, Mapping):
+            r.problem(where, "not_a_table", f"[{where}] must be a table with id and name")
+            continue
+        r.unknown_keys(node, where, {"id", "name"})
+        rec_id = r.text(node, f"{where}.id", check=_interchange_id)
+        rec_name = r.text(node, f"{where}.name", check=_max_len(60))
+        if rec_id and rec_name:
+            out[key] = Receiver(rec_id, rec_name)
+    if default is not None:
+        out.setdefault("default", default)
+    return out
+
+
+def _route(
+    r: _Reader,
+    node: Mapping[str, Any],
+    where: str,
+    payer: Payer,
+    label: str,
+    receivers: Mapping[str, Receiver],
+    default: Receiver | None,
+    *,
+    plan: str | None = None,
+    pattern: str | None = None,
+) -> PayerRoute | None:
+    name = r.text(node, f"{where}.name", check=_max_len(60))
+    payer_id = r.text(node, f"{where}.id", check=_max_len(80))
+    filing = r.text(
+        node,
+        f"{where}.filing_indicator",
+        required=False,
+        normalize=lambda v: v.strip().upper(),
+        check=_check_filing,
+    )
+    receiver_key = r.text(node, f"{where}.receiver", required=False)
+    receiver = default
+    if receiver_key is not None:
+        receiver = receivers.get(receiver_key)
+        if receiver is None:
+            known = ", ".join(sorted(receivers)) or "none"
+            message = f"no [receivers.{receiver_key}] (known: {known})"
+            r.problem(f"{where}.receiver", "unknown_receiver", message)
+    own = node.get("own_interchange", False)
+    if not isinstance(own, bool):
+        r.problem(f"{where}.own_interchange", "not_bool", f"must be true or false, got {own!r}")
+        own = False
+    if not (name and payer_id and receiver):
+        return None
+    return PayerRoute(
+        payer=payer,
+        label=label,
+        name=name,
+        payer_id=payer_id,
+        filing_indicator=filing or FILING_INDICATOR[payer],
+        receiver=receiver,
+        plan=plan,
+        member_id_pattern=pattern,
+        own_interchange=own,
+    )
+
+
+def _payer_directory(
+    r: _Reader, data: Mapping[str, Any], receivers: Mapping[str, Receiver], default: Receiver | None
+) -> tuple[PayerRoute, ...]:
+    """Named plans first (in file order), then each kind's default, so matching can stop early."""
+    legacy = data.get("payer")
+    payers = r.table("payers", required=False)
+    if legacy is None and not payers:
+        message = "the payer directory [payers.<payer>] (or the older [payer]) is missing"
+        r.problem("payers", "missing_table", message)
+        return ()
+    plans: list[PayerRoute] = []
+    defaults: list[PayerRoute] = []
+    labels: set[str] = set()
+    if legacy is not None:
+        # The one-payer file of earlier versions named the Medicare contractor; it stays
+        # that, so a Medicaid or commercial patient is refused rather than sent to Medicare.
+        if "medicare" in payers:
+            r.problem("payer", "conflict", "[payer] is the older spelling of [payers.medicare]; keep one")
+        node = r.table("payer")
+        r.unknown_keys(node, "payer", {"name", "id"})
+        route = _route(r, node, "payer", Payer.MEDICARE, "medicare", receivers, default)
+        if route is not None:
+            defaults.append(route)
+    kinds = {p.value: p for p in Payer}
+    for kind, node in payers.items():
+        where = f"payers.{kind}"
+        if kind not in kinds:
+            r.problem(where, "unknown_payer", f"unknown payer; the bundle's payers are {', '.join(kinds)}")
+            continue
+        if not isinstance(node, Mapping):
+            r.problem(where, "not_a_table", f"[{where}] must be a table")
+            continue
+        payer = kinds[kind]
+        r.unknown_keys(node, where, _ROUTE_KEYS | {"plans"})
+        if "name" in node or "id" in node:
+            route = _route(r, node, where, payer, kind, receivers, default)
+            if route is not None:
+                defaults.append(route)
+        entries = node.get("plans", [])
+        if not isinstance(entries, list):
+            r.problem(f"{where}.plans", "not_a_list", f"write each plan as [[{where}.plans]]")
+            continue
+        for number, entry in enumerate(entries, start=1):
+            at = f"{where}.plans[{number}]"
+            if not isinstance(entry, Mapping):
+                r.problem(at, "not_a_table", f"write each plan as [[{where}.plans]]")
+                continue
+            r.unknown_keys(entry, at, _PLAN_KEYS)
+            plan = r.text(entry, f"{at}.plan", required=False)
+            pattern = r.text(entry, f"{at}.member_id_pattern", required=False, check=_check_pattern)
+            if plan is None and pattern is None and "plan" not in entry and "member_id_pattern" not in entry:
+                r.problem(at, "no_match", "a plan needs plan (the patients' payer_plan) or member_id_pattern")
+            # Messages and file names call a plan by its plan code, else by its payer name.
+            label = f"{kind}/{plan or str(entry.get('name') or number).strip()}"
+            if label in labels:
+                label = f"{label}#{number}"
+            labels.add(label)
+            route = _route(r, entry, at, payer, label, receivers, default, plan=plan, pattern=pattern)
+            if route is not None:
+                plans.append(route)
+    return tuple(plans + defaults)
+
+
+def _fees(r: _Reader) -> tuple[tuple[str, Decimal], ...]:
+    table = r.table("fees", required=False)
+    fees: dict[str, Decimal] = {}
+    for raw_code, raw in table.items():
+        code = str(raw_code).strip().upper()
+        where = f"fees.{raw_code}"
+        if not _CODE.fullmatch(code):
+            r.problem(where, "bad_code", f"{raw_code!r} is not a CPT/HCPCS code (5 letters or digits)")
+            continue
+        if isinstance(raw, bool) or not isinstance(raw, int | Decimal | str):
+            r.problem(where, "bad_money", f"must be an amount like 47.43, got {raw!r}")
+            continue
+        try:
+            amount = Decimal(str(raw).strip())
+        except InvalidOperation:
+            r.problem(where, "bad_money", f"must be an amount like 47.43, got {raw!r}")
+            continue
+        if not amount.is_finite() or amount <= 0 or amount.as_tuple().exponent < -2:  # type: ignore[operator]
+            r.problem(where, "bad_money", f"must be more than 0 with at most two decimals, got {raw!r}")
+            continue
+        if code in fees:
+            r.problem(where, "duplicate_code", f"{code} is listed twice")
+        fees[code] = amount
+    return tuple(sorted(fees.items()))
+
+
 def parse_practice(data: Mapping[str, Any], source: Path) -> PracticeIdentity:
     """Build the identity from already-parsed TOML; raises with every problem found."""
     r = _Reader(source, data)
-    r.unknown_keys(data, "", {"practice", "submitter", "receiver", "payer"})
+    r.unknown_keys(data, "", {"practice", "submitter", "receiver", "receivers", "payer", "payers", "fees"})
     practice = r.table("practice")
     address = r.table("practice.address")
     submitter = r.table("submitter")
     receiver = r.table("receiver")
-    payer = r.table("payer")
     r.unknown_keys(practice, "practice", {"name", "tin", "npi", "taxonomy", "address"})
     r.unknown_keys(address, "practice.address", {"line1", "line2", "city", "state", "postal_code"})
     r.unknown_keys(submitter, "submitter", {"id", "name", "contact_name", "contact_phone", "usage"})
     r.unknown_keys(receiver, "receiver", {"id", "name"})
-    r.unknown_keys(payer, "payer", {"name", "id"})
 
     name = r.text(practice, "practice.name", check=_max_len(60))
     tin = r.text(practice, "practice.tin", normalize=_digits, check=_check_tin)
@@ -225,14 +403,16 @@ def parse_practice(data: Mapping[str, Any], source: Path) -> PracticeIdentity:
     )
     rec_id = r.text(receiver, "receiver.id", check=_interchange_id)
     rec_name = r.text(receiver, "receiver.name", check=_max_len(60))
-    payer_name = r.text(payer, "payer.name", check=_max_len(60))
-    payer_id = r.text(payer, "payer.id", check=_max_len(80))
+    default = Receiver(rec_id, rec_name) if rec_id and rec_name else None
+    receivers = _receivers(r, default)
+    payers = _payer_directory(r, data, receivers, default)
+    fees = _fees(r)
 
     if r.problems:
         raise PracticeSettingsError(r.problems)
     # Every required value is present once no problem was recorded.
     assert name and tin and npi and line1 and city and state and postal
-    assert sub_id and sub_name and contact and phone and rec_id and rec_name and payer_name and payer_id
+    assert sub_id and sub_name and contact and phone and rec_id and rec_name
     return PracticeIdentity(
         name=name,
         tin=tin,
@@ -244,10 +424,10 @@ def parse_practice(data: Mapping[str, Any], source: Path) -> PracticeIdentity:
         submitter_contact_phone=phone,
         receiver_id=rec_id,
         receiver_name=rec_name,
-        payer_name=payer_name,
-        payer_id=payer_id,
+        payers=payers,
         taxonomy_code=taxonomy,
         test_data=_USAGE[usage or "production"],
+        fees=fees,
     )
 
 
@@ -255,22 +435,49 @@ def load_practice(path: Path) -> PracticeIdentity:
     """Read and check the practice TOML file; see docs/exports.md for the keys."""
     try:
         with path.open("rb") as fh:
-            data = tomllib.load(fh)
+            # Decimal, not float: a fee of 47.43 must stay exactly 47.43.
+            data = tomllib.load(fh, parse_float=Decimal)
     except FileNotFoundError:
         raise PracticeSettingsError(
             [Problem(str(path), None, None, "not_found", "practice settings file not found")]
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise PracticeSettingsError([Problem(str(path), None, None, "toml_syntax", str(exc))]) from exc
+    except OSError as exc:
+        message = f"cannot read the practice settings file: {exc.strerror or exc}"
+        raise PracticeSettingsError([Problem(str(path), None, None, "unreadable", message)]) from None
     return parse_practice(data, path)
+
+
+#: The demo practice's made-up charges per unit, one for every code of the embedded rule-years
+#: (some, like 98986, have no national amount, so the expected payment cannot stand in).
+# fmt: off
+DEMO_FEES: dict[str, str] = {
+    "98975": "40.00", "98976": "100.00", "98977": "100.00", "98978": "100.00", "98979": "50.00",
+    "98980": "90.00", "98981": "75.00", "98984": "60.00", "98985": "60.00", "98986": "60.00",
+    "99091": "95.00", "99424": "140.00", "99425": "100.00", "99426": "110.00", "99427": "85.00",
+    "99437": "90.00", "99439": "80.00", "99445": "60.00", "99453": "40.00", "99454": "85.00",
+    "99457": "90.00", "99458": "75.00", "99470": "50.00", "99487": "230.00", "99489": "120.00",
+    "99490": "110.00", "99491": "145.00",
+}
+# fmt: on
 
 
 def demo_practice() -> PracticeIdentity:
     """A made-up practice for the demo and tests; marked as test data (X12 ISA15 = T).
 
     The NPI is the check-digit example from the CMS NPI standard, and nothing here belongs to
-    a real organization.
+    a real organization. Its payer directory covers every payer the synthetic practice has,
+    with one named Medicare Advantage plan (member ids starting ``HUM``) that wants ``HM``,
+    so the demo's 837P shows claims routed to four payers and a plan. Its fee schedule
+    (:data:`DEMO_FEES`) is invented too.
     """
+    clearinghouse = Receiver("DEMORECEIVER", "DEMO CLEARINGHOUSE")
+
+    def route(payer: Payer, label: str, name: str, payer_id: str, **extra: Any) -> PayerRoute:
+        filing = extra.pop("filing_indicator", FILING_INDICATOR[payer])
+        return PayerRoute(payer, label, name, payer_id, filing, clearinghouse, **extra)
+
     return PracticeIdentity(
         name="CARETALLY DEMO CLINIC",
         tin="990000001",
@@ -280,10 +487,23 @@ def demo_practice() -> PracticeIdentity:
         submitter_name="CARETALLY DEMO CLINIC",
         submitter_contact_name="DEMO BILLING OFFICE",
         submitter_contact_phone="2175550100",
-        receiver_id="DEMORECEIVER",
-        receiver_name="DEMO CLEARINGHOUSE",
-        payer_name="DEMO MEDICARE CONTRACTOR",
-        payer_id="00000DEMO",
+        receiver_id=clearinghouse.id,
+        receiver_name=clearinghouse.name,
+        payers=(
+            route(
+                Payer.MEDICARE_ADVANTAGE,
+                "medicare_advantage/DEMO MEDICARE ADVANTAGE HMO",
+                "DEMO MEDICARE ADVANTAGE HMO",
+                "00000DEMOH",
+                filing_indicator="HM",
+                member_id_pattern=r"HUM[0-9]+",
+            ),
+            route(Payer.MEDICARE, "medicare", "DEMO MEDICARE CONTRACTOR", "00000DEMO"),
+            route(Payer.MEDICARE_ADVANTAGE, "medicare_advantage", "DEMO MEDICARE ADVANTAGE", "00000DEMOA"),
+            route(Payer.MEDICAID, "medicaid", "DEMO STATE MEDICAID", "00000DEMOM"),
+            route(Payer.COMMERCIAL, "commercial", "DEMO COMMERCIAL HEALTH PLAN", "00000DEMOC"),
+        ),
         taxonomy_code="207Q00000X",
         test_data=True,
+        fees=tuple((code, Decimal(amount)) for code, amount in sorted(DEMO_FEES.items())),
     )

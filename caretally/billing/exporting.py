@@ -2,23 +2,34 @@
 
 Exports read the stored run (not a fresh evaluation), so the file always matches what was
 billed and locked. The 837P needs the practice identity and a fresh interchange control
-number, kept per organization in ``x12_interchanges`` so ISA13 never repeats.
+number per file, kept per organization in ``x12_interchanges`` so ISA13 never repeats.
+
+The 837P of a run that amends a locked one holds only the corrections (see
+:mod:`caretally.export.corrections`), because the locked claims were already sent;
+``whole_month`` writes every claim as an original instead, for a payer that never got them.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, func, insert, select
 
 from caretally.billing.run import StoredRun, current_run, stored_decisions, stored_lines, stored_run
+from caretally.export.charges import resolve_charges
+from caretally.export.corrections import corrections
 from caretally.export.fhir_claim import build_claim_bundle, bundle_json
+from caretally.export.routing import InterchangePlan, plan_interchanges
 from caretally.export.tabular import write_csv, write_json
-from caretally.export.x12_837p import ProviderName, build_837p
-from caretally.model import Address, ClaimPatient, Payer, PracticeIdentity
+from caretally.export.x12_837p import PRODUCER as X12_PRODUCER
+from caretally.export.x12_837p import ProviderName, render_837p, routed_claims
+from caretally.model import Address, ClaimLine, ClaimPatient, Payer, PracticeIdentity
 from caretally.store import schema
 
 FORMATS = ("csv", "json", "x12", "fhir")
@@ -29,11 +40,24 @@ class ExportRefused(Exception):
 
 
 @dataclass(frozen=True)
+class ExportedFile:
+    """One interchange written: where, its ISA13, and how many claims of each frequency and payer."""
+
+    path: Path
+    control_number: int
+    receiver_id: str
+    frequencies: Mapping[str, int]
+    payers: Mapping[str, int] = field(default_factory=dict)  # directory entry label → claims
+
+
+@dataclass(frozen=True)
 class ExportResult:
     run: StoredRun
     path: Path
     lines: int
     control_number: int | None = None
+    files: tuple[ExportedFile, ...] = field(default_factory=tuple)
+    corrections_of: str | None = None  # the locked run an amendment's 837P corrects
 
 
 def claim_patients(engine: Engine, org_id: str, ids: set[str]) -> dict[str, ClaimPatient]:
@@ -46,6 +70,9 @@ def claim_patients(engine: Engine, org_id: str, ids: set[str]) -> dict[str, Clai
             address = None
             if r["address_line"] and r["city"] and r["state"] and r["postal_code"]:
                 address = Address(r["address_line"], r["city"], r["state"], r["postal_code"])
+            # The named plan is an optional patients column that ingest keeps in ``extra``.
+            extra = r["extra"] if isinstance(r["extra"], dict) else {}
+            plan = str(extra.get("payer_plan") or "").strip() or None
             out[r["patient_id"]] = ClaimPatient(
                 patient_id=r["patient_id"],
                 family_name=r["family_name"],
@@ -55,6 +82,7 @@ def claim_patients(engine: Engine, org_id: str, ids: set[str]) -> dict[str, Clai
                 member_id=r["member_id"],
                 payer=Payer(r["payer"]),
                 address=address,
+                payer_plan=plan,
             )
     return out
 
@@ -93,7 +121,14 @@ def export_month(
     practice: PracticeIdentity | None = None,
     run_id: str | None = None,
     now: datetime | None = None,
+    whole_month: bool = False,
+    claim_numbers: Mapping[str, str] | None = None,
 ) -> ExportResult:
+    """Write the month's current run (or ``run_id``) as ``fmt``; see docs/exports.md.
+
+    An 837P with claims for several receivers becomes one file per receiver next to
+    ``out`` (:func:`interchange_paths`); ``ExportResult.files`` lists them.
+    """
     if fmt not in FORMATS:
         raise ExportRefused(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     run = current_run(engine, org_id, month) if run_id is None else _run_by_id(engine, org_id, run_id)
@@ -101,35 +136,127 @@ def export_month(
         raise ExportRefused(f"{month} has no billing run yet: run 'caretally bill --month {month}' first")
     lines = stored_lines(engine, run.run_id)
     when = now or datetime.now(UTC)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    control = None
     if fmt == "csv":
+        out.parent.mkdir(parents=True, exist_ok=True)
         write_csv(lines, out)
-    elif fmt == "json":
+        return ExportResult(run, out, len(lines))
+    if fmt == "json":
+        out.parent.mkdir(parents=True, exist_ok=True)
         write_json(lines, out)
-    else:
-        if practice is None:
-            raise ExportRefused(
-                f"{fmt} export needs the practice identity: pass --practice FILE (see docs/exports.md "
-                "and docs/practice.example.toml)"
-            )
+        return ExportResult(run, out, len(lines))
+    if practice is None:
+        raise ExportRefused(
+            f"{fmt} export needs the practice identity: pass --practice FILE (see docs/exports.md "
+            "and docs/practice.example.toml)"
+        )
+    lines = resolve_charges(lines, practice, _fee_codes(engine, run.run_id), producer=fmt)
+    if fmt == "fhir":
         patients = claim_patients(engine, org_id, {line.patient_id for line in lines})
-        if fmt == "x12":
-            control = _next_control_number(engine, org_id, run.run_id, out, when)
-            text = build_837p(
-                lines,
-                patients,
-                practice,
-                control_number=control,
-                created=when,
-                provider_names=provider_names(engine, org_id),
+        text = bundle_json(build_claim_bundle(lines, patients, practice, created=when))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        return ExportResult(run, out, len(lines))
+    return _export_x12(engine, org_id, run, lines, out, practice, when, whole_month, claim_numbers or {})
+
+
+def _export_x12(
+    engine: Engine,
+    org_id: str,
+    run: StoredRun,
+    lines: list[ClaimLine],
+    out: Path,
+    practice: PracticeIdentity,
+    when: datetime,
+    whole_month: bool,
+    claim_numbers: Mapping[str, str],
+) -> ExportResult:
+    locked: list[ClaimLine] | None = None
+    if run.amends_run_id is not None and not whole_month:
+        locked = resolve_charges(
+            stored_lines(engine, run.amends_run_id),
+            practice,
+            _fee_codes(engine, run.amends_run_id),
+            producer=X12_PRODUCER,
+        )
+    ids = {line.patient_id for line in [*lines, *(locked or [])]}
+    patients = claim_patients(engine, org_id, ids)
+    claims = routed_claims(lines, patients, practice) if lines else []
+    if locked is not None:
+        before = routed_claims(locked, patients, practice) if locked else []
+        claims = corrections(before, claims, claim_numbers)
+        if not claims:
+            raise ExportRefused(
+                f"run {run.run_id} changes no claim of the locked run {run.amends_run_id}: nothing to "
+                "correct (--all writes the whole month as original claims)"
             )
-            out.write_text(text, encoding="ascii")
-        else:
-            out.write_text(
-                bundle_json(build_claim_bundle(lines, patients, practice, created=when)), encoding="utf-8"
+    elif not lines:
+        raise ExportRefused(f"run {run.run_id} has no claim lines to export")
+    plans = plan_interchanges(claims)
+    names = provider_names(engine, org_id)
+    for plan in plans:  # every fault of every file before a control number is spent
+        render_837p(plan, practice, control_number=1, created=when, provider_names=names)
+    files: list[ExportedFile] = []
+    texts: list[tuple[Path, str]] = []
+    for plan, path in zip(plans, interchange_paths(out, plans), strict=True):
+        control = _next_control_number(engine, org_id, run.run_id, path, when)
+        texts.append(
+            (path, render_837p(plan, practice, control_number=control, created=when, provider_names=names))
+        )
+        frequencies = Counter(claim.frequency for claim in plan.claims)
+        payers = Counter(claim.route.label for claim in plan.claims if claim.route)
+        files.append(
+            ExportedFile(
+                path,
+                control,
+                plan.receiver.id,
+                dict(sorted(frequencies.items())),
+                dict(sorted(payers.items())),
             )
-    return ExportResult(run, out, len(lines), control)
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for path, text in texts:
+        path.write_text(text, encoding="ascii")
+    written = sum(len(c.lines) for c in claims)
+    return ExportResult(
+        run,
+        files[0].path,
+        written,
+        files[0].control_number,
+        tuple(files),
+        run.amends_run_id if locked is not None else None,
+    )
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._") or "receiver"
+
+
+def interchange_paths(out: Path, plans: Sequence[InterchangePlan]) -> list[Path]:
+    """``out`` itself for a single interchange; else ``<stem>.<receiver>[.<payer>]<suffix>`` beside it.
+
+    The receiver id is in the name so a biller sees which upload goes where.
+    """
+    if len(plans) == 1:
+        return [out]
+    paths: list[Path] = []
+    for plan in plans:
+        tag = _slug(plan.receiver.id) + (f".{_slug(plan.payer_label)}" if plan.payer_label else "")
+        path = out.with_name(f"{out.stem}.{tag}{out.suffix}")
+        number = 2
+        while path in paths:  # two receivers that share an id but not a name
+            path = out.with_name(f"{out.stem}.{tag}-{number}{out.suffix}")
+            number += 1
+        paths.append(path)
+    return paths
+
+
+def _fee_codes(engine: Engine, run_id: str) -> frozenset[str]:
+    """Codes the run priced from a bill-time fee schedule (stored in the run's settings)."""
+    r = schema.billing_runs
+    with engine.connect() as conn:
+        settings = conn.execute(select(r.c.settings).where(r.c.run_id == run_id)).scalar()
+    fees = (settings or {}).get("fee_schedule") or {}
+    return frozenset(fees)
 
 
 def _run_by_id(engine: Engine, org_id: str, run_id: str) -> StoredRun | None:

@@ -76,7 +76,8 @@ def register(app: typer.Typer) -> None:
         x12_path = out / f"claims-{month_text}.837p.x12"
         explain_path = out / f"explanations-{month_text}.jsonl"
         export_month(engine, DEFAULT_ORG, month_text, "csv", csv_path)
-        export_month(engine, DEFAULT_ORG, month_text, "x12", x12_path, practice=demo_practice())
+        # The demo practice's payer directory routes each claim to its patient's payer.
+        x12 = export_month(engine, DEFAULT_ORG, month_text, "x12", x12_path, practice=demo_practice())
         run = export_month(engine, DEFAULT_ORG, month_text, "json", out / f"claims-{month_text}.json").run
         explained = write_explanations(engine, run, explain_path)
         console.print()
@@ -84,6 +85,9 @@ def register(app: typer.Typer) -> None:
         console.print(
             f"Claims (X12 837P):    {x12_path}  [dim](usage indicator T: synthetic test data)[/dim]"
         )
+        for exported in x12.files:
+            by_payer = ", ".join(f"{label} {n}" for label, n in exported.payers.items())
+            console.print(f"                      [dim]claims by payer: {by_payer}[/dim]", highlight=False)
         console.print(
             f"Explanations (JSONL): {explain_path}  [dim]({explained:,} decisions with reasons)[/dim]"
         )

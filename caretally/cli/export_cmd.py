@@ -7,10 +7,11 @@ from typing import Annotated
 
 import typer
 
-from caretally.billing.exporting import FORMATS, ExportRefused, export_month
+from caretally.billing.exporting import FORMATS, ExportRefused, ExportResult, export_month
 from caretally.cli.common import DbOption, OrgOption, console, err_console
 from caretally.dates import parse_month
 from caretally.errors import ProblemsError
+from caretally.export.corrections import load_claim_numbers
 from caretally.settings_practice import load_practice
 from caretally.store.db import DEFAULT_ORG, open_database
 
@@ -20,12 +21,30 @@ def register(app: typer.Typer) -> None:
     def export(
         month: Annotated[str, typer.Option("--month", help="Billed month, YYYY-MM.")],
         fmt: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(FORMATS)}.")],
-        out: Annotated[Path, typer.Option("--out", help="File to write.")],
+        out: Annotated[
+            Path,
+            typer.Option(
+                "--out", help="File to write (x12 for several receivers: one file per receiver beside it)."
+            ),
+        ],
         practice: Annotated[
             Path | None, typer.Option("--practice", help="Practice identity TOML (needed for x12 and fhir).")
         ] = None,
         run_id: Annotated[
             str | None, typer.Option("--run", help="A specific run (default: the month's current run).")
+        ] = None,
+        whole_month: Annotated[
+            bool,
+            typer.Option(
+                "--all", help="x12 of an amendment run: every claim as an original, not only the corrections."
+            ),
+        ] = False,
+        claim_numbers: Annotated[
+            Path | None,
+            typer.Option(
+                "--claim-numbers",
+                help="CSV claim_id,payer_claim_number: the payer's numbers that corrections reference.",
+            ),
         ] = None,
         db_url: DbOption = None,
         org: OrgOption = DEFAULT_ORG,
@@ -37,14 +56,54 @@ def register(app: typer.Typer) -> None:
         engine = open_database(db_url, org)
         try:
             identity = load_practice(practice) if practice else None
-            result = export_month(engine, org, month, fmt, out, practice=identity, run_id=run_id)
+            numbers = load_claim_numbers(claim_numbers) if claim_numbers else None
+            result = export_month(
+                engine,
+                org,
+                month,
+                fmt,
+                out,
+                practice=identity,
+                run_id=run_id,
+                whole_month=whole_month,
+                claim_numbers=numbers,
+            )
         except ProblemsError as exc:
             for p in exc.problems:
-                err_console.print(str(p))
+                # One line per problem, whatever the terminal width; brackets are TOML, not markup.
+                err_console.print(str(p), soft_wrap=True, markup=False, highlight=False)
+            raise typer.Exit(2) from None
+        except OSError as exc:
+            message = f"cannot write {exc.filename or out}: {exc.strerror or exc}"
+            err_console.print(message, style="red", soft_wrap=True, markup=False, highlight=False)
             raise typer.Exit(2) from None
         except ExportRefused as exc:
-            err_console.print(f"[red]{exc}[/red]")
+            err_console.print(str(exc), style="red", soft_wrap=True, markup=False, highlight=False)
             raise typer.Exit(2) from None
-        extra = f", interchange control number {result.control_number}" if result.control_number else ""
-        run = result.run
-        console.print(f"{result.lines} lines of run {run.run_id} ({run.status}) written to {out}{extra}.")
+        _report(result, out)
+
+
+_KIND = {"1": "original", "7": "replacement", "8": "void"}
+
+
+def _report(result: ExportResult, out: Path) -> None:
+    run = result.run
+    if not result.files:
+        console.print(
+            f"{result.lines} lines of run {run.run_id} ({run.status}) written to {out}.",
+            soft_wrap=True,
+            markup=False,
+        )
+        return
+    what = f"corrections of locked run {result.corrections_of}" if result.corrections_of else "claims"
+    console.print(f"{result.lines} lines of run {run.run_id} ({run.status}) written as {what}:")
+    for f in result.files:
+        counts = ", ".join(f"{n} {_KIND.get(k, k)}" for k, n in f.frequencies.items())
+        payers = ", ".join(f"{label} {n}" for label, n in f.payers.items())
+        console.print(
+            f"  {f.path}  receiver {f.receiver_id}, interchange control number {f.control_number} "
+            f"({counts}; claims by payer: {payers})",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )

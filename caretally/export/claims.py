@@ -9,7 +9,9 @@ format live here:
   refuse line-level rendering providers;
 * an add-on code travels on the same claim as its base code (medicare-rules.md 4.2);
 * the claim id is derived only from patient, month (and rendering NPI when split on it),
-  so exporting the same run twice gives the same ids.
+  never from the run, so exporting the same run twice, or the run that amends it, gives
+  the same ids — which is what lets a correction point at the claim it corrects. A
+  patient-month has one payer, so the payer and billing provider add nothing to the key.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from datetime import date
 from decimal import Decimal
 
 from caretally.errors import Problem, ProblemsError
-from caretally.model import ClaimLine, ClaimPatient, Payer
+from caretally.model import ClaimLine, ClaimPatient, Payer, PayerRoute
 
 GROUPINGS = ("patient_month", "patient_month_rendering")
 
@@ -74,6 +76,9 @@ class Claim:
     place_of_service: str  # claim level: most frequent among the lines
     billing_npi: str  # the billing provider (practice) NPI
     rendering_npi: str | None  # claim level: most frequent renderer among the lines
+    route: PayerRoute | None = None  # the payer directory entry, set by export.routing
+    frequency: str = "1"  # CLM05-3: 1 original, 7 replacement, 8 void
+    original_reference: str | None = None  # REF*F8 for a replacement or void
 
     @property
     def total_charge(self) -> Decimal:

@@ -26,6 +26,7 @@ from typing import Any
 
 from caretally.errors import Problem
 from caretally.export.claims import Claim, ExportError, group_claims, rendering_of
+from caretally.export.routing import route_claims
 from caretally.model import Address, ClaimLine, ClaimPatient, Payer, PracticeIdentity
 
 PRODUCER = "fhir_claim"
@@ -106,11 +107,13 @@ def _contained(claim: Claim, practice: PracticeIdentity) -> list[dict[str, Any]]
         "name": practice.name,
         "address": [_address(practice.address)],
     }
+    route = claim.route
+    assert route is not None  # build_claim_bundle routes every claim
     payer = {
         "resourceType": "Organization",
         "id": "payer",
-        "identifier": [{"system": PAYER_ID_SYSTEM, "value": practice.payer_id}],
-        "name": practice.payer_name,
+        "identifier": [{"system": PAYER_ID_SYSTEM, "value": route.payer_id}],
+        "name": route.name,
     }
     code, display = PAYMENT_TYPOLOGY[claim.payer]
     coverage: dict[str, Any] = {
@@ -214,7 +217,7 @@ def build_claim_bundle(
         raise ExportError(
             [Problem(f"<{PRODUCER}>", None, "created", "naive_timestamp", "created must be timezone-aware")]
         )
-    claims = group_claims(lines, patients, practice.npi, producer=PRODUCER)
+    claims = route_claims(group_claims(lines, patients, practice.npi, producer=PRODUCER), practice, PRODUCER)
     entries = []
     for claim in claims:
         resource = _claim_resource(claim, practice, created)

@@ -8,7 +8,6 @@ Money is a string in JSON too, because a JSON number would be read back as a flo
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TextIO
 
+from caretally.export.csvsafe import safe_writer
 from caretally.model import ClaimLine
 
 CLAIM_FIELDS = (
@@ -82,9 +82,13 @@ def _text_out(out: Path | TextIO) -> Iterator[TextIO]:
 
 
 def write_csv(lines: Sequence[ClaimLine], out: Path | TextIO) -> None:
-    """Header plus one row per line. A stream passed in should be opened with ``newline=""``."""
+    """Header plus one row per line. A stream passed in should be opened with ``newline=""``.
+
+    Cells go through :func:`caretally.export.csvsafe.safe_cell`: ids and codes come from the
+    practice's own files, and one starting with ``=`` must not run as a spreadsheet formula.
+    """
     with _text_out(out) as fh:
-        writer = csv.writer(fh, lineterminator="\r\n")
+        writer = safe_writer(fh, lineterminator="\r\n")
         writer.writerow(ALL_FIELDS)
         for line in lines:
             record = line_record(line)

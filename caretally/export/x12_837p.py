@@ -3,15 +3,21 @@
 One interchange holds one functional group with one transaction: the practice is the
 billing provider (loop 2000A), each patient is the subscriber (2000B, no separate patient
 loop), and each patient-month is a claim (2300) whose lines are the service lines (2400).
+Claims go to the payer the practice's payer directory names for the patient (2010BB), and
+each receiver gets its own interchange (:mod:`caretally.export.routing`).
 The output is checked in the tests with the pyx12 validator, so the layout here follows
 the implementation guide rather than any one clearinghouse's habits.
 
 Choices a reviewer may want to know (docs/exports.md explains them for billers):
 
-* SBR09 claim filing indicator: Medicare ``MB`` (Part B), Medicare Advantage ``16``
-  (Medicare risk HMO; payers that want ``HM`` can map it), Medicaid ``MC``, commercial ``CI``.
-* CLM05 is ``<POS>:B:1`` (professional claim, original); CLM06–CLM09 = Y, A, Y, Y
-  (signature on file, assignment accepted, benefits assigned, release of information).
+* SBR09 claim filing indicator: the directory entry's, by default Medicare ``MB`` (Part B),
+  Medicare Advantage ``16`` (Medicare risk HMO; a plan that wants ``HM`` says so in its
+  entry), Medicaid ``MC``, commercial ``CI``.
+* CLM05 is ``<POS>:B:<frequency>`` (1 original, 7 replacement, 8 void; a correction also
+  carries ``REF*F8`` with the claim it corrects); CLM06–CLM09 = Y, A, Y, Y (signature on
+  file, assignment accepted, benefits assigned, release of information).
+* Text is transliterated to the X12 basic character set with ``anyascii`` (Zoë → ZOE,
+  Nguyễn → NGUYEN, 王 → WANG); a name that would come out empty is refused.
 * A line's POS goes on SV105 only when it differs from the claim's.
 * The rendering provider (2310B) is stated when it differs from the billing NPI; a line
   rendered by someone else gets its own 2420A. Those loops need the person's name, which
@@ -29,8 +35,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
+from anyascii import anyascii
+
 from caretally.errors import Problem
 from caretally.export.claims import Claim, ExportError, group_claims, rendering_of
+from caretally.export.routing import InterchangePlan, plan_interchanges, route_claims
 from caretally.ingest.values import is_valid_npi
 from caretally.model import Address, ClaimLine, ClaimPatient, Payer, PracticeIdentity
 
@@ -41,14 +50,23 @@ REPETITION = "^"
 VERSION = "005010X222A1"
 PRODUCER = "x12_837p"
 
-#: SBR09 claim filing indicator code per payer kind.
+#: SBR09 claim filing indicator code per payer kind, unless the directory entry says otherwise.
 FILING_INDICATOR: dict[Payer, str] = {
     Payer.MEDICARE: "MB",
     Payer.MEDICARE_ADVANTAGE: "16",
     Payer.MEDICAID: "MC",
     Payer.COMMERCIAL: "CI",
 }
+#: Every SBR09 code 005010X222A1 allows (Claim Filing Indicator Code list).
+# fmt: off
+FILING_CODES = frozenset({
+    "11", "12", "13", "14", "15", "16", "17", "AM", "BL", "CH", "CI", "DS",
+    "FI", "HM", "LM", "MA", "MB", "MC", "OF", "TV", "VA", "WC", "ZZ",
+})
+# fmt: on
+FREQUENCIES = ("1", "7", "8")
 
+# After transliteration: anything outside printable ASCII, and our own separators.
 _UNSAFE = re.compile(r"[*~:^\r\n\t]|[^\x20-\x7e]")
 
 
@@ -63,12 +81,13 @@ class ProviderName:
 def clean(value: str, limit: int) -> str:
     """Printable ASCII, upper case, no separators, squeezed and cut to the element's size.
 
-    Accented letters lose their accent (Zoë → ZOE) rather than the letter, so a name still
-    matches the payer's eligibility file as closely as ASCII allows.
+    Letters are transliterated (Zoë → ZOE, Łukasz → LUKASZ, 王 → WANG) rather than dropped,
+    so a name still matches the payer's eligibility file as closely as ASCII allows;
+    symbols, emoji and invisible format characters carry no name and are dropped.
     """
-    decomposed = unicodedata.normalize("NFKD", value)
-    text = "".join(c for c in decomposed if not unicodedata.combining(c))
-    text = _UNSAFE.sub(" ", text.upper())
+    # Symbols and emoji go first: anyascii would spell them out (☃ → ":snowman:").
+    kept = "".join(c for c in value if unicodedata.category(c)[0] in "LMNPZ")
+    text = _UNSAFE.sub(" ", anyascii(kept).upper())
     return " ".join(text.split())[:limit].strip()
 
 
@@ -97,12 +116,13 @@ class _Segments:
 
 
 def _check_inputs(
-    claims: Sequence[Claim],
+    plan: InterchangePlan,
     practice: PracticeIdentity,
     names: Mapping[str, ProviderName],
     control_number: int,
     created: datetime,
 ) -> None:
+    claims = plan.claims
     problems: list[Problem] = []
 
     def fault(field: str, code: str, message: str) -> None:
@@ -122,11 +142,20 @@ def _check_inputs(
             "zip_not_9_digits",
             "the billing provider address needs the 9-digit ZIP+4 (837P loop 2010AA N403)",
         )
-    for field, value in (("submitter_id", practice.submitter_id), ("receiver_id", practice.receiver_id)):
+    for field, value in (("submitter_id", practice.submitter_id), ("receiver_id", plan.receiver.id)):
         if not value or len(value) > 15 or clean(value, 15) != value.upper():
             fault(f"practice.{field}", "bad_interchange_id", f"{value!r} must be 1-15 plain characters")
     needed: set[str] = set()
+    seen: set[str] = set()
     for claim in claims:
+        if claim.patient.patient_id not in seen:
+            seen.add(claim.patient.patient_id)
+            for field, message in _empty_texts(claim.patient):
+                fault(field, "empty_after_transliteration", f"patient {claim.patient.patient_id}: {message}")
+        if claim.frequency not in FREQUENCIES:
+            fault("frequency", "bad_frequency", f"{claim.claim_id}: frequency {claim.frequency!r}")
+        if claim.frequency != "1" and not claim.original_reference:
+            fault("original_reference", "missing_reference", f"{claim.claim_id}: a correction needs REF*F8")
         if claim.claim_rendering_npi:
             needed.add(claim.claim_rendering_npi)
         needed.update(npi for ln in claim.lines if (npi := claim.line_rendering_npi(ln)))
@@ -145,6 +174,30 @@ def _check_inputs(
         raise ExportError(problems)
 
 
+def _empty_texts(patient: ClaimPatient) -> list[tuple[str, str]]:
+    """Names and address parts that had text but none left in the X12 basic character set."""
+    values = [("family_name", patient.family_name, 60), ("given_name", patient.given_name, 35)]
+    if patient.address is not None:
+        values += [("address_line", patient.address.line1, 55), ("city", patient.address.city, 30)]
+    return [
+        (field, f"{field} {value!r} has no letters or digits left after transliteration to X12 text")
+        for field, value, limit in values
+        if value.strip() and not clean(value, limit).strip(" .,'-/&()")
+    ]
+
+
+def routed_claims(
+    lines: Sequence[ClaimLine],
+    patients: Mapping[str, ClaimPatient],
+    practice: PracticeIdentity,
+    *,
+    grouping: str = "patient_month",
+) -> list[Claim]:
+    """Lines grouped into claims, each routed to its payer directory entry."""
+    claims = group_claims(lines, patients, practice.npi, grouping=grouping, producer=PRODUCER)
+    return route_claims(claims, practice, PRODUCER)
+
+
 def build_837p(
     lines: Sequence[ClaimLine],
     patients: Mapping[str, ClaimPatient],
@@ -155,19 +208,53 @@ def build_837p(
     grouping: str = "patient_month",
     provider_names: Mapping[str, ProviderName] | None = None,
 ) -> str:
-    """The whole interchange as text; raises ``ExportError`` listing every fault instead.
+    """The interchange as text, when every claim goes to one receiver; raises otherwise.
 
-    ``control_number`` becomes ISA13, GS06 and BHT03 and must be unique per submitter, so
-    the caller (the month run) keeps the sequence. ``created`` dates the interchange (UTC).
+    ``ExportError`` lists every fault at once. ``control_number`` becomes ISA13, GS06 and
+    BHT03 and must be unique per submitter, so the caller keeps the sequence. ``created``
+    dates the interchange (UTC). Several receivers need :func:`plan_interchanges` and one
+    :func:`render_837p` per plan, each with its own control number.
     """
+    plans = plan_interchanges(routed_claims(lines, patients, practice, grouping=grouping))
+    if len(plans) != 1:
+        receivers = ", ".join(p.receiver.id + (f" ({p.payer_label})" if p.payer_label else "") for p in plans)
+        raise ExportError(
+            [
+                Problem(
+                    f"<{PRODUCER}>",
+                    None,
+                    "receiver",
+                    "several_interchanges",
+                    f"the claims go to {len(plans)} interchanges ({receivers}); render one per plan",
+                )
+            ]
+        )
+    return render_837p(
+        plans[0], practice, control_number=control_number, created=created, provider_names=provider_names
+    )
+
+
+def render_837p(
+    plan: InterchangePlan,
+    practice: PracticeIdentity,
+    *,
+    control_number: int,
+    created: datetime,
+    provider_names: Mapping[str, ProviderName] | None = None,
+) -> str:
+    """One interchange for one receiver's routed claims; raises ``ExportError`` listing faults."""
     names = provider_names or {}
-    claims = group_claims(lines, patients, practice.npi, grouping=grouping, producer=PRODUCER)
-    _check_inputs(claims, practice, names, control_number, created)
+    _check_inputs(plan, practice, names, control_number, created)
+    # A void goes before the original that takes its place (a claim moving to another payer).
+    claims = sorted(
+        plan.claims,
+        key=lambda c: (c.patient.patient_id, c.month, c.claim_id, FREQUENCIES[::-1].index(c.frequency)),
+    )
     when = created.astimezone(UTC)
 
     out = _Segments()
     sender = clean(practice.submitter_id, 15)
-    receiver = clean(practice.receiver_id, 15)
+    receiver = clean(plan.receiver.id, 15)
     out.add(
         "ISA", "00", " " * 10, "00", " " * 10,
         "ZZ", sender.ljust(15), "ZZ", receiver.ljust(15),
@@ -184,7 +271,7 @@ def build_837p(
         "PER", "IC", clean(practice.submitter_contact_name, 60),
         "TE", re.sub(r"[^0-9]", "", practice.submitter_contact_phone),
     )  # fmt: skip
-    out.add("NM1", "40", "2", clean(practice.receiver_name, 60), "", "", "", "", "46", receiver)
+    out.add("NM1", "40", "2", clean(plan.receiver.name, 60), "", "", "", "", "46", receiver)
     # 2000A billing provider
     out.add("HL", "1", "", "20", "1")
     if practice.taxonomy_code:
@@ -194,13 +281,14 @@ def build_837p(
     out.add("REF", "EI", practice.tin)
 
     hl = 1
-    subscriber_key: tuple[str, Payer, str] | None = None
+    subscriber_key: tuple[str, Payer, str, str] | None = None
     for claim in claims:  # sorted by patient, so a subscriber's claims are adjacent
-        key = (claim.patient.patient_id, claim.payer, claim.member_id)
+        assert claim.route is not None  # plan_interchanges refuses unrouted claims
+        key = (claim.patient.patient_id, claim.payer, claim.member_id, claim.route.label)
         if key != subscriber_key:
             subscriber_key = key
             hl += 1
-            _subscriber(out, hl, claim, practice)
+            _subscriber(out, hl, claim)
         _claim(out, claim, names)
 
     out.add("SE", str(len(out.items) - st_start + 1), "0001")
@@ -214,10 +302,12 @@ def _address(out: _Segments, addr: Address) -> None:
     out.add("N4", clean(addr.city, 30), clean(addr.state, 2), re.sub(r"[^0-9]", "", addr.postal_code))
 
 
-def _subscriber(out: _Segments, hl: int, claim: Claim, practice: PracticeIdentity) -> None:
+def _subscriber(out: _Segments, hl: int, claim: Claim) -> None:
     patient = claim.patient
+    route = claim.route
+    assert route is not None
     out.add("HL", str(hl), "1", "22", "0")
-    out.add("SBR", "P", "18", "", "", "", "", "", "", FILING_INDICATOR[claim.payer])
+    out.add("SBR", "P", "18", "", "", "", "", "", "", route.filing_indicator)
     out.add(
         "NM1", "IL", "1", clean(patient.family_name, 60), clean(patient.given_name, 35),
         "", "", "", "MI", clean(claim.member_id, 80),
@@ -225,9 +315,7 @@ def _subscriber(out: _Segments, hl: int, claim: Claim, practice: PracticeIdentit
     if patient.address is not None:
         _address(out, patient.address)
     out.add("DMG", "D8", d8(patient.birth_date), patient.sex if patient.sex in ("F", "M") else "U")
-    out.add(
-        "NM1", "PR", "2", clean(practice.payer_name, 60), "", "", "", "", "PI", clean(practice.payer_id, 80)
-    )
+    out.add("NM1", "PR", "2", clean(route.name, 60), "", "", "", "", "PI", clean(route.payer_id, 80))
 
 
 def _person(out: _Segments, npi: str, name: ProviderName) -> None:
@@ -238,8 +326,10 @@ def _person(out: _Segments, npi: str, name: ProviderName) -> None:
 def _claim(out: _Segments, claim: Claim, names: Mapping[str, ProviderName]) -> None:
     out.add(
         "CLM", claim.claim_id, money(claim.total_charge), "", "",
-        COMPONENT.join((claim.place_of_service, "B", "1")), "Y", "A", "Y", "Y",
+        COMPONENT.join((claim.place_of_service, "B", claim.frequency)), "Y", "A", "Y", "Y",
     )  # fmt: skip
+    if claim.original_reference:
+        out.add("REF", "F8", clean(claim.original_reference, 50))
     codes = [dx.replace(".", "").upper() for dx in claim.diagnoses]
     out.add("HI", *(f"{'ABK' if i == 0 else 'ABF'}{COMPONENT}{code}" for i, code in enumerate(codes)))
     if claim.claim_rendering_npi:

@@ -177,3 +177,24 @@ def test_faults_are_reported_not_written():
     assert [p.code for p in err.value.problems] == ["addon_without_base"]
     with pytest.raises(ExportError):
         build_claim_bundle([line()], {"P001": patient()}, demo_practice(), created=datetime(2026, 4, 2))
+
+
+def test_each_claims_payer_organization_comes_from_the_directory():
+    lines = [
+        line("99454", "P001"),
+        line("99454", "P002", payer=Payer.MEDICAID, member_id="123456789A"),
+        line("99454", "P003", payer=Payer.MEDICARE_ADVANTAGE, member_id="HUM123456789"),
+    ]
+    patients = {ln.patient_id: patient(ln.patient_id, payer=ln.payer, member_id=ln.member_id) for ln in lines}
+    patients["P001"] = patient("P001")
+    payers = {}
+    for entry in parse(bundle_for(lines, patients)).entry:
+        org = next(
+            r for r in entry.resource.contained if r.get_resource_type() == "Organization" and r.id == "payer"
+        )
+        payers[entry.resource.identifier[0].value] = (org.name, org.identifier[0].value)
+    assert payers == {
+        "P001-202603": ("DEMO MEDICARE CONTRACTOR", "00000DEMO"),
+        "P002-202603": ("DEMO STATE MEDICAID", "00000DEMOM"),
+        "P003-202603": ("DEMO MEDICARE ADVANTAGE HMO", "00000DEMOH"),
+    }

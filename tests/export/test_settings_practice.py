@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -100,8 +101,12 @@ def test_the_shipped_example_refuses_to_load_until_filled_in():
         "submitter.contact_phone": "placeholder",
         "receiver.id": "placeholder",
         "receiver.name": "placeholder",
-        "payer.name": "placeholder",
-        "payer.id": "placeholder",
+        "payers.medicare.name": "placeholder",
+        "payers.medicare.id": "placeholder",
+        "fees.99453": "bad_money",
+        "fees.99454": "bad_money",
+        "fees.99457": "bad_money",
+        "fees.99458": "bad_money",
     }
 
 
@@ -133,7 +138,7 @@ def test_every_problem_is_listed_in_one_error(tmp_path: Path):
 
 def test_missing_tables_and_files_and_bad_toml(tmp_path: Path):
     found = problems_of(write(tmp_path, '[practice]\nname = "X Clinic"\n'))
-    assert found["practice.address"] == "missing_table" and found["payer"] == "missing_table"
+    assert found["practice.address"] == "missing_table" and found["payers"] == "missing_table"
     assert found["practice.npi"] == "missing"
     assert problems_of(tmp_path / "nope.toml") == {"": "not_found"}
     assert problems_of(write(tmp_path, "[practice\n")) == {"": "toml_syntax"}
@@ -159,3 +164,24 @@ def test_demo_practice_is_test_data_with_a_valid_identity():
     demo = demo_practice()
     assert demo.test_data is True
     assert is_valid_npi(demo.npi) and len(demo.tin) == 9 and len(demo.address.postal_code) == 9
+
+
+def test_fees_load_as_exact_decimals_per_code(tmp_path: Path):
+    text = GOOD + '\n[fees]\n99454 = 47.43\n99457 = 50\ng0556 = "12.10"\n'
+    practice = load_practice(write(tmp_path, text))
+    assert practice.fees == (
+        ("99454", Decimal("47.43")),
+        ("99457", Decimal("50")),
+        ("G0556", Decimal("12.10")),
+    )
+    assert practice.fee("99454") == Decimal("47.43") and practice.fee("99091") is None
+
+
+@pytest.mark.parametrize(
+    ("entry", "code"),
+    [("99454 = 0", "bad_money"), ("99454 = -5.00", "bad_money"), ("99454 = 1.005", "bad_money"),
+     ('99454 = "lots"', "bad_money"), ("99454 = true", "bad_money"), ("9945 = 10", "bad_code")],
+)  # fmt: skip
+def test_bad_fees_are_named(tmp_path: Path, entry: str, code: str):
+    found = problems_of(write(tmp_path, GOOD + f"\n[fees]\n{entry}\n"))
+    assert list(found.values()) == [code] and next(iter(found)).startswith("fees.")
