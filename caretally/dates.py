@@ -56,28 +56,31 @@ def month_of(day: date) -> Period:
     return Period(PeriodKind.CALENDAR_MONTH, day.replace(day=1), day.replace(day=last))
 
 
-def thirty_day_period(anchor: date, index: int) -> Period:
-    """The ``index``-th 30-day period counted from ``anchor`` (index 0 starts on it)."""
-    start = anchor + timedelta(days=THIRTY * index)
-    return Period(PeriodKind.THIRTY_DAY, start, start + timedelta(days=THIRTY - 1))
+def thirty_day_period(anchor: date, index: int, length: int = THIRTY) -> Period:
+    """The ``index``-th device period counted from ``anchor`` (index 0 starts on it).
+
+    ``length`` is the rule-year's ``device_period_days`` (30 for Medicare).
+    """
+    start = anchor + timedelta(days=length * index)
+    return Period(PeriodKind.THIRTY_DAY, start, start + timedelta(days=length - 1))
 
 
-def thirty_day_period_containing(anchor: date, day: date) -> Period | None:
+def thirty_day_period_containing(anchor: date, day: date, length: int = THIRTY) -> Period | None:
     if day < anchor:
         return None
-    return thirty_day_period(anchor, (day - anchor).days // THIRTY)
+    return thirty_day_period(anchor, (day - anchor).days // length, length)
 
 
-def periods_ending_in(anchor: date, month: Period) -> list[Period]:
-    """30-day periods from ``anchor`` whose last day falls inside ``month``.
+def periods_ending_in(anchor: date, month: Period, length: int = THIRTY) -> list[Period]:
+    """Device periods from ``anchor`` whose last day falls inside ``month``.
 
-    A 28-day February can hold none; a 31-day month can hold two.
+    With 30-day periods a 28-day February can hold none; a 31-day month can hold two.
     """
     found: list[Period] = []
-    first = thirty_day_period_containing(anchor, month.start)
-    index = 0 if first is None else (first.start - anchor).days // THIRTY
+    first = thirty_day_period_containing(anchor, month.start, length)
+    index = 0 if first is None else (first.start - anchor).days // length
     while True:
-        p = thirty_day_period(anchor, index)
+        p = thirty_day_period(anchor, index, length)
         if p.end > month.end:
             break
         if p.end >= month.start:

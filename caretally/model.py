@@ -192,7 +192,7 @@ class EnrollmentFact:
     diagnoses: tuple[str, ...]
     complexity: str | None
     order_date: date | None
-    established_patient: bool
+    established_patient: bool | None  # None: not recorded (option established_patient_when_missing)
     initiating_visit_date: date | None
 
 

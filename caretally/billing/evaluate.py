@@ -44,6 +44,7 @@ def facts_options(rules: RuleBook, month: Period) -> FactsOptions:
         anchor=anchor or "enrollment_start",
         rtm_count_manual=True if manual is None else bool(manual),
         setup_codes=frozenset(c.code for c in year.codes.values() if c.family == "setup"),
+        period_days=int(year.option("device_period_days").value),
     )
 
 
@@ -198,7 +199,9 @@ def map_month(
     list, the first one is raised once its range is done.
     """
     global _JOB
-    ids = [i for i in patients_in_month(engine, org_id, month) if patients is None or i in patients]
+    book = rules if isinstance(rules, PayerRules) else PayerRules(rules)
+    lookback = max(facts_options(book.for_payer(p), month).lookback for p in Payer)
+    ids = [i for i in patients_in_month(engine, org_id, month, lookback) if patients is None or i in patients]
     ranges = [(ids[i], ids[min(i + BATCH, len(ids)) - 1]) for i in range(0, len(ids), BATCH)]
     url = engine.url.render_as_string(hide_password=False)
     _JOB = _MapJob(url, org_id, month, rules, as_of, patients, fn)

@@ -58,6 +58,12 @@ class FactsOptions:
     anchor: str = "enrollment_start"
     rtm_count_manual: bool = True
     setup_codes: frozenset[str] = frozenset()  # once billed, earlier periods' days are not needed
+    period_days: int = 30  # the rule-year's device_period_days
+
+    @property
+    def lookback(self) -> timedelta:
+        """A device period ending in a month can start this long before the month."""
+        return timedelta(days=self.period_days - 1)
 
 
 def _in_scope(column: Any, scope: set[str] | tuple[str, str]) -> ColumnElement[bool]:
@@ -104,7 +110,7 @@ def _enrollment_rows(
             diagnoses=tuple(d for d in r["diagnoses"].split(";") if d),
             complexity=r["complexity"],
             order_date=r["order_date"],
-            established_patient=bool(r["established_patient"]),
+            established_patient=None if r["established_patient"] is None else bool(r["established_patient"]),
             initiating_visit_date=r["initiating_visit_date"],
         )
         for r in rows
@@ -383,7 +389,7 @@ def _setup_day(enrollment: EnrollmentFact, devices: list[DeviceFact]) -> date | 
 
 
 def _prior_periods(
-    enrollment: EnrollmentFact, anchor: date | None, month: Period, setup: date | None
+    enrollment: EnrollmentFact, anchor: date | None, month: Period, setup: date | None, length: int
 ) -> tuple[Period, ...]:
     """The episode's 30-day periods that end before this month's and on or after the set-up."""
     if anchor is None or setup is None or enrollment.program not in DEVICE_PROGRAMS:
@@ -391,7 +397,7 @@ def _prior_periods(
     out: list[Period] = []
     index = 0
     while True:
-        p = thirty_day_period(anchor, index)
+        p = thirty_day_period(anchor, index, length)
         if p.end >= month.start:
             return tuple(out)
         if p.end >= setup:
@@ -407,12 +413,13 @@ def _program_facts(
     devices: list[DeviceFact],
     prior: tuple[tuple[Period, ...], tuple[date, ...]] = ((), ()),
     data_from: date | None = None,
+    length: int = 30,
 ) -> ProgramFacts:
     program = enrollment.program
     own_devices = tuple(d for d in devices if d.program == program)
     if program not in DEVICE_PROGRAMS or anchor is None:
         return ProgramFacts(enrollment, (), {}, own_devices)
-    periods = tuple(p for p in periods_ending_in(anchor, month) if p.end >= enrollment.start_date)
+    periods = tuple(p for p in periods_ending_in(anchor, month, length) if p.end >= enrollment.start_date)
     if not periods:
         return ProgramFacts(enrollment, (), {}, own_devices, data_from=data_from)
     lo, hi = periods[0].start, periods[-1].end
@@ -474,7 +481,7 @@ def _prior_days(
     return out
 
 
-def _touches(enrollment: EnrollmentFact, month: Period) -> bool:
+def _touches(enrollment: EnrollmentFact, month: Period, lookback: timedelta = LOOKBACK) -> bool:
     """Whether the enrollment can have anything billed in ``month``.
 
     Calendar-month programs need a day of the month inside the enrollment; device
@@ -484,13 +491,15 @@ def _touches(enrollment: EnrollmentFact, month: Period) -> bool:
     end = enrollment.end_date
     if end is None or end >= month.start:
         return True
-    return enrollment.program in DEVICE_PROGRAMS and end >= month.start - LOOKBACK
+    return enrollment.program in DEVICE_PROGRAMS and end >= month.start - lookback
 
 
-def patients_in_month(engine: Engine, org_id: str, month: Period) -> list[str]:
+def patients_in_month(
+    engine: Engine, org_id: str, month: Period, lookback: timedelta = LOOKBACK
+) -> list[str]:
     """Sorted ids of the patients with an enrollment that can bill something in ``month``."""
-    rows = _enrollment_rows(engine, org_id, month.start - LOOKBACK, month)
-    return sorted({e.patient_id for e in rows if _touches(e, month)})
+    rows = _enrollment_rows(engine, org_id, month.start - lookback, month)
+    return sorted({e.patient_id for e in rows if _touches(e, month, lookback)})
 
 
 def build_month_facts(
@@ -514,11 +523,11 @@ def build_month_facts(
     """
     options = options or FactsOptions()
     as_of = as_of or month.end
-    window_start = month.start - LOOKBACK
+    window_start = month.start - options.lookback
     enrollments = [
         e
         for e in _enrollment_rows(engine, org_id, window_start, month, id_range)
-        if (patients is None or e.patient_id in patients) and _touches(e, month)
+        if (patients is None or e.patient_id in patients) and _touches(e, month, options.lookback)
     ]
     if not enrollments:
         return
@@ -568,6 +577,7 @@ def build_month_facts(
                 history,
                 priors,
                 data_from,
+                options.period_days,
             )
 
 
@@ -595,7 +605,7 @@ def _priors(
         billed = {b.enrollment_id for b in history.get(pid, ()) if b.code in options.setup_codes}
         for e in by_patient[pid]:
             setup = _setup_day(e, devices.get(pid, []))
-            periods = _prior_periods(e, anchors[e.enrollment_id], month, setup)
+            periods = _prior_periods(e, anchors[e.enrollment_id], month, setup, options.period_days)
             if not periods:
                 continue
             out[e.enrollment_id] = (periods, ())
@@ -620,6 +630,7 @@ def _patient_facts(
     history: dict[str, list[BilledCode]],
     priors: dict[str, tuple[tuple[Period, ...], tuple[date, ...]]],
     data_from: date | None,
+    length: int,
 ) -> PatientMonthFacts:
     payer, tz = person
     programs = tuple(
@@ -631,6 +642,7 @@ def _patient_facts(
             devices.get(pid, []),
             priors.get(e.enrollment_id, ((), ())),
             data_from,
+            length,
         )
         for e in enrollments
     )

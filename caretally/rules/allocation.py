@@ -73,6 +73,12 @@ class Allocation:
     params: tuple[Param, ...] = ()
 
 
+def _once(year: RuleYear) -> str:
+    """Entries left unused are the no-minute-twice rule at work: cite it."""
+    p = year.globals.get("time_counts_once")
+    return "" if p is None else cite(year, p)
+
+
 def _active(p: ProgramFacts, day: date) -> bool:
     e = p.enrollment
     return e.start_date <= day and (e.end_date is None or day <= e.end_date)
@@ -154,7 +160,7 @@ def allocate(facts: PatientMonthFacts, rule_year: RuleYear, score: Score | None 
         )
         ev = Evidence(dates=(entry.local_date,), values=(("entry", entry.entry_id),))
         for eid in time_enrollments:
-            reasons[eid].append(Reason("time.unassigned", False, msg, "", ev))
+            reasons[eid].append(Reason("time.unassigned", False, msg, _once(rule_year), ev))
 
     if earlier:
         # Untagged entries from before the month (fetched for 30-day periods reaching back)
@@ -167,7 +173,7 @@ def allocate(facts: PatientMonthFacts, rule_year: RuleYear, score: Score | None 
         )
         ev = Evidence(dates=tuple(e.local_date for e in earlier), values=(("entries", listing),))
         for eid in time_enrollments:
-            reasons[eid].append(Reason("time.unassigned", False, msg, "", ev))
+            reasons[eid].append(Reason("time.unassigned", False, msg, _once(rule_year), ev))
     orphans += earlier
     if not open_entries:
         return _result(facts, by_id, fixed, reasons, [e.entry_id for e in orphans], "none", ())

@@ -22,13 +22,14 @@ from decimal import Decimal
 from caretally.model import Decision, PatientMonthFacts
 from caretally.rules.allocation import Allocation, allocate, total
 from caretally.rules.families import month
-from caretally.rules.intervals import trim_overlaps
+from caretally.rules.intervals import counts_once, trim_overlaps
 from caretally.rules.params import RuleBook
 
 
 def evaluate_patient_month(facts: PatientMonthFacts, rules: RuleBook) -> list[Decision]:
     """Every decision for every enrollment and code of the patient-month, with reasons."""
-    facts = trim_overlaps(facts)
+    if counts_once(rules.for_date(facts.month.end)):
+        facts = trim_overlaps(facts)
     year_for = rules.for_date
     static: list[Decision] = []
     cache: dict[tuple[str, tuple[str, ...]], list[Decision]] = {}

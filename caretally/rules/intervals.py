@@ -21,6 +21,15 @@ from dataclasses import replace
 from datetime import datetime
 
 from caretally.model import PatientMonthFacts, TimeFact
+from caretally.rules.params import MissingParameter, RuleYear
+
+
+def counts_once(year: RuleYear) -> bool:
+    """The rule-year's ``time_counts_once`` global (required in a base year)."""
+    p = year.globals.get("time_counts_once")
+    if p is None:
+        raise MissingParameter(f"{year.payer}/{year.year}: no global 'time_counts_once'")
+    return bool(p.value)
 
 
 def trim_overlaps(facts: PatientMonthFacts) -> PatientMonthFacts:

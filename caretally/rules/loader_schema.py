@@ -359,6 +359,8 @@ FAMILY_PARAMS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     ),
 }
 
+PROGRAMS = v_list(v_choice(Program, "unknown_program", "program"))
+
 #: Option name → validator. Every base rule-year defines all of them.
 OPTIONS: dict[str, Validator] = {
     "setup_min_days": v_int(0),
@@ -373,6 +375,9 @@ OPTIONS: dict[str, Validator] = {
     "rtm_multiple_kinds": v_choice(("highest_paying", "most_days"), "bad_value", "rtm_multiple_kinds choice"),
     "ccm_pcm_different_practitioners": v_choice(("allowed", "blocked"), "bad_value", "choice"),
     "allocate_unassigned_time": v_bool,
+    "device_period_days": v_int(1),
+    "ccm_lane_order": v_list(v_ident, non_empty=True),
+    "established_patient_when_missing": v_choice(("assume_established", "assume_not"), "bad_value", "choice"),
 }
 
 #: Global name → (validator, required in a base year). The requirement globals carry
@@ -380,10 +385,15 @@ OPTIONS: dict[str, Validator] = {
 GLOBALS: dict[str, tuple[Validator, bool]] = {
     "conversion_factor": (v_number, True),
     "conversion_factor_qp": (v_number, False),
-    "consent": (v_bool, False),
-    "established_patient": (v_bool, False),
-    "order": (v_bool, False),
-    "initiating_visit": (v_bool, False),
+    # Structural rules, each the list of programs it applies to (an overlay may shorten it):
+    "consent": (PROGRAMS, True),
+    "established_patient": (PROGRAMS, True),
+    "order": (PROGRAMS, True),
+    "initiating_visit": (PROGRAMS, True),
+    # Rules whose value is the rule itself; cited so every reason that applies them is.
+    "enrollment_active": (v_bool, True),
+    "billing_practitioner": (v_bool, True),
+    "time_counts_once": (v_bool, True),
 }
 
 #: Option → the code parameters it may stand in for (``{option: name}``).

@@ -125,7 +125,7 @@ enrollments = Table(
     Column("diagnoses", Text, nullable=False),  # ';'-joined ICD-10-CM codes, primary first
     Column("complexity", String(16)),
     Column("order_date", Date),
-    Column("established_patient", Boolean, nullable=False, default=True),
+    Column("established_patient", Boolean),  # NULL: not recorded (migration 0004)
     Column("initiating_visit_date", Date),
     Column("extra", JSON),
     PrimaryKeyConstraint("org_id", "enrollment_id"),

@@ -105,7 +105,7 @@ def enrollment(
     diagnoses: Sequence[str] = ("I10", "E11.9"),
     complexity: str | None = None,
     order: date | str | None = "start",
-    established: bool = True,
+    established: bool | None = True,
     initiating_visit: date | str | None = "start",
 ) -> EnrollmentFact:
     def at(v: date | str | None) -> date | None:

@@ -149,11 +149,23 @@ def test_a_code_without_an_amount_is_billed_at_zero_and_flagged() -> None:
 def test_a_rule_year_may_waive_a_structural_rule() -> None:
     facts = make_facts(days=range(1, 21), established=False)
     assert billable(evaluate_patient_month(facts, BOOK)) == {}
-    waived = with_global(BOOK, "established_patient", False)
+    waived = with_global(BOOK, "established_patient", [])  # the rule covers no program any more
     d = one(evaluate_patient_month(facts, waived), "99454")
     assert d.status is Status.BILLABLE
-    assert reason(d, "rpm.established_patient").message == "established-patient rule waived by this rule-year"
+    assert not any(r.rule_id == "rpm.established_patient" for r in d.reasons)
     assert any(p.name == "established_patient" and p.layer == "test" for p in d.parameters)
+
+
+def test_an_unrecorded_established_patient_follows_the_option() -> None:
+    facts = make_facts(days=range(1, 21), established=None)
+    d = one(evaluate_patient_month(facts, BOOK), "99454")
+    assert d.status is Status.BILLABLE
+    assert "assumed established" in reason(d, "rpm.established_patient").message
+    assert any(g.startswith("established_patient:") for g in d.documentation_gaps)
+    strict = with_option(BOOK, "established_patient_when_missing", "assume_not")
+    d = one(evaluate_patient_month(facts, strict), "99454")
+    assert d.status is Status.NOT_BILLABLE
+    assert not reason(d, "rpm.established_patient").passed
 
 
 def test_time_codes_record_that_no_entry_is_counted_twice() -> None:

@@ -104,23 +104,28 @@ def _lane_pay(decisions: list[Decision]) -> Decimal:
     return sum((d.expected_payment or Decimal(0) for d in decisions if counts(d)), Decimal(0))
 
 
-def _lane_cite(year: RuleYear, ds: list[Decision]) -> str:
-    """The lanes exclude each other through ``exclusive_with``; cite the first base that says so."""
+def _lane_param(year: RuleYear, ds: list[Decision]) -> Param | None:
+    """The lanes exclude each other through ``exclusive_with``: the first base that says so."""
     for d in ds:
         rule = year.codes.get(d.code)
         if rule is not None and "exclusive_with" in rule.params:
-            return cite(year, rule.params["exclusive_with"])
-    return ""
+            return rule.params["exclusive_with"]
+    return None
 
 
-#: Lane precedence when a payment comparison is impossible (an amount is unknown): the
-#: practitioner's own time is valued above clinical-staff time in every year we have
-#: figures for (99491 > 99490, 99437 > 99439, 99424 > 99426), so its lane goes first.
-_KIND_ORDER = {"complex": 0, "practitioner": 1, "staff": 2}
+def _lane_cite(year: RuleYear, ds: list[Decision]) -> str:
+    p = _lane_param(year, ds)
+    return "" if p is None else cite(year, p)
 
 
-def _kind(lane: str) -> int:
-    return next((rank for word, rank in _KIND_ORDER.items() if lane.endswith(word)), len(_KIND_ORDER))
+def _kind(year: RuleYear, lane: str) -> int:
+    """Rank of a lane in the option ``ccm_lane_order`` (by the last word of its name).
+
+    Used only when money cannot decide; the practitioner's own time is valued above
+    clinical-staff time in every year we have figures for, hence the default order.
+    """
+    order = [str(w) for w in year.option("ccm_lane_order").value]
+    return next((rank for rank, word in enumerate(order) if lane.endswith(word)), len(order))
 
 
 def _unpriced(ds: list[Decision]) -> bool:
@@ -168,11 +173,12 @@ def _choose_lane(
                 "would bill $0.00, so the priced lane goes first"
             ),
         )
-    best = min(live, key=lambda lane: (_kind(lane), order.index(lane)))
+    best = min(live, key=lambda lane: (_kind(year, lane), order.index(lane)))
     return (
         best,
         lambda ds: (
-            "is preferred: an amount is unknown this year, so practitioner time goes before staff time"
+            "is preferred: no lane has a national amount this year, so lanes follow the option "
+            f"ccm_lane_order ({', '.join(str(w) for w in year.option('ccm_lane_order').value)})"
         ),
     )
 
@@ -192,5 +198,9 @@ def _one_lane(year: RuleYear, program: str, per_lane: dict[str, list[Decision]])
         r = Reason(
             f"{program}.lane", False, msg, _lane_cite(year, ds), Evidence(values=(("chosen_lane", best),))
         )
-        out.extend(demote(d, r, final) if counts(d) else d for d in ds)
+        deciding = [
+            _lane_param(year, ds),
+            year.option("ccm_lane_order") if "ccm_lane_order" in why(ds) else None,
+        ]
+        out.extend(demote(d, r, final, deciding) if counts(d) else d for d in ds)
     return out

@@ -58,9 +58,6 @@ from caretally.rules.params import CodeRule, MissingParameter, Param, RuleYear
 
 YearFor = Callable[[date], RuleYear]
 
-DEVICE_PROGRAMS = (Program.RPM, Program.RTM)
-CARE_PROGRAMS = (Program.CCM, Program.PCM)
-
 
 class UnsupportedOption(ValueError):
     """An option carries a value no family knows how to apply."""
@@ -273,17 +270,23 @@ def clamp_to_enrollment(view: EnrollmentView, day: date) -> date:
 # --------------------------------------------------------------------------------------
 
 
-def requirement(year: RuleYear, name: str, used: Used) -> tuple[bool, str]:
-    """Whether a structural rule applies, and its citation.
-
-    A rule-year may carry a global of that name (``consent``, ``established_patient``,
-    ``order``, ``initiating_visit``) to cite the rule — or, set to false by a payer
-    overlay, to waive it. Absent, the rule applies and the reason carries no citation.
-    """
+def global_param(year: RuleYear, name: str) -> Param:
     p = year.globals.get(name)
     if p is None:
-        return True, ""
-    used.add(p)
+        raise MissingParameter(f"{year.payer}/{year.year}: no global '{name}'")
+    return p
+
+
+def requirement(year: RuleYear, name: str, used: Used, program: Program | None = None) -> tuple[bool, str]:
+    """Whether a structural rule applies (to ``program``), and its citation.
+
+    The rule-year says which programs each rule covers (``consent``, ``established_patient``,
+    ``order``, ``initiating_visit`` are lists of programs; an overlay may shorten them to
+    waive a rule) or, for rules without programs, ``true``/``false``.
+    """
+    p = used.add(global_param(year, name))
+    if isinstance(p.value, list | tuple):
+        return program is not None and str(program) in {str(v) for v in p.value}, cite(year, p)
     return bool(p.value), cite(year, p)
 
 
@@ -297,6 +300,7 @@ def common_checks(view: EnrollmentView, year: RuleYear, period: Period, used: Us
     """
     e = view.enrollment
     checks: list[Check] = []
+    _, c_enrolled = requirement(year, "enrollment_active", used)
     ends = "open-ended" if e.end_date is None else f"ending {e.end_date}"
     overlaps = e.start_date <= period.end and (e.end_date is None or e.end_date >= period.start)
     where = span(period.start, period.end)
@@ -304,14 +308,15 @@ def common_checks(view: EnrollmentView, year: RuleYear, period: Period, used: Us
         inside = e.start_date <= period.start and (e.end_date is None or e.end_date >= period.end)
         note = "" if inside else "; days outside the enrollment do not count"
         msg = f"enrollment {e.enrollment_id} (from {e.start_date}, {ends}) covers {where}{note}"
-        checks.append(Check.of("common.enrollment_active", Verdict.PASS, msg, ""))
+        checks.append(Check.of("common.enrollment_active", Verdict.PASS, msg, c_enrolled))
     else:
         msg = f"enrollment {e.enrollment_id} (from {e.start_date}, {ends}) does not cover any day of {where}"
-        checks.append(Check.of("common.enrollment_active", Verdict.FAIL, msg, ""))
+        checks.append(Check.of("common.enrollment_active", Verdict.FAIL, msg, c_enrolled))
 
-    needed, c = requirement(year, "consent", used)
+    needed, c = requirement(year, "consent", used, e.program)
     if not needed:
-        checks.append(Check.of("common.consent", Verdict.PASS, "consent not required by this rule-year", c))
+        msg = f"consent not required for {e.program} by this rule-year"
+        checks.append(Check.of("common.consent", Verdict.PASS, msg, c))
     elif e.consent_date is None:
         checks.append(Check.of("common.consent", Verdict.FAIL, "no consent on file", c))
     elif e.consent_date > period.end:
@@ -325,24 +330,46 @@ def common_checks(view: EnrollmentView, year: RuleYear, period: Period, used: Us
         msg = f"consent dated {e.consent_date}, on or before the date of service{note}"
         checks.append(Check.of("common.consent", Verdict.PASS, msg, c, Evidence(dates=(e.consent_date,))))
 
+    needed, c = requirement(year, "billing_practitioner", used)
     if e.billing_practitioner_id:
         msg = f"billing practitioner {e.billing_practitioner_id} ({e.billing_credential})"
-        checks.append(Check.of("common.billing_practitioner", Verdict.PASS, msg, ""))
-    else:
-        checks.append(Check.of("common.billing_practitioner", Verdict.FAIL, "no billing practitioner", ""))
+        checks.append(Check.of("common.billing_practitioner", Verdict.PASS, msg, c))
+    elif needed:
+        checks.append(Check.of("common.billing_practitioner", Verdict.FAIL, "no billing practitioner", c))
 
-    if e.program == Program.RPM:
-        needed, c = requirement(year, "established_patient", used)
-        if not needed:
-            msg = "established-patient rule waived by this rule-year"
-            checks.append(Check.of("rpm.established_patient", Verdict.PASS, msg, c))
-        elif e.established_patient:
-            msg = "established patient of the billing practitioner (enrollment attestation)"
-            checks.append(Check.of("rpm.established_patient", Verdict.PASS, msg, c))
-        else:
-            msg = "not an established patient: RPM needs a prior relationship with the billing practitioner"
-            checks.append(Check.of("rpm.established_patient", Verdict.FAIL, msg, c))
+    needed, c = requirement(year, "established_patient", used, e.program)
+    if needed:
+        checks.append(_established(e, year, used, c))
     return checks
+
+
+ESTABLISHED_WHEN_MISSING = ("assume_established", "assume_not")
+
+
+def _established(e: EnrollmentFact, year: RuleYear, used: Used, c: str) -> Check:
+    """The established-patient rule; a missing attestation follows a documented option."""
+    rule_id = f"{e.program.lower()}.established_patient"
+    known = e.established_patient
+    if known is None:
+        choice = option_value(year, "established_patient_when_missing", ESTABLISHED_WHEN_MISSING)
+        used.add(year.option("established_patient_when_missing"))
+        c = cite(year, year.option("established_patient_when_missing"))
+        if choice == "assume_established":
+            msg = (
+                "the enrollment does not say whether the patient is established: assumed established "
+                "(option established_patient_when_missing); record it to close the gap"
+            )
+            return Check.of(rule_id, Verdict.PASS, msg, c)
+        msg = (
+            "the enrollment does not say whether the patient is established, and the option "
+            "established_patient_when_missing is assume_not: record it to bill"
+        )
+        return Check.of(rule_id, Verdict.FAIL, msg, c)
+    if known:
+        msg = "established patient of the billing practitioner (enrollment attestation)"
+        return Check.of(rule_id, Verdict.PASS, msg, c)
+    msg = f"not an established patient: {e.program} needs a prior relationship with the billing practitioner"
+    return Check.of(rule_id, Verdict.FAIL, msg, c)
 
 
 def documentation(view: EnrollmentView, year: RuleYear, used: Used) -> tuple[list[Reason], tuple[str, ...]]:
@@ -350,23 +377,26 @@ def documentation(view: EnrollmentView, year: RuleYear, used: Used) -> tuple[lis
     e = view.enrollment
     reasons: list[Reason] = []
     gaps: list[str] = []
-    if e.program in DEVICE_PROGRAMS:
-        needed, c = requirement(year, "order", used)
-        if needed and e.order_date is None:
+    needed, c = requirement(year, "order", used, e.program)
+    if needed:
+        if e.order_date is None:
             gaps.append("order_date: no dated practitioner order for the monitoring on file")
             msg = "documentation gap (does not block): no dated order naming the device and condition"
             reasons.append(Reason("docs.order_date", False, msg, c))
-        elif needed:
+        else:
             msg = f"order dated {e.order_date}"
             ev = Evidence(dates=(e.order_date,) if e.order_date else ())
             reasons.append(Reason("docs.order_date", True, msg, c, ev))
-    if e.program in CARE_PROGRAMS:
-        needed, c = requirement(year, "initiating_visit", used)
-        if needed and e.initiating_visit_date is None:
+    needed, c = requirement(year, "established_patient", used, e.program)
+    if needed and e.established_patient is None:
+        gaps.append("established_patient: the enrollment does not record whether the patient is established")
+    needed, c = requirement(year, "initiating_visit", used, e.program)
+    if needed:
+        if e.initiating_visit_date is None:
             gaps.append("initiating_visit_date: no initiating visit (E/M, AWV or IPPE) on file")
             msg = "documentation gap (does not block): no initiating visit date on file"
             reasons.append(Reason("docs.initiating_visit", False, msg, c))
-        elif needed:
+        else:
             msg = f"initiating visit on {e.initiating_visit_date}"
             ev = Evidence(dates=(e.initiating_visit_date,) if e.initiating_visit_date else ())
             reasons.append(Reason("docs.initiating_visit", True, msg, c, ev))
@@ -431,9 +461,12 @@ def overlap_reasons(view: EnrollmentView, period: Period) -> list[Reason]:
     """Say which entries were cut because the same performer logged those minutes already,
     and flag entries whose interval collides with another patient's (a compliance warning)."""
     out: list[Reason] = []
+    c = ""
     for e in sorted(view.entries, key=time_order):
         if not period.contains(e.local_date):
             continue
+        if not c and (e.logged_seconds is not None or e.other_patient_overlaps):
+            c = cite(view.year_for(period.end), global_param(view.year_for(period.end), "time_counts_once"))
         if e.logged_seconds is not None:
             cut = e.logged_seconds - e.seconds
             msg = (
@@ -450,7 +483,7 @@ def overlap_reasons(view: EnrollmentView, period: Period) -> list[Reason]:
                     ("seconds_cut", str(cut)),
                 ),
             )
-            out.append(Reason("time.overlap", True, msg, "", ev))
+            out.append(Reason("time.overlap", True, msg, c, ev))
         if e.other_patient_overlaps:
             msg = (
                 f"compliance warning: entry {e.entry_id} by {e.practitioner_id} overlaps in time with "
@@ -464,7 +497,7 @@ def overlap_reasons(view: EnrollmentView, period: Period) -> list[Reason]:
                     ("other_patient_entries", ", ".join(e.other_patient_overlaps)),
                 ),
             )
-            out.append(Reason("time.overlap_other_patient", False, msg, "", ev))
+            out.append(Reason("time.overlap_other_patient", False, msg, c, ev))
     return out
 
 
@@ -562,7 +595,8 @@ def finish(d: Draft) -> Decision:
         else:
             note = f": {d.open_note}" if d.open_note else ""
             msg = f"requirements met so far; the period closes on {d.period.end}{note}"
-        reasons.append(Reason("period.open", True, msg, "", Evidence(dates=(d.period.end, view.facts.as_of))))
+        c = cite(d.year, d.rule.params["descriptor"]) if "descriptor" in d.rule.params else ""
+        reasons.append(Reason("period.open", True, msg, c, Evidence(dates=(d.period.end, view.facts.as_of))))
     if d.time_based:
         # Notes about particular entries only concern decisions whose period holds them.
         reasons.extend(
@@ -612,14 +646,22 @@ def counts(decision: Decision) -> bool:
     return decision.status is Status.BILLABLE or (decision.status is Status.REACHABLE and decision.units > 0)
 
 
-def demote(decision: Decision, reason: Reason, winner_final: bool) -> Decision:
+def demote(
+    decision: Decision, reason: Reason, winner_final: bool, params: Sequence[Param | None] = ()
+) -> Decision:
     """Take a decision out of the claim because another service wins a conflict.
 
-    When the winner is final the loser is ``not_billable``. When the winner is itself
+    ``params`` are the rule values that decided the conflict; they are added to the
+    decision's parameters. When the winner is final the loser is ``not_billable``. When the winner is itself
     still open the outcome is not settled, so the loser stays ``reachable`` with the
     failed reason attached: the choice is made again when the period closes.
     """
     reasons = _insert(decision.reasons, replace(reason, kind=ReasonKind.CONFLICT))
+    uses = list(decision.parameters)
+    for p in params:
+        if p is not None and p.use() not in uses:
+            uses.append(p.use())  # the deciding value, with its citation, joins the evidence
+    decision = replace(decision, parameters=tuple(uses))
     if winner_final:
         return replace(
             decision,

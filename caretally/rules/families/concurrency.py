@@ -84,7 +84,7 @@ def resolve(facts: PatientMonthFacts, decisions: list[Decision], year_for: YearF
     ds = never_together(ds, year, starts)
     ds = not_same_practitioner(ds, year, starts)
     ds = add_on_base(ds, year_for)
-    ds = no_double_count(ds)
+    ds = no_double_count(ds, year)
     return add_on_base(ds, year_for)
 
 
@@ -156,7 +156,7 @@ def billed_windows(facts: PatientMonthFacts, ds: list[Decision], year_for: YearF
             values=(("run_id", b.run_id), ("line", b.line_key), ("billed_code", b.code)),
         )
         r = Reason("concurrency.one_practitioner", False, msg, _one_practitioner_cite(year), ev)
-        out[i] = demote(d, r, True)
+        out[i] = demote(d, r, True, [year.globals.get("one_practitioner")])
     return out
 
 
@@ -202,7 +202,8 @@ def one_practitioner(
         r = Reason(
             "concurrency.one_practitioner", False, msg, _one_practitioner_cite(year_for(d.period.end)), ev
         )
-        out[i] = demote(d, r, keeper.status is Status.BILLABLE)
+        p = year_for(d.period.end).globals.get("one_practitioner")
+        out[i] = demote(d, r, keeper.status is Status.BILLABLE, [p])
     return out
 
 
@@ -270,7 +271,7 @@ def exclusive_with(
         r = Reason("concurrency.exclusive_with", False, msg, cite(year, param) if param else "", ev)
         for i in s.members:
             if counts(out[i]):
-                out[i] = demote(out[i], r, _final(win_ds))
+                out[i] = demote(out[i], r, _final(win_ds), [param])
     return out
 
 
@@ -397,7 +398,7 @@ def _settle(
     r = Reason(rule_id, False, msg, cite(year, param), ev)
     out = list(ds)
     for i in lose_idx:
-        out[i] = demote(out[i], r, _final(win_ds))
+        out[i] = demote(out[i], r, _final(win_ds), [param])
     return out
 
 
@@ -418,8 +419,10 @@ def add_on_base(ds: list[Decision], year_for: YearFor) -> list[Decision]:
         if mates:
             continue
         msg = f"{d.code} is an add-on and its base code {base} is not billed"
-        r = Reason("concurrency.add_on_base", False, msg, "", Evidence(values=(("base_code", base),)))
-        out[i] = demote(d, r, True)
+        year = year_for(d.period.end)
+        c = cite(year, year.code(d.code).param("add_on_to"))
+        r = Reason("concurrency.add_on_base", False, msg, c, Evidence(values=(("base_code", base),)))
+        out[i] = demote(d, r, True, [year.code(d.code).param("add_on_to")])
     return out
 
 
@@ -430,8 +433,10 @@ def _counted(d: Decision) -> tuple[str, ...]:
     return tuple(dict.fromkeys(i for r in d.reasons for i in r.evidence.time_entry_ids))
 
 
-def no_double_count(ds: list[Decision]) -> list[Decision]:
+def no_double_count(ds: list[Decision], year: RuleYear) -> list[Decision]:
     out = list(ds)
+    p = year.globals.get("time_counts_once")
+    c = "" if p is None else cite(year, p)
     order = sorted(
         (i for i, d in enumerate(out) if d.status is Status.BILLABLE and _counted(d)),
         key=lambda i: (-(out[i].expected_payment or Decimal(0)), out[i].enrollment_id, out[i].code),
@@ -448,10 +453,10 @@ def no_double_count(ds: list[Decision]) -> list[Decision]:
                 "a minute counts once"
             )
             ev = Evidence(time_entry_ids=(), values=(("entries", ", ".join(taken)),))
-            out[i] = demote(d, Reason("time.no_double_count", False, msg, "", ev), True)
+            out[i] = demote(d, Reason("time.no_double_count", False, msg, c, ev), True, [p])
             continue
         for e in mine:
             claimed[e] = d.code
         msg = f"none of the {len(mine)} counted entries is counted by another line this month"
-        out[i] = with_reason(d, Reason("time.no_double_count", True, msg, ""))
+        out[i] = with_reason(d, Reason("time.no_double_count", True, msg, c))
     return out

@@ -156,10 +156,16 @@ def _kind_check(
     ev = Evidence(device_ids=tuple(sorted(devices)), values=(("kind", kind),))
     if not devices:
         msg = f"no {kind} device assigned to this enrollment"
-        return Check.of("rtm.device.kind", Verdict.FAIL, msg, "", ev), False
+        kind_rule = next(r for r in year.codes_for(Program.RTM) if r.get("rtm_kind") == kind)
+        return Check.of(
+            "rtm.device.kind", Verdict.FAIL, msg, cite(year, kind_rule.param("rtm_kind")), ev
+        ), False
     if chosen is None or chosen == kind:
         msg = f"{kind} device(s) {', '.join(sorted(devices))}" + (f": {why}" if why else "")
-        return Check.of("rtm.device.kind", Verdict.PASS, msg, c if why else "", ev), bool(why)
+        if not why:
+            kind_rule = next(r for r in year.codes_for(Program.RTM) if r.get("rtm_kind") == kind)
+            c = cite(year, kind_rule.param("rtm_kind"))
+        return Check.of("rtm.device.kind", Verdict.PASS, msg, c, ev), bool(why)
     verdict = Verdict.PENDING if is_open(view, period) else Verdict.FAIL
     return Check.of("rtm.device.kind", verdict, why, c, ev), True
 
