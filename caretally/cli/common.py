@@ -170,22 +170,24 @@ def print_json(obj: Any) -> None:
 #: A cell starting with one of these is read as a formula by spreadsheet programs
 #: (OWASP "CSV injection"); a leading single quote makes them show it as text.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?\d+(\.\d+)?")
 
 
 def safe_cell(value: Any) -> str:
     """The cell as text, neutralised if a spreadsheet would evaluate it.
 
-    Negative numbers are data, not formulas, so a number keeps its sign; everything
-    else that starts with a trigger character gets the quote.
+    A plain signed number (``-5``, ``+1.25``) is data a spreadsheet reads as that number,
+    not a formula, so it keeps its sign; anything else that starts with a trigger
+    character gets the quote.
     """
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float) or type(value).__name__ == "Decimal":
-        return str(value)
     text = value if isinstance(value, str) else str(value)
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
+    if text.startswith(FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
 
 
 def write_csv(rows: Iterable[Sequence[Any]], header: Sequence[str], out: IO[str] | None = None) -> int:

@@ -112,9 +112,24 @@ def run(argv: Sequence[str] | None = None) -> None:
     unusable. Anything unforeseen is still one line, with the way to see the traceback,
     because a user facing a stack dump cannot tell a bad argument from a bug.
     """
+    from typer._click import exceptions as click_errors
+    from typer.main import get_command
+
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        build_app(modules_for(args))(args=args, prog_name="caretally", standalone_mode=True)
+        # Not standalone: Click's own usage errors come back here to be printed as one line
+        # instead of a framed panel.
+        status = get_command(build_app(modules_for(args))).main(
+            args=args, prog_name="caretally", standalone_mode=False
+        )
+    except click_errors.NoArgsIsHelpError as exc:
+        exc.show()  # the help text itself
+        raise SystemExit(exc.exit_code) from None
+    except click_errors.UsageError as exc:
+        path = exc.ctx.command_path if exc.ctx is not None else "caretally"
+        raise _fail(exc.format_message(), f"see '{path} --help'", exc.exit_code) from None
+    except click_errors.ClickException as exc:
+        raise _fail(exc.format_message(), None, exc.exit_code) from None
     except KeyboardInterrupt:
         raise _fail("interrupted", None, 130) from None
     except Exception as exc:
@@ -130,6 +145,8 @@ def run(argv: Sequence[str] | None = None) -> None:
             raise
         message, hint, code = classify_error(exc)
         raise _fail(message, hint, code) from None
+    if isinstance(status, int) and status:
+        raise SystemExit(status)
 
 
 if __name__ == "__main__":
