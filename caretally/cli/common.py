@@ -196,7 +196,9 @@ def write_csv(rows: Iterable[Sequence[Any]], header: Sequence[str], out: IO[str]
     The one place command output and rejects files become CSV, so pointing it at a
     shared spreadsheet-safety helper later changes every writer at once.
     """
-    writer = csv.writer(out if out is not None else sys.stdout, lineterminator="\n")
+    # RFC 4180 line ends: with "\r\n" as the terminator the writer quotes any cell holding
+    # a CR or an LF, which a bare "\n" terminator would leave unquoted for a lone CR.
+    writer = csv.writer(out if out is not None else sys.stdout, lineterminator="\r\n")
     writer.writerow([safe_cell(h) for h in header])
     count = 0
     for row in rows:
