@@ -42,11 +42,27 @@ CsvOption = Annotated[
 PIPE_WIDTH = 4096
 
 
+class _PipeConsole(Console):
+    """A console for a pipe or file: never wraps, and never stretches a table to its width.
+
+    A table asking to ``expand`` would otherwise be padded out to ``PIPE_WIDTH``
+    characters; as wide as its content is what a reader of the file wants.
+    """
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        from rich.table import Table
+
+        for item in objects:
+            if isinstance(item, Table):
+                item.expand = False
+        super().print(*objects, **kwargs)
+
+
 def _console(stderr: bool) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     if stream.isatty() or os.environ.get("COLUMNS"):
         return Console(stderr=stderr)
-    return Console(stderr=stderr, width=PIPE_WIDTH, soft_wrap=True)
+    return _PipeConsole(stderr=stderr, width=PIPE_WIDTH, soft_wrap=True)
 
 
 console = _console(False)

@@ -112,8 +112,13 @@ def run(argv: Sequence[str] | None = None) -> None:
     unusable. Anything unforeseen is still one line, with the way to see the traceback,
     because a user facing a stack dump cannot tell a bad argument from a bug.
     """
-    from typer._click import exceptions as click_errors
     from typer.main import get_command
+
+    try:  # Typer ≥ 0.20 carries its own copy of Click
+        from typer._click import exceptions as click_errors
+    except ImportError:  # pragma: no cover - older Typer on the Click package
+        from click import exceptions as click_errors  # type: ignore[no-redef]
+    no_args_help = getattr(click_errors, "NoArgsIsHelpError", ())
 
     args = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -122,7 +127,7 @@ def run(argv: Sequence[str] | None = None) -> None:
         status = get_command(build_app(modules_for(args))).main(
             args=args, prog_name="caretally", standalone_mode=False
         )
-    except click_errors.NoArgsIsHelpError as exc:
+    except no_args_help as exc:
         exc.show()  # the help text itself
         raise SystemExit(exc.exit_code) from None
     except click_errors.UsageError as exc:

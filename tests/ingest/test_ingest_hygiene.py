@@ -374,3 +374,33 @@ def test_rejects_file_neutralises_formulas(tmp_path: Path, sqlite_url: str) -> N
     assert rows[0]["sex"] == '\'=HYPERLINK("http://x")' and rows[0]["city"] == "'-2+3"
     assert rows[0]["postal_code"] == "-5"  # a plain number is data, not a formula
     assert report.rejects_written
+
+
+def test_invisible_characters_in_a_csv_header_are_removed(tmp_path: Path, sqlite_url: str) -> None:
+    folder = write_csv(tmp_path / "b", valid_bundle())
+    path = folder / "practitioners.csv"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("credential", "credential\u200b", 1), encoding="utf-8")
+    report = import_bundle(open_database(sqlite_url, ORG), ORG, folder, now=CLOCK)
+    assert report.ok(), report.problems
+    assert warning_codes(report) == [("practitioners.csv", 1, "credential", "invisible_removed")]
+
+
+def test_stored_overlaps_for_a_run_summary(db_url: str) -> None:
+    from caretally.ingest.plausibility import stored_overlaps
+
+    engine = open_database(db_url, ORG)
+    bundle = valid_bundle()
+    bundle["time_entries"] = [
+        _entry("A", "2026-03-11T14:00:00Z", 30),
+        _entry("B", "2026-03-11T14:20:00Z", 20),
+        _entry("C", "2026-03-11T14:20:00Z", 20, "NP1"),
+    ]
+    assert import_records(engine, ORG, bundle, now=CLOCK).stored
+    with engine.connect() as conn:
+        found = stored_overlaps(conn, ORG, datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
+        none = stored_overlaps(conn, ORG, datetime(2026, 4, 1, tzinfo=UTC), datetime(2026, 5, 1, tzinfo=UTC))
+    assert [(later.entry_id, earlier.entry_id, seconds) for later, earlier, seconds in found] == [
+        ("B", "A", 600)
+    ]
+    assert none == []
