@@ -13,7 +13,7 @@ import sys
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -28,8 +28,13 @@ from caretally.cli.common import (
     open_db,
     print_json,
 )
-from caretally.ingest import ImportReport, import_bundle
-from caretally.ingest.pipeline import DEFAULT_CLOCK_SKEW
+
+if TYPE_CHECKING:
+    from caretally.ingest import ImportReport
+
+#: ``ingest.pipeline.DEFAULT_CLOCK_SKEW`` in hours, repeated so `import --help` does not
+#: load the ingest stack (a test holds the two equal).
+DEFAULT_SKEW_HOURS = 24.0
 
 #: Beyond this many problems the text output summarises; --json always lists them all.
 MAX_PRINTED = 200
@@ -92,9 +97,11 @@ def register(app: typer.Typer) -> None:
                 min=0,
                 help="Hours a reading may lie in the future of this computer's clock before it is rejected.",
             ),
-        ] = DEFAULT_CLOCK_SKEW.total_seconds() / 3600,
+        ] = DEFAULT_SKEW_HOURS,
     ) -> None:
         """Validate a bundle and store it; all-or-nothing unless --skip-invalid."""
+        from caretally.ingest import import_bundle
+
         engine = open_db(db_url, org)
         report = import_bundle(
             engine,

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from caretally.billing.payers import PayerRules
 from caretally.cli.billing_options import PayerRulesOption, parse_overlays
 from caretally.cli.common import (
     DEFAULT_ORG_ID,
@@ -25,7 +24,11 @@ from caretally.cli.common import (
     write_csv,
 )
 from caretally.dates import parse_month
-from caretally.leakage import BUCKETS, DAYS_WINDOW, MINUTES_WINDOW, leakage_report
+
+#: ``caretally.leakage``'s defaults, repeated so `leakage --help` does not load the engine
+#: (a test holds them equal).
+DAYS_WINDOW = 3
+MINUTES_WINDOW = 5
 
 CSV_HEADER = (
     "patient_id",
@@ -59,6 +62,9 @@ def register(app: typer.Typer) -> None:
         """What the month would have earned had each near miss been reached, in money and patients."""
         if as_json and as_csv:
             raise UserError("--json and --csv cannot be combined", "choose one output format", 2)
+        from caretally.billing.payers import PayerRules
+        from caretally.leakage import BUCKETS, leakage_report
+
         engine = open_db(db_url, org)
         rules = PayerRules.load(parse_overlays(payer_rules))
         waiting = err_console.status(f"evaluating {month}") if err_console.is_terminal else None

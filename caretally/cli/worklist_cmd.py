@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from datetime import date
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from caretally.billing.payers import PayerRules
 from caretally.cli.billing_options import PayerRulesOption, parse_overlays
 from caretally.cli.common import (
     DEFAULT_ORG_ID,
@@ -26,7 +25,9 @@ from caretally.cli.common import (
     write_csv,
 )
 from caretally.model import Program
-from caretally.worklist import WorklistRow, build_worklist
+
+if TYPE_CHECKING:
+    from caretally.worklist import WorklistRow
 
 CSV_HEADER = (
     "patient_id",
@@ -86,6 +87,10 @@ def register(app: typer.Typer) -> None:
         if program and program.upper() not in known:
             raise UserError(f"--program {program!r} is not one of {', '.join(sorted(known))}", None, 2)
         chosen = Program(program.upper()) if program else None
+        # The billing stack is imported here so `worklist --help` and usage errors stay fast.
+        from caretally.billing.payers import PayerRules
+        from caretally.worklist import build_worklist
+
         engine = open_db(db_url, org)
         rules = PayerRules.load(parse_overlays(payer_rules))
         # A spinner on a terminal only: a large caseload takes a while, and pipes want no noise.

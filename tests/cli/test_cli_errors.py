@@ -183,3 +183,15 @@ def test_command_names_map_to_the_modules_that_register_them(module: str) -> Non
     names = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
     assert names and all(COMMAND_NAMES[n] == module for n in names)
     assert set(COMMAND_NAMES.values()) == set(COMMAND_MODULES)
+
+
+@pytest.mark.parametrize("command", ["import", "worklist", "leakage", "runs", "imports"])
+def test_listing_a_command_loads_no_database_stack(command: str) -> None:
+    probe = (
+        "import sys\n"
+        "from caretally.cli.main import build_app, modules_for\n"
+        f"build_app(modules_for([{command!r}]))\n"
+        "print('sqlalchemy' in sys.modules, 'simple_icd_10_cm' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False False", done.stderr

@@ -45,3 +45,15 @@ def test_unknown_file_and_warnings_in_text_output(tmp_path: Path, sqlite_url: st
     assert "Readings.CSV: warning: Readings.CSV was not read" in done.output
     assert "patients.csv:2: city: warning: removed 1 invisible character(s) (U+200B)" in done.output
     assert "Imported, with 2 warning(s)." in done.output
+
+
+def test_cli_defaults_match_the_library() -> None:
+    from caretally import leakage
+    from caretally.cli import import_cmd, leakage_cmd
+    from caretally.ingest.pipeline import DEFAULT_CLOCK_SKEW
+
+    assert DEFAULT_CLOCK_SKEW.total_seconds() == import_cmd.DEFAULT_SKEW_HOURS * 3600
+    assert (leakage_cmd.DAYS_WINDOW, leakage_cmd.MINUTES_WINDOW) == (
+        leakage.DAYS_WINDOW,
+        leakage.MINUTES_WINDOW,
+    )
