@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -111,6 +111,7 @@ def register(app: typer.Typer) -> None:
             rejects_path=rejects,
             progress=not as_json and sys.stderr.isatty(),
             ignore_unknown_files=ignore_unknown_files,
+            now=datetime.now(UTC),
             max_clock_skew=timedelta(hours=max_clock_skew),
         )
         if as_json:

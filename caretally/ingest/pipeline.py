@@ -68,8 +68,10 @@ def import_bundle(
 
     With ``skip_invalid`` the valid rows are stored and rejected rows are written to
     ``rejects_path`` (a folder; default ``<bundle>/rejects``) as ``<stem>.rejects.csv``.
-    ``now`` (aware; default the real clock) and ``max_clock_skew`` bound how late a
-    reading may be; they are parameters so tests can fix the clock.
+    With ``now`` (aware), a reading later than ``now + max_clock_skew`` is rejected.
+    ``caretally import`` always passes the real clock; library callers without one (the
+    scenario harness, generated test bundles dated after today) get no upper bound, so
+    the clock is an explicit choice of the caller and tests can fix it.
     """
     source = Path(source)
     warnings: list[Problem] = []
@@ -107,6 +109,8 @@ def import_records(
 
     Values may be text or native (numbers, booleans, ``date``/aware ``datetime``);
     problems point at ``<source_name>:<stem>[n]`` with ``n`` the 1-based position.
+    ``now`` and ``max_clock_skew`` as for ``import_bundle`` (a service taking records from
+    the outside world should pass its clock).
     """
     sources, problems = array_sources(source_name, records, STEMS)
     return _run(
@@ -127,7 +131,7 @@ class _Clock:
     """The import's idea of "now": today's date for birth dates, the latest reading instant."""
 
     today: date
-    not_after: datetime
+    not_after: datetime | None
     skew: str
 
     @classmethod
@@ -136,10 +140,9 @@ class _Clock:
             raise ValueError("the allowed clock skew cannot be negative")
         if now is not None and (now.tzinfo is None or now.utcoffset() is None):
             raise ValueError("the import clock must be timezone-aware")
-        moment = now or utc_now()
         today = date.today() if now is None else now.date()
         hours = skew.total_seconds() / 3600
-        return cls(today, moment + skew, f"{hours:g} h")
+        return cls(today, None if now is None else now + skew, f"{hours:g} h")
 
 
 @dataclass

@@ -219,6 +219,7 @@ def test_future_reading_depends_on_the_clock_and_the_skew(db_url: str, tmp_path:
     assert codes(report) == [("readings.csv", 4, "measured_at", "future_reading")]
     assert "24 h" in report.problems[0].message
     assert import_bundle(engine, ORG, folder, now=early, max_clock_skew=timedelta(hours=36)).ok()
+    assert import_bundle(engine, ORG, folder).ok()  # no clock given: no upper bound (the CLI gives one)
 
 
 def _entry(entry_id: str, start: str, minutes: int, who: str = "RN1") -> dict[str, object]:
