@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from caretally.billing.payers import PayerRules
-from caretally.billing.pricing import Pricing, load_fee_schedule
-from caretally.billing.run import BillingSettings
 from caretally.model import Payer
+
+if TYPE_CHECKING:  # the billing stack is imported when a command runs, not when it is listed
+    from caretally.billing.payers import PayerRules
+    from caretally.billing.run import BillingSettings
 
 LocalityOption = Annotated[
     str | None,
@@ -56,6 +57,10 @@ def settings_from(
     gpci: Path | None,
     payer_rules: list[str] | None,
 ) -> tuple[BillingSettings, PayerRules]:
+    from caretally.billing.payers import PayerRules
+    from caretally.billing.pricing import Pricing, load_fee_schedule
+    from caretally.billing.run import BillingSettings
+
     overlays = parse_overlays(payer_rules)
     if not (len(pos) == 2 and pos.isdigit()):
         raise typer.BadParameter(f"place of service must be two digits, got {pos!r}")

@@ -1,15 +1,31 @@
-"""Options and output helpers every command shares."""
+"""Options, parsers, output and error helpers every command shares.
+
+Commands raise (or let escape) ordinary exceptions; ``classify_error`` turns each kind a
+user can cause into one line, a hint and an exit status (1 = the input was rejected,
+2 = the settings are unusable), so no command needs its own try/except to avoid a
+traceback.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+import re
 import sys
-from typing import Annotated, Any
+from collections.abc import Iterable, Sequence
+from datetime import date
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
-from caretally.store.db import DEFAULT_ORG
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+#: Same value as ``caretally.store.db.DEFAULT_ORG``; repeated so importing this module
+#: does not import SQLAlchemy and Alembic.
+DEFAULT_ORG_ID = "default"
 
 DbOption = Annotated[
     str | None,
@@ -17,14 +33,191 @@ DbOption = Annotated[
 ]
 OrgOption = Annotated[str, typer.Option("--org", help="Organization (tenant) id.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+CsvOption = Annotated[
+    bool, typer.Option("--csv", help="Print CSV (every row, spreadsheet-safe) instead of tables.")
+]
 
-DEFAULT_ORG_ID = DEFAULT_ORG
+#: Width given to a console that is not a terminal: wide enough that no table or line is
+#: wrapped, so piped output can be read by a program (or grep) one record per line.
+PIPE_WIDTH = 4096
 
-console = Console()
-err_console = Console(stderr=True)
+
+class _PipeConsole(Console):
+    """A console for a pipe or file: never wraps, and never stretches a table to its width.
+
+    A table asking to ``expand`` would otherwise be padded out to ``PIPE_WIDTH``
+    characters; as wide as its content is what a reader of the file wants.
+    """
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        from rich.table import Table
+
+        for item in objects:
+            if isinstance(item, Table):
+                item.expand = False
+        super().print(*objects, **kwargs)
+
+
+def _console(stderr: bool) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty() or os.environ.get("COLUMNS"):
+        return Console(stderr=stderr)
+    return _PipeConsole(stderr=stderr, width=PIPE_WIDTH, soft_wrap=True)
+
+
+console = _console(False)
+err_console = _console(True)
+
+
+class UserError(Exception):
+    """A mistake the user can fix: printed as one line plus a hint, never a traceback."""
+
+    def __init__(self, message: str, hint: str | None = None, exit_code: int = 1):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.exit_code = exit_code
+
+
+# -- shared parsers ---------------------------------------------------------------------
+
+_MONTH_RE = re.compile(r"\d{4}-\d{2}")
+
+
+def parse_month_text(value: str) -> str:
+    """``YYYY-MM`` checked as a real month, returned as given; ``BadParameter`` otherwise."""
+    text = value.strip()
+    if _MONTH_RE.fullmatch(text) and 1 <= int(text[5:]) <= 12 and int(text[:4]) >= 1:
+        return text
+    raise typer.BadParameter(f"{value!r} is not a month; write it as YYYY-MM, e.g. 2026-03")
+
+
+def parse_date_text(value: str) -> str:
+    """``YYYY-MM-DD`` checked as a real calendar date, returned as given."""
+    text = value.strip()
+    if len(text) == 10 and text[4] == "-" and text[7] == "-":
+        try:
+            date.fromisoformat(text)
+        except ValueError:
+            pass
+        else:
+            return text
+    raise typer.BadParameter(f"{value!r} is not a date; write it as YYYY-MM-DD, e.g. 2026-03-31")
+
+
+def _month_callback(value: str | None) -> str | None:
+    return None if value is None else parse_month_text(value)
+
+
+def _date_callback(value: str | None) -> str | None:
+    return None if value is None else parse_date_text(value)
+
+
+#: ``--month YYYY-MM`` (required); a bad month is a usage error (exit 2) naming the option.
+MonthOption = Annotated[
+    str, typer.Option("--month", help="Calendar month, YYYY-MM.", callback=_month_callback)
+]
+OptionalMonthOption = Annotated[
+    str | None, typer.Option("--month", help="Only this month, YYYY-MM.", callback=_month_callback)
+]
+#: ``--as-of YYYY-MM-DD`` (required).
+AsOfOption = Annotated[
+    str, typer.Option("--as-of", help="Date the data is known through, YYYY-MM-DD.", callback=_date_callback)
+]
+
+
+# -- databases --------------------------------------------------------------------------
+
+
+def open_db(db_url: str | None, org: str) -> Engine:
+    """``store.db.open_database`` for a command: an unusable URL or server is a ``UserError``."""
+    from caretally.store.db import DatabaseUnavailable, open_database
+
+    try:
+        return open_database(db_url, org)
+    except DatabaseUnavailable as exc:
+        raise UserError(exc.message, exc.hint, 2) from None
+
+
+def classify_error(exc: BaseException) -> tuple[str, str | None, int]:
+    """(one-line message, hint, exit status) for an exception that reached the entry point."""
+    from caretally.store.db import DatabaseUnavailable, describe_database_error
+
+    if isinstance(exc, UserError):
+        return exc.message, exc.hint, exc.exit_code
+    if isinstance(exc, DatabaseUnavailable):
+        return exc.message, exc.hint, 2
+    if type(exc).__name__ == "MissingParameter":  # caretally.rules.params, not imported for this
+        return (
+            str(exc.args[0]) if exc.args else "a rule value is missing",
+            "add the rule-year as data (caretally/rulesets/) before billing that date.",
+            2,
+        )
+    database = describe_database_error(exc)
+    if database is not None:
+        return database.message, database.hint, 2
+    if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}", None, 2
+    first = _first_line(exc)
+    if isinstance(exc, ValueError):  # e.g. dates.parse_month in a command without the shared option
+        return first or type(exc).__name__, None, 1
+    return (
+        f"unexpected {type(exc).__name__}" + (f": {first}" if first else ""),
+        "this is a bug; run again with CARETALLY_DEBUG=1 to see the traceback, and report it.",
+        2,
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+# -- output -----------------------------------------------------------------------------
 
 
 def print_json(obj: Any) -> None:
     """JSON to stdout, with dates and Decimals as strings, for scripts and tests."""
     sys.stdout.write(json.dumps(obj, indent=2, default=str, sort_keys=False))
     sys.stdout.write("\n")
+
+
+#: A cell starting with one of these is read as a formula by spreadsheet programs
+#: (OWASP "CSV injection"); a leading single quote makes them show it as text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?\d+(\.\d+)?")
+
+
+def safe_cell(value: Any) -> str:
+    """The cell as text, neutralised if a spreadsheet would evaluate it.
+
+    A plain signed number (``-5``, ``+1.25``) is data a spreadsheet reads as that number,
+    not a formula, so it keeps its sign; anything else that starts with a trigger
+    character gets the quote.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = value if isinstance(value, str) else str(value)
+    if text.startswith(FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
+def write_csv(rows: Iterable[Sequence[Any]], header: Sequence[str], out: IO[str] | None = None) -> int:
+    """Every row as CSV through ``safe_cell``; returns the number of data rows written.
+
+    The one place command output and rejects files become CSV, so pointing it at a
+    shared spreadsheet-safety helper later changes every writer at once.
+    """
+    # RFC 4180 line ends: with "\r\n" as the terminator the writer quotes any cell holding
+    # a CR or an LF, which a bare "\n" terminator would leave unquoted for a lone CR.
+    writer = csv.writer(out if out is not None else sys.stdout, lineterminator="\r\n")
+    writer.writerow([safe_cell(h) for h in header])
+    count = 0
+    for row in rows:
+        writer.writerow([safe_cell(c) for c in row])
+        count += 1
+    return count

@@ -3,21 +3,38 @@
 Problems go to stderr as ``file:line: field: message`` (one per line) and the counts
 table to stdout, so ``2>problems.txt`` captures exactly the faults; ``--json`` prints a
 single JSON object on stdout instead. The exit status is 1 whenever anything was
-rejected, whether or not the rest was stored.
+rejected, whether or not the rest was stored; warnings (printed as
+``file:line: field: warning: message``) never change it.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from caretally.cli.common import DbOption, JsonOption, OrgOption, console, err_console, print_json
-from caretally.ingest import ImportReport, import_bundle
-from caretally.store.db import DEFAULT_ORG, open_database
+from caretally.cli.common import (
+    DEFAULT_ORG_ID,
+    DbOption,
+    JsonOption,
+    OrgOption,
+    console,
+    err_console,
+    open_db,
+    print_json,
+)
+
+if TYPE_CHECKING:
+    from caretally.ingest import ImportReport
+
+#: ``ingest.pipeline.DEFAULT_CLOCK_SKEW`` in hours, repeated so `import --help` does not
+#: load the ingest stack (a test holds the two equal).
+DEFAULT_SKEW_HOURS = 24.0
 
 #: Beyond this many problems the text output summarises; --json always lists them all.
 MAX_PRINTED = 200
@@ -25,10 +42,15 @@ MAX_PRINTED = 200
 
 def _counts_table(report: ImportReport) -> Table:
     table = Table(title=f"Import of {report.source}")
-    for name in ("file", "read", "inserted", "unchanged", "updated", "rejected"):
+    deletes = "retractions" in report.counts
+    names = ("file", "read", "inserted", "unchanged", "updated", "rejected") + (
+        ("deleted",) if deletes else ()
+    )
+    for name in names:
         table.add_column(name, justify="left" if name == "file" else "right")
     for stem, c in report.counts.items():
-        table.add_row(stem, *(f"{n:,}" for n in (c.read, c.inserted, c.unchanged, c.updated, c.rejected)))
+        cells = [c.read, c.inserted, c.unchanged, c.updated, c.rejected] + ([c.deleted] if deletes else [])
+        table.add_row(stem, *(f"{n:,}" for n in cells))
     return table
 
 
@@ -41,6 +63,8 @@ def _verdict(report: ImportReport) -> str:
         return f"Stored the valid rows; {rejected} row(s) rejected (rejects written to {written})."
     if not report.changed:
         return "Nothing changed: every record was already stored."
+    if report.warnings:
+        return f"Imported, with {len(report.warnings)} warning(s)."
     return "Imported."
 
 
@@ -49,7 +73,7 @@ def register(app: typer.Typer) -> None:
     def import_command(
         source: Annotated[Path, typer.Argument(help="Bundle folder (CSV, JSON Lines or bundle.json).")],
         db_url: DbOption = None,
-        org: OrgOption = DEFAULT_ORG,
+        org: OrgOption = DEFAULT_ORG_ID,
         as_json: JsonOption = False,
         skip_invalid: Annotated[
             bool,
@@ -59,9 +83,26 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option("--rejects", help="Folder for <file>.rejects.csv (default: <bundle>/rejects)."),
         ] = None,
+        ignore_unknown_files: Annotated[
+            bool,
+            typer.Option(
+                "--ignore-unknown-files",
+                help="Read the known files and warn about the others (default: an unknown file is an error).",
+            ),
+        ] = False,
+        max_clock_skew: Annotated[
+            float,
+            typer.Option(
+                "--max-clock-skew",
+                min=0,
+                help="Hours a reading may lie in the future of this computer's clock before it is rejected.",
+            ),
+        ] = DEFAULT_SKEW_HOURS,
     ) -> None:
         """Validate a bundle and store it; all-or-nothing unless --skip-invalid."""
-        engine = open_database(db_url, org)
+        from caretally.ingest import import_bundle
+
+        engine = open_db(db_url, org)
         report = import_bundle(
             engine,
             org,
@@ -69,10 +110,19 @@ def register(app: typer.Typer) -> None:
             skip_invalid=skip_invalid,
             rejects_path=rejects,
             progress=not as_json and sys.stderr.isatty(),
+            ignore_unknown_files=ignore_unknown_files,
+            now=datetime.now(UTC),
+            max_clock_skew=timedelta(hours=max_clock_skew),
         )
         if as_json:
             print_json(report.to_json())
         else:
+            for warning in report.warnings[:MAX_PRINTED]:
+                shown = str(replace(warning, message=f"warning: {warning.message}"))
+                err_console.print(shown, markup=False, highlight=False, soft_wrap=True)
+            if len(report.warnings) > MAX_PRINTED:
+                more = len(report.warnings) - MAX_PRINTED
+                err_console.print(f"… and {more} more warning(s); use --json for all of them.", markup=False)
             for problem in report.problems[:MAX_PRINTED]:
                 err_console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
             if len(report.problems) > MAX_PRINTED:

@@ -2,23 +2,50 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from caretally.billing.payers import PayerRules
 from caretally.cli.billing_options import PayerRulesOption, parse_overlays
-from caretally.cli.common import DbOption, JsonOption, OrgOption, console, print_json
+from caretally.cli.common import (
+    DEFAULT_ORG_ID,
+    CsvOption,
+    DbOption,
+    JsonOption,
+    MonthOption,
+    OrgOption,
+    UserError,
+    console,
+    err_console,
+    open_db,
+    print_json,
+    write_csv,
+)
 from caretally.dates import parse_month
-from caretally.leakage import BUCKETS, DAYS_WINDOW, MINUTES_WINDOW, leakage_report
-from caretally.store.db import DEFAULT_ORG, open_database
+
+#: ``caretally.leakage``'s defaults, repeated so `leakage --help` does not load the engine
+#: (a test holds them equal).
+DAYS_WINDOW = 3
+MINUTES_WINDOW = 5
+
+CSV_HEADER = (
+    "patient_id",
+    "enrollment_id",
+    "code",
+    "period_start",
+    "period_end",
+    "reason",
+    "value",
+    "detail",
+)
 
 
 def register(app: typer.Typer) -> None:
     @app.command("leakage")
     def leakage(
-        month: Annotated[str, typer.Option("--month", help="A closed month, YYYY-MM.")],
+        month: MonthOption,
         days_window: Annotated[
             int, typer.Option("--days-window", help="Days short that count as near.")
         ] = DAYS_WINDOW,
@@ -28,17 +55,45 @@ def register(app: typer.Typer) -> None:
         show: Annotated[int, typer.Option("--show", help="Near misses to list after the summary.")] = 15,
         payer_rules: PayerRulesOption = None,
         db_url: DbOption = None,
-        org: OrgOption = DEFAULT_ORG,
+        org: OrgOption = DEFAULT_ORG_ID,
         as_json: JsonOption = False,
+        as_csv: CsvOption = False,
     ) -> None:
         """What the month would have earned had each near miss been reached, in money and patients."""
-        engine = open_database(db_url, org)
+        if as_json and as_csv:
+            raise UserError("--json and --csv cannot be combined", "choose one output format", 2)
+        from caretally.billing.payers import PayerRules
+        from caretally.leakage import BUCKETS, leakage_report
+
+        engine = open_db(db_url, org)
         rules = PayerRules.load(parse_overlays(payer_rules))
-        report = leakage_report(
-            engine, org, parse_month(month), rules, days_window=days_window, minutes_window=minutes_window
-        )
+        waiting = err_console.status(f"evaluating {month}") if err_console.is_terminal else None
+        with waiting or nullcontext():
+            report = leakage_report(
+                engine, org, parse_month(month), rules, days_window=days_window, minutes_window=minutes_window
+            )
         if as_json:
             print_json(report.to_json())
+            return
+        if as_csv:
+            misses = sorted(report.misses, key=lambda m: (-m.value, m.patient_id, m.code))
+            write_csv(
+                (
+                    [
+                        m.patient_id,
+                        m.enrollment_id,
+                        m.code,
+                        m.period.start,
+                        m.period.end,
+                        m.bucket,
+                        BUCKETS[m.bucket],
+                        m.value,
+                        m.detail,
+                    ]
+                    for m in misses
+                ),
+                CSV_HEADER,
+            )
             return
         patients = len({m.patient_id for m in report.misses})
         console.print(

@@ -2,24 +2,70 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from datetime import date
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from caretally.billing.payers import PayerRules
 from caretally.cli.billing_options import PayerRulesOption, parse_overlays
-from caretally.cli.common import DbOption, JsonOption, OrgOption, console, print_json
+from caretally.cli.common import (
+    DEFAULT_ORG_ID,
+    AsOfOption,
+    CsvOption,
+    DbOption,
+    JsonOption,
+    OrgOption,
+    UserError,
+    console,
+    err_console,
+    open_db,
+    print_json,
+    write_csv,
+)
 from caretally.model import Program
-from caretally.store.db import DEFAULT_ORG, open_database
-from caretally.worklist import build_worklist
+
+if TYPE_CHECKING:
+    from caretally.worklist import WorklistRow
+
+CSV_HEADER = (
+    "patient_id",
+    "program",
+    "enrollment_id",
+    "period_start",
+    "period_end",
+    "days_so_far",
+    "days_left",
+    "minutes_so_far",
+    "interactive_done",
+    "value_at_stake",
+    "value_per_minute",
+    "next_step",
+)
+
+
+def csv_row(r: WorklistRow) -> list[object]:
+    return [
+        r.patient_id,
+        r.program.value,
+        r.enrollment_id,
+        r.period.start,
+        r.period.end,
+        r.days_so_far,
+        r.days_left,
+        r.minutes_so_far,
+        r.interactive_done,
+        r.value_at_stake,
+        r.value_per_minute,
+        r.action,
+    ]
 
 
 def register(app: typer.Typer) -> None:
     @app.command("worklist")
     def worklist(
-        as_of: Annotated[str, typer.Option("--as-of", help="Date the data is known through, YYYY-MM-DD.")],
+        as_of: AsOfOption,
         program: Annotated[
             str | None, typer.Option("--program", help="Only this program (RPM, RTM, CCM, PCM).")
         ] = None,
@@ -29,19 +75,37 @@ def register(app: typer.Typer) -> None:
         ] = False,
         payer_rules: PayerRulesOption = None,
         db_url: DbOption = None,
-        org: OrgOption = DEFAULT_ORG,
+        org: OrgOption = DEFAULT_ORG_ID,
         as_json: JsonOption = False,
+        as_csv: CsvOption = False,
     ) -> None:
         """Who is short of days, minutes or the live call: ranked by value per staff minute, then deadline."""
         day = date.fromisoformat(as_of)
+        if as_json and as_csv:
+            raise UserError("--json and --csv cannot be combined", "choose one output format", 2)
+        known = {p.value for p in Program}
+        if program and program.upper() not in known:
+            raise UserError(f"--program {program!r} is not one of {', '.join(sorted(known))}", None, 2)
         chosen = Program(program.upper()) if program else None
-        engine = open_database(db_url, org)
+        # The billing stack is imported here so `worklist --help` and usage errors stay fast.
+        from caretally.billing.payers import PayerRules
+        from caretally.worklist import build_worklist
+
+        engine = open_db(db_url, org)
         rules = PayerRules.load(parse_overlays(payer_rules))
-        rows = build_worklist(engine, org, day, rules, program=chosen)
+        # A spinner on a terminal only: a large caseload takes a while, and pipes want no noise.
+        waiting = (
+            err_console.status(f"building the worklist as of {as_of}") if err_console.is_terminal else None
+        )
+        with waiting or nullcontext():
+            rows = build_worklist(engine, org, day, rules, program=chosen)
         if not all_rows:
             rows = [r for r in rows if r.next_step is not None] if not as_json else rows
         if as_json:
             print_json({"as_of": as_of, "rows": [r.to_json() for r in rows]})
+            return
+        if as_csv:
+            write_csv((csv_row(r) for r in rows), CSV_HEADER)
             return
         total = sum((r.value_at_stake for r in rows), start=0)
         table = Table(

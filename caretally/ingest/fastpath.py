@@ -54,6 +54,9 @@ READING_CELLS: tuple[str, ...] = (
 ID_MAX = 64
 TYPE_MAX = 64
 UNIT_MAX = 32
+VALUE_MAX = 64  # cleaning.VALUE_MAX, the documented limit the full check applies
+#: Later than any instant a reading can carry: the bound when no import clock is set.
+NO_LATER_BOUND = "9999-12-31 23:59:59.999999"
 TRANSMISSIONS = {t.value: t.value for t in Transmission}
 _HOUR = timedelta(hours=1) - timedelta(microseconds=1)
 
@@ -127,8 +130,12 @@ def clean_batch(
     ``None`` (no such column). An item is clean when it has no problem, has ``width``
     cells (unless ``width`` is ``None``), every picked cell is text, and it passes the
     checks of ``rows.check_reading``: required cells present after trimming, lengths
-    within the columns, a known transmission, a timestamp with a time of day and an
-    offset, and a device that belongs to the (accepted) patient. One loop over a batch
+    within the limits, a known transmission, a timestamp with a time of day and an
+    offset, a device that belongs to the (accepted) patient, no character that cleaning
+    would remove or refuse (``isprintable`` is false for every Cc and Cf character, so
+    such rows, and rows with tabs or non-breaking spaces, take the full check), a local
+    date not before the patient's birth and an instant not after ``index.not_after``.
+    Stored instants and ISO dates compare as text in time order. One loop over a batch
     (rather than a call per row) keeps the per-row cost to the checks themselves.
     """
     rest: list[Item] = []
@@ -139,6 +146,8 @@ def clean_batch(
     rejected_devices = index.devices.rejected
     modes = TRANSMISSIONS
     fromiso = datetime.fromisoformat
+    birth_of = index.births.get
+    latest = NO_LATER_BOUND if index.not_after is None else stored_instant(index.not_after)
     for item in batch:
         line, cells, problem = item
         if problem is not None or (width is not None and len(cells) != width):
@@ -161,10 +170,13 @@ def clean_batch(
         if (
             mode is None
             or not (0 < len(patient) <= ID_MAX and 0 < len(device) <= ID_MAX)
-            or not (0 < len(kind) <= TYPE_MAX and 0 < len(unit) <= UNIT_MAX and value)
+            or not (0 < len(kind) <= TYPE_MAX and 0 < len(unit) <= UNIT_MAX and 0 < len(value) <= VALUE_MAX)
             or (reading_id is not None and len(reading_id) > ID_MAX)
             or len(stamp) < 16
             or stamp[10] not in "Tt "
+            or not (
+                patient + device + stamp + kind + value + unit + transmission + (reading_id or "")
+            ).isprintable()
         ):
             rest.append(item)
             continue
@@ -201,10 +213,17 @@ def clean_batch(
             measured = parsed.astimezone(UTC)
             text = stored_instant(measured)
             key = reading_id or f"{device}|{measured.isoformat()}|{kind}"
+        if text > latest:
+            rest.append(item)
+            continue
         hours = zones.get(tz)
         local = None if hours is None else hours.get(text[:13])
         if local is None:
             local = days.of(tz, text)
+        birth = birth_of(patient)
+        if birth is not None and local < birth:
+            rest.append(item)
+            continue
         rows.append((key, reading_id, patient, device, text, local, kind, value, unit, mode, NO_EXTRA))
         lines.append(line)
     return rest

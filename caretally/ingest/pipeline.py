@@ -2,8 +2,10 @@
 
 read sources → check each file in dependency order (rows register in the reference index
 as they pass) → stage valid rows → find duplicates → either refuse (all-or-nothing) or
-merge, record the batch and the audit rows, and commit. Nothing is written to the real
-tables until every file has been checked, so a refused bundle leaves no trace.
+merge, record the batch and the audit rows, apply retractions, and commit. Nothing is
+written to the real tables until every file has been checked, so a refused bundle leaves
+no trace. Warnings (invisible characters removed, overlapping or overlong time) are
+collected alongside problems but never refuse anything.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
-from datetime import date
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from sqlalchemy import Engine, insert
 from sqlalchemy.exc import IntegrityError
 
 from caretally.errors import Problem
+from caretally.ingest import retractions
 from caretally.ingest.fastpath import (
     READING_CELLS,
     READING_STORED,
@@ -32,6 +35,7 @@ from caretally.ingest.fastpath import (
     same,
     stored_instant,
 )
+from caretally.ingest.plausibility import Entry, stored_entries_near, time_warnings
 from caretally.ingest.references import ReferenceIndex, load_from_database
 from caretally.ingest.rejects import write_rejects
 from caretally.ingest.report import FileCounts, ImportReport, RejectedRow
@@ -42,6 +46,10 @@ from caretally.ingest.values import utc_now
 from caretally.store import schema
 
 BATCH_ROWS = 20_000
+#: How far past the import's clock a reading may be (device clocks drift, zones get mixed up).
+DEFAULT_CLOCK_SKEW = timedelta(hours=24)
+#: Every stem a bundle may carry: the record files, then retractions (applied last).
+STEMS: tuple[str, ...] = (*ORDER, retractions.STEM)
 
 
 def import_bundle(
@@ -52,16 +60,34 @@ def import_bundle(
     skip_invalid: bool = False,
     rejects_path: Path | None = None,
     progress: bool = False,
+    ignore_unknown_files: bool = False,
+    now: datetime | None = None,
+    max_clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
 ) -> ImportReport:
     """Import a bundle folder (CSV, JSON Lines or bundle.json) or a single bundle file.
 
     With ``skip_invalid`` the valid rows are stored and rejected rows are written to
     ``rejects_path`` (a folder; default ``<bundle>/rejects``) as ``<stem>.rejects.csv``.
+    With ``now`` (aware), a reading later than ``now + max_clock_skew`` is rejected.
+    ``caretally import`` always passes the real clock; library callers without one (the
+    scenario harness, generated test bundles dated after today) get no upper bound, so
+    the clock is an explicit choice of the caller and tests can fix it.
     """
     source = Path(source)
-    sources, problems = discover(source, ORDER, progress=progress)
+    warnings: list[Problem] = []
+    sources, problems = discover(
+        source, STEMS, progress=progress, ignore_unknown=ignore_unknown_files, warnings=warnings
+    )
     report = _run(
-        engine, org_id, sources, problems, str(source), skip_invalid=skip_invalid, progress=progress
+        engine,
+        org_id,
+        sources,
+        problems,
+        str(source),
+        skip_invalid=skip_invalid,
+        progress=progress,
+        clock=_Clock.of(now, max_clock_skew),
+        warnings=warnings,
     )
     if skip_invalid and report.rejected_rows:
         folder = rejects_path or (source if source.is_dir() else source.parent) / "rejects"
@@ -76,14 +102,47 @@ def import_records(
     *,
     source_name: str = "<records>",
     skip_invalid: bool = False,
+    now: datetime | None = None,
+    max_clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
 ) -> ImportReport:
     """Import in-memory records keyed by file stem, e.g. ``{"patients": [{...}, ...]}``.
 
     Values may be text or native (numbers, booleans, ``date``/aware ``datetime``);
     problems point at ``<source_name>:<stem>[n]`` with ``n`` the 1-based position.
+    ``now`` and ``max_clock_skew`` as for ``import_bundle`` (a service taking records from
+    the outside world should pass its clock).
     """
-    sources, problems = array_sources(source_name, records, ORDER)
-    return _run(engine, org_id, sources, problems, source_name, skip_invalid=skip_invalid, progress=False)
+    sources, problems = array_sources(source_name, records, STEMS)
+    return _run(
+        engine,
+        org_id,
+        sources,
+        problems,
+        source_name,
+        skip_invalid=skip_invalid,
+        progress=False,
+        clock=_Clock.of(now, max_clock_skew),
+        warnings=[],
+    )
+
+
+@dataclass(frozen=True)
+class _Clock:
+    """The import's idea of "now": today's date for birth dates, the latest reading instant."""
+
+    today: date
+    not_after: datetime | None
+    skew: str
+
+    @classmethod
+    def of(cls, now: datetime | None, skew: timedelta) -> _Clock:
+        if skew < timedelta(0):
+            raise ValueError("the allowed clock skew cannot be negative")
+        if now is not None and (now.tzinfo is None or now.utcoffset() is None):
+            raise ValueError("the import clock must be timezone-aware")
+        today = date.today() if now is None else now.date()
+        hours = skew.total_seconds() / 3600
+        return cls(today, None if now is None else now + skew, f"{hours:g} h")
 
 
 @dataclass
@@ -91,6 +150,7 @@ class _FileResult:
     counts: FileCounts
     stage: Stage | DirectLoad
     source: Source
+    entries: list[Entry] = field(default_factory=list)
 
 
 def _where(record: Record) -> str:
@@ -106,32 +166,48 @@ def _run(
     *,
     skip_invalid: bool,
     progress: bool,
+    clock: _Clock,
+    warnings: list[Problem],
 ) -> ImportReport:
     started = utc_now()
-    today = date.today()
+    today = clock.today
     problems = list(problems)
     rejected: list[RejectedRow] = []
     counts: dict[str, FileCounts] = {}
     by_stem = {s.stem: s for s in sources}
+    retraction_source = by_stem.pop(retractions.STEM, None)
+    for src in sources:
+        warnings.extend(src.warnings)
     status = Console(stderr=True).status("storing…") if progress else nullcontext()
 
     with engine.connect() as conn:
         transaction = conn.begin()
         try:
             index = load_from_database(conn, org_id, set(by_stem))
+            index.not_after, index.clock_skew_text = clock.not_after, clock.skew
             results: list[_FileResult] = []
             for stem in ORDER:
                 if stem in by_stem:
-                    result = _check_file(conn, org_id, by_stem[stem], index, today, problems, rejected)
+                    result = _check_file(
+                        conn, org_id, by_stem[stem], index, today, problems, rejected, warnings
+                    )
                     counts[stem] = result.counts
                     results.append(result)
             for result in results:
                 result.stage.finish()
                 for dup in result.stage.remove_duplicates():
                     _duplicate(result, dup, problems, rejected)
+                if result.entries:
+                    found = stored_entries_near(conn, org_id, result.entries)
+                    warnings.extend(time_warnings(result.entries, found))
+            to_retract: list[retractions.Retraction] = []
+            if retraction_source is not None:
+                counts[retractions.STEM], to_retract = _check_retractions(
+                    conn, org_id, retraction_source, problems, rejected
+                )
             if problems and not skip_invalid:
                 transaction.rollback()
-                return ImportReport(counts, problems, False, None, source_name, rejected)
+                return ImportReport(counts, problems, False, None, source_name, rejected, warnings=warnings)
             batch_id = str(uuid.uuid4())
             with status:
                 now = utc_now()
@@ -141,6 +217,11 @@ def _run(
                     result.counts.updated = merged.updated
                     result.counts.unchanged += merged.unchanged
                     result.stage.drop()
+                if retraction_source is not None:
+                    deleted = retractions.apply(conn, org_id, batch_id, now, to_retract)
+                    retracted = counts[retractions.STEM]
+                    retracted.deleted = deleted
+                    retracted.unchanged = retracted.read - retracted.rejected - deleted
                 conn.execute(
                     insert(schema.import_batches).values(
                         batch_id=batch_id,
@@ -148,7 +229,10 @@ def _run(
                         source=source_name,
                         started_at=started,
                         finished_at=utc_now(),
-                        counts={stem: c.to_json() for stem, c in counts.items()},
+                        counts={
+                            stem: c.to_json(with_deleted=stem == retractions.STEM)
+                            for stem, c in counts.items()
+                        },
                     )
                 )
             transaction.commit()
@@ -156,7 +240,53 @@ def _run(
             if transaction.is_active:
                 transaction.rollback()
             raise
-    return ImportReport(counts, problems, True, batch_id, source_name, rejected)
+    return ImportReport(counts, problems, True, batch_id, source_name, rejected, warnings=warnings)
+
+
+def _check_retractions(
+    conn: Any, org_id: str, source: Source, problems: list[Problem], rejected: list[RejectedRow]
+) -> tuple[FileCounts, list[retractions.Retraction]]:
+    counts = FileCounts()
+    found: list[retractions.Retraction] = []
+    problems.extend(source.problems)
+    header_faults = [] if source.header is None else retractions.check_header(source.header)
+    for fault in header_faults:
+        problems.append(Problem(source.label, 1, fault.field, fault.code, fault.message))
+    file_error = "; ".join(str(p) for p in source.problems) or "; ".join(f.message for f in header_faults)
+    for record in source.records():
+        counts.read += 1
+        where = _where(record)
+        if record.problems or file_error:
+            problems.extend(replace(p, row=dict(record.raw)) for p in record.problems)
+            errors = [p.message for p in record.problems] or [file_error]
+            rejected.append(RejectedRow(retractions.STEM, where, record.raw, tuple(errors)))
+            counts.rejected += 1
+            continue
+        outcome = retractions.check(conn, org_id, record.raw)
+        if source.header is None:
+            unknown = sorted(k for k in record.raw if k not in retractions.COLUMNS)
+            extra = [
+                retractions.Refusal(k, "unknown_column", f"unknown column {k!r}; use file, id, reason")
+                for k in unknown
+            ]
+            if extra:
+                outcome = extra + (outcome if isinstance(outcome, list) else [])
+        if isinstance(outcome, retractions.Retraction):
+            found.append(outcome)
+            continue
+        for refusal in outcome:
+            problems.append(
+                Problem(
+                    record.file, record.line, refusal.field, refusal.code, refusal.message, dict(record.raw)
+                )
+            )
+        rejected.append(
+            RejectedRow(
+                retractions.STEM, where, record.raw, tuple(f"{r.field}: {r.message}" for r in outcome)
+            )
+        )
+        counts.rejected += 1
+    return counts, found
 
 
 def _check_file(
@@ -167,6 +297,7 @@ def _check_file(
     today: date,
     problems: list[Problem],
     rejected: list[RejectedRow],
+    warnings: list[Problem],
 ) -> _FileResult:
     spec = FILES[source.stem]
     file_problems = list(source.problems)
@@ -177,23 +308,38 @@ def _check_file(
     problems.extend(file_problems)
     file_error = "; ".join(str(p) for p in file_problems)
     if spec.stem == "readings" and not file_error:
-        return _check_readings(conn, org_id, source, index, today, problems, rejected)
+        return _check_readings(conn, org_id, source, index, today, problems, rejected, warnings)
     counts = FileCounts()
     stage = Stage(conn, spec)
     keyed = source.header is None
     buffer: list[dict[str, Any]] = []
+    entries: list[Entry] = []
+    timed = spec.stem == "time_entries"
     for record in source.records():
         counts.read += 1
-        staged = _check_record(spec, record, index, today, problems, rejected, file_error, keyed=keyed)
+        staged = _check_record(
+            spec, record, index, today, problems, rejected, file_error, warnings, keyed=keyed
+        )
         if staged is None:
             counts.rejected += 1
             continue
+        if timed:
+            entries.append(
+                Entry(
+                    staged["entry_id"],
+                    staged["practitioner_id"],
+                    staged["started_at"],
+                    staged["seconds"],
+                    staged["local_date"],
+                    (record.file, record.line),
+                )
+            )
         buffer.append(staged)
         if len(buffer) >= BATCH_ROWS:
             stage.add(buffer)
             buffer = []
     stage.add(buffer)
-    return _FileResult(counts, stage, source)
+    return _FileResult(counts, stage, source, entries)
 
 
 def _check_record(
@@ -204,6 +350,7 @@ def _check_record(
     problems: list[Problem],
     rejected: list[RejectedRow],
     file_error: str,
+    warnings: list[Problem],
     *,
     keyed: bool,
 ) -> dict[str, Any] | None:
@@ -230,6 +377,8 @@ def _check_record(
         rejected.append(RejectedRow(spec.stem, where, record.raw, tuple(errors)))
         return None
     assert row is not None
+    for note in row.warnings:
+        warnings.append(Problem(record.file, record.line, note.field, note.code, note.message))
     spec.register(row.values, index)
     staged = {name: row.values.get(name) for name in spec.stored}
     staged["_line"] = record.line
@@ -244,6 +393,7 @@ def _check_readings(
     today: date,
     problems: list[Problem],
     rejected: list[RejectedRow],
+    warnings: list[Problem],
 ) -> _FileResult:
     """Readings: clean rows go straight to the store in stored form, others get the full check.
 
@@ -254,19 +404,20 @@ def _check_readings(
     """
     spec = FILES["readings"]
     _ensure_transaction(conn)
-    problems_mark, rejected_mark = len(problems), len(rejected)
+    problems_mark, rejected_mark, warnings_mark = len(problems), len(rejected), len(warnings)
     try:
         with conn.begin_nested():
             direct = DirectLoad.open(conn, spec, org_id)
             if direct is not None:
-                counts = _feed_readings(spec, source, index, today, problems, rejected, direct)
+                counts = _feed_readings(spec, source, index, today, problems, rejected, warnings, direct)
                 direct.complete()
                 return _FileResult(counts, direct, source)
     except (IntegrityError, conn.dialect.dbapi.IntegrityError):
         del problems[problems_mark:]
         del rejected[rejected_mark:]
+        del warnings[warnings_mark:]
     stage = Stage(conn, spec)
-    counts = _feed_readings(spec, source, index, today, problems, rejected, stage)
+    counts = _feed_readings(spec, source, index, today, problems, rejected, warnings, stage)
     return _FileResult(counts, stage, source)
 
 
@@ -286,6 +437,7 @@ def _feed_readings(
     today: date,
     problems: list[Problem],
     rejected: list[RejectedRow],
+    warnings: list[Problem],
     target: Stage | DirectLoad,
 ) -> FileCounts:
     counts = FileCounts()
@@ -295,7 +447,7 @@ def _feed_readings(
     keyed = source.header is None
 
     def fallback(record: Record) -> None:
-        staged = _check_record(spec, record, index, today, problems, rejected, "", keyed=keyed)
+        staged = _check_record(spec, record, index, today, problems, rejected, "", warnings, keyed=keyed)
         if staged is None:
             counts.rejected += 1
         else:

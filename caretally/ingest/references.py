@@ -12,6 +12,7 @@ over later occurrences (which the duplicate check rejects when they differ).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import Connection, select
 
@@ -27,10 +28,13 @@ class Catalog:
     rejected: dict[str, str] = field(default_factory=dict)  # id → "file:line" of the rejected row
     _seen_in_bundle: set[str] = field(default_factory=set)
 
-    def accept(self, key: str, attribute: str) -> None:
-        if key not in self._seen_in_bundle:
-            self._seen_in_bundle.add(key)
-            self.known[key] = attribute
+    def accept(self, key: str, attribute: str) -> bool:
+        """Register ``key``; ``False`` when an earlier row of the bundle already did."""
+        if key in self._seen_in_bundle:
+            return False
+        self._seen_in_bundle.add(key)
+        self.known[key] = attribute
+        return True
 
     def reject(self, key: str, where: str) -> None:
         self.rejected.setdefault(key, where)
@@ -41,7 +45,10 @@ class ReferenceIndex:
     """Ids rows may reference, with the one attribute each cross-check needs.
 
     patients → IANA zone (to derive local dates); practitioners → performer class;
-    devices → owning patient; enrollments are (patient, program) pairs.
+    devices → owning patient; enrollments are (patient, program) pairs. ``births`` holds
+    each patient's birth date as ISO text and ``not_after`` the latest instant a reading
+    may carry (import time plus the allowed clock skew): the plausibility bounds both
+    reading paths apply, kept here because both paths already consult this index.
     """
 
     patients: Catalog = field(default_factory=Catalog)
@@ -49,6 +56,9 @@ class ReferenceIndex:
     devices: Catalog = field(default_factory=Catalog)
     enrolled: set[tuple[str, str]] = field(default_factory=set)
     rejected_enrollments: dict[tuple[str, str], str] = field(default_factory=dict)
+    births: dict[str, str] = field(default_factory=dict)
+    not_after: datetime | None = None
+    clock_skew_text: str = ""
 
     def performer(self, practitioner_id: str) -> PerformerClass | None:
         found = self.practitioners.known.get(practitioner_id)
@@ -65,8 +75,10 @@ def load_from_database(conn: Connection, org_id: str, stems: set[str]) -> Refere
     needs_patients = stems & {"enrollments", "devices", "readings", "time_entries"}
     if needs_patients:
         t = schema.patients
-        for pid, tz in conn.execute(select(t.c.patient_id, t.c.timezone).where(t.c.org_id == org_id)):
+        rows = conn.execute(select(t.c.patient_id, t.c.timezone, t.c.birth_date).where(t.c.org_id == org_id))
+        for pid, tz, birth in rows:
             index.patients.known[pid] = tz
+            index.births[pid] = birth.isoformat()
     if stems & {"enrollments", "time_entries"}:
         t = schema.practitioners
         rows = conn.execute(select(t.c.practitioner_id, t.c.performer_class).where(t.c.org_id == org_id))

@@ -1,12 +1,17 @@
-"""Rejected rows written back as CSV, so a practice can fix them and send them again."""
+"""Rejected rows written back as CSV, so a practice can fix them and send them again.
+
+Rejects files are opened in spreadsheets, and a rejected row is by definition input
+nobody has vetted, so cells go through ``cli.common.write_csv`` (formula triggers
+neutralised) like every other CSV caretally writes.
+"""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
 
+from caretally.cli.common import write_csv
 from caretally.ingest.report import RejectedRow
 
 ERROR = "error"
@@ -39,10 +44,10 @@ def write_rejects(folder: Path, rows: list[RejectedRow]) -> list[Path]:
         columns = [c for c in columns if c not in (SOURCE, ERROR)] + [SOURCE, ERROR]
         path = folder / f"{stem}.rejects.csv"
         with path.open("w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(columns)
-            for row in group:
-                cells = [_cell(row.raw.get(c)) for c in columns[:-2]]
-                writer.writerow([*cells, row.where, "; ".join(row.errors)])
+            rows_out = (
+                [*(_cell(row.raw.get(c)) for c in columns[:-2]), row.where, "; ".join(row.errors)]
+                for row in group
+            )
+            write_csv(rows_out, columns, handle)
         written.append(path)
     return written

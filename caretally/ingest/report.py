@@ -14,7 +14,8 @@ from caretally.errors import Problem
 class FileCounts:
     """Rows per outcome for one file (keyed by stem, so CSV and JSON bundles compare).
 
-    ``read`` = ``inserted + unchanged + updated + rejected`` when the bundle was stored;
+    ``read`` = ``inserted + unchanged + updated + rejected`` when the bundle was stored
+    (for retractions, ``deleted + unchanged + rejected``, a repeated retraction being unchanged);
     when an all-or-nothing import is refused only ``read`` and ``rejected`` are non-zero.
     """
 
@@ -23,9 +24,14 @@ class FileCounts:
     unchanged: int = 0
     updated: int = 0
     rejected: int = 0
+    deleted: int = 0  # retractions only
 
-    def to_json(self) -> dict[str, int]:
-        return asdict(self)
+    def to_json(self, *, with_deleted: bool = False) -> dict[str, int]:
+        """The counts; ``deleted`` only for retractions, the one file that deletes."""
+        out = asdict(self)
+        if not with_deleted:
+            del out["deleted"]
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +51,9 @@ class ImportReport:
     source: str = ""
     rejected_rows: list[RejectedRow] = field(default_factory=list)
     rejects_written: list[Path] = field(default_factory=list)
+    #: Accepted but worth a look (invisible characters removed, overlapping time …);
+    #: warnings never refuse a bundle nor change the exit status.
+    warnings: list[Problem] = field(default_factory=list)
 
     def ok(self) -> bool:
         """True when the bundle had no problem at all (nothing rejected, nothing refused)."""
@@ -60,7 +69,10 @@ class ImportReport:
             "stored": self.stored,
             "batch_id": self.batch_id,
             "source": self.source,
-            "counts": {stem: c.to_json() for stem, c in self.counts.items()},
+            "counts": {
+                stem: c.to_json(with_deleted=stem == "retractions") for stem, c in self.counts.items()
+            },
             "problems": [p.to_json() for p in self.problems],
+            "warnings": [w.to_json() for w in self.warnings],
             "rejects": [str(p) for p in self.rejects_written],
         }

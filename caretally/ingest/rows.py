@@ -17,10 +17,11 @@ from enum import StrEnum
 from functools import cached_property, lru_cache
 from typing import Any
 
-from sqlalchemy import String, Table
+from sqlalchemy import String, Table, Text
 
 from caretally.dates import is_valid_zone, zone
 from caretally.ingest import values as v
+from caretally.ingest.cleaning import TEXT_MAX, VALUE_MAX, clean_record, code_points
 from caretally.ingest.fastpath import READING_STORED, LocalDays, clean_reading
 from caretally.ingest.references import Catalog, ReferenceIndex
 from caretally.model import (
@@ -58,6 +59,8 @@ class Row:
     table: Table
     values: dict[str, Any] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
+    #: Things changed or doubted that do not reject the row (e.g. invisible characters removed).
+    warnings: list[Fault] = field(default_factory=list)
 
     def fail(self, name: str | None, code: str, message: str) -> None:
         self.faults.append(Fault(name, code, message))
@@ -106,11 +109,18 @@ class Row:
         return not self.faults
 
 
+#: Unbounded text columns with a tighter documented limit than ``TEXT_MAX``.
+TEXT_LIMITS = {"value": VALUE_MAX}
+
+
 @lru_cache(maxsize=256)
 def _max_len(table: Table, name: str) -> int | None:
+    """The documented limit: the schema's length for ids and codes, else the text limits."""
     column = table.c.get(name)
-    if column is not None and isinstance(column.type, String):
+    if column is not None and isinstance(column.type, String) and column.type.length is not None:
         return column.type.length
+    if column is not None and isinstance(column.type, Text | String):
+        return TEXT_LIMITS.get(name, TEXT_MAX)
     return None
 
 
@@ -314,7 +324,23 @@ def check_reading(row: Row, index: ReferenceIndex, today: date) -> None:
             f"device {device} belongs to patient {owner}, not {patient}",
         )
     if tz is not None and measured is not None:
-        row.values["local_date"] = measured.astimezone(zone(tz)).date()
+        local = measured.astimezone(zone(tz)).date()
+        row.values["local_date"] = local
+        birth = index.births.get(patient) if patient is not None else None
+        if birth is not None and local.isoformat() < birth:
+            row.fail(
+                "measured_at",
+                "before_birth",
+                f"measured_at {row.raw.get('measured_at')} is before patient {patient}'s birth date",
+            )
+    latest = index.not_after
+    if measured is not None and latest is not None and measured > latest:
+        row.fail(
+            "measured_at",
+            "future_reading",
+            f"measured_at {row.raw.get('measured_at')} is after {latest.isoformat(timespec='seconds')}"
+            f" (import time plus the allowed clock skew of {index.clock_skew_text})",
+        )
     if device is not None and measured is not None and kind is not None:
         row.values["reading_key"] = reading_key(reading_id, device, measured, kind)
 
@@ -435,7 +461,8 @@ def check_time_entry(row: Row, index: ReferenceIndex, today: date) -> None:
 
 
 def _register_patient(values: dict[str, Any], index: ReferenceIndex) -> None:
-    index.patients.accept(values["patient_id"], values["timezone"])
+    if index.patients.accept(values["patient_id"], values["timezone"]):
+        index.births[values["patient_id"]] = values["birth_date"].isoformat()
 
 
 def _reject_patient(values: dict[str, Any], index: ReferenceIndex, where: str) -> None:
@@ -599,8 +626,11 @@ def check_row(
     ``keyed`` sources (JSON) carry column names per record, so unknown names are judged
     here; CSV headers are judged once per file by ``check_header`` instead.
     """
+    raw, cleaned = clean_record(raw)
     row = Row(raw, spec.table)
     spec.check(row, index, today)
+    if cleaned:
+        _report_cleaning(spec, row, cleaned)
     if keyed:
         unknown = sorted(k for k in raw if k not in spec.columns)
         if unknown and not spec.extra:
@@ -613,9 +643,51 @@ def check_row(
         extras = {k: json_safe(raw[k]) for k in unknown}
     else:
         extras = {k: raw[k] for k in sorted(raw) if k not in spec.columns}
+    for name, value in extras.items():
+        if isinstance(value, str) and len(value) > TEXT_MAX:
+            row.fail(name, "too_long", f"{len(value)} characters, at most {TEXT_MAX} allowed")
     if spec.extra:
         row.values["extra"] = extras or None
     return row
+
+
+def _report_cleaning(spec: FileSpec, row: Row, cleaned: list[Any]) -> None:
+    """Warnings for removed characters; faults for NUL bytes and values left empty.
+
+    The fault for an emptied value replaces the plain ``required`` fault the check gave
+    it, because "only invisible characters" is the reason a person can act on.
+    """
+    whose = _whose(spec, row)
+    for note in cleaned:
+        if note.nul:
+            row.fail(note.field, "nul_byte", f"{note.field} holds a NUL byte (\\0), which cannot be stored")
+        elif note.surrogate:
+            row.fail(note.field, "bad_text", f"{note.field} holds an unpaired surrogate (\\ud800-\\udfff)")
+        elif note.emptied:
+            row.faults = [f for f in row.faults if not (f.field == note.field and f.code == "required")]
+            row.fail(
+                note.field,
+                "invisible_only",
+                f"{note.field} of {whose} holds only invisible characters ({code_points(note.removed)})",
+            )
+        else:
+            row.warnings.append(
+                Fault(
+                    note.field,
+                    "invisible_removed",
+                    f"removed {len(note.removed)} invisible character(s) ({code_points(note.removed)})"
+                    f" from {note.field} of {whose}",
+                )
+            )
+
+
+def _whose(spec: FileSpec, row: Row) -> str:
+    """The record a message names: its patient when it has one, else its own id."""
+    for name in ("patient_id", spec.key, "reading_id", "device_id"):
+        value = row.raw.get(name)
+        if isinstance(value, str) and value.strip():
+            return f"patient {value.strip()}" if name == "patient_id" else f"{name} {value.strip()}"
+    return f"this {spec.stem.rstrip('s').replace('_', ' ')}"
 
 
 def check_header(spec: FileSpec, header: list[str]) -> list[Fault]:

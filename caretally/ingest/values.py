@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from functools import cache
+from types import ModuleType
 from typing import Any
-
-import simple_icd_10_cm as icd
 
 MAX_SECONDS = 12 * 3600
 EARLIEST_BIRTH = date(1900, 1, 1)
@@ -149,6 +149,7 @@ def icd10_billable(value: str) -> str:
     Claims must carry the most specific code, so a valid but non-leaf code gets its own
     error code (``icd10_not_billable``) apart from a code that does not exist at all.
     """
+    icd = _icd10()
     bare = value.strip().upper().replace(".", "")
     if not bare or not icd.is_valid_item(bare) or "-" in bare:
         raise FieldError("bad_icd10", f"{value.strip()!r} is not an ICD-10-CM code")
@@ -158,6 +159,15 @@ def icd10_billable(value: str) -> str:
             f"{value.strip()!r} is a category, not a billable code; use a more specific code",
         )
     return str(icd.add_dot(bare))
+
+
+@cache
+def _icd10() -> ModuleType:
+    """The ICD-10-CM tables, loaded on first use: parsing them takes seconds, and only
+    enrollments' diagnoses need them, so commands and bundles without them never wait."""
+    import simple_icd_10_cm
+
+    return simple_icd_10_cm
 
 
 def us_state(value: str) -> str:

@@ -111,7 +111,9 @@ def test_local_date_is_the_patients_wall_clock_date(practice: object, moments: l
                 "interactive": False,
             }
         )
-    report = import_records(practice, ORG, {"readings": readings, "time_entries": entries})  # type: ignore[arg-type]
+    # The generated instants run to 2040: judge them by a clock later than all of them.
+    late_clock = datetime(2041, 1, 1, tzinfo=UTC)
+    report = import_records(practice, ORG, {"readings": readings, "time_entries": entries}, now=late_clock)  # type: ignore[arg-type]
     assert report.ok(), report.problems
     r, t = schema.readings, schema.time_entries
     with practice.connect() as conn:  # type: ignore[attr-defined]
@@ -128,22 +130,32 @@ def test_local_date_is_the_patients_wall_clock_date(practice: object, moments: l
 # --- the readings fast path must agree with the full check ------------------------------
 
 
+#: P1 is born on a day the generated instants straddle (in Chicago), and the clock bound
+#: is one of the generated instants, so both plausibility limits are hit on both sides.
+NOT_AFTER = datetime(2026, 11, 1, 6, 30, 0, 250000, tzinfo=UTC)
+
+
 def _index() -> ReferenceIndex:
     index = ReferenceIndex()
     index.patients.known.update({"P1": "America/Chicago", "P2": "Pacific/Guam"})
+    index.births.update({"P1": "2026-03-08", "P2": "1950-01-01"})
     index.devices.known.update({"D1": "P1", "D2": "P2"})
     index.patients.reject("P3", "patients.csv:9")
+    index.not_after, index.clock_skew_text = NOT_AFTER, "24 h"
     return index
 
 
 cells = {
     "reading_id": st.sampled_from(["", " ", "R-1", "R" * 65]),
-    "patient_id": st.sampled_from(["P1", " P1 ", "P2", "P3", "P9", ""]),
-    "device_id": st.sampled_from(["D1", "D2", "D1 ", "D9", ""]),
+    "patient_id": st.sampled_from(["P1", " P1 ", "P2", "P3", "P9", "", "P1\u200b", "\u202eP2", "P\x002"]),
+    "device_id": st.sampled_from(["D1", "D2", "D1 ", "D9", "", "D\u20661", "D1\x7f"]),
     "measured_at": st.one_of(
         st.sampled_from(
             [
                 "2026-03-08T08:30:00Z",
+                "2026-03-08T05:59:59Z",
+                "2026-03-08T06:00:00Z",
+                "2026-11-01T06:30:00.250001Z",
                 "2026-03-08 02:30:00-06:00",
                 "2026-03-08T02:30:00",
                 "2026-03-08",
@@ -156,9 +168,9 @@ cells = {
         ),
         st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat()),
     ),
-    "type": st.sampled_from(["weight", " weight", "", "t" * 65]),
-    "value": st.sampled_from(["180", "", " 128/82 "]),
-    "unit": st.sampled_from(["lb", "", "u" * 33]),
+    "type": st.sampled_from(["weight", " weight", "", "t" * 65, "wei\tght", "\u00adweight"]),
+    "value": st.sampled_from(["180", "", " 128/82 ", "9" * 64, "9" * 65, "1\x0080", "\u200b", "18\u00a00"]),
+    "unit": st.sampled_from(["lb", "", "u" * 33, "°F", "lb\ufeff"]),
     "transmission": st.sampled_from(["auto", "MANUAL", " Auto ", "fax", ""]),
 }
 
