@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -19,14 +18,20 @@ from caretally.cli.billing_options import (
     QpOption,
     settings_from,
 )
-from caretally.cli.common import DbOption, JsonOption, OrgOption, console, err_console, print_json
+from caretally.cli.common import (
+    DbOption,
+    JsonOption,
+    MonthOption,
+    OrgOption,
+    console,
+    err_console,
+    open_db,
+    print_json,
+)
 from caretally.dates import parse_month
 from caretally.errors import ProblemsError
 from caretally.export.tabular import line_record
-from caretally.store.db import DEFAULT_ORG, open_database
-
-MonthOption = Annotated[str, typer.Option("--month", help="Calendar month to bill, YYYY-MM.")]
-
+from caretally.store.db import DEFAULT_ORG
 
 SHOW_WARNINGS = 5
 WARNING_LABEL = {
@@ -152,7 +157,7 @@ def register(app: typer.Typer) -> None:
         period = parse_month(month)
         try:
             settings, rules = settings_from(locality, fee_schedule, pos, qp, gpci, payer_rules)
-            engine = open_database(db_url, org)
+            engine = open_db(db_url, org)
             if as_json:
                 result = bill_month(engine, org, period, rules, settings)
             else:
@@ -183,7 +188,7 @@ def register(app: typer.Typer) -> None:
     @app.command("lock")
     def lock(month: MonthOption, db_url: DbOption = None, org: OrgOption = DEFAULT_ORG) -> None:
         """Lock the month's current run: it becomes the record and is never changed again."""
-        engine = open_database(db_url, org)
+        engine = open_db(db_url, org)
         try:
             run = lock_month(engine, org, month)
         except RunError as exc:

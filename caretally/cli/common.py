@@ -109,7 +109,7 @@ def _month_callback(value: str | None) -> str | None:
     return None if value is None else parse_month_text(value)
 
 
-def _date_callback(value: str | None) -> str | None:
+def date_callback(value: str | None) -> str | None:
     return None if value is None else parse_date_text(value)
 
 
@@ -122,7 +122,7 @@ OptionalMonthOption = Annotated[
 ]
 #: ``--as-of YYYY-MM-DD`` (required).
 AsOfOption = Annotated[
-    str, typer.Option("--as-of", help="Date the data is known through, YYYY-MM-DD.", callback=_date_callback)
+    str, typer.Option("--as-of", help="Date the data is known through, YYYY-MM-DD.", callback=date_callback)
 ]
 
 
@@ -183,29 +183,6 @@ def print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
-#: A cell starting with one of these is read as a formula by spreadsheet programs
-#: (OWASP "CSV injection"); a leading single quote makes them show it as text.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-_PLAIN_NUMBER = re.compile(r"[+-]?\d+(\.\d+)?")
-
-
-def safe_cell(value: Any) -> str:
-    """The cell as text, neutralised if a spreadsheet would evaluate it.
-
-    A plain signed number (``-5``, ``+1.25``) is data a spreadsheet reads as that number,
-    not a formula, so it keeps its sign; anything else that starts with a trigger
-    character gets the quote.
-    """
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = value if isinstance(value, str) else str(value)
-    if text.startswith(FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(text):
-        return "'" + text
-    return text
-
-
 def write_csv(rows: Iterable[Sequence[Any]], header: Sequence[str], out: IO[str] | None = None) -> int:
     """Every row as CSV through ``safe_cell``; returns the number of data rows written.
 
@@ -214,6 +191,8 @@ def write_csv(rows: Iterable[Sequence[Any]], header: Sequence[str], out: IO[str]
     """
     # RFC 4180 line ends: with "\r\n" as the terminator the writer quotes any cell holding
     # a CR or an LF, which a bare "\n" terminator would leave unquoted for a lone CR.
+    from caretally.export.csvsafe import safe_cell
+
     writer = csv.writer(out if out is not None else sys.stdout, lineterminator="\r\n")
     writer.writerow([safe_cell(h) for h in header])
     count = 0

@@ -14,10 +14,20 @@ from caretally.billing.payers import PayerRules
 from caretally.billing.run import runs_for_month, stored_decisions
 from caretally.billing.serialize import decision_to_json
 from caretally.cli.billing_options import PayerRulesOption, parse_overlays
-from caretally.cli.common import DbOption, JsonOption, OrgOption, console, err_console, print_json
+from caretally.cli.common import (
+    DbOption,
+    JsonOption,
+    MonthOption,
+    OrgOption,
+    console,
+    date_callback,
+    err_console,
+    open_db,
+    print_json,
+)
 from caretally.dates import parse_month
 from caretally.model import Decision, Status
-from caretally.store.db import DEFAULT_ORG, open_database
+from caretally.store.db import DEFAULT_ORG
 
 STYLE = {Status.BILLABLE: "green", Status.NOT_BILLABLE: "red", Status.REACHABLE: "yellow"}
 
@@ -148,9 +158,14 @@ def register(app: typer.Typer) -> None:
     @app.command("explain")
     def explain(
         patient: Annotated[str, typer.Option("--patient", help="Patient id.")],
-        month: Annotated[str, typer.Option("--month", help="Calendar month, YYYY-MM.")],
+        month: MonthOption,
         as_of: Annotated[
-            str | None, typer.Option("--as-of", help="Judge as of this date (default: the month's last day).")
+            str | None,
+            typer.Option(
+                "--as-of",
+                help="Judge as of this date (default: the month's last day).",
+                callback=date_callback,
+            ),
         ] = None,
         payer_rules: PayerRulesOption = None,
         run_id: Annotated[
@@ -168,7 +183,7 @@ def register(app: typer.Typer) -> None:
         every difference.
         """
         period = parse_month(month)
-        engine = open_database(db_url, org)
+        engine = open_db(db_url, org)
         rules = PayerRules.load(parse_overlays(payer_rules))
         day = date.fromisoformat(as_of) if as_of else None
         results = list(evaluate_month(engine, org, period, rules, as_of=day, patients={patient}))

@@ -8,18 +8,18 @@ from typing import Annotated
 import typer
 
 from caretally.billing.exporting import FORMATS, ExportRefused, ExportResult, export_month
-from caretally.cli.common import DbOption, OrgOption, console, err_console
+from caretally.cli.common import DbOption, MonthOption, OrgOption, console, err_console, open_db
 from caretally.dates import parse_month
 from caretally.errors import ProblemsError
 from caretally.export.corrections import load_claim_numbers
 from caretally.settings_practice import load_practice
-from caretally.store.db import DEFAULT_ORG, open_database
+from caretally.store.db import DEFAULT_ORG
 
 
 def register(app: typer.Typer) -> None:
     @app.command("export")
     def export(
-        month: Annotated[str, typer.Option("--month", help="Billed month, YYYY-MM.")],
+        month: MonthOption,
         fmt: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(FORMATS)}.")],
         out: Annotated[
             Path,
@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         parse_month(month)
         if fmt not in FORMATS:
             raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
-        engine = open_database(db_url, org)
+        engine = open_db(db_url, org)
         try:
             identity = load_practice(practice) if practice else None
             numbers = load_claim_numbers(claim_numbers) if claim_numbers else None

@@ -27,6 +27,8 @@ def safe_cell(value: Any) -> str:
     """The cell as text that no spreadsheet will evaluate; ``None`` becomes empty."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     text = value if isinstance(value, str) else str(value)
     if text.startswith(FORMULA_START) and not _PLAIN_NUMBER.fullmatch(text):
         return "'" + text

@@ -268,8 +268,8 @@ def check_enrollment(row: Row, index: ReferenceIndex, today: date) -> None:
     diagnoses(row)
     row.take("complexity", complexity, required=False)
     row.take("order_date", v.iso_date, required=False)
-    if row.take("established_patient", v.boolean, required=False) is None:
-        row.values["established_patient"] = True
+    # Missing stays missing: the rule-year option established_patient_when_missing decides.
+    row.take("established_patient", v.boolean, required=False)
     row.take("initiating_visit_date", v.iso_date, required=False)
 
     row.ref("patient_id", index.patients, "patient", "unknown_patient")

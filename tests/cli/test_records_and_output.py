@@ -15,8 +15,9 @@ from sqlalchemy import Engine, insert, select
 from typer.testing import CliRunner
 
 from caretally.billing.records import RecordError, list_imports, list_runs, void_run
-from caretally.cli.common import safe_cell, write_csv
+from caretally.cli.common import write_csv
 from caretally.cli.main import build_app
+from caretally.export.csvsafe import safe_cell
 from caretally.ingest import import_records
 from caretally.store import schema
 from caretally.store.db import open_database

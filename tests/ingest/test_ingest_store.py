@@ -74,9 +74,10 @@ def test_import_reimport_and_update(db_url: str, tmp_path: Path) -> None:
     ]
     e1, e2, e3 = stored["enrollments"]
     assert (e1["diagnoses"], e2["diagnoses"], e2["program"]) == ("I10;E11.9", "I10;E11.9", "CCM")
+    # e2 leaves the column empty: stored as not recorded (option established_patient_when_missing)
     assert (e1["established_patient"], e2["established_patient"], e3["established_patient"]) == (
         True,
-        True,
+        None,
         False,
     )
     assert e2["consent_date"] is None and e2["complexity"] == "complex"
