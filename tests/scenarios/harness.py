@@ -909,7 +909,7 @@ def compare_lines(specs: list[dict[str, Any]], lines: list[ClaimLine], no_others
         bad = set(spec) - LINE_FIELDS
         if bad or "code" not in spec:
             raise ScenarioError(f"a line expectation needs code and takes {sorted(LINE_FIELDS)}: {spec}")
-    specs = [{"patient": MAIN_PATIENT, **s} for s in specs]
+    specs = [{k: _wanted_value(k, v) for k, v in {"patient": MAIN_PATIENT, **s}.items()} for s in specs]
     fits = [[i for i, line in enumerate(lines) if _line_matches(line, s)] for s in specs]
     assignment = _match(fits, 0, set())
     failures = []
