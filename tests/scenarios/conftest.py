@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from tests.conftest import PG_ENV, skip_or_fail
-from tests.scenarios.harness import Case, load_cases, run_case
+from tests.scenarios.harness import Case, Outcome, describe, describe_line, load_cases, run_case
 
 HERE = Path(__file__).parent
 
@@ -53,16 +53,20 @@ class ScenarioItem(pytest.Item):
         url = _database(self.session, self.backend)
         outcome = run_case(self.case, url)
         if outcome.failures:
-            raise ScenarioFailure(outcome.failures, outcome.decisions)
+            raise ScenarioFailure(outcome)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, ScenarioFailure):
-            lines = [f"scenario: {self.case.name}", *(f"  - {f}" for f in excinfo.value.failures)]
-            lines.append("decisions:")
-            for d in excinfo.value.decisions:
-                lines.append(f"  {d.code:6} {d.status.value:12} units={d.units} dos={d.date_of_service}")
-                for r in d.reasons:
-                    lines.append(f"      [{'ok' if r.passed else 'NO'}] {r.rule_id}: {r.message}")
+            outcome = excinfo.value.outcome
+            lines = [f"scenario: {self.case.name}", *(f"  - {f}" for f in outcome.failures)]
+            lines.append("decisions (of the last step compared):")
+            for d in outcome.decisions:
+                lines.append(f"  {describe(d)}")
+                for r in d["reasons"]:
+                    lines.append(f"      [{'ok' if r['passed'] else 'NO'}] {r['rule_id']}: {r['message']}")
+            if outcome.lines:
+                lines.append("claim lines:")
+                lines += [f"  {describe_line(line)}" for line in outcome.lines]
             return "\n".join(lines)
         return str(super().repr_failure(excinfo))
 
@@ -71,10 +75,9 @@ class ScenarioItem(pytest.Item):
 
 
 class ScenarioFailure(AssertionError):
-    def __init__(self, failures: list[str], decisions: list[Any]) -> None:
-        super().__init__("\n".join(failures))
-        self.failures = failures
-        self.decisions = decisions
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__("\n".join(outcome.failures))
+        self.outcome = outcome
 
 
 _DATABASES: dict[str, str] = {}
