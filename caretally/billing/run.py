@@ -641,8 +641,10 @@ def bill_month(
 
 
 def decisions_digest(decisions_json: list[dict[str, Any]]) -> str:
-    """Digest of one patient's stored decisions; ``db verify`` recomputes it from the store."""
-    return hashlib.sha256(json.dumps(decisions_json, sort_keys=True, default=str).encode()).hexdigest()
+    """Digest of one patient's stored decisions, as serialised (key order is the serialiser's,
+    which the JSON column keeps), so a check can recompute it from the store."""
+    text = json.dumps(decisions_json, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _same_run(previous: StoredRun, lines: str, inputs: str, ruleset: str, version: str) -> bool:

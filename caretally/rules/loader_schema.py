@@ -294,13 +294,16 @@ PARAMS: dict[str, Validator] = {
 }
 
 _COMMON = {"max_units", "performers", "exclusive_with", "amount", "rvu"}
+#: Device and set-up codes are judged on days of data, not on anyone's minutes: a
+#: ``performers`` list there would change nothing, so it is not accepted.
+_DEVICE_COMMON = _COMMON - {"performers"}
 
 #: family → (parameters it may carry, parameters a base rule-year must give it).
 FAMILY_PARAMS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "setup": (frozenset({"min_days", *_COMMON}), frozenset({"min_days", "performers", "amount"})),
+    "setup": (frozenset({"min_days", *_DEVICE_COMMON}), frozenset({"min_days", "max_units", "amount"})),
     "device_supply": (
-        frozenset({"min_days", "max_days", "rtm_kind", *_COMMON}),
-        frozenset({"min_days", "max_days", "exclusive_with", "amount"}),
+        frozenset({"min_days", "max_days", "rtm_kind", *_DEVICE_COMMON}),
+        frozenset({"min_days", "max_days", "max_units", "exclusive_with", "amount"}),
     ),
     "treatment_management": (
         frozenset(
@@ -329,7 +332,7 @@ FAMILY_PARAMS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     ),
     "data_interpretation": (
         frozenset({"min_minutes", *_COMMON}),
-        frozenset({"min_minutes", "performers", "exclusive_with", "amount"}),
+        frozenset({"min_minutes", "max_units", "performers", "exclusive_with", "amount"}),
     ),
     "care_management": (
         frozenset(
@@ -359,7 +362,18 @@ FAMILY_PARAMS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     ),
 }
 
-PROGRAMS = v_list(v_choice(Program, "unknown_program", "program"))
+#: A list of programs a structural rule applies to; may be empty (an overlay waiving it).
+PROGRAM_LIST = v_list(v_choice(Program, "unknown_program", "program"))
+
+#: family → the period kind its codes are judged over; any other ``period:`` is refused,
+#: so the value is checked rather than silently ignored.
+FAMILY_PERIOD: dict[str, PeriodKind] = {
+    "setup": PeriodKind.EPISODE,
+    "device_supply": PeriodKind.THIRTY_DAY,
+    "data_interpretation": PeriodKind.THIRTY_DAY,
+    "treatment_management": PeriodKind.CALENDAR_MONTH,
+    "care_management": PeriodKind.CALENDAR_MONTH,
+}
 
 #: Option name → validator. Every base rule-year defines all of them.
 OPTIONS: dict[str, Validator] = {
@@ -386,10 +400,10 @@ GLOBALS: dict[str, tuple[Validator, bool]] = {
     "conversion_factor": (v_number, True),
     "conversion_factor_qp": (v_number, False),
     # Structural rules, each the list of programs it applies to (an overlay may shorten it):
-    "consent": (PROGRAMS, True),
-    "established_patient": (PROGRAMS, True),
-    "order": (PROGRAMS, True),
-    "initiating_visit": (PROGRAMS, True),
+    "consent": (PROGRAM_LIST, True),
+    "established_patient": (PROGRAM_LIST, True),
+    "order": (PROGRAM_LIST, True),
+    "initiating_visit": (PROGRAM_LIST, True),
     # Rules whose value is the rule itself; cited so every reason that applies them is.
     "enrollment_active": (v_bool, True),
     "billing_practitioner": (v_bool, True),
@@ -780,6 +794,14 @@ class FileChecker:
                     self, f.value, f"{where}.period"
                 )
                 spec.period = None if value is BAD else value
+                expected = FAMILY_PERIOD.get(spec.family or "")
+                if spec.period is not None and expected is not None and spec.period != expected:
+                    self.problem(
+                        f.line,
+                        f"{where}.period",
+                        "period_not_in_family",
+                        f"{spec.family} codes are judged per {expected.value}, not per {spec.period.value}",
+                    )
             if (f := by_name.get("descriptor")) is not None:
                 value = v_text(self, f.value, f"{where}.descriptor")
                 spec.descriptor = None if value is BAD else value

@@ -284,10 +284,22 @@ def requirement(year: RuleYear, name: str, used: Used, program: Program | None =
     ``order``, ``initiating_visit`` are lists of programs; an overlay may shorten them to
     waive a rule) or, for rules without programs, ``true``/``false``.
     """
-    p = used.add(global_param(year, name))
-    if isinstance(p.value, list | tuple):
-        return program is not None and str(program) in {str(v) for v in p.value}, cite(year, p)
-    return bool(p.value), cite(year, p)
+    key = (id(year), name, program)
+    hit = _REQUIREMENTS.get(key)
+    if hit is None or hit[0] is not year:
+        p = global_param(year, name)
+        if isinstance(p.value, list | tuple):
+            needed = program is not None and str(program) in {str(v) for v in p.value}
+        else:
+            needed = bool(p.value)
+        hit = (year, p, needed, cite(year, p))
+        _REQUIREMENTS[key] = hit
+    used.add(hit[1])
+    return hit[2], hit[3]
+
+
+#: (id(RuleYear), global, program) → (RuleYear, Param, applies, citation); rule-years are cached.
+_REQUIREMENTS: dict[tuple[int, str, Program | None], tuple[RuleYear, Param, bool, str]] = {}
 
 
 def common_checks(view: EnrollmentView, year: RuleYear, period: Period, used: Used) -> list[Check]:

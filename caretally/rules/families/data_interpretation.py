@@ -18,6 +18,7 @@ from caretally.rules.families.common import (
     EnrollmentView,
     Used,
     Verdict,
+    as_int,
     cite,
     codes_of,
     common_checks,
@@ -71,7 +72,8 @@ def _decide(view: EnrollmentView, year: RuleYear, period: Period, rule: CodeRule
         f"{prefix}.min_minutes", view, period, p, me, cite(year, rule.param("min_minutes")), ""
     )
     draft.checks.append(check)
-    draft.units = 1 if me.holds(p.minutes) else 0
+    per_period = as_int(used.code(rule, "max_units"), f"{rule.code} max_units")
+    draft.units = per_period if me.holds(p.minutes) else 0
     draft.dos = _dos(view, year, used, period, p.counted, me.min_minutes)
     draft.rendering = rendering_of(view, p.counted)
     if check.verdict is Verdict.PASS:

@@ -215,6 +215,7 @@ def _code(
                 draft.open_note = f"more days may upgrade {rule.code} → {higher[0].rule.code}"
             elif is_open(view, period):
                 draft.open_note = "the day count is final only when the period closes"
-    draft.units = 1 if count.n >= tier.min_days else 0
+    per_period = as_int(used.code(rule, "max_units"), f"{rule.code} max_units")
+    draft.units = per_period if count.n >= tier.min_days else 0
     draft.dos = device_dos(view, year, used, period, count, tier.min_days)
     return finish(draft)

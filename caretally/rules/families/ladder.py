@@ -180,7 +180,8 @@ def base_decision(
     check = minutes_check(f"{prefix}.min_minutes", view, period, p, me, cite(year, cite_param), instead)
     draft.checks.append(check)
     draft.checks.extend(extra)
-    draft.units = 1 if me.holds(p.minutes) else 0
+    per_month = as_int(used.code(rule, "max_units"), f"{rule.code} max_units")
+    draft.units = per_month if me.holds(p.minutes) else 0
     draft.dos = time_dos(view, year, used, period, p, me.min_minutes)
     draft.rendering = rendering_of(view, p.counted)
     if check.verdict is Verdict.PASS:
