@@ -522,7 +522,6 @@ def bill_month(
     contents: dict[str, dict[str, Any]] = {}
     lines_hash = hashlib.sha256()
     input_hash = hashlib.sha256()
-    decisions_hash = hashlib.sha256()
     ruleset_hash = rules.content_hash
     settings_json = settings.to_json()
     decision_rows: list[dict[str, Any]] = []
@@ -557,12 +556,10 @@ def bill_month(
         def evaluate(facts: PatientMonthFacts, decisions: list[Decision]) -> _PatientResult:
             part = RunSummary()
             _summarise(part, facts, decisions, rules)
-            decisions_json = [decision_to_json(d) for d in decisions]
             return _PatientResult(
                 patient_id=facts.patient_id,
                 facts_digest=hashlib.sha256(repr(facts).encode()).hexdigest(),
-                decisions_digest=decisions_digest(decisions_json),
-                decisions_json=decisions_json,
+                decisions_json=[decision_to_json(d) for d in decisions],
                 billable=sum(1 for d in decisions if d.status is Status.BILLABLE),
                 lines=claim_lines_for(facts, decisions, rules, settings, directory, run_id),
                 summary=part,
@@ -583,7 +580,6 @@ def bill_month(
                 summary.units_by_code[line.code] += line.units
                 summary.payment_by_code[line.code] += line.expected_payment
             all_lines.extend(result.lines)
-            decisions_hash.update(f"{result.patient_id}:{result.decisions_digest}\n".encode())
             decision_rows.append(
                 {
                     "run_id": run_id,
@@ -620,7 +616,6 @@ def bill_month(
                 lines_digest=digest,
                 engine_version=version,
                 summary=summary.to_json(),
-                decisions_digest=decisions_hash.hexdigest(),
             )
         )
         if previous is not None and previous.status == DRAFT:
@@ -638,13 +633,6 @@ def bill_month(
         amends,
         changes,
     )
-
-
-def decisions_digest(decisions_json: list[dict[str, Any]]) -> str:
-    """Digest of one patient's stored decisions, as serialised (key order is the serialiser's,
-    which the JSON column keeps), so a check can recompute it from the store."""
-    text = json.dumps(decisions_json, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _same_run(previous: StoredRun, lines: str, inputs: str, ruleset: str, version: str) -> bool:
@@ -693,7 +681,6 @@ class _PatientResult:
 
     patient_id: str
     facts_digest: str
-    decisions_digest: str
     decisions_json: list[dict[str, Any]]
     billable: int
     lines: list[ClaimLine]

@@ -62,7 +62,7 @@ def decision_to_json(d: Decision) -> dict[str, Any]:
 
 
 def measures_to_json(m: Measures) -> dict[str, Any]:
-    """Only the quantities the code counts (``None`` and empty are left out)."""
+    """Only the quantities the code counts (``None`` is left out)."""
     out: dict[str, Any] = {}
     for name in (
         "days",
@@ -79,8 +79,5 @@ def measures_to_json(m: Measures) -> dict[str, Any]:
             out[name] = value
     if m.interactive is not None:
         out["interactive"] = m.interactive
-    if m.entry_ids:
-        out["entry_ids"] = list(m.entry_ids)
-    if m.dates:
-        out["dates"] = [d.isoformat() for d in m.dates]
+    # The counted entries and days are already in the reasons' evidence; stored once.
     return out

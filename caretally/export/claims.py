@@ -29,20 +29,12 @@ from caretally.model import ClaimLine, ClaimPatient, Payer, PayerRoute
 
 GROUPINGS = ("patient_month", "patient_month_rendering")
 
-#: Add-on code → the base codes it may accompany (CPT add-on descriptors; medicare-rules.md 4.2).
-ADDON_BASES: dict[str, frozenset[str]] = {
-    "99458": frozenset({"99457"}),
-    "98981": frozenset({"98980"}),
-    "99439": frozenset({"99490"}),
-    "99437": frozenset({"99491"}),
-    "99489": frozenset({"99487"}),
-    "99425": frozenset({"99424"}),
-    "99427": frozenset({"99426"}),
-    "99494": frozenset({"99492", "99493"}),
-    "G0568": frozenset({"G0556", "G0557", "G0558"}),
-    "G0569": frozenset({"G0556", "G0557", "G0558"}),
-    "G0570": frozenset({"G0556", "G0557", "G0558"}),
-}
+def addon_bases() -> Mapping[str, frozenset[str]]:
+    """Add-on code → base codes, derived from the Medicare rule-years' ``add_on_to``."""
+    from caretally.rules.loader import load_rulebook
+
+    return load_rulebook("medicare").add_on_bases()
+
 
 #: Lines per claim (837P loop 2400 repeat limit); FHIR follows so both split alike.
 MAX_LINES = 50
@@ -149,6 +141,7 @@ def group_claims(
     if grouping not in GROUPINGS:
         raise ValueError(f"grouping must be one of {', '.join(GROUPINGS)}, got {grouping!r}")
     problems: list[Problem] = []
+    add_ons = addon_bases()
 
     def fault(field: str | None, code: str, message: str) -> None:
         problems.append(_problem(producer, field, code, message))
@@ -187,7 +180,7 @@ def group_claims(
 
         codes = {ln.code for ln in group}
         for ln in group:
-            bases = ADDON_BASES.get(ln.code)
+            bases = add_ons.get(ln.code)
             if bases is not None and not bases & codes:
                 fault(
                     "code",

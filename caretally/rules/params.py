@@ -176,6 +176,20 @@ class RuleBook:
         spans = ", ".join(f"{y.effective_from}..{y.effective_to}" for y in self.years)
         raise MissingParameter(f"{self.name}: no rule-year in force on {day} (have {spans})")
 
+    def add_on_bases(self) -> dict[str, frozenset[str]]:
+        """Add-on code → the base codes it may accompany, from every year's ``add_on_to``.
+
+        The one source for "an add-on goes on the claim with its base": exporters read it
+        here rather than keeping a second list of codes.
+        """
+        out: dict[str, set[str]] = {}
+        for year in self.years:
+            for rule in year.codes.values():
+                base = rule.get("add_on_to")
+                if base is not None:
+                    out.setdefault(rule.code, set()).add(str(base))
+        return {code: frozenset(bases) for code, bases in out.items()}
+
     @property
     def content_hash(self) -> str:
         import hashlib

@@ -472,6 +472,8 @@ def pool(
 def overlap_reasons(view: EnrollmentView, period: Period) -> list[Reason]:
     """Say which entries were cut because the same performer logged those minutes already,
     and flag entries whose interval collides with another patient's (a compliance warning)."""
+    if not any(e.logged_seconds is not None or e.other_patient_overlaps for e in view.entries):
+        return []
     out: list[Reason] = []
     c = ""
     for e in sorted(view.entries, key=time_order):
