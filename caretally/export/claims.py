@@ -29,6 +29,7 @@ from caretally.model import ClaimLine, ClaimPatient, Payer, PayerRoute
 
 GROUPINGS = ("patient_month", "patient_month_rendering")
 
+
 def addon_bases() -> Mapping[str, frozenset[str]]:
     """Add-on code → base codes, derived from the Medicare rule-years' ``add_on_to``."""
     from caretally.rules.loader import load_rulebook
