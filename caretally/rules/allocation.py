@@ -75,8 +75,7 @@ class Allocation:
 
 def _once(year: RuleYear) -> str:
     """Entries left unused are the no-minute-twice rule at work: cite it."""
-    p = year.globals.get("time_counts_once")
-    return "" if p is None else cite(year, p)
+    return cite(year, year.rule_global("time_counts_once"))
 
 
 def _active(p: ProgramFacts, day: date) -> bool:

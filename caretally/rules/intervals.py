@@ -21,15 +21,12 @@ from dataclasses import replace
 from datetime import datetime
 
 from caretally.model import PatientMonthFacts, TimeFact
-from caretally.rules.params import MissingParameter, RuleYear
+from caretally.rules.params import RuleYear
 
 
 def counts_once(year: RuleYear) -> bool:
     """The rule-year's ``time_counts_once`` global (required in a base year)."""
-    p = year.globals.get("time_counts_once")
-    if p is None:
-        raise MissingParameter(f"{year.payer}/{year.year}: no global 'time_counts_once'")
-    return bool(p.value)
+    return bool(year.rule_global("time_counts_once").value)
 
 
 def trim_overlaps(facts: PatientMonthFacts) -> PatientMonthFacts:

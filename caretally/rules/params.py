@@ -130,6 +130,13 @@ class RuleYear:
         except KeyError:
             raise MissingParameter(f"{self.payer}/{self.year}: no option '{name}'") from None
 
+    def rule_global(self, name: str) -> Param:
+        """A global (conversion factor, structural rule …), like :meth:`option` for options."""
+        try:
+            return self.globals[name]
+        except KeyError:
+            raise MissingParameter(f"{self.payer}/{self.year}: no global '{name}'") from None
+
     def either_or_group(self, code: str) -> frozenset[str]:
         """Every code linked to ``code`` through ``exclusive_with``, itself included.
 

@@ -270,13 +270,6 @@ def clamp_to_enrollment(view: EnrollmentView, day: date) -> date:
 # --------------------------------------------------------------------------------------
 
 
-def global_param(year: RuleYear, name: str) -> Param:
-    p = year.globals.get(name)
-    if p is None:
-        raise MissingParameter(f"{year.payer}/{year.year}: no global '{name}'")
-    return p
-
-
 def requirement(year: RuleYear, name: str, used: Used, program: Program | None = None) -> tuple[bool, str]:
     """Whether a structural rule applies (to ``program``), and its citation.
 
@@ -287,7 +280,7 @@ def requirement(year: RuleYear, name: str, used: Used, program: Program | None =
     key = (id(year), name, program)
     hit = _REQUIREMENTS.get(key)
     if hit is None or hit[0] is not year:
-        p = global_param(year, name)
+        p = year.rule_global(name)
         if isinstance(p.value, list | tuple):
             needed = program is not None and str(program) in {str(v) for v in p.value}
         else:
@@ -480,7 +473,8 @@ def overlap_reasons(view: EnrollmentView, period: Period) -> list[Reason]:
         if not period.contains(e.local_date):
             continue
         if not c and (e.logged_seconds is not None or e.other_patient_overlaps):
-            c = cite(view.year_for(period.end), global_param(view.year_for(period.end), "time_counts_once"))
+            year = view.year_for(period.end)
+            c = cite(year, year.rule_global("time_counts_once"))
         if e.logged_seconds is not None:
             cut = e.logged_seconds - e.seconds
             msg = (

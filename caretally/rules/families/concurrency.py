@@ -435,8 +435,8 @@ def _counted(d: Decision) -> tuple[str, ...]:
 
 def no_double_count(ds: list[Decision], year: RuleYear) -> list[Decision]:
     out = list(ds)
-    p = year.globals.get("time_counts_once")
-    c = "" if p is None else cite(year, p)
+    p = year.rule_global("time_counts_once")
+    c = cite(year, p)
     order = sorted(
         (i for i, d in enumerate(out) if d.status is Status.BILLABLE and _counted(d)),
         key=lambda i: (-(out[i].expected_payment or Decimal(0)), out[i].enrollment_id, out[i].code),
