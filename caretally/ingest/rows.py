@@ -297,6 +297,7 @@ def check_device(row: Row, index: ReferenceIndex, today: date) -> None:
     row.take("setup_date", v.iso_date, required=False)
     row.take("assigned_date", v.iso_date)
     row.take("returned_date", v.iso_date, required=False)
+    row.take("hardware_id", required=False)
     _order(row, "assigned_date", "returned_date")
     row.ref("patient_id", index.patients, "patient", "unknown_patient")
 
@@ -575,7 +576,7 @@ FILES: dict[str, FileSpec] = {
             schema.devices,
             "device_id",
             ("device_id", "patient_id", "program", "kind", "medical_device", "assigned_date"),
-            ("setup_date", "returned_date"),
+            ("setup_date", "returned_date", "hardware_id"),
             check_device,
             _register_device,
             _reject_device,

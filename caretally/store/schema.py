@@ -144,9 +144,13 @@ devices = Table(
     Column("setup_date", Date),
     Column("assigned_date", Date, nullable=False),
     Column("returned_date", Date),
+    # The vendor's serial (Tenovi hwi_device_id, FHIR Device identifier): live ingest finds the
+    # device by it. Not unique: a returned device may be assigned to another patient later.
+    Column("hardware_id", String(64)),
     Column("extra", JSON),
     PrimaryKeyConstraint("org_id", "device_id"),
     Index("ix_devices_patient", "org_id", "patient_id"),
+    Index("ix_devices_hardware", "org_id", "hardware_id"),
 )
 
 readings = Table(
