@@ -501,14 +501,15 @@ def log_time_page(
 
 def _reading_words(r: ReadingRow) -> str:
     kind = views.KIND_WORDS.get(r.kind, r.kind)
-    return f"{kind} {r.value} {r.unit}" + (" (manual)" if r.manual else "")
+    unit = r.unit if r.unit == "%" else f" {r.unit}"
+    return f"{kind} {r.value}{unit}" + (" (manual)" if r.manual else "")
 
 
 def alerts_page(alerts: Sequence[OpenAlert], thresholds: Sequence[AlertThreshold]) -> AlertsPage:
     rows = tuple(
         AlertRow(
             alert_id=a.alert_id,
-            patient=Link(f"{a.patient.name} ({a.patient.patient_id})", patient_href(a.patient.patient_id)),
+            patient=Link(a.patient.name, patient_href(a.patient.patient_id), a.patient.patient_id),
             reading=_reading_words(a.reading),
             threshold=a.threshold.band.label,
             when=day_and_time(a.reading.measured_local),

@@ -212,7 +212,8 @@ def calendar_days(
     A day with qualifying data counts unless it falls before the consent or outside the
     enrollment (the rules' window). Other days are marked with the first reason the facts
     recorded for them (manual reading, non-medical device, outside the device's
-    assignment), else "no data" — or "still to come" after ``today``.
+    assignment); days outside the enrollment cannot count whatever comes; the rest are
+    "no data" — or "still to come" after ``today``.
     """
     e = program.enrollment
     excluded: dict[date, DayMark] = {}
@@ -234,6 +235,8 @@ def calendar_days(
                 mark = DayMark.COUNTED
         elif day in excluded:
             mark = excluded[day]
+        elif day < e.start_date or (e.end_date is not None and day > e.end_date):
+            mark = DayMark.OUTSIDE_ENROLLMENT  # nothing can count here, now or later
         elif day > today:
             mark = DayMark.TO_COME
         else:

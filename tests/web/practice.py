@@ -22,7 +22,14 @@ from sqlalchemy import Engine, and_, select
 
 from caretally.billing.evaluate import evaluate_month
 from caretally.billing.payers import PayerRules
-from caretally.billing.run import bill_month, current_run, lock_month, stored_decisions, stored_lines
+from caretally.billing.run import (
+    RunResult,
+    bill_month,
+    current_run,
+    lock_month,
+    stored_decisions,
+    stored_lines,
+)
 from caretally.billing.serialize import decision_to_json
 from caretally.dates import add_months, parse_month
 from caretally.ingest import import_bundle
@@ -68,6 +75,7 @@ class Practice:
     worklist: list[WorklistRow]
     patients: dict[str, pages.PatientRow]
     practitioners: dict[str, tuple[str, str]]  # id → (name, credential)
+    runs: dict[str, RunResult]  # month → what its run reported
     audit: list[pages.AuditRow] = field(default_factory=list)
 
 
@@ -82,12 +90,11 @@ def build_practice(workdir: Path, *, patients: int = 40, seed: int = 11) -> Prac
     if not report.ok():
         raise RuntimeError(f"synthetic bundle did not import: {report.problems[:3]}")
     rules = PayerRules.load()
-    for month in CLOSED_MONTHS:
-        bill_month(engine, DEFAULT_ORG, parse_month(month), rules)
+    runs = {month: bill_month(engine, DEFAULT_ORG, parse_month(month), rules) for month in CLOSED_MONTHS}
     for month in CLOSED_MONTHS[:-1]:
         lock_month(engine, DEFAULT_ORG, month)
     worklist = build_worklist(engine, DEFAULT_ORG, TODAY, rules)
-    return Practice(engine, url, rules, worklist, _patients(engine), _practitioners(engine))
+    return Practice(engine, url, rules, worklist, _patients(engine), _practitioners(engine), runs)
 
 
 # --------------------------------------------------------------------------------------
@@ -254,13 +261,13 @@ def all_pages(practice: Practice) -> Iterator[Rendered]:
     yield Rendered(
         "signin",
         "pages/signin.html",
-        views.page_layout("Sign in", user=None, org_name=None),
+        views.page_layout("Sign in", user=None, org_name=None, csrf_token="review-token"),
         pages.sign_in_page(),
     )
     yield Rendered(
         "signin-expired",
         "pages/signin.html",
-        views.page_layout("Sign in", user=None, org_name=None),
+        views.page_layout("Sign in", user=None, org_name=None, csrf_token="review-token"),
         pages.sign_in_page(
             expired=True, email="nurse@example.org", error="That email and password do not match."
         ),

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from caretally.web.templating import STATIC_DIR, environment
-from tests.web.practice import Rendered, all_pages, build_practice
+from tests.web.practice import Practice, Rendered, all_pages, build_practice
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = (
@@ -33,17 +33,16 @@ CHROMIUM_FLAGS = (
 )
 
 
-def write_pages(out: Path, workdir: Path) -> list[tuple[Rendered, Path]]:
+def write_site(out: Path, practice: Practice) -> list[tuple[Rendered, Path]]:
+    """Every page as ``out/<name>.html``, with the static files in ``out/static/``."""
     out.mkdir(parents=True, exist_ok=True)
     shutil.copytree(STATIC_DIR, out / "static", dirs_exist_ok=True)
     env = environment(static_prefix="static/")
-    practice = build_practice(workdir)
     written = []
     for item in all_pages(practice):
         path = out / f"{item.name}.html"
         path.write_text(item.html(env), encoding="utf-8")
         written.append((item, path))
-    practice.engine.dispose()
     return written
 
 
@@ -84,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-screenshots", action="store_true")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="caretally-review-") as tmp:
-        written = write_pages(args.out, Path(tmp))
+        practice = build_practice(Path(tmp))
+        written = write_site(args.out, practice)
+        practice.engine.dispose()
     for item, path in written:
         line = f"{item.name:22} {path}"
         if not args.no_screenshots:
