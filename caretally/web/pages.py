@@ -16,7 +16,7 @@ from typing import Any
 
 from caretally.billing.run import LineChange, StoredRun
 from caretally.leakage import BUCKETS, LeakageReport
-from caretally.model import ClaimLine, Decision, Modality, PatientMonthFacts, PeriodKind, Program, Status
+from caretally.model import ClaimLine, Decision, Modality, PatientMonthFacts, Program, Status
 from caretally.rules.params import RuleBook, RuleYear
 from caretally.web import views
 from caretally.web.charts import day_calendar, leakage_trend, minutes_bar, readings_chart
@@ -940,7 +940,7 @@ def admin_page(
         legend="Create an API token",
         fields=(
             Field("name", "Token name", required=True, hint="Who or what uses it, e.g. Tenovi webhook."),
-            Field("role", "Role", kind="select", options=role_options, id="f-token-role"),
+            Field("role", "Token role", kind="select", options=role_options, id="f-token-role"),
         ),
     )
     return AdminPage(
@@ -973,10 +973,4 @@ def admin_page(
         create_token=create_token,
         settings=tuple(settings),
         new_token=new_token,
-    )
-
-
-def period_kind_words(kind: PeriodKind) -> str:
-    return {PeriodKind.CALENDAR_MONTH: "calendar month", PeriodKind.THIRTY_DAY: "30-day period"}.get(
-        kind, kind.value
     )

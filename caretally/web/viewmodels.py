@@ -8,7 +8,6 @@ real engine output without a server.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
@@ -61,8 +60,6 @@ class Layout:
     sign_out_url: str = "/sign-out"
     sign_in_url: str = "/sign-in"
     breadcrumbs: tuple[NavLink, ...] = ()
-    #: Set on pages meant for print (the auditor's packet): the print stylesheet does the rest.
-    printable: bool = False
 
 
 # --------------------------------------------------------------------------------------
@@ -230,7 +227,6 @@ class ReadingPoint:
     value: float  # a measurement, drawn; never money
     series: str  # "systolic", "glucose" …
     manual: bool
-    counts: bool = True  # a day-counting reading (auto, medical device, within assignment)
 
 
 @dataclass(frozen=True)
@@ -316,10 +312,6 @@ class Section:
     facts: tuple[tuple[str, Cell], ...] = ()  # a definition list: term, value
     note: str | None = None
     anchor: str = ""
-
-
-def as_rows(rows: Sequence[Sequence[Cell]]) -> tuple[tuple[Cell, ...], ...]:
-    return tuple(tuple(r) for r in rows)
 
 
 # --------------------------------------------------------------------------------------

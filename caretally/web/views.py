@@ -71,7 +71,6 @@ def page_layout(
     flashes: Sequence[Flash] = (),
     idle_minutes: int = 15,
     breadcrumbs: Sequence[tuple[str, str | None]] = (),
-    printable: bool = False,
 ) -> Layout:
     """The frame of a page; the navigation follows the user's role (none when signed out).
 
@@ -90,7 +89,6 @@ def page_layout(
         flashes=tuple(flashes),
         idle_minutes=idle_minutes,
         breadcrumbs=crumbs,
-        printable=printable,
     )
 
 
@@ -365,7 +363,7 @@ def reading_points(rows: Iterable[ReadingRow]) -> dict[str, list[ReadingPoint]]:
         keys = [measure_key(r.kind, n) for n in names] if names else [r.kind]
         for key, number in zip(keys, numbers, strict=True):
             series = key.partition(".")[2] or measure_words(key).lower()
-            out[key].append(ReadingPoint(r.measured_local, number, series, r.manual, not r.manual))
+            out[key].append(ReadingPoint(r.measured_local, number, series, r.manual))
     return dict(out)
 
 

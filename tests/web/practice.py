@@ -461,7 +461,6 @@ def all_pages(practice: Practice) -> Iterator[Rendered]:
                 (locked.month, f"/month-close?month={locked.month}"),
                 (line.code, None),
             ),
-            printable=True,
         ),
         pages.packet_page(
             line=line,

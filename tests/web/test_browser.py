@@ -170,6 +170,16 @@ def test_alert_controls_name_their_alert(page: Page, served: Server) -> None:
     assert len(set(names)) == len(names), "each note's name is its own"
 
 
+def test_admin_controls_are_named_for_what_they_act_on(page: Page, served: Server) -> None:
+    open_page(page, served, "admin")
+    expect(page.get_by_label("Role", exact=True)).to_have_count(1)  # the new user's
+    expect(page.get_by_label("Token role", exact=True)).to_have_count(1)
+    expect(page.get_by_role("button", name="Deactivate care_staff@example.org")).to_be_visible()
+    expect(page.get_by_role("button", name="Change role for biller@example.org")).to_be_visible()
+    expect(page.get_by_label("Role for auditor@example.org")).to_have_value("auditor")
+    expect(page.get_by_role("button", name="Add user")).to_be_visible()
+
+
 def test_caretally_serve_answers_health(caretally_server: Callable[..., Server], tmp_path: Path) -> None:
     """The fixture the wired-up journeys will use: a real ``caretally serve`` on a loopback port."""
     from caretally.cli.main import COMMAND_NAMES
