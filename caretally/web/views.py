@@ -175,7 +175,7 @@ def worklist_table(
     return DataTable(
         caption=caption,
         columns=(
-            Column("Patient"),
+            Column("Patient", nowrap=True),
             Column("Program"),
             Column("Deadline", nowrap=True),
             Column("Days", numeric=True),
