@@ -150,8 +150,9 @@ def test_every_value_is_cited_and_traceable(medicare: dict[int, RuleYear], year:
         assert file == f"medicare/{year}.yaml" and int(line) > 0
     for code in ry.codes.values():
         assert "amount" in code.params and "max_units" in code.params, code.code
-        # Minutes have performers; days of data do not (device and set-up codes).
-        timed = code.family not in ("setup", "device_supply")
+        # Minutes have performers; days of data do not (device and set-up codes), and an
+        # add-on counts its base's minutes.
+        timed = code.family not in ("setup", "device_supply") and not ry.is_add_on(code.code)
         assert ("performers" in code.params) is timed, code.code
 
 
