@@ -74,6 +74,7 @@ CREDENTIAL_CLASS: dict[str, PerformerClass] = {
     "SLPA": PerformerClass.THERAPIST,
 }
 
+
 class Transmission(StrEnum):
     AUTO = "auto"
     MANUAL = "manual"

@@ -57,6 +57,11 @@ PRACTITIONERS = [
     {"practitioner_id": "RN1", "npi": "", "name": "Ava Brooks", "credential": "RN"},
     {"practitioner_id": "MA1", "npi": "", "name": "Sam Ortiz", "credential": "MA"},
     {"practitioner_id": "PT1", "npi": "1555555550", "name": "Kim Novak", "credential": "PT"},
+    {"practitioner_id": "PTA1", "npi": "1555555568", "name": "Rui Alves", "credential": "PTA"},
+    {"practitioner_id": "OT1", "npi": "1555555576", "name": "Ines Berg", "credential": "OT"},
+    {"practitioner_id": "OTA1", "npi": "1555555584", "name": "Tom Hale", "credential": "OTA"},
+    {"practitioner_id": "SLP1", "npi": "1555555592", "name": "Mia Roth", "credential": "SLP"},
+    {"practitioner_id": "SLPA1", "npi": "1666666668", "name": "Noa Frey", "credential": "SLPA"},
 ]
 ALIASES = {"staff": "RN1", "practitioner": "DR1", "physician": "DR1", "therapist": "PT1"}
 READING_DEFAULTS = {
@@ -420,6 +425,19 @@ def added_records(case: Case, people: dict[str, Person], add: dict[str, Any]) ->
 # ----------------------------------------------------------------------------------------
 
 RULESETS = Path(__file__).resolve().parents[2] / "caretally" / "rulesets"
+#: Payer overlays written for scenarios (invented payers; never shipped).
+OVERLAYS = Path(__file__).resolve().parent / "overlays"
+
+
+def _overlay_ref(name: Any) -> str:
+    """A shipped overlay's name, or ``overlays/<file>.yaml`` for one under tests/scenarios."""
+    text = str(name)
+    if text.endswith(".yaml"):
+        path = OVERLAYS.parent / text
+        if not path.is_file():
+            raise ScenarioError(f"overlay file {text} not found under {OVERLAYS.parent}")
+        return str(path)
+    return text
 
 
 def _shipped_digest() -> str:
@@ -510,10 +528,11 @@ def _rulebooks(case: Case, people: dict[str, Person]) -> tuple[RuleBook, PayerRu
         return base, PayerRules(base)
     if isinstance(overlay, dict):
         chosen = {
-            Payer(str(p)): load_rulebook("medicare", overlay=str(n), root=root) for p, n in overlay.items()
+            Payer(str(p)): load_rulebook("medicare", overlay=_overlay_ref(n), root=root)
+            for p, n in overlay.items()
         }
         return base, PayerRules(base, chosen)
-    book = load_rulebook("medicare", overlay=str(overlay), root=root)
+    book = load_rulebook("medicare", overlay=_overlay_ref(overlay), root=root)
     payer = Payer(people[MAIN_PATIENT].patient["payer"])
     if payer is Payer.MEDICARE:
         return book, PayerRules(book)
