@@ -918,7 +918,7 @@ class FileChecker:
         people = PEOPLE(self, by["credential_of"].value, f"{where}.credential_of")
         add = self._modifier_add(by["add"], f"{where}.add")
         cite = self.cites(by["cite"].value, f"{where}.cite")
-        if BAD in (programs, codes, people, add) or not cite:
+        if any(v is BAD for v in (programs, codes, people, add)) or not cite:
             return None
         return ModifierSpec(item.name, item.line, programs, codes, by["codes"].line, people, add, cite, doc)
 
