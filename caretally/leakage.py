@@ -155,8 +155,7 @@ def leakage_report(
                 continue
             bucket, detail = found
             year = rules.for_payer(facts.payer).for_date(d.period.end)
-            rule = year.codes.get(d.code)
-            exclusive = set(rule.get("exclusive_with") or ()) if rule else set()
+            exclusive = year.excludes(d.code)
             replaced = sum(
                 (
                     b.expected_payment or ZERO

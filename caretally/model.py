@@ -45,8 +45,9 @@ class PerformerClass(StrEnum):
     THERAPIST = "therapist"
 
 
-#: Credential → performer class. Assistants (PTA, OTA, SLPA) are therapists whose RTM
-#: treatment-management lines take CQ/CO modifiers; clinical staff never bill themselves.
+#: Credential → performer class. Assistants (PTA, OTA, SLPA) are therapists; which
+#: modifiers their lines carry is a rule-year's ``modifiers:`` section, not code.
+#: Clinical staff never bill themselves.
 CREDENTIAL_CLASS: dict[str, PerformerClass] = {
     "MD": PerformerClass.PRACTITIONER,
     "DO": PerformerClass.PRACTITIONER,
@@ -71,16 +72,6 @@ CREDENTIAL_CLASS: dict[str, PerformerClass] = {
     "PTA": PerformerClass.THERAPIST,
     "OTA": PerformerClass.THERAPIST,
     "SLPA": PerformerClass.THERAPIST,
-}
-
-#: Therapy discipline modifiers for RTM furnished by a therapist (CR 14250).
-THERAPY_MODIFIER: dict[str, str] = {
-    "PT": "GP",
-    "PTA": "GP",
-    "OT": "GO",
-    "OTA": "GO",
-    "SLP": "GN",
-    "SLPA": "GN",
 }
 
 

@@ -162,12 +162,6 @@ def _amount(year: RuleYear, code: str) -> Decimal:
     return ZERO if rule is None or rule.amount is None else rule.amount
 
 
-def _base_code(year: RuleYear, code: str) -> str:
-    rule = year.codes.get(code)
-    base = rule.get("add_on_to") if rule is not None else None
-    return code if base is None else str(base)
-
-
 def _paid(d: Decision) -> Decimal:
     return (d.expected_payment or ZERO) if counts(d) else ZERO
 
@@ -181,8 +175,8 @@ def step_value(year: RuleYear, d: Decision, period_ds: list[Decision], all_ds: l
     (a tier already met, 99091 in an overlapping period, another lane) stays when it pays
     at least as much, and the step is then worth nothing; otherwise its payment is lost.
     """
-    base_code = _base_code(year, d.code)
-    service = [x for x in period_ds if _base_code(year, x.code) == base_code]
+    base_code = year.base_of(d.code)
+    service = [x for x in period_ds if year.base_of(x.code) == base_code]
     now = sum((_paid(x) for x in service), ZERO)
     if d.code == base_code:
         after = _amount(year, d.code)
@@ -190,11 +184,7 @@ def step_value(year: RuleYear, d: Decision, period_ds: list[Decision], all_ds: l
         base = next((x for x in service if x.code == base_code), None)
         base_pay = _paid(base) if base is not None and counts(base) else _amount(year, base_code)
         after = base_pay + _amount(year, d.code) * (d.units + 1)
-    codes = {x.code for x in service} | {d.code}
-    excluded: set[str] = set()
-    for c in codes:
-        rule = year.codes.get(c)
-        excluded.update(rule.get("exclusive_with") or () if rule is not None else ())
+    excluded = year.excludes(d.code)
     rival = sum(
         (
             _paid(x)
@@ -256,9 +246,8 @@ def rows_for(
             failed = list(d.blocking)
             if any(r.kind is ReasonKind.CONFLICT for r in failed):
                 continue  # another code (or lane) wins the period; more work would not bill this one
-            rule = year.codes.get(d.code)
-            if rule is not None and rule.get("add_on_to"):
-                row.base_of[d.code] = str(rule.get("add_on_to"))
+            if year.is_add_on(d.code):
+                row.base_of[d.code] = year.base_of(d.code)
             # What this step itself earns: an add-on's own unit, net of a code it would replace.
             row.steps.append(
                 Step(
@@ -296,8 +285,7 @@ def _drop_steps_excluded_elsewhere(
         }
         kept = []
         for step in row.steps:
-            rule = year.codes.get(step.code)
-            barred = set(rule.get("exclusive_with") or ()) if rule else set()
+            barred = year.excludes(step.code)
             if barred & elsewhere:
                 row.blocked.append(
                     f"{step.code}: not with {', '.join(sorted(barred & elsewhere))}, already met"

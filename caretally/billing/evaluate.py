@@ -35,14 +35,9 @@ def facts_options(rules: RuleBook, month: Period) -> FactsOptions:
     """The options that change which days count, read from the rule-year of the month."""
     year = rules.for_date(month.end)
     anchor = year.options["device_period_anchor"].value if "device_period_anchor" in year.options else None
-    manual = (
-        year.options["rtm_count_manual_readings"].value
-        if "rtm_count_manual_readings" in year.options
-        else None
-    )
     return FactsOptions(
         anchor=anchor or "enrollment_start",
-        rtm_count_manual=True if manual is None else bool(manual),
+        manual_programs=frozenset(str(p) for p in year.rule_global("manual_readings_count").value),
         setup_codes=frozenset(c.code for c in year.codes.values() if c.family == "setup"),
         period_days=int(year.option("device_period_days").value),
     )

@@ -30,7 +30,6 @@ from caretally.billing.pricing import Pricing, price
 from caretally.billing.serialize import decision_to_json
 from caretally.errors import Problem
 from caretally.model import (
-    THERAPY_MODIFIER,
     ClaimLine,
     Decision,
     PatientMonthFacts,
@@ -44,8 +43,6 @@ from caretally.rules.params import RuleBook, RuleYear
 from caretally.store import schema
 
 DRAFT, LOCKED, SUPERSEDED, VOID = "draft", "locked", "superseded", "void"
-THERAPY_ASSISTANT_MODIFIER = {"PTA": "CQ", "OTA": "CO"}
-RTM_MANAGEMENT = {"98979", "98980", "98981"}
 
 
 class RunError(Exception):
@@ -187,18 +184,13 @@ def _directory(engine: Engine, org_id: str) -> _Directory:
     )
 
 
-def _modifiers(d: Decision, directory: _Directory) -> tuple[str, ...]:
-    """Therapy modifiers for RTM furnished under a therapist (CR 14250); none otherwise."""
-    if d.program is not Program.RTM:
-        return ()
-    billing = directory.credentials.get(d.billing_practitioner_id or "", "")
-    rendering = directory.credentials.get(d.rendering_practitioner_id or "", "")
-    discipline = THERAPY_MODIFIER.get(rendering) or THERAPY_MODIFIER.get(billing)
-    mods: list[str] = [discipline] if discipline else []
-    assistant = THERAPY_ASSISTANT_MODIFIER.get(rendering)
-    if assistant and d.code in RTM_MANAGEMENT:
-        mods.append(assistant)
-    return tuple(mods)
+def _modifiers(d: Decision, directory: _Directory, year: RuleYear) -> tuple[str, ...]:
+    """The line's modifiers, by the ``modifiers:`` rules of the rule-year that judged it."""
+    credentials = {
+        "rendering": directory.credentials.get(d.rendering_practitioner_id or "", ""),
+        "billing": directory.credentials.get(d.billing_practitioner_id or "", ""),
+    }
+    return year.modifiers_for(d.program, d.code, credentials)
 
 
 def _rendering_npi(d: Decision, directory: _Directory, billing_npi: str | None) -> str | None:
@@ -246,7 +238,7 @@ def claim_lines_for(
                 rendering_npi=_rendering_npi(d, directory, billing_npi),
                 diagnosis_codes=tuple(enrollment.diagnoses[:4]),
                 place_of_service=settings.place_of_service,
-                modifiers=_modifiers(d, directory),
+                modifiers=_modifiers(d, directory, year),
                 charge=cost.charge,
                 expected_payment=cost.expected_payment,
                 run_id=run_id,

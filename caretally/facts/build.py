@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, String, and_, case, cast, func, literal, or_, select
+from sqlalchemy import Engine, String, and_, case, cast, false, func, literal, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from caretally.dates import periods_ending_in, thirty_day_period
@@ -51,12 +51,12 @@ class FactsOptions:
     """The rule-year options that change what the facts are (read by the caller).
 
     ``anchor`` decides where 30-day device periods start (``enrollment_start`` or
-    ``first_reading``); ``rtm_count_manual`` lets patient-reported RTM data count, which
-    CMS allows for RTM and never for RPM.
+    ``first_reading``); ``manual_programs`` are the programs whose patient-reported
+    (manual) readings count as data — the rule-year's global ``manual_readings_count``.
     """
 
     anchor: str = "enrollment_start"
-    rtm_count_manual: bool = True
+    manual_programs: frozenset[str] = frozenset()
     setup_codes: frozenset[str] = frozenset()  # once billed, earlier periods' days are not needed
     period_days: int = 30  # the rule-year's device_period_days
 
@@ -126,7 +126,7 @@ def _day_sets(
     decisions can name the days that were excluded and why.
     """
     r, d = schema.readings, schema.devices
-    manual_counts = and_(d.c.program == Program.RTM.value, literal(options.rtm_count_manual))
+    manual_counts = _manual_counts(d, options)
     category = case(
         (d.c.medical_device.is_(False), literal("non_medical_device")),
         (_outside_assignment(r, d), literal("device_not_with_patient")),
@@ -159,6 +159,13 @@ def _day_sets(
     return out
 
 
+def _manual_counts(d: Any, options: FactsOptions) -> ColumnElement[bool]:
+    """Whether a device's program lets its patient-reported readings count."""
+    if not options.manual_programs:
+        return false()
+    return d.c.program.in_(sorted(options.manual_programs))
+
+
 def _outside_assignment(r: Any, d: Any) -> ColumnElement[bool]:
     """A reading dated before the device was assigned or after it was returned.
 
@@ -178,9 +185,7 @@ def _first_reading_days(engine: Engine, org_id: str, options: FactsOptions) -> d
     day of data rather than from enrollment.
     """
     r, d, e = schema.readings, schema.devices, schema.enrollments
-    manual_ok = or_(
-        r.c.transmission == "auto", and_(d.c.program == Program.RTM.value, literal(options.rtm_count_manual))
-    )
+    manual_ok = or_(r.c.transmission == "auto", _manual_counts(d, options))
     stmt = (
         select(e.c.enrollment_id, func.min(r.c.local_date))
         .join(d, and_(d.c.org_id == r.c.org_id, d.c.device_id == r.c.device_id))

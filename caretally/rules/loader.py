@@ -35,11 +35,14 @@ from caretally.rules.loader_schema import (
     Cited,
     CodeSpec,
     FileChecker,
+    ModifierSpec,
     RuleFile,
+    modifier_code_problems,
     referenced_codes,
+    unread_reason,
 )
 from caretally.rules.loader_yaml import parse
-from caretally.rules.params import CodeRule, Param, RuleBook, RuleYear
+from caretally.rules.params import CodeRule, ModifierRule, Param, RuleBook, RuleYear
 
 RULESETS_ROOT = Path(__file__).resolve().parent.parent / "rulesets"
 PAYERS_DIR = "payers"
@@ -123,6 +126,7 @@ class _Assembler:
         layers = [base] if overlay is None else [base, overlay]
         options = {n: _Held(c, base) for n, c in base.options.items()}
         globals_ = {n: _Held(c, base) for n, c in base.globals.items()}
+        modifiers = {n: (m, base) for n, m in base.modifiers.items()}
         sources = dict(base.sources)
         codes = {
             k: _Code(s, base, {n: _Held(c, base) for n, c in s.params.items()}) for k, s in base.codes.items()
@@ -141,6 +145,12 @@ class _Assembler:
                     )
                 sources[key] = text
             self._apply(overlay, codes)
+            modifiers.update({n: (m, overlay) for n, m in overlay.modifiers.items()})
+            self.problems.extend(
+                modifier_code_problems(
+                    overlay.modifiers.values(), {k: c.spec for k, c in codes.items()}, overlay.file
+                )
+            )
         resolved = {code: self._resolve(c, options) for code, c in sorted(codes.items())}
         self._consistency(codes)
         return RuleYear(
@@ -154,6 +164,7 @@ class _Assembler:
             layers=tuple(f.layer for f in layers),
             content_hash=content_hash(layers),
             sources=MappingProxyType(sources),
+            modifiers=MappingProxyType({n: _modifier(m, f) for n, (m, f) in modifiers.items()}),
         )
 
     def _apply(self, overlay: RuleFile, codes: dict[str, _Code]) -> None:
@@ -181,6 +192,8 @@ class _Assembler:
                 self.problem(overlay, spec.line, where, "unknown_code", f"changes code {code}, which {why}")
                 continue
             family = target.spec.family
+            held_base = target.params.get("add_on_to")
+            base_code = None if held_base is None else held_base.cited.value
             for name, cited in spec.params.items():
                 if family is not None and name not in _family_params(family):
                     self.problem(
@@ -190,6 +203,21 @@ class _Assembler:
                         "param_not_in_family",
                         f"family {family} does not read '{name}'",
                     )
+                    continue
+                if name == "add_on_to" and (base_code is None or cited.value is None):
+                    self.problem(
+                        overlay,
+                        cited.line,
+                        f"{where}.params.{name}",
+                        "unread_value",
+                        "an overlay may point an add-on at another base, not make a code an add-on or a base",
+                    )
+                    continue
+                why = (
+                    None if family is None or name == "add_on_to" else unread_reason(family, base_code, name)
+                )
+                if why is not None:
+                    self.problem(overlay, cited.line, f"{where}.params.{name}", "unread_value", why)
                     continue
                 target.params[name] = _Held(cited, overlay)
         for code in removed:
@@ -286,6 +314,17 @@ class _Assembler:
             if exclusive is not None:
                 for target in exclusive.cited.value:
                     other = codes.get(target)
+                    other_base = None if other is None else other.params.get("add_on_to")
+                    if other_base is not None and other_base.cited.value is not None:
+                        self.problem(
+                            exclusive.origin,
+                            exclusive.cited.line,
+                            f"{where}.exclusive_with",
+                            "bad_value",
+                            f"{target} is an add-on: name its base {other_base.cited.value}, whose "
+                            "add-ons are excluded with it",
+                        )
+                        continue
                     other_excl = None if other is None else other.params.get("exclusive_with")
                     if other is not None and (other_excl is None or code not in other_excl.cited.value):
                         self.problem(
@@ -359,7 +398,21 @@ class _Assembler:
 
 
 def _family_params(family: str) -> frozenset[str]:
-    return FAMILY_PARAMS[family][0]
+    return FAMILY_PARAMS[family].allowed
+
+
+def _modifier(spec: ModifierSpec, origin: RuleFile) -> ModifierRule:
+    return ModifierRule(
+        name=spec.name,
+        programs=spec.programs,
+        codes=spec.codes,
+        credential_of=spec.credential_of,
+        add=spec.add,
+        citation=", ".join(spec.cite),
+        layer=origin.layer,
+        source=f"{origin.source_name}:{spec.line}",
+        doc=spec.doc,
+    )
 
 
 def _param(name: str, held: _Held, option: str | None = None) -> Param:

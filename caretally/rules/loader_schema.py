@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from caretally.errors import Problem
-from caretally.model import Modality, PerformerClass, PeriodKind, Program, RtmKind
+from caretally.model import CREDENTIAL_CLASS, Modality, PerformerClass, PeriodKind, Program, RtmKind
 from caretally.rules.loader_yaml import (
     TAG_BOOL,
     TAG_FLOAT,
@@ -37,6 +37,7 @@ from caretally.rules.loader_yaml import (
     kind_of,
     line_of,
 )
+from caretally.rules.params import CREDENTIAL_OF
 
 # --------------------------------------------------------------------------------------
 # Vocabulary
@@ -86,6 +87,21 @@ class CodeSpec:
     params: dict[str, Cited] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class ModifierSpec:
+    """One checked ``modifiers:`` rule (see :class:`caretally.rules.params.ModifierRule`)."""
+
+    name: str
+    line: int
+    programs: tuple[Program, ...]
+    codes: tuple[str, ...] | None
+    codes_line: int
+    credential_of: tuple[str, ...]
+    add: MappingProxyType[str, tuple[str, ...]]
+    cite: tuple[str, ...]
+    doc: str | None
+
+
 @dataclass(slots=True)
 class RuleFile:
     """One checked rule file: a Medicare-style base year or a payer overlay.
@@ -113,6 +129,7 @@ class RuleFile:
     options: dict[str, Cited] = field(default_factory=dict)
     concurrency: dict[str, list[Cited]] = field(default_factory=dict)
     codes: dict[str, CodeSpec] = field(default_factory=dict)
+    modifiers: dict[str, ModifierSpec] = field(default_factory=dict)
     remove_codes: Cited | None = None
     overlay: bool = False
 
@@ -298,30 +315,58 @@ _COMMON = {"max_units", "performers", "exclusive_with", "amount", "rvu"}
 #: ``performers`` list there would change nothing, so it is not accepted.
 _DEVICE_COMMON = _COMMON - {"performers"}
 
-#: family → (parameters it may carry, parameters a base rule-year must give it).
-FAMILY_PARAMS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "setup": (frozenset({"min_days", *_DEVICE_COMMON}), frozenset({"min_days", "max_units", "amount"})),
-    "device_supply": (
-        frozenset({"min_days", "max_days", "rtm_kind", *_DEVICE_COMMON}),
-        frozenset({"min_days", "max_days", "max_units", "exclusive_with", "amount"}),
+
+@dataclass(frozen=True, slots=True)
+class FamilyParams:
+    """Which parameters a family reads, for its base codes and for its add-ons.
+
+    An add-on is judged on its base's pool of minutes and is billed or excluded together
+    with its base, so every value the base decides for both (whose minutes count, the
+    interactive call, the exclusions, the lane) is refused on the add-on: written there it
+    would change nothing. Families without add-ons have an empty ``add_on`` set.
+    """
+
+    base: frozenset[str]
+    add_on: frozenset[str]
+    required_base: frozenset[str]
+    required_add_on: frozenset[str]
+
+    @property
+    def allowed(self) -> frozenset[str]:
+        return self.base | self.add_on
+
+
+_ADD_ON_TIME = frozenset({"min_minutes", "add_on_to", "step_minutes", "max_units", "amount", "rvu"})
+
+FAMILY_PARAMS: dict[str, FamilyParams] = {
+    "setup": FamilyParams(
+        frozenset({"min_days", *_DEVICE_COMMON}),
+        frozenset(),
+        frozenset({"min_days", "max_units", "amount"}),
+        frozenset(),
     ),
-    "treatment_management": (
+    "device_supply": FamilyParams(
+        frozenset({"min_days", "max_days", "rtm_kind", *_DEVICE_COMMON}),
+        frozenset(),
+        frozenset({"min_days", "max_days", "max_units", "exclusive_with", "amount"}),
+        frozenset(),
+    ),
+    "treatment_management": FamilyParams(
         frozenset(
             {
                 "min_minutes",
                 "max_minutes",
                 "add_on_to",
-                "step_minutes",
                 "requires_interactive",
                 "interactive_modalities",
                 *_COMMON,
             }
         ),
+        _ADD_ON_TIME,
         frozenset(
             {
                 "min_minutes",
                 "max_minutes",
-                "add_on_to",
                 "max_units",
                 "requires_interactive",
                 "performers",
@@ -329,28 +374,23 @@ FAMILY_PARAMS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                 "amount",
             }
         ),
+        frozenset({"min_minutes", "add_on_to", "step_minutes", "max_units", "amount"}),
     ),
-    "data_interpretation": (
+    "data_interpretation": FamilyParams(
         frozenset({"min_minutes", *_COMMON}),
+        frozenset(),
         frozenset({"min_minutes", "max_units", "performers", "exclusive_with", "amount"}),
+        frozenset(),
     ),
-    "care_management": (
+    "care_management": FamilyParams(
         frozenset(
-            {
-                "lane",
-                "min_minutes",
-                "add_on_to",
-                "step_minutes",
-                "requires_complexity",
-                "min_chronic_conditions",
-                *_COMMON,
-            }
+            {"lane", "min_minutes", "add_on_to", "requires_complexity", "min_chronic_conditions", *_COMMON}
         ),
+        _ADD_ON_TIME | {"requires_complexity", "min_chronic_conditions"},
         frozenset(
             {
                 "lane",
                 "min_minutes",
-                "add_on_to",
                 "max_units",
                 "performers",
                 "requires_complexity",
@@ -359,8 +399,51 @@ FAMILY_PARAMS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                 "amount",
             }
         ),
+        frozenset(
+            {
+                "min_minutes",
+                "add_on_to",
+                "step_minutes",
+                "max_units",
+                "requires_complexity",
+                "min_chronic_conditions",
+                "amount",
+            }
+        ),
     ),
 }
+
+#: Why a base code's value decides for its add-ons (the loader's message when an add-on
+#: carries one of these).
+ADD_ON_USES_BASE = {
+    "performers": "the add-on counts its base's pool of minutes, so the base's performers apply",
+    "requires_interactive": "the call that qualifies the base covers its add-ons, so the base's rule applies",
+    "interactive_modalities": "the call that qualifies the base covers its add-ons, so the base's "
+    "modalities apply",
+    "max_minutes": "an add-on has no ceiling of its own: its units stop at max_units",
+    "exclusive_with": "an add-on is billed or excluded together with its base, so the base's "
+    "exclusive_with applies",
+    "lane": "an add-on belongs to its base's lane",
+}
+
+
+def unread_reason(family: str, add_on: str | None, name: str) -> str | None:
+    """Why ``name`` would be an unread value on this code, or None when the family reads it.
+
+    ``add_on`` is the code's ``add_on_to`` (None for a base code).
+    """
+    spec = FAMILY_PARAMS[family]
+    if add_on is not None:
+        if name in spec.add_on:
+            return None
+        why = ADD_ON_USES_BASE.get(name, "the family does not read it on an add-on")
+        return f"an add-on to {add_on} does not read '{name}': {why}"
+    if name in spec.base:
+        return None
+    if name == "step_minutes":
+        return "a base code does not read 'step_minutes': only add-ons add units in steps"
+    return f"a base code of family {family} does not read '{name}'"
+
 
 #: A list of programs a structural rule applies to; may be empty (an overlay waiving it).
 PROGRAM_LIST = v_list(v_choice(Program, "unknown_program", "program"))
@@ -385,13 +468,18 @@ OPTIONS: dict[str, Validator] = {
     "device_period_anchor": v_choice(("enrollment_start", "first_reading"), "bad_value", "anchor"),
     "time_dos": v_choice(("month_end", "threshold_day"), "bad_value", "time_dos choice"),
     "setup_dos": v_choice(("with_device_period", "setup_date"), "bad_value", "setup_dos choice"),
-    "rtm_count_manual_readings": v_bool,
     "rtm_multiple_kinds": v_choice(("highest_paying", "most_days"), "bad_value", "rtm_multiple_kinds choice"),
     "ccm_pcm_different_practitioners": v_choice(("allowed", "blocked"), "bad_value", "choice"),
     "allocate_unassigned_time": v_bool,
     "device_period_days": v_int(1),
     "ccm_lane_order": v_list(v_ident, non_empty=True),
     "established_patient_when_missing": v_choice(("assume_established", "assume_not"), "bad_value", "choice"),
+}
+
+#: Options that were renamed or moved, and where their meaning lives now.
+MOVED_OPTIONS = {
+    "rtm_count_manual_readings": "the global 'manual_readings_count' (the programs whose "
+    "patient-reported readings count as data days)",
 }
 
 #: Global name → (validator, required in a base year). The requirement globals carry
@@ -408,6 +496,8 @@ GLOBALS: dict[str, tuple[Validator, bool]] = {
     "enrollment_active": (v_bool, True),
     "billing_practitioner": (v_bool, True),
     "time_counts_once": (v_bool, True),
+    # The programs whose patient-reported (manual) readings count as days of data.
+    "manual_readings_count": (PROGRAM_LIST, True),
 }
 
 #: Option → the code parameters it may stand in for (``{option: name}``).
@@ -429,6 +519,7 @@ BASE_KEYS = {
     "globals": True,
     "options": True,
     "concurrency": False,
+    "modifiers": True,
     "codes": True,
     "doc": False,
 }
@@ -440,11 +531,24 @@ OVERLAY_KEYS = {
     "sources": True,
     "globals": False,
     "options": False,
+    "modifiers": False,
     "codes": False,
     "remove_codes": False,
     "doc": False,
 }
 CODE_KEYS = {"family", "program", "descriptor", "period", "cite", "params", "doc"}
+#: Keys of one ``modifiers:`` rule → required.
+MODIFIER_KEYS = {
+    "programs": True,
+    "codes": True,
+    "credential_of": True,
+    "add": True,
+    "cite": True,
+    "doc": False,
+}
+MODIFIER_CODE = re.compile(r"^[A-Z0-9]{2}$")
+CREDENTIALS = v_list(v_choice(tuple(CREDENTIAL_CLASS), "unknown_credential", "credential"), non_empty=True)
+PEOPLE = v_list(v_choice(CREDENTIAL_OF, "bad_value", "person (whose credential decides)"), non_empty=True)
 OVERLAY_CODE_KEYS = {"params", "doc"}
 
 
@@ -531,6 +635,8 @@ class FileChecker:
             self._concurrency(e)
         if (e := by_name.get("codes")) is not None:
             self._codes(e)
+        if (e := by_name.get("modifiers")) is not None:
+            self._modifiers(e)
         if (e := by_name.get("remove_codes")) is not None and self.out.overlay:
             self.out.remove_codes = self.cited(e, v_list(v_code, non_empty=True), "remove_codes")
         if not self.out.overlay:
@@ -707,12 +813,13 @@ class FileChecker:
             self._seen["options"].add(item.name)
             validator = OPTIONS.get(item.name)
             if validator is None:
-                self.problem(
-                    item.line,
-                    where,
-                    "unknown_option",
-                    f"no option named '{item.name}'; one of: {', '.join(OPTIONS)}",
+                moved = MOVED_OPTIONS.get(item.name)
+                msg = (
+                    f"option '{item.name}' is now {moved}"
+                    if moved
+                    else f"no option named '{item.name}'; one of: {', '.join(OPTIONS)}"
                 )
+                self.problem(item.line, where, "unknown_option", msg)
                 continue
             c = self.cited(item, validator, where, need_doc=not self.out.overlay)
             if c is not None:
@@ -745,6 +852,109 @@ class FileChecker:
                 if c is not None:
                     rules.append(c)
             self.out.concurrency[item.name] = rules
+
+    def _modifiers(self, e: Entry) -> None:
+        for item in self.mapping(e.value, "modifiers") or []:
+            where = f"modifiers.{item.name}"
+            if not IDENT.match(item.name):
+                self.problem(item.line, where, "bad_value", f"'{item.name}' must be lower_snake_case")
+                continue
+            spec = self._modifier(item, where)
+            if spec is not None:
+                self.out.modifiers[item.name] = spec
+
+    def _modifier(self, item: Entry, where: str) -> ModifierSpec | None:
+        """One rule: which programs and codes, whose credential, which modifier for which."""
+        fields = self.mapping(item.value, where)
+        if fields is None:
+            return None
+        by = {f.name: f for f in fields}
+        ok = True
+        for f in fields:
+            if f.name not in MODIFIER_KEYS:
+                allowed = ", ".join(MODIFIER_KEYS)
+                self.problem(
+                    f.line, f"{where}.{f.name}", "unknown_key", f"unknown key '{f.name}'; allowed: {allowed}"
+                )
+                ok = False
+        for name, required in MODIFIER_KEYS.items():
+            if required and name not in by:
+                code = "missing_citation" if name == "cite" else "missing_key"
+                self.problem(
+                    item.line, f"{where}.{name}", code, f"modifier rule '{item.name}' needs '{name}'"
+                )
+                ok = False
+        doc = None
+        if "doc" in by:
+            d = v_text(self, by["doc"].value, f"{where}.doc")
+            doc = None if d is BAD else d
+        elif not self.out.overlay:
+            self.problem(
+                item.line,
+                where,
+                "missing_doc",
+                f"modifier rule '{item.name}' needs a 'doc' saying when it applies",
+            )
+        if not ok:
+            return None
+        programs = PROGRAM_LIST(self, by["programs"].value, f"{where}.programs")
+        codes_node = by["codes"].value
+        codes: Any
+        if (
+            isinstance(codes_node, yaml.ScalarNode)
+            and codes_node.tag == TAG_STR
+            and codes_node.value == "all"
+        ):
+            codes = None
+        elif isinstance(codes_node, yaml.SequenceNode):
+            codes = v_list(v_code, non_empty=True)(self, codes_node, f"{where}.codes")
+        else:
+            codes = self.bad(
+                codes_node,
+                f"{where}.codes",
+                "wrong_type",
+                f"expected 'all' or a list of codes, got {kind_of(codes_node)}",
+            )
+        people = PEOPLE(self, by["credential_of"].value, f"{where}.credential_of")
+        add = self._modifier_add(by["add"], f"{where}.add")
+        cite = self.cites(by["cite"].value, f"{where}.cite")
+        if any(v is BAD for v in (programs, codes, people, add)) or not cite:
+            return None
+        return ModifierSpec(item.name, item.line, programs, codes, by["codes"].line, people, add, cite, doc)
+
+    def _modifier_add(self, e: Entry, where: str) -> Any:
+        """``{MODIFIER: [credential, …]}``; a credential may earn only one modifier of a rule."""
+        items = self.mapping(e.value, where)
+        if items is None:
+            return BAD
+        if not items:
+            return self.bad(e.value, where, "bad_value", "name at least one modifier")
+        out: dict[str, tuple[str, ...]] = {}
+        owner: dict[str, str] = {}
+        ok = True
+        for i in items:
+            if not MODIFIER_CODE.match(i.name):
+                self.problem(
+                    i.line, f"{where}.{i.name}", "bad_value", f"'{i.name}' is not a two-character modifier"
+                )
+                ok = False
+                continue
+            creds = CREDENTIALS(self, i.value, f"{where}.{i.name}")
+            if creds is BAD:
+                ok = False
+                continue
+            for c in creds:
+                if c in owner:
+                    self.problem(
+                        i.line,
+                        f"{where}.{i.name}",
+                        "bad_value",
+                        f"credential {c} is listed under both {owner[c]} and {i.name}",
+                    )
+                    ok = False
+                owner.setdefault(c, i.name)
+            out[i.name] = creds
+        return MappingProxyType(out) if ok else BAD
 
     def _codes(self, e: Entry) -> None:
         for item in self.mapping(e.value, "codes") or []:
@@ -815,8 +1025,10 @@ class FileChecker:
                 elif p.name in PARAMS:
                     spec.params.setdefault(p.name, Cited(p.name, BAD, (), p.line))
         if not self.out.overlay:
-            self._required(spec, where)
+            self._required(spec, where)  # a value written but wrong is not also "missing"
         spec.params = {k: v for k, v in spec.params.items() if v.value is not BAD}
+        if not self.out.overlay:
+            self._unread(spec, where)
         return spec
 
     def param(self, p: Entry, where: str, family: str | None) -> Cited | None:
@@ -824,7 +1036,7 @@ class FileChecker:
         if validator is None:
             self.problem(p.line, where, "unknown_key", f"unknown parameter '{p.name}'")
             return None
-        if family is not None and p.name not in FAMILY_PARAMS[family][0]:
+        if family is not None and p.name not in FAMILY_PARAMS[family].allowed:
             self.problem(p.line, where, "param_not_in_family", f"family {family} does not read '{p.name}'")
             return None
         c = self.cited(p, validator, where, allow_option=True)
@@ -835,17 +1047,50 @@ class FileChecker:
             return None
         return c
 
+    def _unread(self, spec: CodeSpec, where: str) -> None:
+        """Values the family would never read on this code: refused, so no edit is without effect.
+
+        Whether the code is a base or an add-on decides (see :class:`FamilyParams`);
+        ``interactive_modalities`` is read only where ``requires_interactive`` is true.
+        """
+        if spec.family is None:
+            return
+        add_on = spec.params.get("add_on_to")
+        if add_on is not None and add_on.value is None and add_on.option is None:
+            self.problem(
+                add_on.line,
+                f"{where}.params.add_on_to",
+                "unread_value",
+                "a base code leaves 'add_on_to' out (null is what its absence already says)",
+            )
+        base = None if add_on is None else add_on.value
+        for name, c in spec.params.items():
+            if name == "add_on_to":
+                continue
+            why = unread_reason(spec.family, base, name)
+            if why is not None:
+                self.problem(c.line, f"{where}.params.{name}", "unread_value", why)
+        interactive = spec.params.get("requires_interactive")
+        modalities = spec.params.get("interactive_modalities")
+        if base is None and interactive is not None and interactive.value is False and modalities is not None:
+            self.problem(
+                modalities.line,
+                f"{where}.params.interactive_modalities",
+                "unread_value",
+                "'interactive_modalities' is read only where requires_interactive is true",
+            )
+
     def _required(self, spec: CodeSpec, where: str) -> None:
         """Parameters a family cannot work without; a gap here would surface mid-run."""
         if spec.family is None:
             return
-        required = set(FAMILY_PARAMS[spec.family][1])
         params = spec.params
         add_on = params.get("add_on_to")
-        if add_on is not None and add_on.value is not None:
-            required.add("step_minutes")
+        is_add_on = add_on is not None and add_on.value is not None
+        family = FAMILY_PARAMS[spec.family]
+        required = set(family.required_add_on if is_add_on else family.required_base)
         interactive = params.get("requires_interactive")
-        if interactive is not None and interactive.value is True:
+        if not is_add_on and interactive is not None and interactive.value is True:
             required.add("interactive_modalities")
         if spec.family == "device_supply" and spec.program == Program.RTM:
             required.add("rtm_kind")
@@ -881,6 +1126,20 @@ class FileChecker:
     def _references(self) -> None:
         """References inside one base year; overlays are checked once merged."""
         codes = self.out.codes
+        for problem in modifier_code_problems(self.out.modifiers.values(), codes, self.file):
+            self.problems.append(problem)
+        manual = self.out.globals.get("manual_readings_count")
+        if manual is not None:
+            with_days = {c.program for c in codes.values() if c.family in ("setup", "device_supply")}
+            for program in manual.value:
+                if program not in with_days:
+                    self.problem(
+                        manual.line,
+                        "globals.manual_readings_count",
+                        "unread_value",
+                        f"{program} has no device-supply or set-up code in this rule-year: it has no "
+                        "readings whose days could count",
+                    )
         for spec in codes.values():
             for c in spec.params.values():
                 for target in referenced_codes(c):
@@ -898,6 +1157,38 @@ def v_ident_or_name(c: FileChecker, node: yaml.Node, where: str) -> Any:
     if value is not BAD and not re.match(r"^[a-z0-9][a-z0-9-]*$", value):
         return c.bad(node, where, "bad_value", f"'{value}' must be lower-case words joined by '-'")
     return value
+
+
+def modifier_code_problems(
+    rules: Any, codes: dict[str, CodeSpec] | dict[str, Any], file: str
+) -> list[Problem]:
+    """A modifier rule's codes must be codes of the rule-year, of one of the rule's programs."""
+    out: list[Problem] = []
+    for rule in rules:
+        for code in rule.codes or ():
+            target = codes.get(code)
+            where = f"modifiers.{rule.name}.codes"
+            if target is None:
+                out.append(
+                    Problem(
+                        file,
+                        rule.codes_line,
+                        where,
+                        "unknown_code",
+                        f"names code {code}, which this rule-year does not define",
+                    )
+                )
+            elif target.program is not None and target.program not in rule.programs:
+                out.append(
+                    Problem(
+                        file,
+                        rule.codes_line,
+                        where,
+                        "bad_value",
+                        f"code {code} is {target.program}, not one of the rule's programs",
+                    )
+                )
+    return out
 
 
 def referenced_codes(c: Cited) -> tuple[str, ...]:

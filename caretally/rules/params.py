@@ -49,6 +49,8 @@ class Param:
 
 #: (id(RuleYear), code) → (RuleYear, either/or group); rule-years are cached, so this is small.
 _GROUPS: dict[tuple[int, str], tuple[RuleYear, frozenset[str]]] = {}
+#: id(RuleYear) → (RuleYear, add-on → base, base → its add-ons).
+_LINKS: dict[int, tuple[RuleYear, dict[str, str], dict[str, tuple[str, ...]]]] = {}
 #: id(Param) → (Param, its ParameterUse). Holding the Param keeps its id from being reused.
 _USES: dict[int, tuple[Param, ParameterUse]] = {}
 
@@ -98,6 +100,45 @@ class CodeRule:
         return None if p is None or p.value is None else Decimal(str(p.value))
 
 
+#: The people on a claim line whose credential a modifier rule may look at.
+CREDENTIAL_OF = ("rendering", "billing")
+
+
+@dataclass(frozen=True, slots=True)
+class ModifierRule:
+    """When a claim line carries a procedure modifier, as a rule-year states it.
+
+    A rule applies to billable lines of ``programs`` (and, when ``codes`` is not None,
+    only to those codes). It looks at the credentials of the people named in
+    ``credential_of``, in that order; the first credential listed under one of the
+    rule's modifiers (``add``: modifier → credentials) gives the line that modifier. A
+    rule adds at most one modifier; a line collects the modifiers of every rule, in the
+    order the rule-year lists them.
+    """
+
+    name: str
+    programs: tuple[Program, ...]
+    codes: tuple[str, ...] | None
+    credential_of: tuple[str, ...]
+    add: Mapping[str, tuple[str, ...]]
+    citation: str
+    layer: str
+    source: str
+    doc: str | None = None
+
+    def applies_to(self, program: Program, code: str) -> bool:
+        return program in self.programs and (self.codes is None or code in self.codes)
+
+    def modifier_for(self, credentials: Mapping[str, str]) -> str | None:
+        """The modifier the first listed person's credential earns, if any."""
+        for who in self.credential_of:
+            credential = credentials.get(who, "")
+            for modifier, listed in self.add.items():
+                if credential and credential in listed:
+                    return modifier
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class RuleYear:
     """A payer's rules for one effective span, after overlays are applied.
@@ -117,6 +158,7 @@ class RuleYear:
     layers: tuple[str, ...]
     content_hash: str
     sources: Mapping[str, str] = field(default_factory=dict)
+    modifiers: Mapping[str, ModifierRule] = field(default_factory=dict)
 
     def code(self, code: str) -> CodeRule:
         try:
@@ -137,26 +179,88 @@ class RuleYear:
         except KeyError:
             raise MissingParameter(f"{self.payer}/{self.year}: no global '{name}'") from None
 
+    # -- add-ons and their bases: the one reader of ``add_on_to`` -------------------------
+
+    def _links(self) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+        found = _LINKS.get(id(self))
+        if found is not None and found[0] is self:
+            return found[1], found[2]
+        base_of: dict[str, str] = {}
+        add_ons: dict[str, list[str]] = {}
+        for code, rule in sorted(self.codes.items()):
+            p = rule.params.get("add_on_to")
+            if p is not None and p.value is not None:
+                base_of[code] = str(p.value)
+                add_ons.setdefault(str(p.value), []).append(code)
+        made = {k: tuple(v) for k, v in add_ons.items()}
+        _LINKS[id(self)] = (self, base_of, made)
+        return base_of, made
+
+    def base_of(self, code: str) -> str:
+        """The base code ``code`` is billed with: its ``add_on_to``, or itself for a base code.
+
+        A base code and its add-ons are one service (billed, excluded and valued together),
+        so every reader that needs "the service of this code" asks here.
+        """
+        return self._links()[0].get(code, code)
+
+    def is_add_on(self, code: str) -> bool:
+        return code in self._links()[0]
+
+    def add_ons_of(self, code: str) -> tuple[str, ...]:
+        """The add-on codes whose ``add_on_to`` names ``code`` (sorted)."""
+        return self._links()[1].get(code, ())
+
+    def exclusion(self, code: str) -> Param | None:
+        """The ``exclusive_with`` value that governs ``code``: its base's (add-ons carry none)."""
+        rule = self.codes.get(self.base_of(code))
+        return None if rule is None else rule.params.get("exclusive_with")
+
+    def excludes(self, code: str) -> frozenset[str]:
+        """Codes never billed with ``code``'s service: its base's ``exclusive_with``, with
+        the add-ons of every code named there (99470 excludes 99457 and so 99458)."""
+        p = self.exclusion(code)
+        if p is None or not p.value:
+            return frozenset()
+        named = [str(c) for c in p.value]
+        return frozenset(named + [a for c in named for a in self.add_ons_of(c)])
+
     def either_or_group(self, code: str) -> frozenset[str]:
         """Every code linked to ``code`` through ``exclusive_with``, itself included.
 
         Tiers (99445/99454), ladders (99470/99457/99458), 99091 and the CCM lanes form
-        such groups: at most one arrangement of a group is billed for an enrollment.
+        such groups: at most one arrangement of a group is billed for an enrollment. An
+        add-on belongs to its base's group.
         """
         key = (id(self), code)
         found = _GROUPS.get(key)
         if found is not None and found[0] is self:
             return found[1]
-        seen, todo = {code}, [code]
+        start = self.base_of(code)
+        seen, todo = {code, start, *self.add_ons_of(start)}, [start]
         while todo:
-            rule = self.codes.get(todo.pop())
-            for other in (rule.get("exclusive_with") or ()) if rule else ():
+            for other in self.excludes(todo.pop()):
                 if other not in seen and other in self.codes:
                     seen.add(other)
-                    todo.append(other)
+                    todo.append(self.base_of(other))
+                    seen.update(self.add_ons_of(self.base_of(other)))
         group = frozenset(seen)
         _GROUPS[key] = (self, group)
         return group
+
+    def modifiers_for(self, program: Program, code: str, credentials: Mapping[str, str]) -> tuple[str, ...]:
+        """The procedure modifiers of a billable line, by the ``modifiers:`` rules in order.
+
+        ``credentials`` maps ``rendering`` / ``billing`` to that person's credential
+        (upper case; missing or empty when there is no such person).
+        """
+        out: list[str] = []
+        for rule in self.modifiers.values():
+            if rule.applies_to(program, code):
+                found = rule.modifier_for(credentials)
+                if found is not None and found not in out:
+                    out.append(found)
+        return tuple(out)
 
     def codes_for(self, program: Program) -> list[CodeRule]:
         return [c for c in self.codes.values() if c.program == program]
@@ -191,10 +295,9 @@ class RuleBook:
         """
         out: dict[str, set[str]] = {}
         for year in self.years:
-            for rule in year.codes.values():
-                base = rule.get("add_on_to")
-                if base is not None:
-                    out.setdefault(rule.code, set()).add(str(base))
+            for code in year.codes:
+                if year.is_add_on(code):
+                    out.setdefault(code, set()).add(year.base_of(code))
         return {code: frozenset(bases) for code, bases in out.items()}
 
     @property

@@ -150,8 +150,9 @@ def test_every_value_is_cited_and_traceable(medicare: dict[int, RuleYear], year:
         assert file == f"medicare/{year}.yaml" and int(line) > 0
     for code in ry.codes.values():
         assert "amount" in code.params and "max_units" in code.params, code.code
-        # Minutes have performers; days of data do not (device and set-up codes).
-        timed = code.family not in ("setup", "device_supply")
+        # Minutes have performers; days of data do not (device and set-up codes), and an
+        # add-on counts its base's minutes.
+        timed = code.family not in ("setup", "device_supply") and not ry.is_add_on(code.code)
         assert ("performers" in code.params) is timed, code.code
 
 
@@ -272,3 +273,45 @@ def test_load_rulebook_is_cached_and_rejects_unknown_payers() -> None:
     with pytest.raises(RuleLoadError) as err:
         load_rulebook("no-such-payer")
     assert err.value.problems[0].code == "unknown_payer"
+
+
+# --------------------------------------------------------------------------------------
+# Add-ons and bases, modifier rules, manual readings
+# --------------------------------------------------------------------------------------
+
+
+def test_one_reader_of_add_on_to(medicare: dict[int, RuleYear]) -> None:
+    """Base, add-ons, exclusions and either/or groups all come from ``add_on_to`` once."""
+    y26 = medicare[2026]
+    assert (y26.base_of("99458"), y26.base_of("99457"), y26.is_add_on("99458")) == ("99457", "99457", True)
+    assert y26.add_ons_of("99490") == ("99439",)
+    # An add-on follows its base's exclusions; excluding a base excludes its add-ons.
+    assert y26.excludes("99458") == y26.excludes("99457") == {"99470", "99091"}
+    assert y26.excludes("99470") == {"99457", "99458", "99091"}
+    assert y26.either_or_group("99458") == {"99457", "99458", "99470", "99091"}
+    assert load_rulebook().add_on_bases()["99439"] == {"99490"}
+
+
+def test_modifier_rules_and_manual_readings_are_cited_data(medicare: dict[int, RuleYear]) -> None:
+    y26 = medicare[2026]
+    discipline = y26.modifiers["therapy_discipline"]
+    assert discipline.layer == "medicare/2026" and discipline.citation and discipline.doc
+    assert discipline.source.startswith("medicare/2026.yaml:")
+    assert y26.modifiers_for(Program.RTM, "98980", {"rendering": "PTA", "billing": "PT"}) == ("GP", "CQ")
+    assert y26.modifiers_for(Program.RTM, "98977", {"rendering": "", "billing": "OT"}) == ("GO",)
+    assert y26.modifiers_for(Program.RTM, "98980", {"rendering": "RN", "billing": "MD"}) == ()
+    assert y26.modifiers_for(Program.RPM, "99457", {"rendering": "PT", "billing": "PT"}) == ()
+    assert medicare[2025].modifiers["therapy_assistant"].codes == ("98980", "98981")
+    assert [str(p) for p in y26.rule_global("manual_readings_count").value] == ["RTM"]
+
+
+def test_an_overlay_replaces_a_modifier_rule_and_a_global() -> None:
+    overlays = Path(__file__).parents[1] / "scenarios" / "overlays"
+    y = load_rulebook(overlay=overlays / "example-no-assistant-modifiers.yaml").for_date(date(2026, 6, 1))
+    rule = y.modifiers["therapy_assistant"]
+    assert (rule.programs, rule.layer) == ((), "payers/example-no-assistant-modifiers")
+    assert y.modifiers["therapy_discipline"].layer == "medicare/2026"
+    assert y.modifiers_for(Program.RTM, "98980", {"rendering": "PTA", "billing": "PT"}) == ("GP",)
+    y = load_rulebook(overlay=overlays / "example-no-manual-readings.yaml").for_date(date(2026, 6, 1))
+    manual = y.rule_global("manual_readings_count")
+    assert (manual.value, manual.layer) == ((), "payers/example-no-manual-readings")

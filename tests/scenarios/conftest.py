@@ -24,7 +24,12 @@ HERE = Path(__file__).parent
 
 
 def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Collector | None:
-    if file_path.suffix == ".yaml" and HERE in file_path.parents:
+    # overlays/ holds payer overlays that scenarios name, not scenarios.
+    if (
+        file_path.suffix == ".yaml"
+        and HERE in file_path.parents
+        and HERE / "overlays" not in file_path.parents
+    ):
         return ScenarioFile.from_parent(parent, path=file_path)
     return None
 

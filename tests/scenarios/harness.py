@@ -45,10 +45,12 @@ from caretally.billing.run import (
 from caretally.billing.serialize import decision_to_json
 from caretally.dates import parse_month
 from caretally.ingest import import_records
+from caretally.leakage import leakage_report
 from caretally.model import ClaimLine, Payer
 from caretally.rules.loader import load_rulebook
 from caretally.rules.params import RuleBook
 from caretally.store import db, schema
+from caretally.worklist import build_worklist
 
 PRACTITIONERS = [
     {"practitioner_id": "DR1", "npi": "1234567893", "name": "Dana Reyes", "credential": "MD"},
@@ -57,6 +59,11 @@ PRACTITIONERS = [
     {"practitioner_id": "RN1", "npi": "", "name": "Ava Brooks", "credential": "RN"},
     {"practitioner_id": "MA1", "npi": "", "name": "Sam Ortiz", "credential": "MA"},
     {"practitioner_id": "PT1", "npi": "1555555550", "name": "Kim Novak", "credential": "PT"},
+    {"practitioner_id": "PTA1", "npi": "1555555568", "name": "Rui Alves", "credential": "PTA"},
+    {"practitioner_id": "OT1", "npi": "1555555576", "name": "Ines Berg", "credential": "OT"},
+    {"practitioner_id": "OTA1", "npi": "1555555584", "name": "Tom Hale", "credential": "OTA"},
+    {"practitioner_id": "SLP1", "npi": "1555555592", "name": "Mia Roth", "credential": "SLP"},
+    {"practitioner_id": "SLPA1", "npi": "1666666668", "name": "Noa Frey", "credential": "SLPA"},
 ]
 ALIASES = {"staff": "RN1", "practitioner": "DR1", "physician": "DR1", "therapist": "PT1"}
 READING_DEFAULTS = {
@@ -75,8 +82,10 @@ CASE_KEYS = PERSON_KEYS | {
 STEP_KEYS = {"bill", "lock", "expect", "expect_run", "add"}
 ADD_KEYS = {"patient", "readings", "time"}
 EXPECT_KEYS = {"billable", "not_billable", "reachable", "no_other_billable", "lines", "no_other_lines"}
-EXPECT_KEYS |= {"patients", "refused"}
-RUN_KEYS = {"outcome", "status", "lines"}
+EXPECT_KEYS |= {"patients", "refused", "worklist", "worklist_without", "leakage", "leakage_without"}
+STEP_FIELDS = {"code", "value", "minutes_needed", "days_needed", "call_needed", "enrollment"}
+MISS_FIELDS = {"code", "value", "reason", "enrollment"}
+RUN_KEYS = {"outcome", "status", "lines", "problems"}
 LINE_FIELDS = {
     "code", "units", "date_of_service", "period", "modifiers", "expected_payment", "charge",
     "rendering_npi", "billing_npi", "diagnosis_codes", "place_of_service", "enrollment", "patient",
@@ -159,8 +168,13 @@ def _check_shape(path: Path, name: str, spec: dict[str, Any]) -> None:
             raise ScenarioError(f"{where}: steps must bill at least one month")
     elif "month" not in spec:
         raise ScenarioError(f"{where}: needs the month billed (month) or steps")
-    if "as_of" in spec and (spec.get("expect") or {}).get("lines"):
+    expect = spec.get("expect") or {}
+    if "as_of" in spec and expect.get("lines"):
         raise ScenarioError(f"{where}: a mid-period case (as_of) has no month run, so no claim lines")
+    if "as_of" not in spec and ("worklist" in expect or "worklist_without" in expect):
+        raise ScenarioError(f"{where}: the worklist looks at open periods: give as_of")
+    if "as_of" in spec and ("leakage" in expect or "leakage_without" in expect):
+        raise ScenarioError(f"{where}: leakage is read from a closed month's run: drop as_of")
     for other in spec.get("others") or []:
         bad = set(other) - PERSON_KEYS
         if bad or "patient_id" not in (other.get("patient") or {}):
@@ -420,6 +434,19 @@ def added_records(case: Case, people: dict[str, Person], add: dict[str, Any]) ->
 # ----------------------------------------------------------------------------------------
 
 RULESETS = Path(__file__).resolve().parents[2] / "caretally" / "rulesets"
+#: Payer overlays written for scenarios (invented payers; never shipped).
+OVERLAYS = Path(__file__).resolve().parent / "overlays"
+
+
+def _overlay_ref(name: Any) -> str:
+    """A shipped overlay's name, or ``overlays/<file>.yaml`` for one under tests/scenarios."""
+    text = str(name)
+    if text.endswith(".yaml"):
+        path = OVERLAYS.parent / text
+        if not path.is_file():
+            raise ScenarioError(f"overlay file {text} not found under {OVERLAYS.parent}")
+        return str(path)
+    return text
 
 
 def _shipped_digest() -> str:
@@ -510,10 +537,11 @@ def _rulebooks(case: Case, people: dict[str, Person]) -> tuple[RuleBook, PayerRu
         return base, PayerRules(base)
     if isinstance(overlay, dict):
         chosen = {
-            Payer(str(p)): load_rulebook("medicare", overlay=str(n), root=root) for p, n in overlay.items()
+            Payer(str(p)): load_rulebook("medicare", overlay=_overlay_ref(n), root=root)
+            for p, n in overlay.items()
         }
         return base, PayerRules(base, chosen)
-    book = load_rulebook("medicare", overlay=str(overlay), root=root)
+    book = load_rulebook("medicare", overlay=_overlay_ref(overlay), root=root)
     payer = Payer(people[MAIN_PATIENT].patient["payer"])
     if payer is Payer.MEDICARE:
         return book, PayerRules(book)
@@ -611,13 +639,13 @@ def run_case(case: Case, url: str) -> Outcome:
         _store_history(engine, case, people)
         base, payer_rules = _rulebooks(case, people)
         if "as_of" in case.spec:
-            return _evaluate_open(engine, case, base)
+            return _evaluate_open(engine, case, base, payer_rules)
         return _run_steps(engine, case, people, payer_rules)
     finally:
         engine.dispose()
 
 
-def _evaluate_open(engine: Engine, case: Case, rules: RuleBook) -> Outcome:
+def _evaluate_open(engine: Engine, case: Case, rules: RuleBook, payer_rules: PayerRules) -> Outcome:
     month = parse_month(str(case.spec["month"]))
     as_of = _d(case.spec["as_of"])
     decisions = [
@@ -626,8 +654,60 @@ def _evaluate_open(engine: Engine, case: Case, rules: RuleBook) -> Outcome:
         for d in ds
     ]
     outcome = Outcome(decisions)
-    outcome.failures = compare(case.spec.get("expect") or {}, decisions, [])
+    expect = case.spec.get("expect") or {}
+    outcome.failures = compare(expect, decisions, [])
+    if "worklist" in expect or "worklist_without" in expect:
+        rows = [
+            r for r in build_worklist(engine, case.org_id, as_of, payer_rules) if r.patient_id == MAIN_PATIENT
+        ]
+        steps = [(r, st) for r in rows for st in r.steps]
+        outcome.failures += compare_worklist(expect, steps)
     return outcome
+
+
+def _step_value(row: Any, step: Any, key: str) -> Any:
+    if key == "enrollment":
+        return row.enrollment_id
+    value = getattr(step, key)
+    return str(value) if key == "value" else value
+
+
+def compare_worklist(expect: dict[str, Any], steps: list[tuple[Any, Any]]) -> list[str]:
+    """Each expected step (``code``, ``value`` it earns, what it needs) is some row's step."""
+    failures = []
+    shown = [
+        f"{st.code} worth {st.value} (needs {st.minutes_needed} min, {st.days_needed} days)"
+        for _, st in steps
+    ]
+    for spec in expect.get("worklist") or []:
+        bad = set(spec) - STEP_FIELDS
+        if bad or "code" not in spec:
+            raise ScenarioError(f"a worklist step needs code and takes {sorted(STEP_FIELDS)}: {spec}")
+        wanted = {k: (str(v) if k in ("code", "value", "enrollment") else v) for k, v in spec.items()}
+        if not any(all(_step_value(r, st, k) == v for k, v in wanted.items()) for r, st in steps):
+            failures.append(f"no worklist step {spec}; steps: {shown}")
+    for code in expect.get("worklist_without") or []:
+        if any(st.code == str(code) for _, st in steps):
+            failures.append(f"the worklist has a step for {code}, expected none; steps: {shown}")
+    return failures
+
+
+def compare_leakage(expect: dict[str, Any], misses: list[Any]) -> list[str]:
+    """Each expected near miss (``code``, ``value`` lost, ``reason`` bucket) is in the report."""
+    failures = []
+    mine = [m for m in misses if m.patient_id == MAIN_PATIENT]
+    shown = [f"{m.code} {m.bucket} worth {m.value}" for m in mine]
+    for spec in expect.get("leakage") or []:
+        bad = set(spec) - MISS_FIELDS
+        if bad or "code" not in spec:
+            raise ScenarioError(f"a near miss needs code and takes {sorted(MISS_FIELDS)}: {spec}")
+        fields = {"code": "code", "value": "value", "reason": "bucket", "enrollment": "enrollment_id"}
+        if not any(all(str(getattr(m, fields[k])) == str(v) for k, v in spec.items()) for m in mine):
+            failures.append(f"no near miss {spec}; near misses: {shown}")
+    for code in expect.get("leakage_without") or []:
+        if any(m.code == str(code) for m in mine):
+            failures.append(f"leakage lists {code}, expected it not to; near misses: {shown}")
+    return failures
 
 
 def _steps(case: Case) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -673,6 +753,9 @@ def _run_steps(engine: Engine, case: Case, people: dict[str, Person], rules: Pay
                 failures.append(f"expected the run to be refused ({expect['refused']!r}); it billed")
                 continue
             failures += compare(expect, decisions, lines)
+            if "leakage" in expect or "leakage_without" in expect:
+                report = leakage_report(engine, case.org_id, month, rules)
+                failures += compare_leakage(expect, report.misses)
         outcome.failures += [label + f for f in failures]
         previous[result.month] = [line_content(line) for line in lines]
     return outcome
@@ -697,6 +780,12 @@ def _check_run(
         status = run.status if run is not None else None
         if status != str(spec["status"]):
             failures.append(f"run status expected {spec['status']}, got {status}")
+    if "problems" in spec:
+        # Texts each problem of the run must contain, in any order; [] means none.
+        wanted = [str(t) for t in spec["problems"] or []]
+        got = [str(p) for p in result.problems]
+        if len(got) != len(wanted) or not all(any(t in g for g in got) for t in wanted):
+            failures.append(f"run problems expected {wanted}, got {got}")
     if "lines" in spec:
         if result.month not in previous:
             raise ScenarioError(

@@ -42,12 +42,12 @@ def decide(view: EnrollmentView) -> list[Decision]:
     program = view.enrollment.program
     prefix = f"{program.lower()}.time"
     lanes: dict[str, list[CodeRule]] = {}
-    for r in rules:
-        lanes.setdefault(str(r.value("lane")), []).append(r)
+    for r in rules:  # an add-on belongs to its base's lane
+        lanes.setdefault(str(year.code(year.base_of(r.code)).value("lane")), []).append(r)
 
     per_lane: dict[str, list[Decision]] = {}
     for lane, lane_rules in sorted(lanes.items(), key=lambda kv: min(r.code for r in kv[1])):
-        bases, addons = bases_and_addons(lane_rules)
+        bases, addons = bases_and_addons(year, lane_rules)
         decisions: list[Decision] = []
         made: dict[str, tuple[Decision, TimePool]] = {}
         for rule in bases:
@@ -56,7 +56,7 @@ def decide(view: EnrollmentView) -> list[Decision]:
             made[rule.code] = (d, p)
             decisions.append(d)
         for rule in addons:
-            base_code = str(rule.value("add_on_to"))
+            base_code = year.base_of(rule.code)
             base, base_pool = made[base_code]
             extra, _ = eligibility(view, year, rule, program.lower())
             decisions.append(
@@ -107,9 +107,9 @@ def _lane_pay(decisions: list[Decision]) -> Decimal:
 def _lane_param(year: RuleYear, ds: list[Decision]) -> Param | None:
     """The lanes exclude each other through ``exclusive_with``: the first base that says so."""
     for d in ds:
-        rule = year.codes.get(d.code)
-        if rule is not None and "exclusive_with" in rule.params:
-            return rule.params["exclusive_with"]
+        p = year.exclusion(d.code)
+        if p is not None:
+            return p
     return None
 
 

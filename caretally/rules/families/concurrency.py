@@ -219,11 +219,7 @@ class Service:
 
 
 def _base_of(d: Decision, year_for: YearFor) -> str:
-    rule = year_for(d.period.end).codes.get(d.code)
-    if rule is None:
-        return d.code
-    base = rule.get("add_on_to")
-    return d.code if base is None else str(base)
+    return year_for(d.period.end).base_of(d.code)
 
 
 def _services(ds: list[Decision], year_for: YearFor) -> list[Service]:
@@ -233,13 +229,10 @@ def _services(ds: list[Decision], year_for: YearFor) -> list[Service]:
     return [Service(k, tuple(v)) for k, v in groups.items()]
 
 
-def _exclusions(d: Decision, year_for: YearFor) -> tuple[set[str], Param | None]:
+def _exclusions(d: Decision, year_for: YearFor) -> tuple[frozenset[str], Param | None]:
+    """What ``d``'s service excludes, and the value that says so (an add-on follows its base)."""
     year = year_for(d.period.end)
-    rule = year.codes.get(d.code)
-    if rule is None or "exclusive_with" not in rule.params:
-        return set(), None
-    p = rule.params["exclusive_with"]
-    return set(strings(p.value)), p
+    return year.excludes(d.code), year.exclusion(d.code)
 
 
 def exclusive_with(

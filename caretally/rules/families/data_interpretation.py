@@ -27,7 +27,6 @@ from caretally.rules.families.common import (
     performers_of,
     pool,
     rendering_of,
-    strings,
     threshold_day,
     window,
 )
@@ -62,8 +61,8 @@ def _decide(view: EnrollmentView, year: RuleYear, period: Period, rule: CodeRule
     draft = Draft(view, year, rule, period, used, time_based=True)
     draft.checks.extend(common_checks(view, year, period, used))
     performers = performers_of(used.code(rule, "performers"))
-    excl = strings(used.code_opt(rule, "exclusive_with"))
-    months = _billed_months(view, excl)
+    used.code_opt(rule, "exclusive_with")
+    months = _billed_months(view, tuple(sorted(year.excludes(rule.code))))
     skip = frozenset(e.entry_id for e in view.entries if (e.local_date.year, e.local_date.month) in months)
     p = pool(view.entries, period, window(view, period), performers, skip)
     me = rung(rule)

@@ -23,6 +23,9 @@ class DayCount:
     devices: tuple[str, ...]
     left: int  # days still to come in the window (0 once the period is closed)
     dropped: tuple[date, ...]  # data days in the period outside the window (before consent …)
+    #: days in the window whose only readings were patient-reported, in a program whose
+    #: manual readings do not count (the rule-year's ``manual_readings_count``)
+    manual: tuple[date, ...] = ()
 
     @property
     def n(self) -> int:
@@ -51,7 +54,12 @@ def count_days(
         else:
             dropped.append(day)
     left = win.days_left(view.facts.as_of) if is_open(view, period) else 0
-    return DayCount(tuple(counted), tuple(sorted(seen)), left, tuple(dropped))
+    manual = tuple(
+        day
+        for day in view.program.excluded_days.get("manual", ())
+        if period.contains(day) and win.contains(day)
+    )
+    return DayCount(tuple(counted), tuple(sorted(seen)), left, tuple(dropped), manual)
 
 
 def days_check(
@@ -62,6 +70,8 @@ def days_check(
     values = [("days", str(count.n)), ("min_days", str(min_days)), ("days_left", str(count.left))]
     if count.dropped:
         values.append(("days_outside_enrollment_or_before_consent", str(len(count.dropped))))
+    if count.manual:
+        values.append(("days_with_only_manual_readings", str(len(count.manual))))
     ev = Evidence(dates=count.days, device_ids=count.devices, values=tuple(values))
     m = Measures(days=count.n, min_days=min_days, days_left=count.left, dates=count.days)
     dropped = (
@@ -69,6 +79,11 @@ def days_check(
         if count.dropped
         else ""
     )
+    if count.manual:
+        dropped += (
+            f" ({len(count.manual)} more with only patient-reported readings do not count for "
+            "this program: global manual_readings_count)"
+        )
     tail = f"; {also}" if also else ""
     if count.n >= min_days:
         msg = f"{count.n} days with data in {where}{dropped}; {min_days} required{tail}"

@@ -189,6 +189,8 @@ def _code(
         if kind[1]:
             used.add(year.option("rtm_multiple_kinds"))
     min_p = used.add(rule.param("min_days"))
+    if count.manual:  # the rule that left those days out is part of the evidence
+        used.add(year.rule_global("manual_readings_count"))
     if "max_days" in rule.params:
         used.add(rule.params["max_days"])
     if "exclusive_with" in rule.params:

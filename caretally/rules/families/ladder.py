@@ -66,9 +66,9 @@ def rung(rule: CodeRule) -> Rung:
     )
 
 
-def bases_and_addons(rules: Sequence[CodeRule]) -> tuple[list[CodeRule], list[CodeRule]]:
-    bases = [r for r in rules if r.get("add_on_to") is None]
-    addons = [r for r in rules if r.get("add_on_to") is not None]
+def bases_and_addons(year: RuleYear, rules: Sequence[CodeRule]) -> tuple[list[CodeRule], list[CodeRule]]:
+    bases = [r for r in rules if not year.is_add_on(r.code)]
+    addons = [r for r in rules if year.is_add_on(r.code)]
     return bases, addons
 
 
@@ -221,9 +221,6 @@ def addon_decision(
     if cap_p is not None:
         used.add(cap_p)
         cap = None if cap_p.value is None else as_int(cap_p.value, f"{rule.code} max_units")
-    if "exclusive_with" in rule.params:
-        used.add(rule.params["exclusive_with"])
-
     m, s = base_pool.minutes, base_pool.seconds
     supported = (m - base_min) // step if m >= first else 0
     units = supported if cap is None else min(supported, cap)

@@ -153,6 +153,8 @@ def _decide(
         win = Window(episode.setup_day, win.last)  # days before the set-up do not count toward it
     count = count_days(view, period, win)
     min_p = used.add(rule.param("min_days"))
+    if count.manual:
+        used.add(year.rule_global("manual_readings_count"))
     need = as_int(min_p.value, f"{rule.code} min_days")
     days = days_check(f"{prefix}.setup.min_days", count, period, need, cite(year, min_p))
     draft.checks.append(days)

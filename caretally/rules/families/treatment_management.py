@@ -40,7 +40,7 @@ def decide(view: EnrollmentView) -> list[Decision]:
     if not rules:
         return []
     prefix = f"{view.enrollment.program.lower()}.tm"
-    bases, addons = bases_and_addons(rules)
+    bases, addons = bases_and_addons(year, rules)
     out: list[Decision] = []
     made: dict[str, tuple[Decision, TimePool]] = {}
     for rule in bases:
@@ -48,7 +48,7 @@ def decide(view: EnrollmentView) -> list[Decision]:
         made[rule.code] = base_decision(view, year, rule, bases, month, prefix, extra, params)
         out.append(made[rule.code][0])
     for rule in addons:
-        base_code = str(rule.value("add_on_to"))
+        base_code = year.base_of(rule.code)
         base_rule = year.code(base_code)
         base, base_pool = made[base_code]
         cap_p = rule.params.get("max_units")
