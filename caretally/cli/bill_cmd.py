@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import typer
 from rich.table import Table
@@ -208,7 +206,7 @@ def register(app: typer.Typer) -> None:
         try:
             settings, rules = settings_from(locality, fee_schedule, pos, qp, gpci, payer_rules)
             engine = open_db(db_url, org)
-            with progress_bar(f"billing {month}") if not as_json else _no_bar() as progress:
+            with progress_bar(f"billing {month}", show=not as_json) as progress:
                 result = bill_month(
                     engine, org, period, rules, settings, progress=progress, on_wait=say_waiting
                 )
@@ -241,8 +239,3 @@ def register(app: typer.Typer) -> None:
                         "locked_at": run.locked_at.isoformat() if run.locked_at else None})  # fmt: skip
             return
         console.print(f"{month}: run {run.run_id} locked at {run.locked_at:%Y-%m-%d %H:%M:%S} UTC.")
-
-
-@contextmanager
-def _no_bar() -> Iterator[None]:
-    yield None

@@ -238,15 +238,17 @@ Progress = Callable[[int, int], None]
 
 
 @contextmanager
-def progress_bar(label: str, target: Console | None = None) -> Iterator[Progress | None]:
+def progress_bar(
+    label: str, target: Console | None = None, *, show: bool = True
+) -> Iterator[Progress | None]:
     """A bar with patients done / total while long work runs, on a terminal only.
 
     Yields the ``progress(done, total)`` callback to hand the service, or ``None`` when
-    ``target`` (default: stderr) is not a terminal: piped output gets nothing drawn and
-    the service skips the counting.
+    ``target`` (default: stderr) is not a terminal or ``show`` is false (work too short to
+    watch): piped output gets nothing drawn and the service skips the counting.
     """
     console = target or err_console
-    if not console.is_terminal:
+    if not show or not console.is_terminal:
         yield None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

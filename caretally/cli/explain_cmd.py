@@ -251,7 +251,7 @@ def register(app: typer.Typer) -> None:
         rules = PayerRules.load(parse_overlays(payer_rules))
         day = date.fromisoformat(as_of) if as_of else None
         chosen = {patient} if patient is not None else None
-        with progress_bar(f"explaining {month}") as progress:
+        with progress_bar(f"explaining {month}", show=patient is None) as progress:
             results = list(
                 evaluate_month(engine, org, period, rules, as_of=day, patients=chosen, progress=progress)
             )
