@@ -47,6 +47,7 @@ from caretally.store.db import (
     JsonText,
     LockTimeout,
     SerialTransaction,
+    require_json_text,
     serial_transaction,
 )
 
@@ -590,6 +591,7 @@ def bill_month(
     ``progress(0, total)`` comes once the snapshot is taken, before any facts are read.
     ``on_wait`` hears when another run holds the month; ``RunError`` if it held it too long.
     """
+    require_json_text(engine)
     settings = settings or BillingSettings()
     month_text = month.start.strftime("%Y-%m")
     run_id = str(uuid.uuid4())

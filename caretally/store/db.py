@@ -124,6 +124,18 @@ def dump_json(value: object) -> str:
     return str(value) if isinstance(value, JsonText) else json.dumps(value)
 
 
+def require_json_text(engine: Engine) -> None:
+    """Refuse an engine that would store a ``JsonText`` as a JSON string instead of as itself.
+
+    Every engine from :func:`make_engine` (and so :func:`open_database`) keeps it; one made
+    with a bare ``create_engine`` would quietly write each document as one quoted string.
+    """
+    if getattr(engine.dialect, "_json_serializer", None) is not dump_json:
+        raise TypeError(
+            "this engine does not store JsonText as is: open it with caretally.store.db.open_database"
+        )
+
+
 def make_engine(url: str | None = None, *, snapshot: str | None = None) -> Engine:
     """An engine for ``url``; with ``snapshot`` (PostgreSQL), every transaction reads that snapshot.
 
@@ -273,7 +285,7 @@ class SerialTransaction:
 
 
 def lock_key(name: str) -> int:
-    """A PostgreSQL advisory-lock key (signed 64 bits) for a name such as ``month-run/org/2026-03``."""
+    """A PostgreSQL advisory-lock key (signed 64 bits) for a name such as ``month/default/2026-03``."""
     digest = hashlib.blake2b(f"caretally:{name}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
 
@@ -293,7 +305,7 @@ def serial_transaction(
     that waited sees what the run before it stored. SQLite: ``BEGIN IMMEDIATE`` takes the
     database's one write lock (every name shares it), before anything is read.
 
-    When the lock is taken, ``on_wait`` gets one line saying so, and the wait lasts
+    When another holds the lock, ``on_wait`` gets one line saying so, and the wait lasts
     ``timeout`` seconds (default ``$CARETALLY_LOCK_TIMEOUT``; 0 = do not wait) before
     ``LockTimeout``. The transaction commits when the block ends, unless the block rolled
     it back; an exception rolls it back. The lock ends with it.
