@@ -17,7 +17,7 @@ from decimal import Decimal
 
 from sqlalchemy import Engine
 
-from caretally.billing.evaluate import evaluate_month
+from caretally.billing.evaluate import Progress, evaluate_month
 from caretally.billing.payers import PayerRules
 from caretally.model import Decision, Period, ReasonKind, Status
 from caretally.worklist import ZERO, _amount, _threshold
@@ -138,9 +138,10 @@ def leakage_report(
     *,
     days_window: int = DAYS_WINDOW,
     minutes_window: int = MINUTES_WINDOW,
+    progress: Progress | None = None,
 ) -> LeakageReport:
     report = LeakageReport(month.start.strftime("%Y-%m"))
-    for facts, decisions in evaluate_month(engine, org_id, month, rules):
+    for facts, decisions in evaluate_month(engine, org_id, month, rules, progress=progress):
         billed = [d for d in decisions if d.status is Status.BILLABLE]
         report.billed += sum((d.expected_payment or ZERO for d in billed), ZERO)
         by_period: dict[tuple[str, Period], list[Decision]] = defaultdict(list)

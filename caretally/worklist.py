@@ -20,7 +20,7 @@ from decimal import Decimal
 
 from sqlalchemy import Engine
 
-from caretally.billing.evaluate import map_month
+from caretally.billing.evaluate import Progress, map_month
 from caretally.billing.payers import PayerRules
 from caretally.dates import add_months, month_of
 from caretally.facts.build import DEVICE_PROGRAMS
@@ -321,11 +321,13 @@ def build_worklist(
     *,
     program: Program | None = None,
     patients: set[str] | None = None,
+    progress: Progress | None = None,
 ) -> list[WorklistRow]:
     """Every open period on ``as_of`` for every enrolled patient, ranked.
 
     The calendar month of ``as_of`` is evaluated, and so is the next month, because a
-    30-day device period open today may close next month.
+    30-day device period open today may close next month. ``progress(done, total)``
+    counts the patients of both passes (the second one's join the total when it starts).
     """
     this_month = month_of(as_of)
     rows: list[WorklistRow] = []
@@ -344,8 +346,19 @@ def build_worklist(
         ]
         return rows_for(facts, chosen, rules, as_of)
 
+    first_total = [0]
+
+    def first(done: int, total: int) -> None:
+        first_total[0] = total
+        if progress is not None:
+            progress(done, total)
+
+    def second(done: int, total: int) -> None:
+        if progress is not None:
+            progress(first_total[0] + done, first_total[0] + total)
+
     for device_patient, found in map_month(
-        engine, org_id, this_month, rules, this, as_of=as_of, patients=patients
+        engine, org_id, this_month, rules, this, as_of=as_of, patients=patients, progress=first
     ):
         rows.extend(found)
         if device_patient is not None:
@@ -355,7 +368,7 @@ def build_worklist(
     if with_devices:
         next_month = month_of(add_months(as_of, 1))
         for found in map_month(
-            engine, org_id, next_month, rules, following, as_of=as_of, patients=with_devices
+            engine, org_id, next_month, rules, following, as_of=as_of, patients=with_devices, progress=second
         ):
             rows.extend(found)
     rows.sort(

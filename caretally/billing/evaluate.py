@@ -29,6 +29,8 @@ from caretally.rules.params import MissingParameter, RuleBook
 from caretally.store.db import make_engine
 
 T = TypeVar("T")
+#: ``progress(done, total)``: patients evaluated so far, of how many.
+Progress = Callable[[int, int], None]
 
 
 def facts_options(rules: RuleBook, month: Period) -> FactsOptions:
@@ -53,6 +55,7 @@ def evaluate_month(
     patients: set[str] | None = None,
     id_range: tuple[str, str] | None = None,
     problems: list[Problem] | None = None,
+    progress: Progress | None = None,
 ) -> Iterator[tuple[PatientMonthFacts, list[Decision]]]:
     """Facts and decisions for every patient-month, in patient order.
 
@@ -62,9 +65,14 @@ def evaluate_month(
     Errors are values: a rule-year gap for one patient (a missing parameter, an option
     value no family supports) becomes a ``Problem`` in ``problems`` and that patient gets
     no decisions, while everyone else is judged. Without a ``problems`` list the first
-    one is raised as ``ProblemsError``.
+    one is raised as ``ProblemsError``. ``progress(done, total)`` is told every patient.
     """
     payer_rules = rules if isinstance(rules, PayerRules) else PayerRules(rules)
+    counted = None
+    if progress is not None:
+        lookback = max(facts_options(payer_rules.for_payer(p), month).lookback for p in Payer)
+        ids = patients_in_month(engine, org_id, month, lookback)
+        counted = _Counter(len(ids) if patients is None else len(patients.intersection(ids)), progress)
     for facts in _facts_by_payer_options(engine, org_id, month, payer_rules, as_of, patients, id_range):
         try:
             decisions = evaluate_patient_month(facts, payer_rules.for_payer(facts.payer))
@@ -75,6 +83,8 @@ def evaluate_month(
             problems.append(problem)
             decisions = []
         yield facts, decisions
+        if counted is not None:
+            counted.add(1)
 
 
 def patient_problem(patient_id: str, exc: Exception) -> Problem:
@@ -143,6 +153,7 @@ class _MapJob:
     as_of: date | None
     patients: set[str] | None
     fn: Callable[[PatientMonthFacts, list[Decision]], Any]
+    snapshot: str | None = None
 
 
 _JOB: _MapJob | None = None
@@ -152,7 +163,7 @@ def _map_range(id_range: tuple[str, str]) -> tuple[list[Any], list[Problem]]:
     """``fn`` over one contiguous range of patient ids (in a worker, or in-process)."""
     job = _JOB
     assert job is not None
-    engine = make_engine(job.url)
+    engine = make_engine(job.url, snapshot=job.snapshot)
     problems: list[Problem] = []
     try:
         results = [
@@ -183,6 +194,8 @@ def map_month(
     as_of: date | None = None,
     patients: set[str] | None = None,
     problems: list[Problem] | None = None,
+    snapshot: str | None = None,
+    progress: Progress | None = None,
 ) -> Iterator[T]:
     """``fn(facts, decisions)`` for every patient-month, in patient order.
 
@@ -192,6 +205,11 @@ def map_month(
     The rules engine is pure, so a worker's answer is the one the parent would have given.
     Problems of single patients go to ``problems`` (see :func:`evaluate_month`); without a
     list, the first one is raised once its range is done.
+
+    ``snapshot`` (a PostgreSQL exported snapshot, see ``store.db.serial_transaction``)
+    makes every range — in this process or a worker — read that one snapshot, the one
+    ``engine`` reads. ``progress(done, total)`` counts patients: once before the first
+    range is read, then after each range.
     """
     global _JOB
     book = rules if isinstance(rules, PayerRules) else PayerRules(rules)
@@ -199,21 +217,38 @@ def map_month(
     ids = [i for i in patients_in_month(engine, org_id, month, lookback) if patients is None or i in patients]
     ranges = [(ids[i], ids[min(i + BATCH, len(ids)) - 1]) for i in range(0, len(ids), BATCH)]
     url = engine.url.render_as_string(hide_password=False)
-    _JOB = _MapJob(url, org_id, month, rules, as_of, patients, fn)
+    _JOB = _MapJob(url, org_id, month, rules, as_of, patients, fn, snapshot)
+    counted = _Counter(len(ids), progress)
     try:
         if len(ids) < PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
             chunks: Iterable[tuple[list[T], list[Problem]]] = map(_map_range, ranges)
             for chunk, found in chunks:
                 _report(found, problems)
                 yield from chunk
+                counted.add(len(chunk))
             return
         workers = max(1, min(os.cpu_count() or 1, 8))
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
             for chunk, found in pool.map(_map_range, ranges):
                 _report(found, problems)
                 yield from chunk
+                counted.add(len(chunk))
     finally:
         _JOB = None
+
+
+class _Counter:
+    """Patients done of a known total, told to ``progress`` (told ``0, total`` at once)."""
+
+    def __init__(self, total: int, progress: Progress | None):
+        self.total, self.done, self.progress = total, 0, progress
+        if progress is not None:
+            progress(0, total)
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.progress is not None:
+            self.progress(self.done, self.total)
 
 
 def _report(found: list[Problem], problems: list[Problem] | None) -> None:

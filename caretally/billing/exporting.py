@@ -22,6 +22,7 @@ from pathlib import Path
 from sqlalchemy import Engine, func, insert, select
 
 from caretally.billing.run import StoredRun, current_run, stored_decisions, stored_lines, stored_run
+from caretally.errors import UNUSABLE_SETTINGS, Problem, Refusal
 from caretally.export.charges import resolve_charges
 from caretally.export.corrections import corrections
 from caretally.export.fhir_claim import build_claim_bundle, bundle_json
@@ -35,8 +36,21 @@ from caretally.store import schema
 FORMATS = ("csv", "json", "x12", "fhir")
 
 
-class ExportRefused(Exception):
-    """The export cannot be made as asked; the message says what to do."""
+class ExportRefused(Refusal):
+    """The export cannot be made as asked; ``problem`` says why and what to do."""
+
+
+def _refused(
+    code: str,
+    message: str,
+    hint: str | None,
+    *,
+    month: str | None = None,
+    run_id: str | None = None,
+    exit_code: int = 1,
+) -> ExportRefused:
+    problem = Problem("<export>", None, None, code, message, hint=hint, run_id=run_id, month=month)
+    return ExportRefused(problem, exit_code)
 
 
 @dataclass(frozen=True)
@@ -130,10 +144,29 @@ def export_month(
     ``out`` (:func:`interchange_paths`); ``ExportResult.files`` lists them.
     """
     if fmt not in FORMATS:
-        raise ExportRefused(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        raise _refused(
+            "unknown_format",
+            f"unknown format {fmt!r}",
+            f"choose one of {', '.join(FORMATS)}",
+            month=month,
+            exit_code=UNUSABLE_SETTINGS,
+        )
     run = current_run(engine, org_id, month) if run_id is None else _run_by_id(engine, org_id, run_id)
+    if run is None and run_id is not None:
+        raise _refused(
+            "unknown_run",
+            f"no run {run_id} in organization {org_id}",
+            "list the stored runs with: caretally runs list",
+            month=month,
+            run_id=run_id,
+        )
     if run is None:
-        raise ExportRefused(f"{month} has no billing run yet: run 'caretally bill --month {month}' first")
+        raise _refused(
+            "no_run",
+            f"{month} has no billing run yet",
+            f"bill it first: caretally bill --month {month}",
+            month=month,
+        )
     lines = stored_lines(engine, run.run_id)
     when = now or datetime.now(UTC)
     if fmt == "csv":
@@ -145,9 +178,13 @@ def export_month(
         write_json(lines, out)
         return ExportResult(run, out, len(lines))
     if practice is None:
-        raise ExportRefused(
-            f"{fmt} export needs the practice identity: pass --practice FILE (see docs/exports.md "
-            "and docs/practice.example.toml)"
+        raise _refused(
+            "practice_needed",
+            f"{fmt} export needs the practice identity: pass --practice FILE",
+            "see docs/exports.md and docs/practice.example.toml",
+            month=month,
+            run_id=run.run_id,
+            exit_code=UNUSABLE_SETTINGS,
         )
     lines = resolve_charges(lines, practice, _fee_codes(engine, run.run_id), producer=fmt)
     if fmt == "fhir":
@@ -185,12 +222,22 @@ def _export_x12(
         before = routed_claims(locked, patients, practice) if locked else []
         claims = corrections(before, claims, claim_numbers)
         if not claims:
-            raise ExportRefused(
-                f"run {run.run_id} changes no claim of the locked run {run.amends_run_id}: nothing to "
-                "correct (--all writes the whole month as original claims)"
+            raise _refused(
+                "amendment_changes_nothing",
+                f"amendment changes nothing: run {run.run_id} changes no claim of the locked run "
+                f"{run.amends_run_id}, so there is nothing to correct",
+                "--all writes the whole month as original claims",
+                month=run.month,
+                run_id=run.run_id,
             )
     elif not lines:
-        raise ExportRefused(f"run {run.run_id} has no claim lines to export")
+        raise _refused(
+            "no_claim_lines",
+            f"run {run.run_id} has no claim lines to export",
+            "nothing in the month was billable; `caretally leakage` shows what came close",
+            month=run.month,
+            run_id=run.run_id,
+        )
     plans = plan_interchanges(claims)
     names = provider_names(engine, org_id)
     for plan in plans:  # every fault of every file before a control number is spent

@@ -13,13 +13,20 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select, update
 
+from caretally.errors import Problem, Refusal
 from caretally.store import schema
 
 DRAFT, LOCKED, SUPERSEDED, VOID = "draft", "locked", "superseded", "void"
 
 
-class RecordError(Exception):
-    """A request about a stored record that cannot be honoured; the message is one line."""
+class RecordError(Refusal):
+    """A request about a stored record that cannot be honoured; ``problem`` says why."""
+
+
+def _record_error(
+    code: str, message: str, hint: str, *, run_id: str, month: str | None = None
+) -> RecordError:
+    return RecordError(Problem("<runs>", None, None, code, message, hint=hint, run_id=run_id, month=month))
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,30 +101,54 @@ def list_runs(engine: Engine, org_id: str, month: str | None = None) -> list[Run
 def void_run(engine: Engine, org_id: str, run_id: str) -> RunRecord:
     """Mark a draft run ``void``; anything else is refused with a ``RecordError``.
 
-    The update is conditional on the status still being ``draft``, so a run locked by
+    It holds the month as a run or a lock does (``billing.run.hold_month``), and the
+    update is conditional on the status still being ``draft``, so a run locked by
     another process between the check and the write is never voided.
     """
+    from caretally.billing.run import hold_month
+
     r = schema.billing_runs
-    with engine.begin() as conn:
+    with engine.connect() as conn:
+        found = conn.execute(select(r.c.month).where(r.c.org_id == org_id, r.c.run_id == run_id)).scalar()
+    if found is None:
+        raise _record_error(
+            "unknown_run",
+            f"run {run_id} does not exist in organization {org_id}",
+            "list the stored runs with: caretally runs list",
+            run_id=run_id,
+        )
+    # The month's lock: a run being billed or locked right now is never voided under it.
+    with hold_month(engine, org_id, found) as held:
+        conn = held.conn
         row = conn.execute(
             select(r.c.status, r.c.month).where(r.c.org_id == org_id, r.c.run_id == run_id)
-        ).first()
-        if row is None:
-            raise RecordError(f"run {run_id} does not exist in organization {org_id}")
+        ).one()
         if row.status != DRAFT:
             why = {
                 LOCKED: "it is locked: a locked run is the record of what was billed",
                 SUPERSEDED: "it is superseded: it is history already",
                 VOID: "it is void already",
             }.get(row.status, f"its status is {row.status}")
-            raise RecordError(f"run {run_id} ({row.month}) cannot be voided: {why}")
+            raise _record_error(
+                "not_a_draft",
+                f"run {run_id} ({row.month}) cannot be voided: {why}",
+                "only a draft run can be voided",
+                run_id=run_id,
+                month=row.month,
+            )
         done = conn.execute(
             update(r)
             .where(r.c.org_id == org_id, r.c.run_id == run_id, r.c.status == DRAFT)
             .values(status=VOID)
         )
         if done.rowcount != 1:
-            raise RecordError(f"run {run_id} changed while it was being voided; list the runs and try again")
+            raise _record_error(
+                "changed_meanwhile",
+                f"run {run_id} changed while it was being voided",
+                "list the runs and try again",
+                run_id=run_id,
+                month=row.month,
+            )
     return next(run for run in list_runs(engine, org_id, row.month) if run.run_id == run_id)
 
 

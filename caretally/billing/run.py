@@ -21,14 +21,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from caretally import __version__
 from caretally.billing.evaluate import map_month
 from caretally.billing.payers import PayerRules
 from caretally.billing.pricing import Pricing, price
 from caretally.billing.serialize import decision_to_json
-from caretally.errors import Problem
+from caretally.errors import UNUSABLE_SETTINGS, Problem, Refusal
 from caretally.model import (
     ClaimLine,
     Decision,
@@ -41,12 +41,27 @@ from caretally.model import (
 from caretally.rules.families.common import layer_name
 from caretally.rules.params import RuleBook, RuleYear
 from caretally.store import schema
+from caretally.store.db import (
+    LOCK_TIMEOUT_ENV,
+    JsonText,
+    LockTimeout,
+    SerialTransaction,
+    require_json_text,
+    serial_transaction,
+)
 
 DRAFT, LOCKED, SUPERSEDED, VOID = "draft", "locked", "superseded", "void"
 
 
-class RunError(Exception):
-    """The month cannot be billed or locked as asked; the message says why."""
+class RunError(Refusal):
+    """The month cannot be billed or locked as asked; ``problem`` says why and what to do."""
+
+
+def run_problem(
+    code: str, message: str, *, month: str | None, run_id: str | None = None, hint: str | None = None
+) -> Problem:
+    """A refusal of the month run or the lock, in the one error shape."""
+    return Problem("<month run>", None, None, code, message, hint=hint, run_id=run_id, month=month)
 
 
 @dataclass(frozen=True)
@@ -149,6 +164,15 @@ class RunResult:
     @property
     def problems(self) -> list[Problem]:
         return self.summary.problems
+
+    @property
+    def changes_nothing(self) -> bool:
+        """An amendment whose every claim line equals the locked run's: nothing to correct.
+
+        It is still stored when the data changed (its decisions carry the new evidence),
+        but there is no claim to send: its 837P export is refused.
+        """
+        return self.amends_run_id is not None and not self.changes
 
 
 # ----------------------------------------------------------------------------------------
@@ -260,7 +284,16 @@ def judging_year(book: RuleBook, d: Decision) -> RuleYear:
     """
     year = book.for_date(d.period.end)
     if d.rule_year and layer_name(year) != d.rule_year:
-        raise RunError(f"{d.code} for {d.patient_id} was judged by {d.rule_year}, not {layer_name(year)}")
+        message = f"{d.code} for {d.patient_id} was judged by {d.rule_year}, not {layer_name(year)}"
+        raise RunError(
+            run_problem(
+                "rule_year_mismatch",
+                message,
+                month=None,
+                hint="the rule-years changed under the run; run it again, and report it if it repeats",
+            ),
+            UNUSABLE_SETTINGS,
+        )
     return year
 
 
@@ -346,66 +379,106 @@ def stored_run(row: Any) -> StoredRun:
     )
 
 
-def runs_for_month(engine: Engine, org_id: str, month: str) -> list[StoredRun]:
+Bind = Engine | Connection
+
+
+@contextmanager
+def _connected(bind: Bind) -> Iterator[Connection]:
+    """``bind`` itself when it is a connection (a run's own transaction, its snapshot), else a new one."""
+    if isinstance(bind, Connection):
+        yield bind
+        return
+    with bind.connect() as conn:
+        yield conn
+
+
+def runs_for_month(engine: Bind, org_id: str, month: str) -> list[StoredRun]:
     r = schema.billing_runs
-    with engine.connect() as conn:
+    with _connected(engine) as conn:
         rows = conn.execute(
             select(r).where(r.c.org_id == org_id, r.c.month == month).order_by(r.c.created_at, r.c.run_id)
         ).all()
     return [stored_run(row) for row in rows]
 
 
-def current_run(engine: Engine, org_id: str, month: str) -> StoredRun | None:
+def current_run(engine: Bind, org_id: str, month: str) -> StoredRun | None:
     """The newest run of the month that has not been superseded."""
     live = [r for r in runs_for_month(engine, org_id, month) if r.status not in (SUPERSEDED, VOID)]
     return live[-1] if live else None
 
 
-def latest_locked(engine: Engine, org_id: str, month: str) -> StoredRun | None:
+def latest_locked(engine: Bind, org_id: str, month: str) -> StoredRun | None:
     locked = [r for r in runs_for_month(engine, org_id, month) if r.status == LOCKED]
     return locked[-1] if locked else None
 
 
-def stored_line_contents(engine: Engine, run_id: str) -> dict[str, dict[str, Any]]:
+def stored_line_contents(engine: Bind, run_id: str) -> dict[str, dict[str, Any]]:
     return {line_key(line): line_content(line) for line in stored_lines(engine, run_id)}
 
 
-def stored_lines(engine: Engine, run_id: str) -> list[ClaimLine]:
+def stored_lines(engine: Bind, run_id: str) -> list[ClaimLine]:
     c = schema.claim_lines
-    with engine.connect() as conn:
+    with _connected(engine) as conn:
         rows = conn.execute(select(c).where(c.c.run_id == run_id).order_by(c.c.id)).mappings().all()
-    return [
-        ClaimLine(
-            patient_id=r["patient_id"],
-            code=r["code"],
-            units=r["units"],
-            date_of_service=r["date_of_service"],
-            period_start=r["period_start"],
-            period_end=r["period_end"],
-            billing_npi=r["billing_npi"],
-            rendering_npi=r["rendering_npi"],
-            diagnosis_codes=tuple(x for x in r["diagnosis_codes"].split(";") if x),
-            place_of_service=r["place_of_service"],
-            modifiers=tuple(x for x in r["modifiers"].split(";") if x),
-            charge=Decimal(str(r["charge"])).quantize(Decimal("0.01")),
-            expected_payment=Decimal(str(r["expected_payment"])).quantize(Decimal("0.01")),
-            run_id=r["run_id"],
-            enrollment_id=r["enrollment_id"],
-            program=Program(r["program"]),
-            payer=Payer(r["payer"]),
-            member_id=r["member_id"],
-        )
-        for r in rows
-    ]
+    return [stored_line(r) for r in rows]
 
 
-def stored_decisions(engine: Engine, run_id: str, patient_id: str | None = None) -> list[dict[str, Any]]:
+def stored_line(r: Mapping[str, Any]) -> ClaimLine:
+    """A ``claim_lines`` row as the line it was stored from."""
+    return ClaimLine(
+        patient_id=r["patient_id"],
+        code=r["code"],
+        units=r["units"],
+        date_of_service=r["date_of_service"],
+        period_start=r["period_start"],
+        period_end=r["period_end"],
+        billing_npi=r["billing_npi"],
+        rendering_npi=r["rendering_npi"],
+        diagnosis_codes=tuple(x for x in r["diagnosis_codes"].split(";") if x),
+        place_of_service=r["place_of_service"],
+        modifiers=tuple(x for x in r["modifiers"].split(";") if x),
+        charge=Decimal(str(r["charge"])).quantize(Decimal("0.01")),
+        expected_payment=Decimal(str(r["expected_payment"])).quantize(Decimal("0.01")),
+        run_id=r["run_id"],
+        enrollment_id=r["enrollment_id"],
+        program=Program(r["program"]),
+        payer=Payer(r["payer"]),
+        member_id=r["member_id"],
+    )
+
+
+def stored_decisions(engine: Bind, run_id: str, patient_id: str | None = None) -> list[dict[str, Any]]:
     d = schema.run_decisions
     stmt = select(d.c.decisions).where(d.c.run_id == run_id).order_by(d.c.patient_id)
     if patient_id is not None:
         stmt = stmt.where(d.c.patient_id == patient_id)
-    with engine.connect() as conn:
+    with _connected(engine) as conn:
         return [item for (decisions,) in conn.execute(stmt) for item in decisions]
+
+
+# ----------------------------------------------------------------------------------------
+# The digests a run stores, so `caretally db verify` can recompute them
+# ----------------------------------------------------------------------------------------
+
+
+def line_digest_part(content: Mapping[str, Any]) -> bytes:
+    """One line's share of ``lines_digest``: its content (:func:`line_content`) as sorted JSON."""
+    return json.dumps(content, sort_keys=True).encode()
+
+
+def decisions_digest_part(patient_id: str, billable: int, decisions_text: str) -> str:
+    """One ``run_decisions`` row's share of ``decisions_digest``: its patient, count and stored text.
+
+    The decisions are digested as the very text the row stores (:class:`JsonText`; both
+    databases keep a JSON column's text byte for byte), so verifying needs no second
+    serialization and any changed byte shows.
+    """
+    return hashlib.sha256(f"{patient_id}\0{billable}\0{decisions_text}".encode()).hexdigest()
+
+
+def input_digest_of(facts_digests: str, settings_json: Mapping[str, Any]) -> str:
+    """``input_digest`` from the hex digest of every patient's facts digest, in order, and the settings."""
+    return hashlib.sha256((facts_digests + json.dumps(settings_json, sort_keys=True)).encode()).hexdigest()
 
 
 # ----------------------------------------------------------------------------------------
@@ -489,7 +562,8 @@ def bill_month(
     settings: BillingSettings | None = None,
     *,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    on_wait: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Bill ``month``: evaluate every patient, price the lines, store the run.
 
@@ -501,25 +575,38 @@ def bill_month(
     inside one open transaction as soon as they exist, so memory does not grow with the
     practice. If the finished run turns out identical to the current one, the
     transaction is rolled back and nothing was stored.
+
+    The run holds the month (:func:`hold_month`) from before its first read to its commit,
+    and every read — practitioners, the stored runs it compares with, the facts, the billed
+    history, in forked workers too — sees one snapshot, so an import committing meanwhile
+    is wholly in the run or wholly out of it. ``progress(done, total)`` counts patients;
+    ``progress(0, total)`` comes once the snapshot is taken, before any facts are read.
+    ``on_wait`` hears when another run holds the month; ``RunError`` if it held it too long.
     """
+    require_json_text(engine)
     settings = settings or BillingSettings()
     month_text = month.start.strftime("%Y-%m")
     run_id = str(uuid.uuid4())
-    directory = _directory(engine, org_id)
-    previous = current_run(engine, org_id, month_text)
-    locked = latest_locked(engine, org_id, month_text)
-    amends = locked.run_id if locked is not None else None
     summary = RunSummary()
     all_lines: list[ClaimLine] = []
     contents: dict[str, dict[str, Any]] = {}
     lines_hash = hashlib.sha256()
     input_hash = hashlib.sha256()
+    decisions_hash = hashlib.sha256()
     ruleset_hash = rules.content_hash
     settings_json = settings.to_json()
     decision_rows: list[dict[str, Any]] = []
     line_rows: list[dict[str, Any]] = []
-    with engine.connect() as conn, _quiet_gc():
-        transaction = conn.begin()
+    with (
+        hold_month(engine, org_id, month_text, on_wait=on_wait) as held,
+        _reading(held) as reader,
+        _quiet_gc(),
+    ):
+        conn = held.conn
+        directory = _directory(reader, org_id)
+        previous = current_run(reader, org_id, month_text)
+        locked = latest_locked(reader, org_id, month_text)
+        amends = locked.run_id if locked is not None else None
         conn.execute(
             insert(schema.billing_runs).values(
                 run_id=run_id,
@@ -548,22 +635,37 @@ def bill_month(
         def evaluate(facts: PatientMonthFacts, decisions: list[Decision]) -> _PatientResult:
             part = RunSummary()
             _summarise(part, facts, decisions, rules)
+            # Serialized here (in the worker, when there are workers), stored and digested as is.
+            decisions_text = JsonText(json.dumps([decision_to_json(d) for d in decisions]))
+            billable = sum(1 for d in decisions if d.status is Status.BILLABLE)
             return _PatientResult(
                 patient_id=facts.patient_id,
                 facts_digest=hashlib.sha256(repr(facts).encode()).hexdigest(),
-                decisions_json=[decision_to_json(d) for d in decisions],
-                billable=sum(1 for d in decisions if d.status is Status.BILLABLE),
+                decisions_json=decisions_text,
+                billable=billable,
                 lines=claim_lines_for(facts, decisions, rules, settings, directory, run_id),
                 summary=part,
+                decisions_digest=decisions_digest_part(facts.patient_id, billable, decisions_text),
             )
 
         problems: list[Problem] = []
-        for result in map_month(engine, org_id, month, rules, evaluate, problems=problems):
+        counted = _PatientCount(progress)
+        for result in map_month(
+            reader,
+            org_id,
+            month,
+            rules,
+            evaluate,
+            problems=problems,
+            snapshot=held.snapshot,
+            progress=counted.seen,
+        ):
             input_hash.update(result.facts_digest.encode())
+            decisions_hash.update(result.decisions_digest.encode())
             summary.absorb(result.summary)
             for line in result.lines:
                 key, content = line_key(line), line_content(line)
-                lines_hash.update(json.dumps(content, sort_keys=True).encode())
+                lines_hash.update(line_digest_part(content))
                 if amends is not None:
                     contents[key] = content
                 line_rows.append(_line_row(run_id, org_id, key, line))
@@ -584,21 +686,28 @@ def bill_month(
             )
             if len(decision_rows) >= FLUSH_EVERY:
                 flush()
-            if progress is not None:
-                progress(1)
+            counted.one()
         flush()
         summary.problems = sorted(problems, key=lambda p: (p.field or "", p.message))
         digest = lines_hash.hexdigest()
-        input_digest = hashlib.sha256(
-            (input_hash.hexdigest() + json.dumps(settings_json, sort_keys=True)).encode()
-        ).hexdigest()
+        input_digest = input_digest_of(input_hash.hexdigest(), settings_json)
         version = engine_version()
         if previous is not None and _same_run(previous, digest, input_digest, ruleset_hash, version):
-            transaction.rollback()
-            kept = stored_lines(engine, previous.run_id)
+            kept = stored_lines(reader, previous.run_id)
+            changes = _amendments(reader, previous.amends_run_id, kept)
+            conn.rollback()  # after the last read: on PostgreSQL the snapshot ends with it
             return RunResult(
-                previous.run_id, month_text, "unchanged", previous.status, kept, summary, previous.run_id
+                previous.run_id,
+                month_text,
+                "unchanged",
+                previous.status,
+                kept,
+                summary,
+                previous.run_id,
+                previous.amends_run_id,
+                changes,
             )
+        changes = diff_lines(stored_line_contents(reader, amends), contents) if amends else []
         runs = schema.billing_runs
         conn.execute(
             update(runs)
@@ -606,14 +715,17 @@ def bill_month(
             .values(
                 input_digest=input_digest,
                 lines_digest=digest,
+                decisions_digest=decisions_hash.hexdigest(),
                 engine_version=version,
                 summary=summary.to_json(),
             )
         )
         if previous is not None and previous.status == DRAFT:
-            conn.execute(update(runs).where(runs.c.run_id == previous.run_id).values(status=SUPERSEDED))
-        transaction.commit()
-    changes = diff_lines(stored_line_contents(engine, amends), contents) if amends else []
+            conn.execute(
+                update(runs)
+                .where(runs.c.run_id == previous.run_id, runs.c.status == DRAFT)
+                .values(status=SUPERSEDED)
+            )
     return RunResult(
         run_id,
         month_text,
@@ -625,6 +737,80 @@ def bill_month(
         amends,
         changes,
     )
+
+
+class _PatientCount:
+    """``progress(done, total)`` once per patient stored; the total comes from ``map_month``."""
+
+    def __init__(self, progress: Callable[[int, int], None] | None):
+        self.progress, self.done, self.total = progress, 0, 0
+
+    def seen(self, done: int, total: int) -> None:
+        self.total = total
+        if done == 0 and self.progress is not None:
+            self.progress(0, total)
+
+    def one(self) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+def _amendments(bind: Bind, amends: str | None, lines: Iterable[ClaimLine]) -> list[LineChange]:
+    """What ``lines`` change against the locked run ``amends`` (nothing when it amends none)."""
+    if amends is None:
+        return []
+    return diff_lines(stored_line_contents(bind, amends), {line_key(x): line_content(x) for x in lines})
+
+
+def month_lock_name(org_id: str, month: str) -> str:
+    return f"month/{org_id}/{month}"
+
+
+@contextmanager
+def hold_month(
+    engine: Engine, org_id: str, month: str, *, on_wait: Callable[[str], None] | None = None
+) -> Iterator[SerialTransaction]:
+    """The one transaction that may store, lock or void a run of ``org_id``'s ``month`` now.
+
+    PostgreSQL: an advisory lock per organization and month, then one REPEATABLE READ
+    snapshot. SQLite: the database's write lock (one writer at a time). A second caller
+    waits — ``on_wait`` hears it — up to ``$CARETALLY_LOCK_TIMEOUT`` seconds, then gets
+    ``RunError`` (``month_busy``) and nothing was done.
+    """
+    acquired = False
+    try:
+        with serial_transaction(engine, month_lock_name(org_id, month), on_wait=on_wait) as held:
+            acquired = True
+            yield held
+    except LockTimeout as exc:
+        if acquired:
+            raise
+        holder = (
+            "another caretally command held the database's write lock"
+            if exc.dialect == "sqlite"
+            else f"another caretally run of {month} (organization {org_id}) held the month"
+        )
+        waited = f" for {exc.waited:g} s" if exc.waited else ""
+        raise RunError(
+            run_problem(
+                "month_busy",
+                f"{holder}{waited}; nothing was stored",
+                month=month,
+                hint=f"try again when it has finished, or wait longer with ${LOCK_TIMEOUT_ENV} (seconds)",
+            )
+        ) from None
+
+
+@contextmanager
+def _reading(held: SerialTransaction) -> Iterator[Engine]:
+    """An engine reading ``held``'s snapshot, disposed of when the run ends."""
+    reader = held.reader()
+    try:
+        yield reader
+    finally:
+        if reader is not held.engine:
+            reader.dispose()
 
 
 def _same_run(previous: StoredRun, lines: str, inputs: str, ruleset: str, version: str) -> bool:
@@ -673,10 +859,11 @@ class _PatientResult:
 
     patient_id: str
     facts_digest: str
-    decisions_json: list[dict[str, Any]]
+    decisions_json: JsonText  # the patient's decisions as stored: a JSON array, serialized once
     billable: int
     lines: list[ClaimLine]
     summary: RunSummary
+    decisions_digest: str = ""
 
 
 def _line_row(run_id: str, org_id: str, key: str, line: ClaimLine) -> dict[str, Any]:
@@ -714,25 +901,55 @@ def _quiet_gc() -> Iterator[None]:
 
 
 def lock_month(
-    engine: Engine, org_id: str, month: str, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    engine: Engine,
+    org_id: str,
+    month: str,
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    on_wait: Callable[[str], None] | None = None,
 ) -> StoredRun:
-    """Lock the month's current draft; a locked run is never changed again."""
-    run = current_run(engine, org_id, month)
-    if run is None:
-        raise RunError(f"{month} has no run to lock: bill it first")
-    if run.status == LOCKED:
-        raise RunError(f"{month} is already locked (run {run.run_id})")
-    if run.problems:
-        raise RunError(
-            f"{month}: run {run.run_id} has {len(run.problems)} problem(s) (patients not judged); "
-            "fix the rules or data and bill again before locking"
-        )
-    with engine.begin() as conn:
-        conn.execute(
-            update(schema.billing_runs)
-            .where(schema.billing_runs.c.run_id == run.run_id, schema.billing_runs.c.status == DRAFT)
+    """Lock the month's current draft; a locked run is never changed again.
+
+    Refusals are ``RunError`` with a ``Problem``: no run, already locked, a run with
+    problems, or the month held by a run in progress for too long.
+    """
+    with hold_month(engine, org_id, month, on_wait=on_wait) as held:
+        run = current_run(held.conn, org_id, month)
+        if run is None:
+            raise RunError(
+                run_problem(
+                    "no_run",
+                    f"{month} has no run to lock",
+                    month=month,
+                    hint=f"bill it first: caretally bill --month {month}",
+                )
+            )
+        if run.status == LOCKED:
+            raise RunError(
+                run_problem(
+                    "already_locked",
+                    f"{month} is already locked (run {run.run_id})",
+                    month=month,
+                    run_id=run.run_id,
+                    hint="a later `caretally bill` makes an amendment run, which can be locked in turn",
+                )
+            )
+        if run.problems:
+            raise RunError(
+                run_problem(
+                    "run_has_problems",
+                    f"{month}: run {run.run_id} has {len(run.problems)} problem(s) (patients not judged)",
+                    month=month,
+                    run_id=run.run_id,
+                    hint="fix the rules or data and bill again before locking",
+                )
+            )
+        runs = schema.billing_runs
+        held.conn.execute(
+            update(runs)
+            .where(runs.c.run_id == run.run_id, runs.c.status == DRAFT)
             .values(status=LOCKED, locked_at=now())
         )
-    locked = latest_locked(engine, org_id, month)
+        locked = latest_locked(held.conn, org_id, month)
     assert locked is not None
     return locked

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections import Counter
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from caretally.billing.run import RunError, RunResult, bill_month, lock_month
+from caretally.billing.run import LineChange, RunError, RunResult, bill_month, lock_month
 from caretally.cli.billing_options import (
     FeeScheduleOption,
     GpciOption,
@@ -27,6 +26,9 @@ from caretally.cli.common import (
     err_console,
     open_db,
     print_json,
+    progress_bar,
+    refused,
+    say_waiting,
 )
 from caretally.dates import parse_month
 from caretally.errors import ProblemsError
@@ -89,19 +91,57 @@ def render_summary(result: RunResult) -> None:
             console.print(f"  {w.patient_id}: {w.message}")
     for p in s.problems:
         err_console.print(f"[red]problem:[/red] {p}")
-    if result.changes:
-        changes = Table(title=f"Amendments to locked run {result.amends_run_id}")
-        changes.add_column("change")
-        changes.add_column("line")
-        changes.add_column("detail")
-        for c in result.changes:
-            detail = ""
-            if c.kind == "changed" and c.before and c.after:
-                detail = ", ".join(
-                    f"{k}: {c.before[k]} → {c.after[k]}" for k in c.after if c.before.get(k) != c.after[k]
-                )
-            changes.add_row(c.kind, c.key, detail)
-        console.print(changes)
+    if result.amends_run_id is not None:
+        render_amendments(result)
+
+
+#: Line fields a biller reads first when an amendment changes a line.
+CHANGE_ORDER = ("units", "date_of_service", "modifiers", "expected_payment", "charge", "rendering_npi")
+
+
+def changed_fields(change: LineChange) -> list[str]:
+    """The fields of a changed line that differ, the ones a biller reads first leading."""
+    if change.before is None or change.after is None:
+        return []
+    fields = [k for k in change.after if change.before.get(k) != change.after[k]]
+    return sorted(
+        fields, key=lambda k: (CHANGE_ORDER.index(k) if k in CHANGE_ORDER else len(CHANGE_ORDER), k)
+    )
+
+
+def change_detail(change: LineChange) -> str:
+    """What an amendment does to one line, in words: ``units: 1 → 2, expected_payment: …``."""
+    if change.kind == "changed" and change.before and change.after:
+        return ", ".join(f"{k}: {change.before[k]} → {change.after[k]}" for k in changed_fields(change))
+    line = change.after if change.kind == "added" else change.before
+    if not line:
+        return ""
+    what = "new line" if change.kind == "added" else "line dropped"
+    units = f"{line['units']} unit" + ("" if line["units"] == 1 else "s")
+    return f"{what}: {units}, expected payment ${line['expected_payment']}"
+
+
+def render_amendments(result: RunResult) -> None:
+    if result.changes_nothing:
+        console.print(
+            f"[yellow]amendment changes nothing:[/yellow] every claim line equals locked run "
+            f"{result.amends_run_id}'s. The run keeps the new evidence; there is no correction to export."
+        )
+        return
+    kinds = Counter(c.kind for c in result.changes)
+    table = Table(
+        title=f"Amendments to locked run {result.amends_run_id}: "
+        + ", ".join(f"{kinds[k]} {k}" for k in ("added", "removed", "changed"))
+    )
+    for column in ("change", "patient", "code", "date of service", "what changed"):
+        table.add_column(column)
+    for c in result.changes:
+        line = c.after or c.before or {}
+        table.add_row(
+            c.kind, str(line.get("patient_id", "")), str(line.get("code", "")),
+            str(line.get("date_of_service", "")), change_detail(c),
+        )  # fmt: skip
+    console.print(table)
 
 
 def result_json(result: RunResult) -> dict[str, object]:
@@ -127,8 +167,16 @@ def result_json(result: RunResult) -> dict[str, object]:
         "not_billable_reasons": dict(s.not_billable_reasons.most_common()),
         "problems": [p.to_json() for p in s.problems],
         "warnings": [w.to_json() for w in s.warnings],
+        "amendment_changes_nothing": result.changes_nothing,
         "amendments": [
-            {"change": c.kind, "line": c.key, "before": c.before, "after": c.after} for c in result.changes
+            {
+                "change": c.kind,
+                "line": c.key,
+                "fields": changed_fields(c),
+                "before": c.before,
+                "after": c.after,
+            }
+            for c in result.changes
         ],
         "claim_lines": [line_record(line) for line in result.lines],
     }
@@ -158,25 +206,16 @@ def register(app: typer.Typer) -> None:
         try:
             settings, rules = settings_from(locality, fee_schedule, pos, qp, gpci, payer_rules)
             engine = open_db(db_url, org)
-            if as_json:
-                result = bill_month(engine, org, period, rules, settings)
-            else:
-                with Progress(
-                    TextColumn("billing {task.description}"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TimeElapsedColumn(),
-                    console=err_console,
-                    transient=True,
-                ) as bar:
-                    task = bar.add_task(month, total=None)
-                    result = bill_month(
-                        engine, org, period, rules, settings, progress=lambda n: bar.advance(task, n)
-                    )
+            with progress_bar(f"billing {month}", show=not as_json) as progress:
+                result = bill_month(
+                    engine, org, period, rules, settings, progress=progress, on_wait=say_waiting
+                )
         except ProblemsError as exc:
             for p in exc.problems:
                 err_console.print(str(p))
             raise typer.Exit(2) from None
+        except RunError as exc:
+            raise refused(exc, as_json) from None
         if as_json:
             print_json(result_json(result))
         else:
@@ -186,12 +225,17 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
     @app.command("lock")
-    def lock(month: MonthOption, db_url: DbOption = None, org: OrgOption = DEFAULT_ORG) -> None:
+    def lock(
+        month: MonthOption, db_url: DbOption = None, org: OrgOption = DEFAULT_ORG, as_json: JsonOption = False
+    ) -> None:
         """Lock the month's current run: it becomes the record and is never changed again."""
         engine = open_db(db_url, org)
         try:
-            run = lock_month(engine, org, month)
+            run = lock_month(engine, org, month, on_wait=say_waiting)
         except RunError as exc:
-            err_console.print(f"[red]{exc}[/red]")
-            raise typer.Exit(1) from None
+            raise refused(exc, as_json) from None
+        if as_json:
+            print_json({"ok": True, "run_id": run.run_id, "month": month, "status": run.status,
+                        "locked_at": run.locked_at.isoformat() if run.locked_at else None})  # fmt: skip
+            return
         console.print(f"{month}: run {run.run_id} locked at {run.locked_at:%Y-%m-%d %H:%M:%S} UTC.")

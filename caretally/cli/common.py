@@ -13,7 +13,8 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date
 from typing import IO, TYPE_CHECKING, Annotated, Any
 
@@ -22,6 +23,8 @@ from rich.console import Console
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+
+    from caretally.errors import Refusal
 
 #: Same value as ``caretally.store.db.DEFAULT_ORG``; repeated so importing this module
 #: does not import SQLAlchemy and Alembic.
@@ -129,8 +132,12 @@ AsOfOption = Annotated[
 # -- databases --------------------------------------------------------------------------
 
 
-def open_db(db_url: str | None, org: str) -> Engine:
-    """``store.db.open_database`` for a command: an unusable URL or server is a ``UserError``."""
+def open_db(db_url: str | None, org: str | None) -> Engine:
+    """``store.db.open_database`` for a command: an unusable URL or server is a ``UserError``.
+
+    ``org`` ``None`` for a command about the whole database (``db verify``): no organization
+    row is made.
+    """
     from caretally.store.db import DatabaseUnavailable, open_database
 
     try:
@@ -141,10 +148,13 @@ def open_db(db_url: str | None, org: str) -> Engine:
 
 def classify_error(exc: BaseException) -> tuple[str, str | None, int]:
     """(one-line message, hint, exit status) for an exception that reached the entry point."""
+    from caretally.errors import Refusal
     from caretally.store.db import DatabaseUnavailable, describe_database_error
 
     if isinstance(exc, UserError):
         return exc.message, exc.hint, exc.exit_code
+    if isinstance(exc, Refusal):
+        return exc.problem.message, exc.problem.hint, exc.exit_code
     if isinstance(exc, DatabaseUnavailable):
         return exc.message, exc.hint, 2
     if type(exc).__name__ == "MissingParameter":  # caretally.rules.params, not imported for this
@@ -200,3 +210,61 @@ def write_csv(rows: Iterable[Sequence[Any]], header: Sequence[str], out: IO[str]
         writer.writerow([safe_cell(c) for c in row])
         count += 1
     return count
+
+
+# -- refusals, waiting and progress ------------------------------------------------------
+
+
+def refused(exc: Refusal, as_json: bool = False) -> typer.Exit:
+    """Show a service's refusal and return the exit to raise: ``raise refused(exc, as_json)``.
+
+    One line and its hint on stderr, as every other error; with ``--json`` the Problem
+    JSON (``{"ok": false, "problems": [...]}``) goes to stdout as well, for scripts.
+    """
+    if as_json:
+        print_json(exc.to_json())
+    err_console.print(f"caretally: {exc.problem.message}", markup=False, highlight=False, soft_wrap=True)
+    if exc.problem.hint:
+        err_console.print(f"hint: {exc.problem.hint}", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(exc.exit_code)
+
+
+def say_waiting(message: str) -> None:
+    """A service is waiting for a lock: say so at once (stderr, even when piped)."""
+    err_console.print(f"caretally: {message} …", markup=False, highlight=False, soft_wrap=True)
+
+
+Progress = Callable[[int, int], None]
+
+
+@contextmanager
+def progress_bar(
+    label: str, target: Console | None = None, *, show: bool = True
+) -> Iterator[Progress | None]:
+    """A bar with patients done / total while long work runs, on a terminal only.
+
+    Yields the ``progress(done, total)`` callback to hand the service, or ``None`` when
+    ``target`` (default: stderr) is not a terminal or ``show`` is false (work too short to
+    watch): piped output gets nothing drawn and the service skips the counting.
+    """
+    console = target or err_console
+    if not show or not console.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("patients"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update

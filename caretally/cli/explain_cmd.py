@@ -15,18 +15,22 @@ from caretally.billing.run import runs_for_month, stored_decisions
 from caretally.billing.serialize import decision_to_json
 from caretally.cli.billing_options import PayerRulesOption, parse_overlays
 from caretally.cli.common import (
+    CsvOption,
     DbOption,
     JsonOption,
     MonthOption,
     OrgOption,
+    UserError,
     console,
     date_callback,
     err_console,
     open_db,
     print_json,
+    progress_bar,
+    write_csv,
 )
 from caretally.dates import parse_month
-from caretally.model import Decision, Status
+from caretally.model import Decision, ReasonKind, Status, Verdict
 from caretally.store.db import DEFAULT_ORG
 
 STYLE = {Status.BILLABLE: "green", Status.NOT_BILLABLE: "red", Status.REACHABLE: "yellow"}
@@ -154,11 +158,59 @@ def render_comparison(rows: list[dict[str, Any]], run_id: str, patient: str, mon
     console.print(table)
 
 
+#: ``explain --csv``: one row per decision. The first six are what a biller filters on;
+#: the rule-id lists are the blocking reasons (requirements and conflicts), ``;``-separated.
+CSV_HEADER = (
+    "patient_id",
+    "month",
+    "code",
+    "status",
+    "units",
+    "date_of_service",
+    "failed_rules",
+    "pending_rules",
+    "program",
+    "enrollment_id",
+    "period_start",
+    "period_end",
+    "expected_payment",
+)
+
+
+def _blocking(d: Decision, verdict: Verdict) -> str:
+    return ";".join(
+        r.rule_id for r in d.reasons if r.verdict is verdict and r.kind is not ReasonKind.ADVISORY
+    )
+
+
+def csv_row(d: Decision, month: str) -> list[object]:
+    return [
+        d.patient_id,
+        month,
+        d.code,
+        d.status.value,
+        d.units,
+        d.date_of_service,
+        _blocking(d, Verdict.FAIL),
+        _blocking(d, Verdict.PENDING),
+        d.program.value,
+        d.enrollment_id,
+        d.period.start,
+        d.period.end,
+        d.expected_payment,
+    ]
+
+
 def register(app: typer.Typer) -> None:
     @app.command("explain")
     def explain(
-        patient: Annotated[str, typer.Option("--patient", help="Patient id.")],
         month: MonthOption,
+        patient: Annotated[
+            str | None,
+            typer.Option(
+                "--patient", help="Patient id (without it: every patient of the month, --csv or --json)."
+            ),
+        ] = None,
         as_of: Annotated[
             str | None,
             typer.Option(
@@ -175,20 +227,43 @@ def register(app: typer.Typer) -> None:
         db_url: DbOption = None,
         org: OrgOption = DEFAULT_ORG,
         as_json: JsonOption = False,
+        as_csv: CsvOption = False,
     ) -> None:
         """Show every code considered for one patient-month, with reasons and evidence.
 
         ``--payer-rules PAYER=OVERLAY`` judges that payer's patients by an overlay, as ``bill``
         does. ``--run ID`` shows a stored run's decisions beside the live ones and marks
-        every difference.
+        every difference. ``--csv`` prints one row per decision (code, status, units, date of
+        service, the failed and pending rule ids); without ``--patient`` it covers the month.
         """
+        if as_json and as_csv:
+            raise UserError("--json and --csv cannot be combined", "choose one output format", 2)
+        if patient is None and not (as_json or as_csv):
+            raise UserError(
+                "explain needs --patient, or --csv / --json for every patient of the month",
+                "e.g. caretally explain --month 2026-03 --patient P123",
+                2,
+            )
+        if run_id is not None and (patient is None or as_csv):
+            raise UserError("--run compares one patient: give --patient, without --csv", None, 2)
         period = parse_month(month)
         engine = open_db(db_url, org)
         rules = PayerRules.load(parse_overlays(payer_rules))
         day = date.fromisoformat(as_of) if as_of else None
-        results = list(evaluate_month(engine, org, period, rules, as_of=day, patients={patient}))
+        chosen = {patient} if patient is not None else None
+        with progress_bar(f"explaining {month}", show=patient is None) as progress:
+            results = list(
+                evaluate_month(engine, org, period, rules, as_of=day, patients=chosen, progress=progress)
+            )
         decisions = [d for _, ds in results for d in ds]
+        if as_csv:
+            write_csv((csv_row(d, month) for d in decisions), CSV_HEADER)
+            if patient is not None and not decisions:
+                err_console.print(f"No enrollment of patient {patient} touches {month}.", markup=False)
+                raise typer.Exit(1)
+            return
         if run_id is not None:
+            assert patient is not None
             run = next((r for r in runs_for_month(engine, org, month) if r.run_id == run_id), None)
             if run is None:
                 err_console.print(f"caretally: no run {run_id} for {month} in organization {org}")
@@ -204,6 +279,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json([decision_to_json(d) for d in decisions])
             return
+        assert patient is not None
         if not decisions:
             err_console.print(f"No enrollment of patient {patient} touches {month}.")
             raise typer.Exit(1)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from caretally.billing.exporting import FORMATS, ExportRefused, ExportResult, export_month
-from caretally.cli.common import DbOption, MonthOption, OrgOption, console, err_console, open_db
+from caretally.cli.common import DbOption, MonthOption, OrgOption, console, err_console, open_db, refused
 from caretally.dates import parse_month
 from caretally.errors import ProblemsError
 from caretally.export.corrections import load_claim_numbers
@@ -78,8 +78,7 @@ def register(app: typer.Typer) -> None:
             err_console.print(message, style="red", soft_wrap=True, markup=False, highlight=False)
             raise typer.Exit(2) from None
         except ExportRefused as exc:
-            err_console.print(str(exc), style="red", soft_wrap=True, markup=False, highlight=False)
-            raise typer.Exit(2) from None
+            raise refused(exc) from None
         _report(result, out)
 
 

@@ -27,6 +27,7 @@ from caretally.cli.common import (
     err_console,
     open_db,
     print_json,
+    say_waiting,
 )
 
 if TYPE_CHECKING:
@@ -113,6 +114,7 @@ def register(app: typer.Typer) -> None:
             ignore_unknown_files=ignore_unknown_files,
             now=datetime.now(UTC),
             max_clock_skew=timedelta(hours=max_clock_skew),
+            on_wait=say_waiting,
         )
         if as_json:
             print_json(report.to_json())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Annotated
 
 import typer
@@ -18,9 +17,9 @@ from caretally.cli.common import (
     OrgOption,
     UserError,
     console,
-    err_console,
     open_db,
     print_json,
+    progress_bar,
     write_csv,
 )
 from caretally.dates import parse_month
@@ -67,10 +66,15 @@ def register(app: typer.Typer) -> None:
 
         engine = open_db(db_url, org)
         rules = PayerRules.load(parse_overlays(payer_rules))
-        waiting = err_console.status(f"evaluating {month}") if err_console.is_terminal else None
-        with waiting or nullcontext():
+        with progress_bar(f"leakage of {month}") as progress:
             report = leakage_report(
-                engine, org, parse_month(month), rules, days_window=days_window, minutes_window=minutes_window
+                engine,
+                org,
+                parse_month(month),
+                rules,
+                days_window=days_window,
+                minutes_window=minutes_window,
+                progress=progress,
             )
         if as_json:
             print_json(report.to_json())

@@ -13,10 +13,10 @@ from caretally.cli.common import (
     JsonOption,
     OptionalMonthOption,
     OrgOption,
-    UserError,
     console,
     open_db,
     print_json,
+    refused,
 )
 
 
@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
         try:
             run = void_run(open_db(db_url, org), org, run_id)
         except RecordError as exc:
-            raise UserError(str(exc), "only a draft run can be voided", 1) from None
+            raise refused(exc, as_json) from None
         if as_json:
             print_json(run.to_json())
         else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from datetime import date
 from typing import TYPE_CHECKING, Annotated
 
@@ -19,9 +18,9 @@ from caretally.cli.common import (
     OrgOption,
     UserError,
     console,
-    err_console,
     open_db,
     print_json,
+    progress_bar,
     write_csv,
 )
 from caretally.model import Program
@@ -93,12 +92,9 @@ def register(app: typer.Typer) -> None:
 
         engine = open_db(db_url, org)
         rules = PayerRules.load(parse_overlays(payer_rules))
-        # A spinner on a terminal only: a large caseload takes a while, and pipes want no noise.
-        waiting = (
-            err_console.status(f"building the worklist as of {as_of}") if err_console.is_terminal else None
-        )
-        with waiting or nullcontext():
-            rows = build_worklist(engine, org, day, rules, program=chosen)
+        # A bar on a terminal only: a large caseload takes a while, and pipes want no noise.
+        with progress_bar(f"worklist as of {as_of}") as progress:
+            rows = build_worklist(engine, org, day, rules, program=chosen, progress=progress)
         if not all_rows:
             rows = [r for r in rows if r.next_step is not None] if not as_json else rows
         if as_json:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -44,6 +44,7 @@ from caretally.ingest.sources import Record, Source, array_sources, csv_record, 
 from caretally.ingest.staging import DirectLoad, Duplicate, Stage
 from caretally.ingest.values import utc_now
 from caretally.store import schema
+from caretally.store.db import begin_write
 
 BATCH_ROWS = 20_000
 #: How far past the import's clock a reading may be (device clocks drift, zones get mixed up).
@@ -63,6 +64,7 @@ def import_bundle(
     ignore_unknown_files: bool = False,
     now: datetime | None = None,
     max_clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
+    on_wait: Callable[[str], None] | None = None,
 ) -> ImportReport:
     """Import a bundle folder (CSV, JSON Lines or bundle.json) or a single bundle file.
 
@@ -88,6 +90,7 @@ def import_bundle(
         progress=progress,
         clock=_Clock.of(now, max_clock_skew),
         warnings=warnings,
+        on_wait=on_wait,
     )
     if skip_invalid and report.rejected_rows:
         folder = rejects_path or (source if source.is_dir() else source.parent) / "rejects"
@@ -167,6 +170,7 @@ def _run(
     skip_invalid: bool,
     progress: bool,
     clock: _Clock,
+    on_wait: Callable[[str], None] | None = None,
     warnings: list[Problem],
 ) -> ImportReport:
     started = utc_now()
@@ -181,7 +185,11 @@ def _run(
     status = Console(stderr=True).status("storing…") if progress else nullcontext()
 
     with engine.connect() as conn:
-        transaction = conn.begin()
+        # SQLite: the write lock before the first read, so a run or import in progress is
+        # waited for, instead of failing at the merge when it has committed meanwhile.
+        begin_write(conn, on_wait=on_wait)
+        transaction = conn.get_transaction()
+        assert transaction is not None
         try:
             index = load_from_database(conn, org_id, set(by_stem))
             index.not_after, index.clock_skew_text = clock.not_after, clock.skew

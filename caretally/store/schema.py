@@ -240,7 +240,7 @@ billing_runs = Table(
     Column("amends_run_id", String(36)),
     Column("settings", JSON, nullable=False),
     Column("summary", JSON),  # problems and warnings of the run (migration 0003)
-    Column("decisions_digest", String(64)),  # reserved for `db verify` (issue 10 item 10); unset yet
+    Column("decisions_digest", String(64)),  # set by every run; NULL for runs stored before it
     Index("ix_runs_org_month", "org_id", "month"),
 )
 
