@@ -19,13 +19,21 @@ class Problem:
     code: str  # stable, machine-readable, e.g. "naive_timestamp"
     message: str
     row: dict[str, Any] | None = field(default=None, compare=False)
+    #: RFC 6901 JSON pointer into a JSON request body (``/3/measured_at``), for problems
+    #: found in live ingest; ``None`` for files, where ``file`` and ``line`` say where.
+    pointer: str | None = None
 
     def __str__(self) -> str:
+        if self.pointer is not None:
+            return f"{self.file} {self.pointer or '(body)'}: {self.message}"
         where = self.file if self.line is None else f"{self.file}:{self.line}"
         return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.pointer is None:
+            del out["pointer"]  # the documented shape of file problems stays as it was
+        return out
 
 
 class ProblemsError(Exception):
