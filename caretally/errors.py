@@ -17,7 +17,7 @@ from typing import Any
 
 #: Problem fields that only some problems carry; left out of the JSON when unset, so the
 #: shape of every problem made before they existed is unchanged.
-_OPTIONAL = ("hint", "run_id", "month")
+_OPTIONAL = ("hint", "run_id", "month", "pointer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +33,19 @@ class Problem:
     #: The stored run and the month a run or export problem is about.
     run_id: str | None = None
     month: str | None = None
+    #: RFC 6901 JSON pointer into a JSON request body (``/3/measured_at``), for problems
+    #: found in live ingest; ``None`` for files, where ``file`` and ``line`` say where.
+    pointer: str | None = None
 
     def __str__(self) -> str:
+        if self.pointer is not None:
+            return f"{self.file} {self.pointer or '(body)'}: {self.message}"
         where = self.file if self.line is None else f"{self.file}:{self.line}"
         return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
+        # Optional keys appear only when set, so the documented shape of file problems stays.
         for name in _OPTIONAL:
             if out[name] is None:
                 del out[name]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from sqlalchemy import Engine, insert
+from sqlalchemy import Connection, Engine, insert
 from sqlalchemy.exc import IntegrityError
 
 from caretally.errors import Problem
@@ -36,12 +36,12 @@ from caretally.ingest.fastpath import (
     stored_instant,
 )
 from caretally.ingest.plausibility import Entry, stored_entries_near, time_warnings
-from caretally.ingest.references import ReferenceIndex, load_from_database
+from caretally.ingest.references import ReferenceIndex, Scope, load_from_database
 from caretally.ingest.rejects import write_rejects
 from caretally.ingest.report import FileCounts, ImportReport, RejectedRow
 from caretally.ingest.rows import FILES, ORDER, FileSpec, check_header, check_row, json_safe, reading_cells
 from caretally.ingest.sources import Record, Source, array_sources, csv_record, discover
-from caretally.ingest.staging import DirectLoad, Duplicate, Stage
+from caretally.ingest.staging import Change, DirectLoad, Duplicate, Stage
 from caretally.ingest.values import utc_now
 from caretally.store import schema
 from caretally.store.db import begin_write
@@ -51,6 +51,12 @@ BATCH_ROWS = 20_000
 DEFAULT_CLOCK_SKEW = timedelta(hours=24)
 #: Every stem a bundle may carry: the record files, then retractions (applied last).
 STEMS: tuple[str, ...] = (*ORDER, retractions.STEM)
+
+#: A check that needs the staged values of several rows at once (e.g. "is this time
+#: entry's month locked?"): given the open connection, the organization and each file's
+#: staging table, it returns ``(stem, problem)`` for every staged line it refuses; the
+#: pipeline then takes those lines out of the stage and reports them like any other.
+Guard = Callable[[Connection, str, Mapping[str, Stage]], list[tuple[str, Problem]]]
 
 
 def import_bundle(
@@ -65,6 +71,8 @@ def import_bundle(
     now: datetime | None = None,
     max_clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
     on_wait: Callable[[str], None] | None = None,
+    live: bool = False,
+    actor: str | None = None,
 ) -> ImportReport:
     """Import a bundle folder (CSV, JSON Lines or bundle.json) or a single bundle file.
 
@@ -74,6 +82,8 @@ def import_bundle(
     ``caretally import`` always passes the real clock; library callers without one (the
     scenario harness, generated test bundles dated after today) get no upper bound, so
     the clock is an explicit choice of the caller and tests can fix it.
+
+    ``live`` runs the import as a request of the service would (see ``import_records``).
     """
     source = Path(source)
     warnings: list[Problem] = []
@@ -91,6 +101,8 @@ def import_bundle(
         clock=_Clock.of(now, max_clock_skew),
         warnings=warnings,
         on_wait=on_wait,
+        live=live,
+        actor=actor,
     )
     if skip_invalid and report.rejected_rows:
         folder = rejects_path or (source if source.is_dir() else source.parent) / "rejects"
@@ -107,6 +119,10 @@ def import_records(
     skip_invalid: bool = False,
     now: datetime | None = None,
     max_clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
+    live: bool = False,
+    guard: Guard | None = None,
+    actor: str | None = None,
+    check_only: bool = False,
 ) -> ImportReport:
     """Import in-memory records keyed by file stem, e.g. ``{"patients": [{...}, ...]}``.
 
@@ -114,6 +130,17 @@ def import_records(
     problems point at ``<source_name>:<stem>[n]`` with ``n`` the 1-based position.
     ``now`` and ``max_clock_skew`` as for ``import_bundle`` (a service taking records from
     the outside world should pass its clock).
+
+    ``live`` is how a service request runs: the transaction takes SQLite's write lock at
+    its start (``BEGIN IMMEDIATE``) or runs at PostgreSQL's REPEATABLE READ, so that a
+    concurrent request storing the same key makes this one fail cleanly (the caller
+    retries; see ``caretally.ingest.live``) instead of reporting a wrong outcome; only
+    the ids the records name are read; every file goes through staging; and the report
+    carries each record's outcome and the records inserted, updated or retracted.
+    ``guard`` adds a check over the staged rows (run before anything is written) and
+    ``actor`` is recorded on every audit row of an update. ``check_only`` checks
+    everything and stores nothing (a live request that already knows it must be refused
+    still reports every problem of its records).
     """
     sources, problems = array_sources(source_name, records, STEMS)
     return _run(
@@ -126,6 +153,11 @@ def import_records(
         progress=False,
         clock=_Clock.of(now, max_clock_skew),
         warnings=[],
+        live=live,
+        guard=guard,
+        actor=actor,
+        scope=Scope.of(records) if live else None,
+        check_only=check_only,
     )
 
 
@@ -172,6 +204,11 @@ def _run(
     clock: _Clock,
     on_wait: Callable[[str], None] | None = None,
     warnings: list[Problem],
+    live: bool = False,
+    guard: Guard | None = None,
+    actor: str | None = None,
+    scope: Scope | None = None,
+    check_only: bool = False,
 ) -> ImportReport:
     started = utc_now()
     today = clock.today
@@ -184,20 +221,32 @@ def _run(
         warnings.extend(src.warnings)
     status = Console(stderr=True).status("storing…") if progress else nullcontext()
 
+    outcomes: dict[str, dict[int, str]] = {}
+    changes: dict[str, list[Change]] = {}
     with engine.connect() as conn:
+        if live and conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
         # SQLite: the write lock before the first read, so a run or import in progress is
         # waited for, instead of failing at the merge when it has committed meanwhile.
         begin_write(conn, on_wait=on_wait)
         transaction = conn.get_transaction()
         assert transaction is not None
         try:
-            index = load_from_database(conn, org_id, set(by_stem))
+            index = load_from_database(conn, org_id, set(by_stem), scope)
             index.not_after, index.clock_skew_text = clock.not_after, clock.skew
             results: list[_FileResult] = []
             for stem in ORDER:
                 if stem in by_stem:
                     result = _check_file(
-                        conn, org_id, by_stem[stem], index, today, problems, rejected, warnings
+                        conn,
+                        org_id,
+                        by_stem[stem],
+                        index,
+                        today,
+                        problems,
+                        rejected,
+                        warnings,
+                        direct=not live,
                     )
                     counts[stem] = result.counts
                     results.append(result)
@@ -208,28 +257,36 @@ def _run(
                 if result.entries:
                     found = stored_entries_near(conn, org_id, result.entries)
                     warnings.extend(time_warnings(result.entries, found))
+            if guard is not None:
+                _apply_guard(conn, org_id, guard, results, problems, rejected)
             to_retract: list[retractions.Retraction] = []
+            retract_lines: list[int] = []
             if retraction_source is not None:
-                counts[retractions.STEM], to_retract = _check_retractions(
+                counts[retractions.STEM], to_retract, retract_lines = _check_retractions(
                     conn, org_id, retraction_source, problems, rejected
                 )
-            if problems and not skip_invalid:
+            if (problems and not skip_invalid) or check_only:
                 transaction.rollback()
                 return ImportReport(counts, problems, False, None, source_name, rejected, warnings=warnings)
             batch_id = str(uuid.uuid4())
             with status:
                 now = utc_now()
                 for result in results:
-                    merged = result.stage.merge(org_id, batch_id, now)
+                    merged = result.stage.merge(org_id, batch_id, now, track=live, actor=actor)
                     result.counts.inserted = merged.inserted
                     result.counts.updated = merged.updated
                     result.counts.unchanged += merged.unchanged
                     result.stage.drop()
+                    if merged.outcomes is not None:
+                        outcomes[result.source.stem] = merged.outcomes
+                        changes.setdefault(result.source.stem, []).extend(merged.changes)
                 if retraction_source is not None:
                     deleted = retractions.apply(conn, org_id, batch_id, now, to_retract)
                     retracted = counts[retractions.STEM]
                     retracted.deleted = deleted
                     retracted.unchanged = retracted.read - retracted.rejected - deleted
+                    if live:
+                        outcomes[retractions.STEM] = _retraction_outcomes(to_retract, retract_lines, changes)
                 conn.execute(
                     insert(schema.import_batches).values(
                         batch_id=batch_id,
@@ -248,14 +305,68 @@ def _run(
             if transaction.is_active:
                 transaction.rollback()
             raise
-    return ImportReport(counts, problems, True, batch_id, source_name, rejected, warnings=warnings)
+    return ImportReport(
+        counts,
+        problems,
+        True,
+        batch_id,
+        source_name,
+        rejected,
+        warnings=warnings,
+        outcomes=outcomes,
+        changes={stem: tuple(found) for stem, found in changes.items()},
+    )
+
+
+def _apply_guard(
+    conn: Connection,
+    org_id: str,
+    guard: Guard,
+    results: list[_FileResult],
+    problems: list[Problem],
+    rejected: list[RejectedRow],
+) -> None:
+    staged = {r.source.stem: r for r in results if isinstance(r.stage, Stage)}
+    refused: dict[str, list[int]] = {}
+    for stem, problem in guard(conn, org_id, {k: r.stage for k, r in staged.items()}):  # type: ignore[misc]
+        problems.append(problem)
+        line = problem.line or 0
+        if line in refused.setdefault(stem, []):
+            continue
+        refused[stem].append(line)
+        result = staged[stem]
+        result.counts.rejected += 1
+        where = problem.file if problem.file.endswith("]") else f"{problem.file}:{line}"
+        rejected.append(RejectedRow(stem, where, problem.row or {}, (problem.message,)))
+    for stem, lines in refused.items():
+        stage = staged[stem].stage
+        assert isinstance(stage, Stage)
+        stage.reject_lines(lines)
+
+
+def _retraction_outcomes(
+    applied: list[retractions.Retraction], lines: list[int], changes: dict[str, list[Change]]
+) -> dict[int, str]:
+    """``retracted`` for the first retraction of each record, ``unchanged`` for repeats."""
+    out: dict[int, str] = {}
+    seen: set[tuple[str, str]] = set()
+    for item, line in zip(applied, lines, strict=True):
+        mark = (item.target.stem, item.key)
+        if mark in seen:
+            out[line] = "unchanged"
+            continue
+        seen.add(mark)
+        out[line] = "retracted"
+        changes.setdefault(item.target.stem, []).append(Change(item.key, dict(item.old), None))
+    return out
 
 
 def _check_retractions(
     conn: Any, org_id: str, source: Source, problems: list[Problem], rejected: list[RejectedRow]
-) -> tuple[FileCounts, list[retractions.Retraction]]:
+) -> tuple[FileCounts, list[retractions.Retraction], list[int]]:
     counts = FileCounts()
     found: list[retractions.Retraction] = []
+    lines: list[int] = []
     problems.extend(source.problems)
     header_faults = [] if source.header is None else retractions.check_header(source.header)
     for fault in header_faults:
@@ -281,6 +392,7 @@ def _check_retractions(
                 outcome = extra + (outcome if isinstance(outcome, list) else [])
         if isinstance(outcome, retractions.Retraction):
             found.append(outcome)
+            lines.append(record.line)
             continue
         for refusal in outcome:
             problems.append(
@@ -294,7 +406,7 @@ def _check_retractions(
             )
         )
         counts.rejected += 1
-    return counts, found
+    return counts, found, lines
 
 
 def _check_file(
@@ -306,6 +418,8 @@ def _check_file(
     problems: list[Problem],
     rejected: list[RejectedRow],
     warnings: list[Problem],
+    *,
+    direct: bool = True,
 ) -> _FileResult:
     spec = FILES[source.stem]
     file_problems = list(source.problems)
@@ -316,7 +430,9 @@ def _check_file(
     problems.extend(file_problems)
     file_error = "; ".join(str(p) for p in file_problems)
     if spec.stem == "readings" and not file_error:
-        return _check_readings(conn, org_id, source, index, today, problems, rejected, warnings)
+        return _check_readings(
+            conn, org_id, source, index, today, problems, rejected, warnings, direct=direct
+        )
     counts = FileCounts()
     stage = Stage(conn, spec)
     keyed = source.header is None
@@ -402,17 +518,24 @@ def _check_readings(
     problems: list[Problem],
     rejected: list[RejectedRow],
     warnings: list[Problem],
+    *,
+    direct: bool = True,
 ) -> _FileResult:
     """Readings: clean rows go straight to the store in stored form, others get the full check.
 
     An organization without readings has them written directly into the table under a
     savepoint; if the bundle repeats a key the savepoint is rolled back and the file is
     read again through the staging table, which reports the repeats (rare: it takes an
-    erroneous or overlapping export).
+    erroneous or overlapping export). A live request (``direct=False``) always stages:
+    a direct load may drop the table's indexes, which concurrent requests must never see.
     """
     spec = FILES["readings"]
-    _ensure_transaction(conn)
     problems_mark, rejected_mark, warnings_mark = len(problems), len(rejected), len(warnings)
+    if not direct:
+        stage = Stage(conn, spec)
+        counts = _feed_readings(spec, source, index, today, problems, rejected, warnings, stage)
+        return _FileResult(counts, stage, source)
+    _ensure_transaction(conn)
     try:
         with conn.begin_nested():
             direct = DirectLoad.open(conn, spec, org_id)

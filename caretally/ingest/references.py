@@ -11,8 +11,10 @@ over later occurrences (which the duplicate check rejects when they differ).
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, select
 
@@ -65,31 +67,81 @@ class ReferenceIndex:
         return PerformerClass(found) if found else None
 
 
-def load_from_database(conn: Connection, org_id: str, stems: set[str]) -> ReferenceIndex:
+@dataclass(frozen=True)
+class Scope:
+    """The ids a small request refers to, so only those are read from the database.
+
+    A live request carries a few records; reading every patient and device of a large
+    practice for each one would cost more than the request itself.
+    """
+
+    patients: frozenset[str] = frozenset()
+    practitioners: frozenset[str] = frozenset()
+    devices: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, records: Mapping[str, Sequence[Mapping[str, Any]]]) -> Scope:
+        """The ids named by ``patient_id``, ``practitioner_id`` and ``device_id`` values."""
+
+        def ids(name: str) -> frozenset[str]:
+            return frozenset(
+                value.strip()
+                for rows in records.values()
+                if isinstance(rows, list | tuple)
+                for row in rows
+                if isinstance(row, Mapping) and isinstance(value := row.get(name), str) and value.strip()
+            )
+
+        return cls(ids("patient_id"), ids("practitioner_id"), ids("device_id"))
+
+
+_CHUNK = 500
+
+
+def _chunks(ids: frozenset[str]) -> Iterator[list[str]]:
+    ordered = sorted(ids)
+    for start in range(0, len(ordered), _CHUNK):
+        yield ordered[start : start + _CHUNK]
+
+
+def load_from_database(
+    conn: Connection, org_id: str, stems: set[str], scope: Scope | None = None
+) -> ReferenceIndex:
     """Preload only the id maps the present files will consult.
 
     These are narrow (id plus one attribute) so even a large practice fits in memory, and
-    one query per table beats a lookup per row.
+    one query per table beats a lookup per row. With ``scope`` only the ids it names are
+    read (a live request); ids it does not name are then unknown.
     """
     index = ReferenceIndex()
+
+    def rows(query: Any, column: Any, wanted: frozenset[str]) -> Iterator[Any]:
+        if scope is None:
+            yield from conn.execute(query)
+            return
+        for chunk in _chunks(wanted):
+            yield from conn.execute(query.where(column.in_(chunk)))
+
     needs_patients = stems & {"enrollments", "devices", "readings", "time_entries"}
     if needs_patients:
         t = schema.patients
-        rows = conn.execute(select(t.c.patient_id, t.c.timezone, t.c.birth_date).where(t.c.org_id == org_id))
-        for pid, tz, birth in rows:
+        query = select(t.c.patient_id, t.c.timezone, t.c.birth_date).where(t.c.org_id == org_id)
+        for pid, tz, birth in rows(query, t.c.patient_id, scope.patients if scope else frozenset()):
             index.patients.known[pid] = tz
             index.births[pid] = birth.isoformat()
     if stems & {"enrollments", "time_entries"}:
         t = schema.practitioners
-        rows = conn.execute(select(t.c.practitioner_id, t.c.performer_class).where(t.c.org_id == org_id))
-        for prid, cls in rows:
+        query = select(t.c.practitioner_id, t.c.performer_class).where(t.c.org_id == org_id)
+        for prid, cls in rows(query, t.c.practitioner_id, scope.practitioners if scope else frozenset()):
             index.practitioners.known[prid] = cls
     if "readings" in stems:
         t = schema.devices
-        for did, pid in conn.execute(select(t.c.device_id, t.c.patient_id).where(t.c.org_id == org_id)):
+        query = select(t.c.device_id, t.c.patient_id).where(t.c.org_id == org_id)
+        for did, pid in rows(query, t.c.device_id, scope.devices if scope else frozenset()):
             index.devices.known[did] = pid
     if "time_entries" in stems:
         t = schema.enrollments
-        rows = conn.execute(select(t.c.patient_id, t.c.program).where(t.c.org_id == org_id).distinct())
-        index.enrolled.update((pid, prog) for pid, prog in rows)
+        query = select(t.c.patient_id, t.c.program).where(t.c.org_id == org_id).distinct()
+        found = rows(query, t.c.patient_id, scope.patients if scope else frozenset())
+        index.enrolled.update((pid, prog) for pid, prog in found)
     return index

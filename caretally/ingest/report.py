@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from caretally.errors import Problem
+from caretally.ingest.staging import Change
 
 
 @dataclass
@@ -54,6 +55,11 @@ class ImportReport:
     #: Accepted but worth a look (invisible characters removed, overlapping time …);
     #: warnings never refuse a bundle nor change the exit status.
     warnings: list[Problem] = field(default_factory=list)
+    #: Live imports only (``live=True``): stem → source line → ``inserted``, ``updated``,
+    #: ``unchanged`` or ``retracted``, and per table stem the records inserted, updated or
+    #: retracted (``Change.old``/``new`` as stored), from which touched months are derived.
+    outcomes: dict[str, dict[int, str]] = field(default_factory=dict)
+    changes: dict[str, tuple[Change, ...]] = field(default_factory=dict)
 
     def ok(self) -> bool:
         """True when the bundle had no problem at all (nothing rejected, nothing refused)."""

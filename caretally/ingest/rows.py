@@ -302,20 +302,44 @@ def check_device(row: Row, index: ReferenceIndex, today: date) -> None:
     row.ref("patient_id", index.patients, "patient", "unknown_patient")
 
 
-def reading_key(reading_id: str | None, device_id: str, measured_at: datetime, kind: str) -> str:
-    """The idempotency key: the source's id when it has one, else device, instant and type."""
-    return reading_id or f"{device_id}|{measured_at.isoformat()}|{kind}"
+#: Prefix of the idempotency key of a manual reading sent without a device.
+NO_DEVICE_KEY = "patient:"
+
+
+def reading_key(reading_id: str | None, device_id: str | None, measured_at: datetime, kind: str) -> str:
+    """The idempotency key: the source's id when it has one, else device, instant and type.
+
+    A manual reading without a device (allowed since migration 0006) is keyed by its
+    patient instead, prefixed so that it can never collide with a device's key.
+    """
+    if reading_id:
+        return reading_id
+    if device_id is None:
+        raise ValueError("a reading without a device is keyed by reading_key_without_device")
+    return f"{device_id}|{measured_at.isoformat()}|{kind}"
+
+
+def reading_key_without_device(
+    reading_id: str | None, patient_id: str, measured_at: datetime, kind: str
+) -> str:
+    return reading_id or f"{NO_DEVICE_KEY}{patient_id}|{measured_at.isoformat()}|{kind}"
 
 
 def check_reading(row: Row, index: ReferenceIndex, today: date) -> None:
     reading_id = row.take("reading_id", required=False)
     patient = row.take("patient_id")
-    device = row.take("device_id")
+    device_fault_at = len(row.faults)
+    device = row.take("device_id", required=False)
     measured = row.take("measured_at", v.instant)
     kind = row.take("type")
     row.take("value")
     row.take("unit")
-    row.take("transmission", TRANSMISSION)
+    mode = row.take("transmission", TRANSMISSION)
+    # Only a value typed in may come without a device; it is stored with no device and so
+    # never counts as a device day (see docs/formats.md, readings).
+    deviceless = device is None and v.is_blank(row.raw.get("device_id"))
+    if deviceless and mode != Transmission.MANUAL:
+        row.faults.insert(device_fault_at, Fault("device_id", "required", "device_id is required"))
     tz = row.ref("patient_id", index.patients, "patient", "unknown_patient")
     owner = row.ref("device_id", index.devices, "device", "unknown_device")
     if owner is not None and patient is not None and owner != patient:
@@ -344,6 +368,8 @@ def check_reading(row: Row, index: ReferenceIndex, today: date) -> None:
         )
     if device is not None and measured is not None and kind is not None:
         row.values["reading_key"] = reading_key(reading_id, device, measured, kind)
+    elif deviceless and patient is not None and measured is not None and kind is not None:
+        row.values["reading_key"] = reading_key_without_device(reading_id, patient, measured, kind)
 
 
 _READING_COLUMNS = frozenset(

@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import cache
 from operator import itemgetter
 from typing import Any
 
@@ -23,7 +24,6 @@ from sqlalchemy import (
     Column,
     Connection,
     Date,
-    Index,
     Integer,
     MetaData,
     String,
@@ -63,10 +63,49 @@ class Duplicate:
 
 
 @dataclass(frozen=True, slots=True)
+class Change:
+    """One record inserted (``old`` is ``None``), updated, or retracted (``new`` is ``None``)."""
+
+    key: str
+    old: dict[str, Any] | None
+    new: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
 class MergeResult:
     inserted: int
     updated: int
     unchanged: int
+    #: Filled when the merge is asked to ``track``: source line → ``inserted``, ``updated``
+    #: or ``unchanged``, and every record inserted or updated (live ingest reports both).
+    outcomes: dict[int, str] | None = None
+    changes: tuple[Change, ...] = ()
+
+
+class ConcurrentWrite(Exception):
+    """Another transaction stored one of this merge's new keys first; run the import again.
+
+    Only raised by a tracked merge, whose per-record outcomes would otherwise be wrong. The
+    caller's transaction is rolled back, and a second run finds the record stored.
+    """
+
+
+@cache
+def _stage_table(spec: FileSpec) -> Table:
+    """One ``Table`` object per file, shared by every import.
+
+    SQLAlchemy caches compiled statements by their structure, table objects included; a
+    new ``Table`` per import made every statement of every import compile again, which
+    cost a small live request more than its database work.
+    """
+    target = spec.table
+    return Table(
+        STAGE_PREFIX + spec.stem,
+        MetaData(),
+        *(Column(name, target.c[name].type) for name in spec.stored),
+        Column(LINE, Integer, nullable=False),
+        prefixes=["TEMPORARY"],
+    )
 
 
 class Stage:
@@ -77,15 +116,7 @@ class Stage:
         self.spec = spec
         self.columns = spec.stored
         self.count = 0
-        meta = MetaData()
-        target = spec.table
-        self.table = Table(
-            STAGE_PREFIX + spec.stem,
-            meta,
-            *(Column(name, target.c[name].type) for name in self.columns),
-            Column(LINE, Integer, nullable=False),
-            prefixes=["TEMPORARY"],
-        )
+        self.table = _stage_table(spec)
         self.dialect = conn.dialect.name
         conn.execute(text(f"DROP TABLE IF EXISTS {self.table.name}"))
         self.table.create(conn)
@@ -125,8 +156,12 @@ class Stage:
             self.count += len(rows)
 
     def finish(self) -> None:
-        """Index the key once loading is done (cheaper than maintaining it per insert)."""
-        Index(f"ix_{self.table.name}_key", self.table.c[self.spec.key]).create(self.conn)
+        """Index the key once loading is done (cheaper than maintaining it per insert).
+
+        Plain DDL: an ``Index`` object would attach itself to the shared table definition.
+        """
+        name = self.table.name
+        self.conn.execute(text(f"CREATE INDEX ix_{name}_key ON {name} ({self.spec.key})"))
 
     # -- duplicates inside the bundle ------------------------------------------------------
 
@@ -154,7 +189,14 @@ class Stage:
 
     # -- merge into the real table --------------------------------------------------------
 
-    def merge(self, org_id: str, batch_id: str, now: datetime) -> MergeResult:
+    def merge(
+        self, org_id: str, batch_id: str, now: datetime, *, track: bool = False, actor: str | None = None
+    ) -> MergeResult:
+        """Update changed records (one audit row each, naming ``actor``) and insert new ones.
+
+        With ``track`` the outcome of every staged line and the inserted and updated
+        records come back too; that costs two more queries, so bulk imports skip it.
+        """
         t, s = self.spec.table, self.table
         key = self.spec.key
         content = [name for name in self.columns if name != key]
@@ -167,12 +209,14 @@ class Stage:
             return old.is_distinct_from(new)
 
         changed_query = (
-            select(*(s.c[n] for n in self.columns), *(t.c[n].label(f"old_{n}") for n in content))
+            select(s.c[LINE], *(s.c[n] for n in self.columns), *(t.c[n].label(f"old_{n}") for n in content))
             .select_from(s.join(t, match))
             .where(or_(*(distinct(n) for n in content)))
         )
         updates: list[dict[str, Any]] = []
         audits: list[dict[str, Any]] = []
+        outcomes: dict[int, str] = {}
+        changes: list[Change] = []
         for row in self.conn.execute(changed_query).mappings():
             differs = [n for n in content if row[n] != row[f"old_{n}"]]
             if not differs:  # same value, different spelling (e.g. JSON key order)
@@ -187,8 +231,13 @@ class Stage:
                     "old_values": {n: json_safe(row[f"old_{n}"]) for n in differs},
                     "new_values": {n: json_safe(row[n]) for n in differs},
                     "changed_at": now,
+                    "actor": actor,
                 }
             )
+            if track:
+                outcomes[row[LINE]] = "updated"
+                old = {key: row[key], **{n: row[f"old_{n}"] for n in content}}
+                changes.append(Change(row[key], old, {n: row[n] for n in self.columns}))
         if updates:
             statement = (
                 update(t)
@@ -198,6 +247,10 @@ class Stage:
             self.conn.execute(statement, updates)
             self.conn.execute(insert(schema.audit_changes), audits)
 
+        new_rows: list[Any] = []
+        if track:
+            query = select(s.c[LINE], *(s.c[n] for n in self.columns)).where(~exists().where(match))
+            new_rows = list(self.conn.execute(query).mappings())
         fresh = (
             select(cast(literal(org_id), String(64)).label("org_id"), *(s.c[n] for n in self.columns))
             .where(~exists().where(match))
@@ -206,7 +259,23 @@ class Stage:
         statement = insert(t).from_select(["org_id", *self.columns], fresh)
         result = self.conn.execute(statement.execution_options(preserve_rowcount=True))
         inserted = max(result.rowcount, 0)
-        return MergeResult(inserted, len(updates), self.count - inserted - len(updates))
+        unchanged = self.count - inserted - len(updates)
+        if not track:
+            return MergeResult(inserted, len(updates), unchanged)
+        if inserted != len(new_rows):
+            raise ConcurrentWrite(f"{len(new_rows) - inserted} new {t.name} rows were stored meanwhile")
+        for row in new_rows:
+            outcomes[row[LINE]] = "inserted"
+            changes.append(Change(row[key], None, {n: row[n] for n in self.columns}))
+        for (line,) in self.conn.execute(select(s.c[LINE])):
+            outcomes.setdefault(line, "unchanged")
+        return MergeResult(inserted, len(updates), unchanged, outcomes, tuple(changes))
+
+    def reject_lines(self, lines: Sequence[int]) -> None:
+        """Take staged rows out again (a check that needs the staged values refused them)."""
+        for chunk in _chunks(sorted(set(lines)), 500):
+            self.conn.execute(delete(self.table).where(self.table.c[LINE].in_(chunk)))
+        self.count -= len(set(lines))
 
     def drop(self) -> None:
         self.conn.execute(text(f"DROP TABLE IF EXISTS {self.table.name}"))
@@ -270,7 +339,11 @@ class DirectLoad:
     def remove_duplicates(self) -> list[Duplicate]:
         return []
 
-    def merge(self, org_id: str, batch_id: str, now: datetime) -> MergeResult:
+    def merge(
+        self, org_id: str, batch_id: str, now: datetime, *, track: bool = False, actor: str | None = None
+    ) -> MergeResult:
+        if track:
+            raise TypeError("a direct load cannot track outcomes; live imports stage every file")
         return MergeResult(self.count, 0, 0)
 
     def drop(self) -> None:

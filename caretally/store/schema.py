@@ -162,7 +162,9 @@ readings = Table(
     Column("reading_key", String(200), nullable=False),
     Column("reading_id", String(64)),
     Column("patient_id", String(64), nullable=False),
-    Column("device_id", String(64), nullable=False),
+    # NULL only for a manual reading sent without a device (a FHIR Observation without
+    # Observation.device, migration 0006): the facts query joins devices, so it never counts.
+    Column("device_id", String(64)),
     Column("measured_at", UtcDateTime, nullable=False),
     Column("local_date", Date, nullable=False),
     Column("type", String(64), nullable=False),
@@ -217,6 +219,7 @@ audit_changes = Table(
     Column("old_values", JSON, nullable=False),
     Column("new_values", JSON, nullable=False),
     Column("changed_at", UtcDateTime, nullable=False),
+    Column("actor", String(200)),  # who made a correction through the API (migration 0006)
     Index("ix_audit_record", "org_id", "table_name", "record_key"),
 )
 

@@ -14,7 +14,7 @@ from datetime import date
 from pathlib import Path
 
 from caretally.synth.config import SynthConfig, window_for, with_lead_in
-from caretally.synth.identifiers import MBI_UNIQUE_SPACE
+from caretally.synth.identifiers import MBI_UNIQUE_SPACE, hardware_id
 from caretally.synth.patients import PatientPlan, plan_patient
 from caretally.synth.practice import Practice, build_practice
 from caretally.synth.readings import readings_for
@@ -69,7 +69,7 @@ def enrollment_rows(p: PatientPlan) -> list[tuple[str, ...]]:
     ]
 
 
-def device_rows(p: PatientPlan) -> list[tuple[str, ...]]:
+def device_rows(p: PatientPlan, seed: int) -> list[tuple[str, ...]]:
     return [
         (
             d.device_id,
@@ -80,6 +80,7 @@ def device_rows(p: PatientPlan) -> list[tuple[str, ...]]:
             _iso(d.setup),
             d.assigned.isoformat(),
             _iso(d.returned),
+            hardware_id(seed, d.device_id, d.model),
             d.model,
         )
         for d in p.devices
@@ -108,7 +109,7 @@ def synthesize(config: SynthConfig, out: Path, progress: Progress | None = None)
             patient = plan_patient(rng, index, window, practice, mbi_salt)
             writer.write("patients", [patient_row(patient)])
             writer.write("enrollments", enrollment_rows(patient))
-            writer.write("devices", device_rows(patient))
+            writer.write("devices", device_rows(patient, config.seed))
             writer.write("readings", list(readings_for(rng, patient, reading_window)))
             writer.write("time_entries", time_entries_for(rng, patient, practice, window))
             if progress is not None and index % 1000 == 0:

@@ -1,4 +1,4 @@
-"""Identifiers that pass the real format checks: NPIs and Medicare Beneficiary Identifiers.
+"""Identifiers that pass the real format checks: NPIs, Medicare Beneficiary Identifiers, serials.
 
 A synthetic bundle is only useful if the importer and the claim exporters accept it, so
 the NPI carries a correct Luhn check digit (computed over the ``80840`` card-issuer
@@ -7,6 +7,7 @@ prefix, as the NPI standard prescribes) and the MBI follows the CMS position rul
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 NPI_PREFIX = "80840"
@@ -84,3 +85,45 @@ def make_mbi(rng: random.Random, ordinal: int, salt: int = 0) -> str:
     chars[9] = MBI_DIGITS[d10]
     chars[10] = MBI_DIGITS[d11]
     return "".join(chars)
+
+
+# --------------------------------------------------------------------------------------
+# Vendor serials (devices.hardware_id): what live ingest finds a device by.
+# --------------------------------------------------------------------------------------
+
+#: Models that talk to their vendor's cloud over a cellular modem: they carry an IMEI.
+CELLULAR_MODELS = frozenset(
+    {"Omron BP7250 cellular", "BodyTrace BT005", "iGlucose GM291", "Smart Meter iGlucose"}
+)
+#: Software: no hardware of its own, so no serial.
+APP_MODELS = frozenset(
+    {
+        "Exer Health app",
+        "Kemtai RTM app",
+        "reSET-O companion",
+        "Mindstrong app",
+        "Woebot RTM",
+        "Phone camera app",
+    }
+)
+
+
+def hardware_id(seed: int, device_id: str, model: str) -> str:
+    """A realistic, stable vendor serial for a synthetic device ("" for an app).
+
+    Tenovi units get an activation id shaped like a UUID (Tenovi's ``hwi_device_id``),
+    cellular devices a 15-digit IMEI with a valid check digit, Bluetooth devices a
+    locally administered MAC address (``02:…``, so no real vendor's prefix is used).
+    Derived from a hash of the seed and device id, so it draws nothing from the
+    patient's random stream and the rest of the bundle is unchanged by it.
+    """
+    if model in APP_MODELS:
+        return ""
+    digest = hashlib.sha256(f"caretally-synth/{seed}/hardware/{device_id}".encode()).digest()
+    if model.startswith("Tenovi"):
+        text = digest[:16].hex()
+        return f"{text[:8]}-{text[8:12]}-4{text[13:16]}-{'89ab'[digest[8] % 4]}{text[17:20]}-{text[20:32]}"
+    if model in CELLULAR_MODELS:
+        body = "35" + str(int.from_bytes(digest[:8], "big") % 10**12).zfill(12)
+        return body + str(luhn_check_digit(body))
+    return "02:" + ":".join(f"{b:02X}" for b in digest[:5])

@@ -55,6 +55,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "setup_date",
         "assigned_date",
         "returned_date",
+        "hardware_id",  # the vendor serial live ingest finds the device by ("" for an app)
         "model",  # not a required column: the importer keeps it as an extra
     ),
     "readings": (
