@@ -158,7 +158,7 @@ class Locator:
 
 def problem(kind: str, where: str, code: str, message: str, column: str | None = None) -> Problem:
     """A live problem: ``file`` names the request kind, ``pointer`` the place in its body."""
-    return Problem(kind, None, column, code, message, None, where)
+    return Problem(kind, None, column, code, message, pointer=where)
 
 
 def run_records(
@@ -304,7 +304,7 @@ def _translate(kind: str, found: Problem, locate: Mapping[str, list[Locator]]) -
     locators = locate.get(stem or "", [])
     inside = line is not None and 1 <= line <= len(locators)
     where = locators[line - 1].at(found.field) if inside and line is not None else ""
-    return Problem(kind, None, found.field, found.code, found.message, None, where)
+    return Problem(kind, None, found.field, found.code, found.message, pointer=where)
 
 
 # ---------------------------------------------------------------------------------------
