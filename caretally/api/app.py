@@ -7,9 +7,10 @@ every later request reads that state from ``app.state.service``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
@@ -35,6 +36,26 @@ token (`caretally tokens create`) or a session token from `POST /api/v1/auth/tok
 organization always comes from the credential. Errors are RFC 9457 problem details. Every
 read or write of PHI is recorded in the audit trail. See docs/api.md.
 """
+
+
+def _problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """FastAPI lists a response model under application/json too; error answers are only
+    ever application/problem+json, so the document says exactly that."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    for status, answer in operation.get("responses", {}).items():
+                        content = answer.get("content", {})
+                        if status[:1] in "45" and problems.MEDIA_TYPE in content:
+                            content.pop("application/json", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return openapi
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -68,10 +89,12 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=OPENAPI_URL,
         docs_url=DOCS_URL,
         redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
         lifespan=lifespan,
     )
     app.state.service = service
     app.state.database = shown_url(url)
+    app.openapi = _problem_openapi(app)  # type: ignore[method-assign]
     problems.install(app)
     app.include_router(health.router)
     api = APIRouter(prefix=API_PREFIX)
@@ -83,7 +106,7 @@ def create_app(settings: Settings) -> FastAPI:
         body_limit=settings.max_body_bytes,
         upload_limit=settings.max_upload_bytes,
         upload_paths=frozenset({f"{API_PREFIX}/imports"}),
-        plain_paths=frozenset({"/healthz", OPENAPI_URL, DOCS_URL, f"{DOCS_URL}/oauth2-redirect"}),
+        plain_paths=frozenset({OPENAPI_URL, DOCS_URL}),
         log_requests=settings.access_log,
     )
     return app

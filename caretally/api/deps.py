@@ -134,3 +134,25 @@ TokensAdmin = Annotated[Actor, Depends(require(P.ADMIN_TOKENS))]
 
 def access_of(dependency: Any) -> Access | None:
     return getattr(dependency, "access", None)
+
+
+def declared_access(app: Any) -> dict[tuple[str, str], list[Access]]:
+    """(method, path) → the access rules each API route declares among its own dependencies.
+
+    Used by the route table test (and the web app's menus later). Newer FastAPI versions
+    keep included routers apart (``iter_route_contexts``); older ones list plain routes.
+    """
+    from fastapi.routing import APIRoute
+
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # FastAPI before included routers were kept apart
+        contexts: list[Any] = [r for r in app.routes if isinstance(r, APIRoute)]
+    else:
+        contexts = [c for c in iter_route_contexts(app.routes) if isinstance(c.original_route, APIRoute)]
+    found: dict[tuple[str, str], list[Access]] = {}
+    for route in contexts:
+        rules = [a for a in (access_of(d.call) for d in route.dependant.dependencies) if a is not None]
+        for method in route.methods or ():
+            found[(method, route.path)] = rules
+    return found

@@ -171,10 +171,19 @@ def _too_large(limit: int) -> str:
 
 
 def _route_template(scope: Scope) -> str:
-    """The matched route's template, or a placeholder: never the raw path (it holds ids)."""
-    route: Any = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "<unmatched>"
+    """The matched route's template, or a placeholder: never the raw path (it holds ids).
+
+    Rebuilt from the path and the matched path parameters (each segment that is a
+    parameter's value becomes ``{name}``), which holds however the router nests routes.
+    """
+    params: Any = scope.get("path_params")
+    path = scope.get("path")
+    if scope.get("route") is None or not isinstance(path, str):
+        return "<unmatched>"
+    if not params:
+        return path
+    names = {str(v): k for k, v in params.items()}
+    return "/".join(f"{{{names[part]}}}" if part in names else part for part in path.split("/"))
 
 
 def _client(scope: Scope) -> str:

@@ -330,7 +330,7 @@ def get_user(engine: Engine, org_id: str, user_id: int) -> UserRecord:
             select(_users).where(_users.c.org_id == org_id, _users.c.user_id == user_id)
         ).first()
     if row is None:
-        raise NotFound(f"no user {user_id}", code="no_such_user")
+        raise NotFound("no such user", code="no_such_user")
     return _user(row)
 
 
@@ -355,7 +355,7 @@ def update_user(
             select(_users).where(_users.c.org_id == actor.org_id, _users.c.user_id == user_id)
         ).first()
         if row is None:
-            raise NotFound(f"no user {user_id}", code="no_such_user")
+            raise NotFound("no such user", code="no_such_user")
         if actor.user_id == user_id and (
             active is False or (chosen is not None and chosen is not Role.ADMIN)
         ):
