@@ -25,6 +25,8 @@ def log_config(level: str) -> dict[str, Any]:
             "uvicorn": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
             "uvicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
             "caretally": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
+            # SQL parameters are patient data: the engine logs nothing below a warning, at any level.
+            "sqlalchemy": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
         },
     }
 
