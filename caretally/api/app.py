@@ -61,11 +61,11 @@ def _problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
 def create_app(settings: Settings) -> FastAPI:
     """The application for ``settings``; raises ``SettingsError`` for anything unusable."""
     url = resolve_url(settings.database_url)
-    secret = resolve_secret(settings, url)
     try:
         engine = open_database(url)
     except DatabaseUnavailable as exc:
         raise SettingsError(exc.message, exc.hint) from None
+    secret = resolve_secret(settings, url)
     service = Service(
         engine=engine,
         settings=settings,

@@ -27,6 +27,7 @@ from caretally.cli.common import (
 )
 from caretally.dates import parse_month
 from caretally.model import Decision, Status
+from caretally.services.audit import record_cli_access
 from caretally.store.db import DEFAULT_ORG
 
 STYLE = {Status.BILLABLE: "green", Status.NOT_BILLABLE: "red", Status.REACHABLE: "yellow"}
@@ -188,6 +189,7 @@ def register(app: typer.Typer) -> None:
         day = date.fromisoformat(as_of) if as_of else None
         results = list(evaluate_month(engine, org, period, rules, as_of=day, patients={patient}))
         decisions = [d for _, ds in results for d in ds]
+        record_cli_access(engine, org, "patient_month.read", f"patients/{patient}/months/{month}", [patient])
         if run_id is not None:
             run = next((r for r in runs_for_month(engine, org, month) if r.run_id == run_id), None)
             if run is None:

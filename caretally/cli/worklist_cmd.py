@@ -99,6 +99,11 @@ def register(app: typer.Typer) -> None:
         )
         with waiting or nullcontext():
             rows = build_worklist(engine, org, day, rules, program=chosen)
+        from caretally.services.audit import record_cli_access
+
+        record_cli_access(
+            engine, org, "worklist.read", "worklist", {r.patient_id for r in rows}, {"as_of": as_of}
+        )
         if not all_rows:
             rows = [r for r in rows if r.next_step is not None] if not as_json else rows
         if as_json:

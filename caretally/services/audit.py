@@ -533,3 +533,29 @@ def verify_chain(engine: Engine, org_id: str) -> ChainCheck:
 
 def _head(head: Any) -> tuple[int, str]:
     return (0, GENESIS) if head is None else (int(head.seq), str(head.last_hash))
+
+
+def record_cli_access(
+    engine: Engine,
+    org_id: str,
+    action: str,
+    resource: str,
+    patient_ids: Iterable[str] = (),
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """What the PHI-reading commands (explain, worklist, export) call after they read.
+
+    The actor is the operating-system user at the terminal (``cli:<name>``).
+    """
+    from caretally.services.context import cli_actor
+
+    record(engine, cli_actor(org_id), action, resource, patient_ids=patient_ids, detail=detail)
+
+
+def run_patients(engine: Engine, run_id: str) -> set[str]:
+    """The patients with claim lines in a run: whom an export of it discloses."""
+    lines = schema.claim_lines
+    with engine.connect() as conn:
+        return set(
+            conn.execute(select(lines.c.patient_id).where(lines.c.run_id == run_id).distinct()).scalars()
+        )
