@@ -76,6 +76,7 @@ def test_a_bad_bundle_stores_nothing_and_lists_every_problem(
     assert answer.status_code == 422
     assert answer.headers["content-type"] == "application/problem+json"
     assert body["code"] == "bundle_refused" and "nothing was stored" in body["detail"]
+    assert body["request_id"] == answer.headers["x-request-id"]
     where = {(e["source"], e["field"]) for e in body["errors"]}
     assert {
         ("readings.csv:3", "measured_at"),

@@ -82,6 +82,7 @@ def _item(p: dict[str, Any]) -> dict[str, Any]:
     summary="Import a zipped bundle: the same validation and per-file report as `caretally import`",
 )
 def create_import(
+    request: Request,
     actor: ImportsWriter,
     service: ServiceDep,
     upload: BundleUpload,
@@ -105,6 +106,7 @@ def create_import(
             "bundle_refused",
             f"nothing was stored: the bundle has {report['problems_total']} problem(s)",
             hint="fix them, or send partial=true to store the valid rows",
+            request_id=problems.request_id_of(request),
             errors=body["problems"],
             report={k: body[k] for k in ("counts", "problems_total", "warnings")},
         )
