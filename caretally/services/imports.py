@@ -231,3 +231,10 @@ def import_zip(
         return ImportOutcome(report.stored, report.ok(), body)
 
     return audit.audited_call(engine, actor, "import.create", "imports", work)
+
+
+def list_batches(engine: Engine, actor: Actor, limit: int | None = None) -> list[Any]:
+    """The organization's import batches, newest first (counts only: no PHI, not audited)."""
+    from caretally.billing.records import list_imports
+
+    return list_imports(engine, actor.org_id, limit)

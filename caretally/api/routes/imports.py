@@ -12,7 +12,6 @@ from fastapi.responses import JSONResponse
 from caretally.api import problems
 from caretally.api.deps import ImportsReader, ImportsWriter, ServiceDep
 from caretally.api.schemas import ImportBatchPublic, ImportReportPublic
-from caretally.billing.records import list_imports
 from caretally.services import imports
 from caretally.services.errors import ServiceError
 
@@ -124,4 +123,4 @@ def list_batches(
     service: ServiceDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[ImportBatchPublic]:
-    return [ImportBatchPublic.model_validate(b) for b in list_imports(service.engine, actor.org_id, limit)]
+    return [ImportBatchPublic.model_validate(b) for b in imports.list_batches(service.engine, actor, limit)]
