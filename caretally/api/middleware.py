@@ -21,6 +21,7 @@ import traceback
 import uuid
 from typing import Any
 
+from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from caretally.api.problems import MEDIA_TYPE, problem_body
@@ -31,9 +32,15 @@ error_log = logging.getLogger("caretally.api")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` when a streamed body passes the limit.
+
+    An ``HTTPException`` so that FastAPI's body parsing passes it on (it turns other
+    exceptions met while reading a body into a 400) and it is answered as a 413 problem.
+    """
+
     def __init__(self, limit: int) -> None:
-        super().__init__(limit)
+        super().__init__(status_code=413, detail=_too_large(limit))
         self.limit = limit
 
 

@@ -171,7 +171,13 @@ def test_a_declared_oversize_body_gets_413(world: World, small: TestClient) -> N
     assert json_body.status_code == 413
 
 
-def _asgi(app: object, headers: list[tuple[bytes, bytes]], receive: object) -> list[dict[str, object]]:
+def _asgi(
+    app: object,
+    headers: list[tuple[bytes, bytes]],
+    receive: object,
+    path: str = f"{V1}/imports",
+    content_type: bytes = b"application/zip",
+) -> list[dict[str, object]]:
     answers: list[dict[str, object]] = []
 
     async def send(message: dict[str, object]) -> None:
@@ -183,11 +189,11 @@ def _asgi(app: object, headers: list[tuple[bytes, bytes]], receive: object) -> l
         "http_version": "1.1",
         "method": "POST",
         "scheme": "http",
-        "path": f"{V1}/imports",
-        "raw_path": f"{V1}/imports".encode(),
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [(b"content-type", b"application/zip"), *headers],
+        "headers": [(b"content-type", content_type), *headers],
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
     }
@@ -226,3 +232,21 @@ def test_content_length_over_the_limit_is_answered_without_reading_the_body(worl
     app.state.service.engine.dispose()
     assert answers[0]["status"] == 413
     assert asked == []
+
+
+def test_a_streamed_json_body_past_its_limit_is_a_413_too(world: World) -> None:
+    app = create_app(load_settings(database_url=world.url, secret_key=SECRET, max_body_bytes=4 * 1024))
+    asked: list[int] = []
+
+    async def receive() -> dict[str, object]:
+        asked.append(1)
+        return {"type": "http.request", "body": b" " * 1024, "more_body": len(asked) < 64}
+
+    token = world.tokens["north"]["admin"].encode()
+    answers = _asgi(
+        app, [(b"authorization", b"Bearer " + token)], receive, f"{V1}/users", b"application/json"
+    )
+    app.state.service.engine.dispose()
+    assert answers[0]["status"] == 413
+    assert b"body_too_large" in answers[1]["body"]
+    assert len(asked) == 5

@@ -58,3 +58,17 @@ def test_a_server_database_needs_a_configured_secret(monkeypatch: pytest.MonkeyP
         resolve_secret(load_settings(database_url=url), url)
     strong = "Vb7Nq2Xk9Lm4Tr8Wz1Hc6Jd3Fs5Gp0Ya"
     assert resolve_secret(load_settings(database_url=url, secret_key=strong), url) == strong
+
+
+def test_serve_refuses_a_placeholder_secret_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from caretally.cli.main import run
+
+    monkeypatch.setenv("CARETALLY_SECRET_KEY", "changethis")
+    with pytest.raises(SystemExit) as stopped:
+        run(["serve", "--db", f"sqlite:///{tmp_path / 'x.db'}"])
+    assert stopped.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].startswith("caretally: setting secret_key (CARETALLY_SECRET_KEY):")
+    assert lines[1].startswith("hint: generate one")
