@@ -105,10 +105,14 @@ DESCRIPTIONS: dict[Permission, str] = {
 }
 
 
-def allowed(role: Role | str, permission: Permission) -> bool:
-    """True when ``role`` grants ``permission``; an unknown role grants nothing."""
+def allowed(role: Role | str, permission: Permission | str) -> bool:
+    """True when ``role`` grants ``permission``; an unknown role or permission grants nothing.
+
+    Strings are accepted so callers that name permissions as text (the web app's page
+    table) ask the same question as the API's dependencies.
+    """
     try:
-        return permission in MATRIX[Role(role)]
+        return Permission(permission) in MATRIX[Role(role)]
     except ValueError:
         return False
 

@@ -112,3 +112,13 @@ def test_integration_reads_no_phi_and_auditor_writes_nothing() -> None:
     }
     assert not MATRIX[Role.AUDITOR] & writes
     assert P.RUNS_LOCK not in MATRIX[Role.CARE_STAFF]
+
+
+def test_the_role_check_takes_text_as_the_web_pages_name_it() -> None:
+    from caretally.services.permissions import allowed
+
+    assert allowed("care_staff", "worklist:read") and not allowed("care_staff", "runs:read")
+    assert allowed("biller", "runs:read") and not allowed("biller", "patients:read")
+    assert not allowed("auditor", "admin:users") and allowed("auditor", "audit:read")
+    assert not allowed("integration", "worklist:read")
+    assert not allowed("nobody", "worklist:read") and not allowed("admin", "no:such")
