@@ -31,6 +31,7 @@ from caretally.cli.common import (
 )
 from caretally.dates import parse_month
 from caretally.model import Decision, ReasonKind, Status, Verdict
+from caretally.services.audit import record_cli_access
 from caretally.store.db import DEFAULT_ORG
 
 STYLE = {Status.BILLABLE: "green", Status.NOT_BILLABLE: "red", Status.REACHABLE: "yellow"}
@@ -256,6 +257,13 @@ def register(app: typer.Typer) -> None:
                 evaluate_month(engine, org, period, rules, as_of=day, patients=chosen, progress=progress)
             )
         decisions = [d for _, ds in results for d in ds]
+        record_cli_access(
+            engine,
+            org,
+            "patient_month.read",
+            f"patients/{patient}/months/{month}" if patient is not None else f"months/{month}/explanations",
+            sorted({facts.patient_id for facts, _ in results}) if patient is None else [patient],
+        )
         if as_csv:
             write_csv((csv_row(d, month) for d in decisions), CSV_HEADER)
             if patient is not None and not decisions:

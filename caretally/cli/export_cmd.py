@@ -12,6 +12,7 @@ from caretally.cli.common import DbOption, MonthOption, OrgOption, console, err_
 from caretally.dates import parse_month
 from caretally.errors import ProblemsError
 from caretally.export.corrections import load_claim_numbers
+from caretally.services.audit import record_cli_access, run_patients
 from caretally.settings_practice import load_practice
 from caretally.store.db import DEFAULT_ORG
 
@@ -79,6 +80,10 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2) from None
         except ExportRefused as exc:
             raise refused(exc) from None
+        patients = run_patients(engine, result.run.run_id)
+        record_cli_access(
+            engine, org, "claims.export", f"runs/{result.run.run_id}/claims", patients, {"format": fmt}
+        )
         _report(result, out)
 
 

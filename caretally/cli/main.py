@@ -30,6 +30,11 @@ COMMAND_MODULES = (
     "caretally.cli.leakage_cmd",
     "caretally.cli.runs_cmd",
     "caretally.cli.imports_cmd",
+    "caretally.cli.serve_cmd",
+    "caretally.cli.orgs_cmd",
+    "caretally.cli.users_cmd",
+    "caretally.cli.tokens_cmd",
+    "caretally.cli.audit_cmd",
 )
 
 #: Top-level command name → the module that registers it (``tests/cli`` checks this
@@ -48,6 +53,11 @@ COMMAND_NAMES: dict[str, str] = {
     "leakage": "caretally.cli.leakage_cmd",
     "runs": "caretally.cli.runs_cmd",
     "imports": "caretally.cli.imports_cmd",
+    "serve": "caretally.cli.serve_cmd",
+    "orgs": "caretally.cli.orgs_cmd",
+    "users": "caretally.cli.users_cmd",
+    "tokens": "caretally.cli.tokens_cmd",
+    "audit": "caretally.cli.audit_cmd",
 }
 
 DEBUG_ENV = "CARETALLY_DEBUG"

@@ -95,6 +95,11 @@ def register(app: typer.Typer) -> None:
         # A bar on a terminal only: a large caseload takes a while, and pipes want no noise.
         with progress_bar(f"worklist as of {as_of}") as progress:
             rows = build_worklist(engine, org, day, rules, program=chosen, progress=progress)
+        from caretally.services.audit import record_cli_access
+
+        record_cli_access(
+            engine, org, "worklist.read", "worklist", {r.patient_id for r in rows}, {"as_of": as_of}
+        )
         if not all_rows:
             rows = [r for r in rows if r.next_step is not None] if not as_json else rows
         if as_json:

@@ -300,3 +300,110 @@ x12_interchanges = Table(
     Column("path", Text),
     PrimaryKeyConstraint("org_id", "control_number"),
 )
+
+# ----------------------------------------------------------------------------------------
+# The service: accounts, credentials, sessions and the audit trail of PHI access
+# (migration 0006). Only caretally.services reads or writes these.
+# ----------------------------------------------------------------------------------------
+
+users = Table(
+    "users",
+    metadata,
+    Column("user_id", Integer, primary_key=True, autoincrement=True),
+    _org(),
+    # Lower-cased; unique across organizations because signing in names no organization.
+    Column("email", String(254), nullable=False),
+    Column("display_name", Text, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("password_hash", Text, nullable=False),  # Argon2id, PHC string
+    Column("failed_signins", Integer, nullable=False),  # consecutive; reset by a success
+    Column("locked_until", UtcDateTime),  # sign-in refused before this instant
+    Column("last_signin_at", UtcDateTime),
+    Column("created_at", UtcDateTime, nullable=False),
+    ForeignKeyConstraint(["org_id"], ["organizations.org_id"]),
+    Index("uq_users_email", "email", unique=True),
+    Index("ix_users_org", "org_id"),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("token_id", Integer, primary_key=True, autoincrement=True),
+    _org(),
+    Column("name", String(100), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("prefix", String(16), nullable=False),  # the first characters, to recognise a token in lists
+    Column("digest", String(64), nullable=False),  # SHA-256 of the whole token; the token is never stored
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("created_by", String(120), nullable=False),
+    Column("last_used_at", UtcDateTime),
+    Column("revoked_at", UtcDateTime),
+    ForeignKeyConstraint(["org_id"], ["organizations.org_id"]),
+    Index("uq_api_tokens_digest", "digest", unique=True),
+    Index("ix_api_tokens_org", "org_id", "name"),
+)
+
+auth_sessions = Table(
+    "auth_sessions",
+    metadata,
+    # A signed-in user: a bearer token from POST /auth/token today, a browser cookie later.
+    # The row is found by a keyed hash of the random id the client holds, never by the id.
+    Column("session_id", Integer, primary_key=True, autoincrement=True),
+    Column("digest", String(64), nullable=False),
+    _org(),
+    Column("user_id", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),  # bearer | cookie
+    Column("csrf_secret", String(64), nullable=False),  # per session, for the web forms
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_seen_at", UtcDateTime, nullable=False),  # inactivity expiry counts from here
+    Column("expires_at", UtcDateTime, nullable=False),  # absolute end, whatever the activity
+    Column("revoked_at", UtcDateTime),
+    Column("client_address", String(64)),
+    ForeignKeyConstraint(["user_id"], ["users.user_id"]),
+    Index("uq_auth_sessions_digest", "digest", unique=True),
+    Index("ix_auth_sessions_user", "user_id"),
+)
+
+audit_chain_heads = Table(
+    "audit_chain_heads",
+    metadata,
+    # One row per organization: the last event's number and hash. Every append updates it
+    # first, so the row lock (PostgreSQL) or the write lock (SQLite) serialises appends.
+    Column("org_id", String(64), primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("last_hash", String(64), nullable=False),
+    ForeignKeyConstraint(["org_id"], ["organizations.org_id"]),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("event_id", Integer, primary_key=True, autoincrement=True),
+    _org(),
+    Column("seq", Integer, nullable=False),  # 1, 2, 3 … per organization, no gaps
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("actor", String(120), nullable=False),  # user:12 | token:3 | cli:<os user> | anonymous
+    Column("actor_name", String(254)),  # the user's email or the token's name, as it was then
+    Column("action", String(64), nullable=False),  # e.g. patient.read, import.create
+    Column("resource", String(300), nullable=False),  # e.g. patients/P1/months/2026-03
+    Column("request_id", String(64)),
+    Column("client_address", String(64)),
+    Column("outcome", String(16), nullable=False),  # success | denied | not_found | invalid | error
+    Column("detail", JSON),  # small, PHI-free facts (counts, a batch id)
+    Column("prev_hash", String(64), nullable=False),
+    Column("event_hash", String(64), nullable=False),
+    Index("uq_audit_events_seq", "org_id", "seq", unique=True),
+    Index("ix_audit_events_time", "org_id", "occurred_at"),
+)
+
+audit_event_patients = Table(
+    "audit_event_patients",
+    metadata,
+    # Which patients an event touched, one row each, so "who saw patient X" is one index scan.
+    Column("event_id", Integer, nullable=False),
+    _org(),
+    Column("patient_id", String(64), nullable=False),
+    PrimaryKeyConstraint("event_id", "patient_id"),
+    Index("ix_audit_event_patients_patient", "org_id", "patient_id"),
+)

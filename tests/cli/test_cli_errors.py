@@ -30,6 +30,10 @@ FILLERS = {
     "fmt": "csv",
     "on": "2026-03-01",
     "run_id": "no-such-run",
+    "org_id": "acme",
+    "name": "Acme",
+    "email": "someone@acme.example",
+    "role": "auditor",
 }
 UNREACHABLE = "postgresql://nobody@127.0.0.1:9/none"
 
