@@ -303,7 +303,7 @@ x12_interchanges = Table(
 
 # ----------------------------------------------------------------------------------------
 # The service: accounts, credentials, sessions and the audit trail of PHI access
-# (migration 0006). Only caretally.services reads or writes these.
+# (migration 0007). Only caretally.services reads or writes these.
 # ----------------------------------------------------------------------------------------
 
 users = Table(
