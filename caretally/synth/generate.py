@@ -19,7 +19,7 @@ from caretally.synth.patients import PatientPlan, plan_patient
 from caretally.synth.practice import Practice, build_practice
 from caretally.synth.readings import readings_for
 from caretally.synth.sink import BundleWriter
-from caretally.synth.timelog import time_entries_for
+from caretally.synth.timelog import StaffCalendar, time_entries_for
 
 Progress = Callable[[int], None]
 
@@ -102,6 +102,7 @@ def synthesize(config: SynthConfig, out: Path, progress: Progress | None = None)
     master = random.Random(f"caretally-synth/{config.seed}/practice")
     practice = build_practice(master, config.patients)
     mbi_salt = master.randrange(MBI_UNIQUE_SPACE)
+    calendar = StaffCalendar(window)
     with BundleWriter(Path(out), config.fmt) as writer:
         writer.write("practitioners", practitioner_rows(practice))
         for index in range(1, config.patients + 1):
@@ -111,7 +112,7 @@ def synthesize(config: SynthConfig, out: Path, progress: Progress | None = None)
             writer.write("enrollments", enrollment_rows(patient))
             writer.write("devices", device_rows(patient, config.seed))
             writer.write("readings", list(readings_for(rng, patient, reading_window)))
-            writer.write("time_entries", time_entries_for(rng, patient, practice, window))
+            writer.write("time_entries", time_entries_for(rng, patient, practice, window, calendar))
             if progress is not None and index % 1000 == 0:
                 progress(index)
         if progress is not None:

@@ -4,7 +4,10 @@ Each program gets a monthly total drawn from a distribution that deliberately pi
 around the billing thresholds (8–9, 19:xx, 20–25, 38–45, 60+ minutes) with seconds-level
 durations, then the total is split into entries: a live call (or only an asynchronous
 message, or nothing), review work, practitioner time for 99091/99491/99424, and some time
-nobody assigned to a program. Entries of a patient never overlap in time.
+nobody assigned to a program. Entries of a patient never overlap in time, and no
+clinician is booked for two patients at once: a ``StaffCalendar`` shared by every patient
+of the practice moves an entry to the next free slot of its day (a double-booked nurse is
+exactly what an auditor flags, so a realistic practice must not do it by accident).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from caretally.synth import catalog
-from caretally.synth.clock import local_text
+from caretally.synth.clock import local_text, utc_offset_seconds
 from caretally.synth.config import Window
 from caretally.synth.patients import EnrollmentPlan, PatientPlan
 from caretally.synth.practice import Clinician, Practice
@@ -239,13 +242,78 @@ class MonthPlanner:
         return ordered
 
 
+#: Slots tried when an entry's planned time is taken: every 5 minutes of the working day.
+SLOT_STEP = 300
+
+
+class StaffCalendar:
+    """Which UTC minutes each clinician is already booked, across every patient.
+
+    One byte per minute of the bundle's window (plus a day each side for time zones) per
+    clinician: about 130 KB per clinician for three months, checked with C-speed slices.
+    Minutes an entry only partly covers count as busy, so two entries never share one.
+    """
+
+    def __init__(self, window: Window):
+        self.origin = window.first.toordinal() - 2  # local dates east/west of UTC fit inside
+        self.minutes = (window.days + 4) * 1440
+        self.busy: dict[str, bytearray] = {}
+
+    def _span(self, tz: str, day: date, start: int, seconds: int) -> tuple[int, int]:
+        offset = utc_offset_seconds(tz, day, min(start // 3600, 23))
+        first = (day.toordinal() - self.origin) * 86400 + start - offset
+        return first // 60, -(-(first + seconds) // 60)
+
+    def free(self, who: str, tz: str, day: date, start: int, seconds: int) -> bool:
+        a, b = self._span(tz, day, start, seconds)
+        booked = self.busy.get(who)
+        return booked is None or booked.find(1, max(a, 0), min(b, self.minutes)) < 0
+
+    def book(self, who: str, tz: str, day: date, start: int, seconds: int) -> None:
+        a, b = self._span(tz, day, start, seconds)
+        a, b = max(a, 0), min(b, self.minutes)
+        booked = self.busy.setdefault(who, bytearray(self.minutes))
+        booked[a:b] = b"\x01" * (b - a)
+
+    def place(self, entries: list[Entry], tz: str) -> None:
+        """Book each entry, moving it within its local day when its clinician is taken.
+
+        Candidate starts run from the planned one to the end of the working day, then from
+        its beginning; a start must also leave the patient's own other entries alone. In the
+        rare case no slot is free the entry keeps its time (and the import's overlap
+        warning will say so).
+        """
+        taken: dict[date, list[tuple[int, int]]] = {}
+        for entry in entries:
+            own = taken.setdefault(entry.day, [])
+            who = entry.clinician.practitioner_id
+            latest = LATEST_END - entry.seconds
+            starts = [entry.start, *range(entry.start + SLOT_STEP, latest + 1, SLOT_STEP)]
+            starts += range(EARLIEST_START, min(entry.start, latest + 1), SLOT_STEP)
+            for start in starts:
+                end = start + entry.seconds
+                if all(end <= s or start >= e for s, e in own) and self.free(
+                    who, tz, entry.day, start, entry.seconds
+                ):
+                    entry.start = start
+                    break
+            own.append((entry.start, entry.start + entry.seconds))
+            self.book(who, tz, entry.day, entry.start, entry.seconds)
+
+
 def time_entries_for(
-    rng: random.Random, patient: PatientPlan, practice: Practice, window: Window
+    rng: random.Random,
+    patient: PatientPlan,
+    practice: Practice,
+    window: Window,
+    calendar: StaffCalendar | None = None,
 ) -> list[TimeRow]:
     rows: list[TimeRow] = []
     tz = patient.timezone
     for seg in window.segments:
         entries = MonthPlanner(rng, patient, practice, seg).plan()
+        if calendar is not None:
+            calendar.place(entries, tz)
         stamp = f"{seg[0].year}{seg[0].month:02d}"
         for number, e in enumerate(entries, start=1):
             rows.append(

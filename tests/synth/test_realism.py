@@ -313,6 +313,22 @@ def test_time_entries_are_valid_and_never_overlap(panel: Bundle) -> None:
             assert start >= end
 
 
+def test_no_clinician_is_booked_for_two_patients_at_once(panel: Bundle) -> None:
+    booked: dict[str, list[tuple[datetime, datetime, str]]] = defaultdict(list)
+    for e in panel.rows["time_entries"]:
+        started = instant(e["started_at"])
+        booked[e["practitioner_id"]].append(
+            (started, started + timedelta(seconds=int(e["seconds"])), e["patient_id"])
+        )
+    clashes = []
+    for who, intervals in booked.items():
+        intervals.sort()
+        for (_s1, end, p1), (start, _e2, p2) in pairwise(intervals):
+            if start < end and p1 != p2:
+                clashes.append((who, p1, p2, start))
+    assert clashes == []
+
+
 def _monthly_totals(panel: Bundle) -> dict[tuple[str, str, str], list[dict[str, str]]]:
     tz = zones(panel)
     groups: dict[tuple[str, str, str], list[dict[str, str]]] = defaultdict(list)
