@@ -21,13 +21,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import JSON, Engine, bindparam, insert, select, update
+from sqlalchemy.types import TypeDecorator
 
 from caretally import __version__
 from caretally.billing.evaluate import map_month
 from caretally.billing.payers import PayerRules
 from caretally.billing.pricing import Pricing, price
-from caretally.billing.serialize import decision_to_json
+from caretally.billing.serialize import stored_decisions_json, stored_text
 from caretally.errors import Problem
 from caretally.model import (
     THERAPY_MODIFIER,
@@ -413,7 +414,7 @@ def stored_decisions(engine: Engine, run_id: str, patient_id: str | None = None)
     if patient_id is not None:
         stmt = stmt.where(d.c.patient_id == patient_id)
     with engine.connect() as conn:
-        return [item for (decisions,) in conn.execute(stmt) for item in decisions]
+        return [item for (decisions,) in conn.execute(stmt) for item in stored_decisions_json(decisions)]
 
 
 # ----------------------------------------------------------------------------------------
@@ -547,7 +548,7 @@ def bill_month(
 
         def flush() -> None:
             if decision_rows:
-                conn.execute(insert(schema.run_decisions), decision_rows)
+                conn.execute(_INSERT_DECISIONS, decision_rows)
                 decision_rows.clear()
             if line_rows:
                 conn.execute(insert(schema.claim_lines), line_rows)
@@ -559,7 +560,7 @@ def bill_month(
             return _PatientResult(
                 patient_id=facts.patient_id,
                 facts_digest=hashlib.sha256(repr(facts).encode()).hexdigest(),
-                decisions_json=[decision_to_json(d) for d in decisions],
+                decisions_text=stored_text(decisions),
                 billable=sum(1 for d in decisions if d.status is Status.BILLABLE),
                 lines=claim_lines_for(facts, decisions, rules, settings, directory, run_id),
                 summary=part,
@@ -587,7 +588,7 @@ def bill_month(
                     "patient_id": result.patient_id,
                     "facts_digest": result.facts_digest,
                     "billable_count": result.billable,
-                    "decisions": result.decisions_json,
+                    "decisions_text": result.decisions_text,
                 }
             )
             if len(decision_rows) >= FLUSH_EVERY:
@@ -681,10 +682,29 @@ class _PatientResult:
 
     patient_id: str
     facts_digest: str
-    decisions_json: list[dict[str, Any]]
+    decisions_text: str  # the stored form, encoded where the patient was evaluated
     billable: int
     lines: list[ClaimLine]
     summary: RunSummary
+
+
+class _EncodedJSON(TypeDecorator[Any]):
+    """A JSON column written from text that is already JSON (no second encoding).
+
+    Workers encode each patient's decisions where they are made, so only a string
+    travels to the writer; PostgreSQL still receives it cast to JSON.
+    """
+
+    impl = JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect: Any) -> None:
+        return None
+
+
+_INSERT_DECISIONS = insert(schema.run_decisions).values(
+    decisions=bindparam("decisions_text", type_=_EncodedJSON())
+)
 
 
 def _line_row(run_id: str, org_id: str, key: str, line: ClaimLine) -> dict[str, Any]:

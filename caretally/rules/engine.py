@@ -31,16 +31,23 @@ def evaluate_patient_month(facts: PatientMonthFacts, rules: RuleBook) -> list[De
     if counts_once(rules.for_date(facts.month.end)):
         facts = trim_overlaps(facts)
     year_for = rules.for_date
-    static: list[Decision] = []
+    static: list[list[Decision]] = []
     cache: dict[tuple[str, tuple[str, ...]], list[Decision]] = {}
+    scores: dict[frozenset[tuple[str, str]], Decimal] = {}
 
     def score(assignment: Mapping[str, str]) -> Decimal:
         # Device and set-up decisions do not depend on the allocation: made once, and only
-        # for the patients whose untagged time needs a search at all.
+        # for the patients whose untagged time needs a search at all. The search asks for
+        # some assignments twice (the best one again, to explain it): answered once.
+        key = frozenset(assignment.items())
+        known = scores.get(key)
+        if known is not None:
+            return known
         if not static:
-            static.extend(month.static_decisions(facts, year_for))
+            static.append(month.static_decisions(facts, year_for))
         trial = Allocation(enrollment_of=dict(assignment), program_of={})
-        return total(month.decide(facts, year_for, trial, static, cache))
+        scores[key] = value = total(month.decide(facts, year_for, trial, static[0], cache))
+        return value
 
     allocation = allocate(facts, rules.for_date(facts.month.end), score)
-    return month.decide(facts, year_for, allocation)
+    return month.decide(facts, year_for, allocation, made_static=static[0] if static else None)

@@ -53,6 +53,7 @@ from caretally.model import (
     Status,
     TimeFact,
     Verdict,
+    kind_of,
 )
 from caretally.rules.params import CodeRule, MissingParameter, Param, RuleYear
 
@@ -82,11 +83,29 @@ class Check:
     ) -> Check:
         return Check(
             Reason(
-                rule_id, verdict is Verdict.PASS, message, citation, evidence or Evidence(), verdict=verdict
+                rule_id,
+                verdict is Verdict.PASS,
+                message,
+                citation,
+                evidence or _NO_EVIDENCE,
+                verdict=verdict,
+                kind=reason_kind(rule_id),
             ),
             verdict,
             measures,
         )
+
+
+_NO_EVIDENCE = Evidence()
+_KINDS: dict[str, ReasonKind] = {}
+
+
+def reason_kind(rule_id: str) -> ReasonKind:
+    """``kind_of`` once per rule id: hundreds of thousands of reasons share a few dozen ids."""
+    kind = _KINDS.get(rule_id)
+    if kind is None:
+        kind = _KINDS[rule_id] = kind_of(rule_id)
+    return kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +170,13 @@ class Used:
             self.seen.add(id(param))
             self.params.append(param)
         return param
+
+    def extend(self, params: Iterable[Param]) -> None:
+        seen, out = self.seen, self.params
+        for param in params:
+            if id(param) not in seen:
+                seen.add(id(param))
+                out.append(param)
 
     def code(self, rule: CodeRule, name: str) -> Any:
         return self.add(rule.param(name)).value
@@ -298,6 +324,42 @@ _REQUIREMENTS: dict[tuple[int, str, Program | None], tuple[RuleYear, Param, bool
 def common_checks(view: EnrollmentView, year: RuleYear, period: Period, used: Used) -> list[Check]:
     """Enrollment, consent, billing practitioner and (RPM) established patient.
 
+    They depend on the enrollment, the rule-year and the period only, and every code of
+    an enrollment asks for them (the allocation search asks again for every trial), so
+    each answer is made once and replayed: the same checks, and the same rule values
+    added to ``used`` in the same order.
+    """
+    program = view.program
+    key = (id(program), period, id(year))
+    hit = _COMMON.get(key)
+    if hit is None or hit[0] is not program or hit[1] is not year:
+        probe = Used(year)
+        checks = tuple(_common_checks(view, year, period, probe))
+        hit = (program, year, checks, tuple(probe.params))
+        _remember(_COMMON, key, hit)
+    used.extend(hit[3])
+    return list(hit[2])
+
+
+#: Per-patient answers, keyed by object ids; each value holds the keyed objects, so an id
+#: is never reused while its entry lives. Small: cleared whenever it outgrows one practice.
+_Params = tuple[Param, ...]
+_COMMON: dict[tuple[int, Period, int], tuple[ProgramFacts, RuleYear, tuple[Check, ...], _Params]] = {}
+_DOCS: dict[tuple[int, int], tuple[ProgramFacts, RuleYear, tuple[Reason, ...], tuple[str, ...], _Params]] = {}
+_OVERLAPS: dict[tuple[int, Period], tuple[tuple[TimeFact, ...], tuple[Reason, ...]]] = {}
+_ORDER: dict[int, tuple[TimeFact, tuple[date, str, str]]] = {}
+_MEMO_LIMIT = 2048
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()
+    memo[key] = value
+
+
+def _common_checks(view: EnrollmentView, year: RuleYear, period: Period, used: Used) -> list[Check]:
+    """See :func:`common_checks`.
+
     Consent: it must be dated on or before the date of service. Because data and time
     before the consent date are left out of every count, a met threshold always lands on
     or after the consent; the check can only fail when consent is missing or dated after
@@ -378,7 +440,23 @@ def _established(e: EnrollmentFact, year: RuleYear, used: Used, c: str) -> Check
 
 
 def documentation(view: EnrollmentView, year: RuleYear, used: Used) -> tuple[list[Reason], tuple[str, ...]]:
-    """Named documentation gaps: they never block, but an auditor will ask for them."""
+    """Named documentation gaps: they never block, but an auditor will ask for them.
+
+    Like the common checks, made once per enrollment and rule-year and replayed.
+    """
+    program = view.program
+    key = (id(program), id(year))
+    hit = _DOCS.get(key)
+    if hit is None or hit[0] is not program or hit[1] is not year:
+        probe = Used(year)
+        reasons, gaps = _documentation(view, year, probe)
+        hit = (program, year, tuple(reasons), gaps, tuple(probe.params))
+        _remember(_DOCS, key, hit)
+    used.extend(hit[4])
+    return list(hit[2]), hit[3]
+
+
+def _documentation(view: EnrollmentView, year: RuleYear, used: Used) -> tuple[list[Reason], tuple[str, ...]]:
     e = view.enrollment
     reasons: list[Reason] = []
     gaps: list[str] = []
@@ -438,8 +516,14 @@ class TimePool:
 
 
 def time_order(entry: TimeFact) -> tuple[date, str, str]:
+    """Date, start instant as text, id: the one order every family walks entries in."""
+    hit = _ORDER.get(id(entry))
+    if hit is not None and hit[0] is entry:
+        return hit[1]
     started = "" if entry.started_at is None else entry.started_at.isoformat()
-    return (entry.local_date, started, entry.entry_id)
+    key = (entry.local_date, started, entry.entry_id)
+    _remember(_ORDER, id(entry), (entry, key))
+    return key
 
 
 def pool(
@@ -464,7 +548,23 @@ def pool(
 
 def overlap_reasons(view: EnrollmentView, period: Period) -> list[Reason]:
     """Say which entries were cut because the same performer logged those minutes already,
-    and flag entries whose interval collides with another patient's (a compliance warning)."""
+    and flag entries whose interval collides with another patient's (a compliance warning).
+
+    Every time-based code of the enrollment carries the same notes: made once per set of
+    entries (one view's) and period.
+    """
+    entries = view.entries
+    if not entries:
+        return []
+    key = (id(entries), period)
+    hit = _OVERLAPS.get(key)
+    if hit is None or hit[0] is not entries:
+        hit = (entries, tuple(_overlap_reasons(view, period)))
+        _remember(_OVERLAPS, key, hit)
+    return list(hit[1])
+
+
+def _overlap_reasons(view: EnrollmentView, period: Period) -> list[Reason]:
     if not any(e.logged_seconds is not None or e.other_patient_overlaps for e in view.entries):
         return []
     out: list[Reason] = []
