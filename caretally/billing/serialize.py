@@ -62,13 +62,13 @@ def _decision_head(d: Decision) -> dict[str, Any]:
     return {
         "patient_id": d.patient_id,
         "enrollment_id": d.enrollment_id,
-        "program": d.program.value,
+        "program": str(d.program),
         "code": d.code,
-        "status": d.status.value,
+        "status": str(d.status),
         "units": d.units,
         "date_of_service": d.date_of_service.isoformat() if d.date_of_service else None,
         "period": {
-            "kind": d.period.kind.value,
+            "kind": str(d.period.kind),
             "start": d.period.start.isoformat(),
             "end": d.period.end.isoformat(),
         },
@@ -126,13 +126,13 @@ def stored_form(decisions: Sequence[Decision]) -> dict[str, Any]:
     share) are stored once, whichever object carries them.
     """
     cites: dict[str, int] = {}
-    reasons: dict[Reason, int] = {}
-    params: dict[ParameterUse, int] = {}
     # Shared objects are the common case (one consent check for all of an enrollment's
-    # codes): looked up by identity first, by value only the first time an object is seen.
-    # The decisions hold every object for the duration of the call, so ids stay unique.
+    # codes): looked up by identity first (the decisions hold every object for the whole
+    # call, so ids stay unique), then by text, comparing whole values only on a match.
     reason_at: dict[int, int] = {}
+    by_text: dict[tuple[str, str, str], list[tuple[Reason, int]]] = {}
     param_at: dict[int, int] = {}
+    params: dict[ParameterUse, int] = {}
     reason_rows: list[list[Any]] = []
     param_rows: list[list[Any]] = []
     out: list[dict[str, Any]] = []
@@ -141,15 +141,7 @@ def stored_form(decisions: Sequence[Decision]) -> dict[str, Any]:
         for r in d.reasons:
             at = reason_at.get(id(r))
             if at is None:
-                at = reasons.get(r)
-                if at is None:
-                    c = cites.get(r.citation)
-                    if c is None:
-                        c = cites[r.citation] = len(cites)
-                    at = reasons[r] = len(reason_rows)
-                    row = [r.rule_id, r.passed, r.verdict.value, r.kind.value, r.message, c]
-                    row.append(_evidence(r.evidence))
-                    reason_rows.append(row)
+                at = _reason_row(r, by_text, cites, reason_rows)
                 reason_at[id(r)] = at
             mine.append(at)
         used: list[int] = []
@@ -176,11 +168,37 @@ def stored_form(decisions: Sequence[Decision]) -> dict[str, Any]:
     }
 
 
+def _reason_row(
+    r: Reason,
+    by_text: dict[tuple[str, str, str], list[tuple[Reason, int]]],
+    cites: dict[str, int],
+    rows: list[list[Any]],
+) -> int:
+    """The index of ``r``'s row, added when no equal reason has one yet."""
+    text = (r.rule_id, r.message, r.citation)
+    same = by_text.get(text)
+    if same is not None:
+        for other, at in same:
+            if other == r:
+                return at
+    else:
+        same = by_text[text] = []
+    c = cites.get(r.citation)
+    if c is None:
+        c = cites[r.citation] = len(cites)
+    at = len(rows)
+    rows.append([r.rule_id, r.passed, str(r.verdict), str(r.kind), r.message, c, _evidence(r.evidence)])
+    same.append((r, at))
+    return at
+
+
 _NO_EVIDENCE = Evidence()
 
 
 def _evidence(e: Evidence) -> dict[str, Any]:
-    return {} if e == _NO_EVIDENCE else evidence_to_json(e)
+    if e is _NO_EVIDENCE or not (e.dates or e.time_entry_ids or e.interactive_entry_ids or e.device_ids):
+        return {"values": dict(e.values)} if e.values else {}
+    return evidence_to_json(e)
 
 
 def stored_text(decisions: Sequence[Decision]) -> str:

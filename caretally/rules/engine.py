@@ -16,21 +16,22 @@ means the period is still open — whether or not the threshold is already met).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import date
 from decimal import Decimal
 
 from caretally.model import Decision, PatientMonthFacts
 from caretally.rules.allocation import Allocation, allocate, total
 from caretally.rules.families import month
 from caretally.rules.intervals import counts_once, trim_overlaps
-from caretally.rules.params import RuleBook
+from caretally.rules.params import RuleBook, RuleYear
 
 
 def evaluate_patient_month(facts: PatientMonthFacts, rules: RuleBook) -> list[Decision]:
     """Every decision for every enrollment and code of the patient-month, with reasons."""
     if counts_once(rules.for_date(facts.month.end)):
         facts = trim_overlaps(facts)
-    year_for = rules.for_date
+    year_for = _year_for(rules)
     static: list[list[Decision]] = []
     cache: dict[tuple[str, tuple[str, ...]], list[Decision]] = {}
     scores: dict[frozenset[tuple[str, str]], Decimal] = {}
@@ -51,3 +52,16 @@ def evaluate_patient_month(facts: PatientMonthFacts, rules: RuleBook) -> list[De
 
     allocation = allocate(facts, rules.for_date(facts.month.end), score)
     return month.decide(facts, year_for, allocation, made_static=static[0] if static else None)
+
+
+def _year_for(rules: RuleBook) -> Callable[[date], RuleYear]:
+    """``rules.for_date`` remembered per day for one patient-month (asked ~100 times a patient)."""
+    known: dict[date, RuleYear] = {}
+
+    def year_for(day: date) -> RuleYear:
+        year = known.get(day)
+        if year is None:
+            year = known[day] = rules.for_date(day)
+        return year
+
+    return year_for

@@ -190,7 +190,17 @@ class Used:
         return self.add(self.year.option(name)).value
 
     def uses(self) -> tuple[ParameterUse, ...]:
-        return tuple(p.use() for p in self.params)
+        # The same code reads the same values for every patient: one tuple per list of
+        # values. The memo holds the params, so the ids in a key cannot be reused.
+        key = tuple(map(id, self.params))
+        hit = _USES_OF.get(key)
+        if hit is None:
+            hit = (tuple(self.params), tuple(p.use() for p in self.params))
+            _remember(_USES_OF, key, hit)
+        return hit[1]
+
+
+_USES_OF: dict[tuple[int, ...], tuple[tuple[Param, ...], tuple[ParameterUse, ...]]] = {}
 
 
 def option_value(year: RuleYear, name: str, allowed: Sequence[str]) -> str:
@@ -499,10 +509,7 @@ def performers_of(value: Any) -> frozenset[str]:
 class TimePool:
     counted: tuple[TimeFact, ...]
     excluded: tuple[tuple[TimeFact, str], ...]  # entry, why
-
-    @property
-    def seconds(self) -> int:
-        return sum(e.seconds for e in self.counted)
+    seconds: int = 0  # of the counted entries; set by :func:`pool`
 
     @property
     def minutes(self) -> int:
@@ -543,7 +550,7 @@ def pool(
             excluded.append((e, f"performer {e.performer} does not count for this code"))
         else:
             counted.append(e)
-    return TimePool(tuple(counted), tuple(excluded))
+    return TimePool(tuple(counted), tuple(excluded), sum(e.seconds for e in counted))
 
 
 def overlap_reasons(view: EnrollmentView, period: Period) -> list[Reason]:
@@ -572,41 +579,58 @@ def _overlap_reasons(view: EnrollmentView, period: Period) -> list[Reason]:
     for e in sorted(view.entries, key=time_order):
         if not period.contains(e.local_date):
             continue
-        if not c and (e.logged_seconds is not None or e.other_patient_overlaps):
+        if e.logged_seconds is None and not e.other_patient_overlaps:
+            continue
+        if not c:
             year = view.year_for(period.end)
             c = cite(year, year.rule_global("time_counts_once"))
-        if e.logged_seconds is not None:
-            cut = e.logged_seconds - e.seconds
-            msg = (
-                f"entry {e.entry_id} repeats {clock(cut)} already logged by {e.practitioner_id} in entry "
-                f"{', '.join(e.overlaps)}: those minutes count once, so it counts {clock(e.seconds)} "
-                f"of its {clock(e.logged_seconds)}"
-            )
-            ev = Evidence(
-                dates=(e.local_date,),
-                time_entry_ids=(),
-                values=(
-                    ("entry", e.entry_id),
-                    ("overlaps", ", ".join(e.overlaps)),
-                    ("seconds_cut", str(cut)),
-                ),
-            )
-            out.append(Reason("time.overlap", True, msg, c, ev))
-        if e.other_patient_overlaps:
-            msg = (
-                f"compliance warning: entry {e.entry_id} by {e.practitioner_id} overlaps in time with "
-                f"{', '.join(e.other_patient_overlaps)} for another patient; one performer cannot serve "
-                "both at once — review the documentation (billing is unchanged)"
-            )
-            ev = Evidence(
-                dates=(e.local_date,),
-                values=(
-                    ("entry", e.entry_id),
-                    ("other_patient_entries", ", ".join(e.other_patient_overlaps)),
-                ),
-            )
-            out.append(Reason("time.overlap_other_patient", False, msg, c, ev))
+        out.extend(_entry_notes(e, c))
     return out
+
+
+_NOTES: dict[tuple[int, str], tuple[TimeFact, tuple[Reason, ...]]] = {}
+
+
+def _entry_notes(e: TimeFact, c: str) -> tuple[Reason, ...]:
+    """The overlap notes of one entry (the same whichever code counts it), cited ``c``."""
+    key = (id(e), c)
+    hit = _NOTES.get(key)
+    if hit is not None and hit[0] is e:
+        return hit[1]
+    out: list[Reason] = []
+    if e.logged_seconds is not None:
+        cut = e.logged_seconds - e.seconds
+        msg = (
+            f"entry {e.entry_id} repeats {clock(cut)} already logged by {e.practitioner_id} in entry "
+            f"{', '.join(e.overlaps)}: those minutes count once, so it counts {clock(e.seconds)} "
+            f"of its {clock(e.logged_seconds)}"
+        )
+        ev = Evidence(
+            dates=(e.local_date,),
+            time_entry_ids=(),
+            values=(
+                ("entry", e.entry_id),
+                ("overlaps", ", ".join(e.overlaps)),
+                ("seconds_cut", str(cut)),
+            ),
+        )
+        out.append(Reason("time.overlap", True, msg, c, ev))
+    if e.other_patient_overlaps:
+        msg = (
+            f"compliance warning: entry {e.entry_id} by {e.practitioner_id} overlaps in time with "
+            f"{', '.join(e.other_patient_overlaps)} for another patient; one performer cannot serve "
+            "both at once — review the documentation (billing is unchanged)"
+        )
+        ev = Evidence(
+            dates=(e.local_date,),
+            values=(
+                ("entry", e.entry_id),
+                ("other_patient_entries", ", ".join(e.other_patient_overlaps)),
+            ),
+        )
+        out.append(Reason("time.overlap_other_patient", False, msg, c, ev))
+    _remember(_NOTES, key, (e, tuple(out)))
+    return tuple(out)
 
 
 def threshold_day(entries: Sequence[TimeFact], minutes: int) -> date | None:
@@ -720,10 +744,11 @@ def finish(d: Draft) -> Decision:
     pay, price_reasons = payment(d.rule, units, d.used)
     reasons.extend(price_reasons)
     e = view.enrollment
-    measures = Measures()
+    measures: Measures | None = None
     for c in d.checks:
         if c.measures is not None:
-            measures = measures.merged(c.measures)
+            # Measures().merged(m) == m: the first one is taken as it is.
+            measures = c.measures if measures is None else measures.merged(c.measures)
     return Decision(
         patient_id=view.facts.patient_id,
         enrollment_id=e.enrollment_id,
@@ -740,7 +765,7 @@ def finish(d: Draft) -> Decision:
         expected_payment=pay,
         documentation_gaps=gaps,
         rule_year=layer_name(d.year),
-        measures=measures,
+        measures=Measures() if measures is None else measures,
     )
 
 
@@ -795,4 +820,13 @@ def _insert(reasons: tuple[Reason, ...], reason: Reason) -> tuple[Reason, ...]:
 
 
 def codes_of(year: RuleYear, program: Program, family: str) -> list[CodeRule]:
-    return sorted((c for c in year.codes_for(program) if c.family == family), key=lambda c: c.code)
+    key = (id(year), program, family)
+    hit = _CODES.get(key)
+    if hit is None or hit[0] is not year:
+        found = sorted((c for c in year.codes_for(program) if c.family == family), key=lambda c: c.code)
+        hit = (year, tuple(found))
+        _remember(_CODES, key, hit)
+    return list(hit[1])
+
+
+_CODES: dict[tuple[int, Program, str], tuple[RuleYear, tuple[CodeRule, ...]]] = {}
