@@ -13,7 +13,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, TypeVar
 
@@ -58,6 +58,7 @@ def evaluate_month(
     patients: set[str] | None = None,
     id_range: tuple[str, str] | None = None,
     problems: list[Problem] | None = None,
+    memo: dict[Any, Any] | None = None,
 ) -> Iterator[tuple[PatientMonthFacts, list[Decision]]]:
     """Facts and decisions for every patient-month, in patient order.
 
@@ -68,9 +69,13 @@ def evaluate_month(
     value no family supports) becomes a ``Problem`` in ``problems`` and that patient gets
     no decisions, while everyone else is judged. Without a ``problems`` list the first
     one is raised as ``ProblemsError``.
+
+    ``memo`` is shared by the calls of one run over several patient ranges (see
+    :func:`caretally.facts.build_month_facts`).
     """
     payer_rules = rules if isinstance(rules, PayerRules) else PayerRules(rules)
-    for facts in _facts_by_payer_options(engine, org_id, month, payer_rules, as_of, patients, id_range):
+    facts_of = _facts_by_payer_options(engine, org_id, month, payer_rules, as_of, patients, id_range, memo)
+    for facts in facts_of:
         try:
             decisions = evaluate_patient_month(facts, payer_rules.for_payer(facts.payer))
         except (MissingParameter, UnsupportedOption) as exc:
@@ -97,6 +102,7 @@ def _facts_by_payer_options(
     as_of: date | None,
     patients: set[str] | None,
     id_range: tuple[str, str] | None,
+    memo: dict[Any, Any] | None = None,
 ) -> Iterator[PatientMonthFacts]:
     """Facts in patient order, each built with the options of the patient's own payer.
 
@@ -110,7 +116,14 @@ def _facts_by_payer_options(
     if len(groups) == 1:
         (options,) = groups
         yield from build_month_facts(
-            engine, org_id, month, as_of=as_of, options=options, patients=patients, id_range=id_range
+            engine,
+            org_id,
+            month,
+            as_of=as_of,
+            options=options,
+            patients=patients,
+            id_range=id_range,
+            memo=memo,
         )
         return
     streams = [
@@ -123,6 +136,7 @@ def _facts_by_payer_options(
             patients=patients,
             id_range=id_range,
             payers=payers,
+            memo=memo,
         )
         for options, payers in sorted(groups.items(), key=lambda kv: sorted(kv[1]))
     ]
@@ -148,6 +162,8 @@ class _MapJob:
     as_of: date | None
     patients: set[str] | None
     fn: Callable[[PatientMonthFacts, list[Decision]], Any]
+    #: Facts every range would otherwise read again; each worker fills its own copy.
+    memo: dict[Any, Any] = field(default_factory=dict)
 
 
 _JOB: _MapJob | None = None
@@ -171,6 +187,7 @@ def _map_range(id_range: tuple[str, str]) -> tuple[list[Any], list[Problem]]:
                 patients=job.patients,
                 id_range=id_range,
                 problems=problems,
+                memo=job.memo,
             )
         ]
         return results, problems
