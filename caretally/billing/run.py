@@ -464,10 +464,11 @@ def _lost(decisions: list[Decision], book: RuleBook) -> list[Decision]:
     """
     groups: dict[tuple[str, frozenset[str]], list[Decision]] = defaultdict(list)
     for d in decisions:
-        rule = book.for_date(d.period.end).codes.get(d.code)
+        year = book.for_date(d.period.end)
+        rule = year.codes.get(d.code)
         if rule is None or rule.get("add_on_to"):
             continue
-        groups[(d.enrollment_id, book.for_date(d.period.end).either_or_group(d.code))].append(d)
+        groups[(d.enrollment_id, year.either_or_group(d.code))].append(d)
     out = []
     for ds in groups.values():
         if any(d.status is not Status.NOT_BILLABLE for d in ds):

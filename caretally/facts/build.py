@@ -412,7 +412,9 @@ def _prior_periods(
     if anchor is None or setup is None or enrollment.program not in DEVICE_PROGRAMS:
         return ()
     out: list[Period] = []
-    index = 0
+    # Periods ending before the set-up are skipped: start at the first one that reaches it
+    # (a years-long episode would otherwise walk every period since its start).
+    index = max(0, -(-((setup - anchor).days - (length - 1)) // length))
     while True:
         p = thirty_day_period(anchor, index, length)
         if p.end >= month.start:
