@@ -13,7 +13,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, TypeVar
 
@@ -56,6 +56,7 @@ def evaluate_month(
     id_range: tuple[str, str] | None = None,
     problems: list[Problem] | None = None,
     progress: Progress | None = None,
+    memo: dict[Any, Any] | None = None,
 ) -> Iterator[tuple[PatientMonthFacts, list[Decision]]]:
     """Facts and decisions for every patient-month, in patient order.
 
@@ -66,6 +67,9 @@ def evaluate_month(
     value no family supports) becomes a ``Problem`` in ``problems`` and that patient gets
     no decisions, while everyone else is judged. Without a ``problems`` list the first
     one is raised as ``ProblemsError``. ``progress(done, total)`` is told every patient.
+
+    ``memo`` is shared by the calls of one run over several patient ranges (see
+    :func:`caretally.facts.build_month_facts`).
     """
     payer_rules = rules if isinstance(rules, PayerRules) else PayerRules(rules)
     counted = None
@@ -73,7 +77,8 @@ def evaluate_month(
         lookback = max(facts_options(payer_rules.for_payer(p), month).lookback for p in Payer)
         ids = patients_in_month(engine, org_id, month, lookback)
         counted = _Counter(len(ids) if patients is None else len(patients.intersection(ids)), progress)
-    for facts in _facts_by_payer_options(engine, org_id, month, payer_rules, as_of, patients, id_range):
+    facts_of = _facts_by_payer_options(engine, org_id, month, payer_rules, as_of, patients, id_range, memo)
+    for facts in facts_of:
         try:
             decisions = evaluate_patient_month(facts, payer_rules.for_payer(facts.payer))
         except (MissingParameter, UnsupportedOption) as exc:
@@ -102,6 +107,7 @@ def _facts_by_payer_options(
     as_of: date | None,
     patients: set[str] | None,
     id_range: tuple[str, str] | None,
+    memo: dict[Any, Any] | None = None,
 ) -> Iterator[PatientMonthFacts]:
     """Facts in patient order, each built with the options of the patient's own payer.
 
@@ -115,7 +121,14 @@ def _facts_by_payer_options(
     if len(groups) == 1:
         (options,) = groups
         yield from build_month_facts(
-            engine, org_id, month, as_of=as_of, options=options, patients=patients, id_range=id_range
+            engine,
+            org_id,
+            month,
+            as_of=as_of,
+            options=options,
+            patients=patients,
+            id_range=id_range,
+            memo=memo,
         )
         return
     streams = [
@@ -128,6 +141,7 @@ def _facts_by_payer_options(
             patients=patients,
             id_range=id_range,
             payers=payers,
+            memo=memo,
         )
         for options, payers in sorted(groups.items(), key=lambda kv: sorted(kv[1]))
     ]
@@ -154,6 +168,8 @@ class _MapJob:
     patients: set[str] | None
     fn: Callable[[PatientMonthFacts, list[Decision]], Any]
     snapshot: str | None = None
+    #: Facts every range would otherwise read again; each worker fills its own copy.
+    memo: dict[Any, Any] = field(default_factory=dict)
 
 
 _JOB: _MapJob | None = None
@@ -177,6 +193,7 @@ def _map_range(id_range: tuple[str, str]) -> tuple[list[Any], list[Problem]]:
                 patients=job.patients,
                 id_range=id_range,
                 problems=problems,
+                memo=job.memo,
             )
         ]
         return results, problems

@@ -27,7 +27,7 @@ from caretally import __version__
 from caretally.billing.evaluate import map_month
 from caretally.billing.payers import PayerRules
 from caretally.billing.pricing import Pricing, price
-from caretally.billing.serialize import decision_to_json
+from caretally.billing.serialize import stored_decisions_json, stored_text
 from caretally.errors import UNUSABLE_SETTINGS, Problem, Refusal
 from caretally.model import (
     ClaimLine,
@@ -453,7 +453,7 @@ def stored_decisions(engine: Bind, run_id: str, patient_id: str | None = None) -
     if patient_id is not None:
         stmt = stmt.where(d.c.patient_id == patient_id)
     with _connected(engine) as conn:
-        return [item for (decisions,) in conn.execute(stmt) for item in decisions]
+        return [item for (decisions,) in conn.execute(stmt) for item in stored_decisions_json(decisions)]
 
 
 # ----------------------------------------------------------------------------------------
@@ -528,10 +528,11 @@ def _lost(decisions: list[Decision], book: RuleBook) -> list[Decision]:
     """
     groups: dict[tuple[str, frozenset[str]], list[Decision]] = defaultdict(list)
     for d in decisions:
-        rule = book.for_date(d.period.end).codes.get(d.code)
+        year = book.for_date(d.period.end)
+        rule = year.codes.get(d.code)
         if rule is None or rule.get("add_on_to"):
             continue
-        groups[(d.enrollment_id, book.for_date(d.period.end).either_or_group(d.code))].append(d)
+        groups[(d.enrollment_id, year.either_or_group(d.code))].append(d)
     out = []
     for ds in groups.values():
         if any(d.status is not Status.NOT_BILLABLE for d in ds):
@@ -636,7 +637,7 @@ def bill_month(
             part = RunSummary()
             _summarise(part, facts, decisions, rules)
             # Serialized here (in the worker, when there are workers), stored and digested as is.
-            decisions_text = JsonText(json.dumps([decision_to_json(d) for d in decisions]))
+            decisions_text = JsonText(stored_text(decisions))
             billable = sum(1 for d in decisions if d.status is Status.BILLABLE)
             return _PatientResult(
                 patient_id=facts.patient_id,

@@ -10,10 +10,10 @@ handful per patient-month) and come back as rows, because every entry id is evid
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, String, and_, case, cast, false, func, literal, or_, select
 from sqlalchemy.sql.elements import ColumnElement
@@ -33,6 +33,8 @@ from caretally.model import (
     TimeFact,
 )
 from caretally.store import schema
+
+T = TypeVar("T")
 
 #: Which patients a query covers: all (None), a set of ids, or an inclusive id range.
 Scope = set[str] | tuple[str, str] | None
@@ -321,11 +323,26 @@ def _cross_patient_overlaps(
     return {k: tuple(sorted(v)) for k, v in found.items()}
 
 
-def _patients(engine: Engine, org_id: str, ids: set[str]) -> dict[str, tuple[Payer, str]]:
-    pt = schema.patients
-    stmt = select(pt.c.patient_id, pt.c.payer, pt.c.timezone).where(pt.c.org_id == org_id)
-    with engine.connect() as conn:
-        return {pid: (Payer(payer), tz) for pid, payer, tz in conn.execute(stmt) if pid in ids}
+def _patients(
+    engine: Engine, org_id: str, ids: set[str], memo: dict[Any, Any] | None = None
+) -> dict[str, tuple[Payer, str]]:
+    def everyone() -> dict[str, tuple[Payer, str]]:
+        pt = schema.patients
+        stmt = select(pt.c.patient_id, pt.c.payer, pt.c.timezone).where(pt.c.org_id == org_id)
+        with engine.connect() as conn:
+            return {pid: (Payer(payer), tz) for pid, payer, tz in conn.execute(stmt)}
+
+    known = _shared(memo, ("patients", org_id), everyone)
+    return {pid: person for pid, person in known.items() if pid in ids}
+
+
+def _shared(memo: dict[Any, Any] | None, key: Any, make: Callable[[], T]) -> T:
+    """``make()``, once per ``memo`` (a month run's calls share one); every time without one."""
+    if memo is None:
+        return make()
+    if key not in memo:
+        memo[key] = make()
+    return memo[key]  # type: ignore[no-any-return]
 
 
 def _billed_history(
@@ -400,7 +417,9 @@ def _prior_periods(
     if anchor is None or setup is None or enrollment.program not in DEVICE_PROGRAMS:
         return ()
     out: list[Period] = []
-    index = 0
+    # Periods ending before the set-up are skipped: start at the first one that reaches it
+    # (a years-long episode would otherwise walk every period since its start).
+    index = max(0, -(-((setup - anchor).days - (length - 1)) // length))
     while True:
         p = thirty_day_period(anchor, index, length)
         if p.end >= month.start:
@@ -517,6 +536,7 @@ def build_month_facts(
     patients: set[str] | None = None,
     id_range: tuple[str, str] | None = None,
     payers: set[Payer] | None = None,
+    memo: dict[Any, Any] | None = None,
 ) -> Iterator[PatientMonthFacts]:
     """Facts for every patient with an enrollment touching ``month``, in patient order.
 
@@ -525,6 +545,11 @@ def build_month_facts(
     run to some patients (explain, scenarios); ``id_range`` to an inclusive range of
     patient ids (one worker's share of a month run); ``payers`` to the patients of some
     payers (whose rule-year options are the ``options`` given).
+
+    ``memo`` lets the calls of one month run share what does not depend on the patient
+    range — the organization's cross-patient overlaps, where its data begins, who its
+    patients are — so each range does not ask the whole organization again. Give a fresh
+    dict per run: nothing in it is ever refreshed.
     """
     options = options or FactsOptions()
     as_of = as_of or month.end
@@ -546,7 +571,7 @@ def build_month_facts(
     by_patient: dict[str, list[EnrollmentFact]] = defaultdict(list)
     for e in enrollments:
         by_patient[e.patient_id].append(e)
-    people = _patients(engine, org_id, set(by_patient))
+    people = _patients(engine, org_id, set(by_patient), memo)
     if payers is not None:  # this pass covers only some payers (their options shape the facts)
         by_patient = defaultdict(list, {p: es for p, es in by_patient.items() if people[p][0] in payers})
         if not by_patient:
@@ -555,8 +580,14 @@ def build_month_facts(
     # readings or minutes logged on the 25th, even when they are already in the store.
     known_to = min(month.end, as_of)
     needs_history = any(e.program in DEVICE_PROGRAMS for es in by_patient.values() for e in es)
-    data_from = _data_from(engine, org_id) if needs_history else None
-    clashes = _cross_patient_overlaps(engine, org_id, window_start, known_to, patients)
+    data_from = None
+    if needs_history:
+        data_from = _shared(memo, ("data_from", org_id), lambda: _data_from(engine, org_id))
+    clashes = _shared(
+        memo,
+        ("overlaps", org_id, window_start, known_to, None if patients is None else frozenset(patients)),
+        lambda: _cross_patient_overlaps(engine, org_id, window_start, known_to, patients),
+    )
     ordered = sorted(by_patient)
     for start in range(0, len(ordered), BATCH):
         batch = ordered[start : start + BATCH]

@@ -16,31 +16,52 @@ means the period is still open — whether or not the threshold is already met).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import date
 from decimal import Decimal
 
 from caretally.model import Decision, PatientMonthFacts
 from caretally.rules.allocation import Allocation, allocate, total
 from caretally.rules.families import month
 from caretally.rules.intervals import counts_once, trim_overlaps
-from caretally.rules.params import RuleBook
+from caretally.rules.params import RuleBook, RuleYear
 
 
 def evaluate_patient_month(facts: PatientMonthFacts, rules: RuleBook) -> list[Decision]:
     """Every decision for every enrollment and code of the patient-month, with reasons."""
     if counts_once(rules.for_date(facts.month.end)):
         facts = trim_overlaps(facts)
-    year_for = rules.for_date
-    static: list[Decision] = []
+    year_for = _year_for(rules)
+    static: list[list[Decision]] = []
     cache: dict[tuple[str, tuple[str, ...]], list[Decision]] = {}
+    scores: dict[frozenset[tuple[str, str]], Decimal] = {}
 
     def score(assignment: Mapping[str, str]) -> Decimal:
         # Device and set-up decisions do not depend on the allocation: made once, and only
-        # for the patients whose untagged time needs a search at all.
+        # for the patients whose untagged time needs a search at all. The search asks for
+        # some assignments twice (the best one again, to explain it): answered once.
+        key = frozenset(assignment.items())
+        known = scores.get(key)
+        if known is not None:
+            return known
         if not static:
-            static.extend(month.static_decisions(facts, year_for))
+            static.append(month.static_decisions(facts, year_for))
         trial = Allocation(enrollment_of=dict(assignment), program_of={})
-        return total(month.decide(facts, year_for, trial, static, cache))
+        scores[key] = value = total(month.decide(facts, year_for, trial, static[0], cache))
+        return value
 
     allocation = allocate(facts, rules.for_date(facts.month.end), score)
-    return month.decide(facts, year_for, allocation)
+    return month.decide(facts, year_for, allocation, made_static=static[0] if static else None)
+
+
+def _year_for(rules: RuleBook) -> Callable[[date], RuleYear]:
+    """``rules.for_date`` remembered per day for one patient-month (asked ~100 times a patient)."""
+    known: dict[date, RuleYear] = {}
+
+    def year_for(day: date) -> RuleYear:
+        year = known.get(day)
+        if year is None:
+            year = known[day] = rules.for_date(day)
+        return year
+
+    return year_for

@@ -1,4 +1,8 @@
-"""Forked workers give exactly the answers one process gives (month run and worklist)."""
+"""Forked workers give exactly the answers one process gives (month run and worklist).
+
+Workers encode each patient's stored decisions themselves, so the stored decisions are
+compared too, not only the claim lines.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import pytest
 
 import caretally.billing.evaluate as evaluate
 from caretally.billing.payers import PayerRules
-from caretally.billing.run import bill_month, line_content
+from caretally.billing.run import bill_month, line_content, stored_decisions
 from caretally.dates import parse_month
 from caretally.ingest import import_bundle
 from caretally.store.db import open_database
@@ -35,7 +39,9 @@ def test_workers_match_one_process(bundle: Path, tmp_path: Path, monkeypatch: py
         assert import_bundle(engine, "default", bundle).ok()
         worklist = [row.to_json() for row in build_worklist(engine, "default", date(2026, 3, 20), rules)]
         run = bill_month(engine, "default", month, rules)
-        answers.append(([line_content(line) for line in run.lines], run.summary.expected_revenue, worklist))
+        lines = [line_content(line) for line in run.lines]
+        answers.append((lines, run.summary.expected_revenue, worklist, stored_decisions(engine, run.run_id)))
         engine.dispose()
     assert answers[0][0] and answers[0][2], "the practice bills something and has open periods"
+    assert len(answers[0][3]) > 90, "every patient's decisions are stored"
     assert answers[0] == answers[1]

@@ -53,6 +53,7 @@ from caretally.model import (
     Status,
     TimeFact,
     Verdict,
+    kind_of,
 )
 from caretally.rules.params import CodeRule, MissingParameter, Param, RuleYear
 
@@ -82,11 +83,29 @@ class Check:
     ) -> Check:
         return Check(
             Reason(
-                rule_id, verdict is Verdict.PASS, message, citation, evidence or Evidence(), verdict=verdict
+                rule_id,
+                verdict is Verdict.PASS,
+                message,
+                citation,
+                evidence or _NO_EVIDENCE,
+                verdict=verdict,
+                kind=reason_kind(rule_id),
             ),
             verdict,
             measures,
         )
+
+
+_NO_EVIDENCE = Evidence()
+_KINDS: dict[str, ReasonKind] = {}
+
+
+def reason_kind(rule_id: str) -> ReasonKind:
+    """``kind_of`` once per rule id: hundreds of thousands of reasons share a few dozen ids."""
+    kind = _KINDS.get(rule_id)
+    if kind is None:
+        kind = _KINDS[rule_id] = kind_of(rule_id)
+    return kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +171,13 @@ class Used:
             self.params.append(param)
         return param
 
+    def extend(self, params: Iterable[Param]) -> None:
+        seen, out = self.seen, self.params
+        for param in params:
+            if id(param) not in seen:
+                seen.add(id(param))
+                out.append(param)
+
     def code(self, rule: CodeRule, name: str) -> Any:
         return self.add(rule.param(name)).value
 
@@ -164,7 +190,17 @@ class Used:
         return self.add(self.year.option(name)).value
 
     def uses(self) -> tuple[ParameterUse, ...]:
-        return tuple(p.use() for p in self.params)
+        # The same code reads the same values for every patient: one tuple per list of
+        # values. The memo holds the params, so the ids in a key cannot be reused.
+        key = tuple(map(id, self.params))
+        hit = _USES_OF.get(key)
+        if hit is None:
+            hit = (tuple(self.params), tuple(p.use() for p in self.params))
+            _remember(_USES_OF, key, hit)
+        return hit[1]
+
+
+_USES_OF: dict[tuple[int, ...], tuple[tuple[Param, ...], tuple[ParameterUse, ...]]] = {}
 
 
 def option_value(year: RuleYear, name: str, allowed: Sequence[str]) -> str:
@@ -298,6 +334,42 @@ _REQUIREMENTS: dict[tuple[int, str, Program | None], tuple[RuleYear, Param, bool
 def common_checks(view: EnrollmentView, year: RuleYear, period: Period, used: Used) -> list[Check]:
     """Enrollment, consent, billing practitioner and (RPM) established patient.
 
+    They depend on the enrollment, the rule-year and the period only, and every code of
+    an enrollment asks for them (the allocation search asks again for every trial), so
+    each answer is made once and replayed: the same checks, and the same rule values
+    added to ``used`` in the same order.
+    """
+    program = view.program
+    key = (id(program), period, id(year))
+    hit = _COMMON.get(key)
+    if hit is None or hit[0] is not program or hit[1] is not year:
+        probe = Used(year)
+        checks = tuple(_common_checks(view, year, period, probe))
+        hit = (program, year, checks, tuple(probe.params))
+        _remember(_COMMON, key, hit)
+    used.extend(hit[3])
+    return list(hit[2])
+
+
+#: Per-patient answers, keyed by object ids; each value holds the keyed objects, so an id
+#: is never reused while its entry lives. Small: cleared whenever it outgrows one practice.
+_Params = tuple[Param, ...]
+_COMMON: dict[tuple[int, Period, int], tuple[ProgramFacts, RuleYear, tuple[Check, ...], _Params]] = {}
+_DOCS: dict[tuple[int, int], tuple[ProgramFacts, RuleYear, tuple[Reason, ...], tuple[str, ...], _Params]] = {}
+_OVERLAPS: dict[tuple[int, Period], tuple[tuple[TimeFact, ...], tuple[Reason, ...]]] = {}
+_ORDER: dict[int, tuple[TimeFact, tuple[date, str, str]]] = {}
+_MEMO_LIMIT = 2048
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()
+    memo[key] = value
+
+
+def _common_checks(view: EnrollmentView, year: RuleYear, period: Period, used: Used) -> list[Check]:
+    """See :func:`common_checks`.
+
     Consent: it must be dated on or before the date of service. Because data and time
     before the consent date are left out of every count, a met threshold always lands on
     or after the consent; the check can only fail when consent is missing or dated after
@@ -378,7 +450,23 @@ def _established(e: EnrollmentFact, year: RuleYear, used: Used, c: str) -> Check
 
 
 def documentation(view: EnrollmentView, year: RuleYear, used: Used) -> tuple[list[Reason], tuple[str, ...]]:
-    """Named documentation gaps: they never block, but an auditor will ask for them."""
+    """Named documentation gaps: they never block, but an auditor will ask for them.
+
+    Like the common checks, made once per enrollment and rule-year and replayed.
+    """
+    program = view.program
+    key = (id(program), id(year))
+    hit = _DOCS.get(key)
+    if hit is None or hit[0] is not program or hit[1] is not year:
+        probe = Used(year)
+        reasons, gaps = _documentation(view, year, probe)
+        hit = (program, year, tuple(reasons), gaps, tuple(probe.params))
+        _remember(_DOCS, key, hit)
+    used.extend(hit[4])
+    return list(hit[2]), hit[3]
+
+
+def _documentation(view: EnrollmentView, year: RuleYear, used: Used) -> tuple[list[Reason], tuple[str, ...]]:
     e = view.enrollment
     reasons: list[Reason] = []
     gaps: list[str] = []
@@ -421,10 +509,7 @@ def performers_of(value: Any) -> frozenset[str]:
 class TimePool:
     counted: tuple[TimeFact, ...]
     excluded: tuple[tuple[TimeFact, str], ...]  # entry, why
-
-    @property
-    def seconds(self) -> int:
-        return sum(e.seconds for e in self.counted)
+    seconds: int = 0  # of the counted entries; set by :func:`pool`
 
     @property
     def minutes(self) -> int:
@@ -438,8 +523,14 @@ class TimePool:
 
 
 def time_order(entry: TimeFact) -> tuple[date, str, str]:
+    """Date, start instant as text, id: the one order every family walks entries in."""
+    hit = _ORDER.get(id(entry))
+    if hit is not None and hit[0] is entry:
+        return hit[1]
     started = "" if entry.started_at is None else entry.started_at.isoformat()
-    return (entry.local_date, started, entry.entry_id)
+    key = (entry.local_date, started, entry.entry_id)
+    _remember(_ORDER, id(entry), (entry, key))
+    return key
 
 
 def pool(
@@ -459,12 +550,28 @@ def pool(
             excluded.append((e, f"performer {e.performer} does not count for this code"))
         else:
             counted.append(e)
-    return TimePool(tuple(counted), tuple(excluded))
+    return TimePool(tuple(counted), tuple(excluded), sum(e.seconds for e in counted))
 
 
 def overlap_reasons(view: EnrollmentView, period: Period) -> list[Reason]:
     """Say which entries were cut because the same performer logged those minutes already,
-    and flag entries whose interval collides with another patient's (a compliance warning)."""
+    and flag entries whose interval collides with another patient's (a compliance warning).
+
+    Every time-based code of the enrollment carries the same notes: made once per set of
+    entries (one view's) and period.
+    """
+    entries = view.entries
+    if not entries:
+        return []
+    key = (id(entries), period)
+    hit = _OVERLAPS.get(key)
+    if hit is None or hit[0] is not entries:
+        hit = (entries, tuple(_overlap_reasons(view, period)))
+        _remember(_OVERLAPS, key, hit)
+    return list(hit[1])
+
+
+def _overlap_reasons(view: EnrollmentView, period: Period) -> list[Reason]:
     if not any(e.logged_seconds is not None or e.other_patient_overlaps for e in view.entries):
         return []
     out: list[Reason] = []
@@ -472,41 +579,58 @@ def overlap_reasons(view: EnrollmentView, period: Period) -> list[Reason]:
     for e in sorted(view.entries, key=time_order):
         if not period.contains(e.local_date):
             continue
-        if not c and (e.logged_seconds is not None or e.other_patient_overlaps):
+        if e.logged_seconds is None and not e.other_patient_overlaps:
+            continue
+        if not c:
             year = view.year_for(period.end)
             c = cite(year, year.rule_global("time_counts_once"))
-        if e.logged_seconds is not None:
-            cut = e.logged_seconds - e.seconds
-            msg = (
-                f"entry {e.entry_id} repeats {clock(cut)} already logged by {e.practitioner_id} in entry "
-                f"{', '.join(e.overlaps)}: those minutes count once, so it counts {clock(e.seconds)} "
-                f"of its {clock(e.logged_seconds)}"
-            )
-            ev = Evidence(
-                dates=(e.local_date,),
-                time_entry_ids=(),
-                values=(
-                    ("entry", e.entry_id),
-                    ("overlaps", ", ".join(e.overlaps)),
-                    ("seconds_cut", str(cut)),
-                ),
-            )
-            out.append(Reason("time.overlap", True, msg, c, ev))
-        if e.other_patient_overlaps:
-            msg = (
-                f"compliance warning: entry {e.entry_id} by {e.practitioner_id} overlaps in time with "
-                f"{', '.join(e.other_patient_overlaps)} for another patient; one performer cannot serve "
-                "both at once — review the documentation (billing is unchanged)"
-            )
-            ev = Evidence(
-                dates=(e.local_date,),
-                values=(
-                    ("entry", e.entry_id),
-                    ("other_patient_entries", ", ".join(e.other_patient_overlaps)),
-                ),
-            )
-            out.append(Reason("time.overlap_other_patient", False, msg, c, ev))
+        out.extend(_entry_notes(e, c))
     return out
+
+
+_NOTES: dict[tuple[int, str], tuple[TimeFact, tuple[Reason, ...]]] = {}
+
+
+def _entry_notes(e: TimeFact, c: str) -> tuple[Reason, ...]:
+    """The overlap notes of one entry (the same whichever code counts it), cited ``c``."""
+    key = (id(e), c)
+    hit = _NOTES.get(key)
+    if hit is not None and hit[0] is e:
+        return hit[1]
+    out: list[Reason] = []
+    if e.logged_seconds is not None:
+        cut = e.logged_seconds - e.seconds
+        msg = (
+            f"entry {e.entry_id} repeats {clock(cut)} already logged by {e.practitioner_id} in entry "
+            f"{', '.join(e.overlaps)}: those minutes count once, so it counts {clock(e.seconds)} "
+            f"of its {clock(e.logged_seconds)}"
+        )
+        ev = Evidence(
+            dates=(e.local_date,),
+            time_entry_ids=(),
+            values=(
+                ("entry", e.entry_id),
+                ("overlaps", ", ".join(e.overlaps)),
+                ("seconds_cut", str(cut)),
+            ),
+        )
+        out.append(Reason("time.overlap", True, msg, c, ev))
+    if e.other_patient_overlaps:
+        msg = (
+            f"compliance warning: entry {e.entry_id} by {e.practitioner_id} overlaps in time with "
+            f"{', '.join(e.other_patient_overlaps)} for another patient; one performer cannot serve "
+            "both at once — review the documentation (billing is unchanged)"
+        )
+        ev = Evidence(
+            dates=(e.local_date,),
+            values=(
+                ("entry", e.entry_id),
+                ("other_patient_entries", ", ".join(e.other_patient_overlaps)),
+            ),
+        )
+        out.append(Reason("time.overlap_other_patient", False, msg, c, ev))
+    _remember(_NOTES, key, (e, tuple(out)))
+    return tuple(out)
 
 
 def threshold_day(entries: Sequence[TimeFact], minutes: int) -> date | None:
@@ -620,10 +744,11 @@ def finish(d: Draft) -> Decision:
     pay, price_reasons = payment(d.rule, units, d.used)
     reasons.extend(price_reasons)
     e = view.enrollment
-    measures = Measures()
+    measures: Measures | None = None
     for c in d.checks:
         if c.measures is not None:
-            measures = measures.merged(c.measures)
+            # Measures().merged(m) == m: the first one is taken as it is.
+            measures = c.measures if measures is None else measures.merged(c.measures)
     return Decision(
         patient_id=view.facts.patient_id,
         enrollment_id=e.enrollment_id,
@@ -640,7 +765,7 @@ def finish(d: Draft) -> Decision:
         expected_payment=pay,
         documentation_gaps=gaps,
         rule_year=layer_name(d.year),
-        measures=measures,
+        measures=Measures() if measures is None else measures,
     )
 
 
@@ -695,4 +820,13 @@ def _insert(reasons: tuple[Reason, ...], reason: Reason) -> tuple[Reason, ...]:
 
 
 def codes_of(year: RuleYear, program: Program, family: str) -> list[CodeRule]:
-    return sorted((c for c in year.codes_for(program) if c.family == family), key=lambda c: c.code)
+    key = (id(year), program, family)
+    hit = _CODES.get(key)
+    if hit is None or hit[0] is not year:
+        found = sorted((c for c in year.codes_for(program) if c.family == family), key=lambda c: c.code)
+        hit = (year, tuple(found))
+        _remember(_CODES, key, hit)
+    return list(hit[1])
+
+
+_CODES: dict[tuple[int, Program, str], tuple[RuleYear, tuple[CodeRule, ...]]] = {}

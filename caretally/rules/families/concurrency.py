@@ -297,6 +297,10 @@ def program_groups(year: RuleYear, name: str) -> list[tuple[tuple[Program, ...],
     it as globals named ``never_together`` / ``not_same_practitioner`` (or with a
     ``concurrency.`` prefix, or one entry per list item with an index suffix).
     """
+    memo = (id(year), name)
+    hit = _GROUPS.get(memo)
+    if hit is not None and hit[0] is year:
+        return list(hit[1])
     found: list[tuple[tuple[Program, ...], Param]] = []
     for key, p in sorted(year.globals.items()):
         bare = key.removeprefix("concurrency.")
@@ -308,7 +312,14 @@ def program_groups(year: RuleYear, name: str) -> list[tuple[tuple[Program, ...],
         else:
             groups = [tuple(Program(str(x)) for x in strings(value))]
         found.extend((g, p) for g in groups if len(g) >= 2)
+    if len(_GROUPS) >= 256:
+        _GROUPS.clear()
+    _GROUPS[memo] = (year, tuple(found))
     return found
+
+
+#: (id(RuleYear), rule name) → (RuleYear, groups): read for every patient, made once per year.
+_GROUPS: dict[tuple[int, str], tuple[RuleYear, tuple[tuple[tuple[Program, ...], Param], ...]]] = {}
 
 
 def _by_program(ds: list[Decision], program: Program, keep: Callable[[Decision], bool]) -> list[int]:

@@ -35,6 +35,7 @@ def decide(
     allocation: Allocation,
     static: Sequence[Decision] | None = None,
     cache: dict[tuple[str, tuple[str, ...]], list[Decision]] | None = None,
+    made_static: Sequence[Decision] | None = None,
 ) -> list[Decision]:
     """All decisions of the patient-month under ``allocation``.
 
@@ -43,9 +44,19 @@ def decide(
     enrollment's time-based decisions by the set of entries credited to it, since a
     search step moves one entry and leaves the other enrollments as they were. Both are
     only for scoring: the reasons the allocation adds are not part of the cache key.
+
+    ``made_static`` are those device and set-up decisions when the search already made
+    them (:func:`static_decisions`); the final pass then takes each enrollment's share in
+    place of running those families again, in the same place of the list.
     """
     out: list[Decision] = [] if static is None else list(static)
     families = (*STATIC, *TIMED) if static is None else TIMED
+    reuse: dict[str, list[Decision]] | None = None
+    if static is None and made_static is not None:
+        families = TIMED
+        reuse = {}
+        for d in made_static:
+            reuse.setdefault(d.enrollment_id, []).append(d)
     for program in _ordered(facts):
         eid = program.enrollment.enrollment_id
         entries = tuple(e for e in facts.time if allocation.enrollment_of.get(e.entry_id) == eid)
@@ -58,6 +69,8 @@ def decide(
             time_params=allocation.params,
         )
         key = (eid, tuple(e.entry_id for e in entries))
+        if reuse is not None:
+            out.extend(reuse.get(eid, ()))
         if cache is not None and key in cache:
             out.extend(cache[key])
             continue
