@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, func, select, text
 
 import caretally.billing.evaluate as evaluate
 from caretally.billing.payers import PayerRules
-from caretally.billing.run import RunError, bill_month, lock_month, month_lock_name
+from caretally.billing.run import RunError, bill_month, lock_month, month_lock_name, stored_decisions
 from caretally.dates import parse_month
 from caretally.ingest import import_records
 from caretally.store import schema
@@ -147,12 +147,7 @@ def test_an_import_committing_during_a_run_is_wholly_out_of_it(
         assert finished > run_ended and "another caretally command is writing" in err
 
     assert ("B2", "99445") in codes(run.lines) and ("B2", "99454") not in codes(run.lines)
-    with engine.connect() as conn:
-        stored = conn.execute(
-            select(schema.run_decisions.c.decisions).where(
-                schema.run_decisions.c.run_id == run.run_id, schema.run_decisions.c.patient_id == "B2"
-            )
-        ).scalar_one()
+    stored = stored_decisions(engine, run.run_id, "B2")
     device = next(d for d in stored if d["code"] == "99445")
     assert device["measures"]["days"] == 9, "the stored evidence is the old side's too"
 

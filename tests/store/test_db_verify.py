@@ -7,6 +7,7 @@ someone with database access would; the check reads only the command's output an
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any
 
@@ -80,7 +81,7 @@ def test_a_flipped_byte_in_a_decision_or_a_claim_line_is_caught(billed: tuple[st
         (text,) = conn.execute(
             select(d.c.decisions.cast(Text)).where(d.c.run_id == locked, d.c.patient_id == "A1")
         ).one()
-        flipped = text.replace('"units": 1', '"units": 2', 1)
+        flipped = re.sub(r'"units": ?1\b', '"units":2', text, count=1)
         assert flipped != text
         conn.execute(
             update(d).where(d.c.run_id == locked, d.c.patient_id == "A1").values(decisions=JsonText(flipped))
