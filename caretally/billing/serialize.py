@@ -57,6 +57,7 @@ def decision_to_json(d: Decision) -> dict[str, Any]:
         ],
         "documentation_gaps": list(d.documentation_gaps),
         "rule_year": d.rule_year,
+        "provisional": d.provisional,
         "measures": measures_to_json(d.measures),
     }
 
