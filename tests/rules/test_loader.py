@@ -51,6 +51,8 @@ def _expected(case: Path) -> Found:
 def _found(case: Path) -> Found:
     if case.is_file():
         _, problems = load_rule_files([case])
+    elif (case / "imports").is_dir():  # rulesets and a rules folder of imported layers
+        problems = check_rulesets(case / "rulesets", case / "imports")
     elif any(p.is_dir() for p in case.iterdir()):
         problems = check_rulesets(case)  # a whole rulesets root: placement is checked too
     else:
