@@ -6,6 +6,11 @@ is judged again — same data, same settings the run recorded — by the chosen 
 re-dated to cover the month. Nothing is stored: no run, no lines, no lock is taken. The
 result is the revenue per code of the stored run beside the what-if, and their
 difference, with the what-if year's status (a proposed year says so).
+
+The what-if reads the month's data as it is stored now. If data arrived after the run
+was made, the difference includes it: bill the month first (nothing is stored when
+nothing changed), or compare with ``--what-if-rules`` of the run's own year, which
+shows exactly what the new data alone would change.
 """
 
 from __future__ import annotations
