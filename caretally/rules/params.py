@@ -181,15 +181,6 @@ class RuleYear:
         """The layers as one name (``medicare/2026+payers/x``): how decisions record it."""
         return "+".join(self.layers)
 
-    def option_on(self, name: str) -> Param | None:
-        """An optional yes/no option when it is set and true; None when absent or false.
-
-        Options that exist only from the year that introduced them (the CY2027
-        proposals) read as off in every year that does not define them.
-        """
-        p = self.options.get(name)
-        return p if p is not None and p.value is True else None
-
     def code(self, code: str) -> CodeRule:
         try:
             return self.codes[code]
