@@ -150,6 +150,10 @@ class TimeFact:
     #: Entries of *other* patients by the same performer whose intervals overlap this one's:
     #: both cannot be true, so the decisions and the run summary flag them (billing stays).
     other_patient_overlaps: tuple[str, ...] = ()
+    #: The performer's employment by the billing practice: ``employee`` or ``contractor``.
+    #: Read by the CY2027 proposal ``staff_minutes_employed_only``; every performer is an
+    #: employee until practitioners carry an employment field (issue 14).
+    employment: str = "employee"
 
     @property
     def ended_at(self) -> datetime | None:
@@ -302,7 +306,7 @@ class ReasonKind(StrEnum):
 
 
 #: The one list of advisory rule families: every consumer reads ``Reason.kind`` instead.
-ADVISORY_PREFIXES = ("docs.", "pricing.", "time.", "period.")
+ADVISORY_PREFIXES = ("docs.", "pricing.", "time.", "period.", "rules.")
 CONFLICT_PREFIXES = ("concurrency.",)
 
 
@@ -390,6 +394,8 @@ class Decision:
     documentation_gaps: tuple[str, ...] = ()
     rule_year: str = ""  # the rule-year layers that judged it, e.g. "medicare/2026"; pricing uses the same
     measures: Measures = Measures()
+    #: Judged by a proposed (not final) rule-year: a ``rules.provisional`` reason says which.
+    provisional: bool = False
 
     @property
     def blocking(self) -> tuple[Reason, ...]:

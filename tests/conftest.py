@@ -18,6 +18,15 @@ from sqlalchemy.engine import make_url
 
 PG_ENV = "CARETALLY_TEST_POSTGRES_URL"
 REQUIRE_ALL_ENV = "CARETALLY_TEST_REQUIRE_ALL"
+RULES_DIR_ENV = "CARETALLY_RULES_DIR"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Imported rule layers (``caretally rules import-rvu``) are read from the rules folder,
+    ``./caretally-rules`` by default: point every test (and every process a test starts)
+    at an empty one, so a layer imported on this machine never changes what tests see.
+    Tests that import layers give their own folder; this one is never created."""
+    os.environ[RULES_DIR_ENV] = str(Path(config.rootpath) / ".no-imported-rule-layers" / str(os.getpid()))
 
 
 def skip_or_fail(reason: str) -> None:

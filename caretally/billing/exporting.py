@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -169,14 +169,26 @@ def export_month(
         )
     lines = stored_lines(engine, run.run_id)
     when = now or datetime.now(UTC)
+    marks = provisional_lines(engine, run)
     if fmt == "csv":
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_csv(lines, out)
+        write_csv(lines, out, marks)
         return ExportResult(run, out, len(lines))
     if fmt == "json":
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_json(lines, out)
+        write_json(lines, out, marks)
         return ExportResult(run, out, len(lines))
+    if run.provisional and not run.provisional_accepted:
+        years = ", ".join((run.provisional or {}).get("rule_years") or [])
+        raise _refused(
+            "provisional_rules",
+            f"run {run.run_id} of {run.month} was judged by a proposed rule-year ({years}); "
+            f"its claims are not written as {fmt} until the run is accepted",
+            f"lock it with: caretally lock --month {run.month} --accept-provisional — or bill the month "
+            "again once the final rule is loaded",
+            month=run.month,
+            run_id=run.run_id,
+        )
     if practice is None:
         raise _refused(
             "practice_needed",
@@ -272,6 +284,26 @@ def _export_x12(
         tuple(files),
         run.amends_run_id if locked is not None else None,
     )
+
+
+def provisional_lines(engine: Engine, run: StoredRun) -> Callable[[ClaimLine], str] | None:
+    """For a run a proposed rule-year judged: line → that rule-year ("" when final rules did).
+
+    Read from the run's stored decisions (a line is its billable decision), and only for
+    such runs, so an ordinary export reads nothing more than its lines.
+    """
+    if not run.provisional:
+        return None
+    judged: dict[tuple[str, str, str, str], str] = {}
+    for d in stored_decisions(engine, run.run_id):
+        if d.get("provisional") and d.get("status") == "billable":
+            key = (d["patient_id"], d["enrollment_id"], d["code"], d["period"]["start"])
+            judged[key] = str(d.get("rule_year") or "")
+
+    def mark(line: ClaimLine) -> str:
+        return judged.get((line.patient_id, line.enrollment_id, line.code, line.period_start.isoformat()), "")
+
+    return mark
 
 
 def _slug(text: str) -> str:

@@ -16,6 +16,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 
 from caretally.errors import Problem, ProblemsError
+from caretally.rules.layers import gpci_path
 from caretally.rules.params import CodeRule, RuleYear
 
 CENT = Decimal("0.01")
@@ -40,16 +41,23 @@ class Gpci:
 
 
 def gpci_years() -> list[int]:
-    return sorted(int(p.stem) for p in GPCI_DIR.glob("*.csv"))
+    """Years with GPCIs: shipped, or imported into the rules folder (``rules import-gpci``)."""
+    imported = gpci_path(0).parent
+    found = {int(p.stem) for p in GPCI_DIR.glob("*.csv")}
+    if imported.is_dir():
+        found |= {int(p.stem) for p in imported.glob("*.csv") if p.stem.isdigit()}
+    return sorted(found)
 
 
 def load_gpci(year: int, locality: str, path: Path | None = None) -> Gpci:
     """The GPCIs of ``locality`` (``ST-NN``, e.g. ``CO-01``) for ``year``.
 
-    Ships CMS Addendum E for the years in ``billing/data/gpci``; a practice can point
-    ``path`` at a newer CMS file in the same layout.
+    ``path`` (``--gpci``) first; else the CMS file imported for ``year`` into the rules
+    folder (``caretally rules import-gpci``); else the years shipped in
+    ``billing/data/gpci`` (CMS Addendum E, same layout).
     """
-    source = path or GPCI_DIR / f"{year}.csv"
+    imported = gpci_path(year)
+    source = path or (imported if imported.is_file() else GPCI_DIR / f"{year}.csv")
     if not source.exists():
         have = ", ".join(str(y) for y in gpci_years()) or "none"
         raise ProblemsError(
@@ -59,7 +67,8 @@ def load_gpci(year: int, locality: str, path: Path | None = None) -> Gpci:
                     None,
                     "locality",
                     "gpci_year_missing",
-                    f"no GPCI file for {year} (shipped: {have}); give the CMS Addendum E file with --gpci",
+                    f"no GPCI file for {year} (have: {have}); import CMS's GPCI{year} file with "
+                    f"`caretally rules import-gpci FILE --year {year}` or give it with --gpci",
                 )
             ]
         )
@@ -75,7 +84,8 @@ def load_gpci(year: int, locality: str, path: Path | None = None) -> Gpci:
                 Decimal(row["work"]),
                 Decimal(row["pe"]),
                 Decimal(row["mp"]),
-                f"{source.name}: CMS Addendum E, locality {state}-{row['locality']}",
+                f"{source.name}{' (imported)' if source == imported else ''}: CMS GPCIs, "
+                f"locality {state}-{row['locality']}",
             )
     raise ProblemsError(
         [

@@ -104,16 +104,21 @@ class RunSummary:
     payers_on_medicare_rules: Counter[str] = field(default_factory=Counter)
     problems: list[Problem] = field(default_factory=list)
     warnings: list[RunWarning] = field(default_factory=list)
+    #: Proposed (not final) rule-years that judged decisions of the run: layers → citation.
+    provisional: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """What the run stores about itself beyond its lines (``billing_runs.summary``)."""
-        return {
+        out: dict[str, Any] = {
             "patients": self.patients,
             "decisions": self.decisions,
             "lines": self.lines,
             "problems": [p.to_json() for p in self.problems],
             "warnings": [w.to_json() for w in self.warnings],
         }
+        if self.provisional:
+            out["provisional"] = provisional_json(self.provisional)
+        return out
 
     @property
     def expected_revenue(self) -> Decimal:
@@ -129,6 +134,17 @@ class RunSummary:
             self.reason_examples.setdefault(rule_id, message)
         self.payers_on_medicare_rules.update(other.payers_on_medicare_rules)
         self.warnings.extend(other.warnings)
+        for layers, citation in other.provisional.items():
+            self.provisional.setdefault(layers, citation)
+
+
+def provisional_json(years: Mapping[str, str]) -> dict[str, Any]:
+    """How a run (stored summary, ``bill --json``) says it was judged by a proposed year."""
+    return {
+        "rule_years": sorted(years),
+        "citations": {k: years[k] for k in sorted(years)},
+        "accepted_at": None,
+    }
 
 
 @dataclass(frozen=True)
@@ -361,6 +377,18 @@ class StoredRun:
     def problems(self) -> list[dict[str, Any]]:
         return list((self.summary or {}).get("problems") or [])
 
+    @property
+    def provisional(self) -> dict[str, Any] | None:
+        """``{"rule_years", "citations", "accepted_at"}`` when a proposed year judged the run."""
+        found = (self.summary or {}).get("provisional")
+        return dict(found) if found else None
+
+    @property
+    def provisional_accepted(self) -> bool:
+        """Judged by a proposed year and locked with ``--accept-provisional``."""
+        found = self.provisional
+        return bool(found and found.get("accepted_at"))
+
 
 def stored_run(row: Any) -> StoredRun:
     return StoredRun(
@@ -494,6 +522,10 @@ def _summarise(
     if facts.payer is not Payer.MEDICARE and not rules.has_overlay(facts.payer):
         summary.payers_on_medicare_rules[facts.payer.value] += 1
     summary.reachable += sum(1 for d in decisions if d.status is Status.REACHABLE)
+    for d in decisions:
+        if d.provisional and d.rule_year not in summary.provisional:
+            why = next((r for r in d.reasons if r.rule_id == PROVISIONAL_RULE), None)
+            summary.provisional[d.rule_year] = "" if why is None else why.citation
     seen: set[tuple[str, str]] = set()
     for d in decisions:
         for r in d.reasons:
@@ -511,6 +543,8 @@ def _summarise(
 
 #: Advisory reasons the run summary lists for an auditor: time that cannot all be true.
 WARNING_RULES = frozenset({"time.overlap", "time.overlap_other_patient"})
+#: The advisory every decision of a proposed rule-year carries.
+PROVISIONAL_RULE = "rules.provisional"
 
 
 def _amount_or_last(amount: Decimal | None) -> Decimal:
@@ -908,11 +942,15 @@ def lock_month(
     *,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     on_wait: Callable[[str], None] | None = None,
+    accept_provisional: bool = False,
 ) -> StoredRun:
     """Lock the month's current draft; a locked run is never changed again.
 
     Refusals are ``RunError`` with a ``Problem``: no run, already locked, a run with
-    problems, or the month held by a run in progress for too long.
+    problems, a run judged by a proposed (not final) rule-year unless
+    ``accept_provisional`` (``provisional_rules``; the acceptance is then recorded in the
+    run's summary, and its 837P may be exported), or the month held by a run in progress
+    for too long.
     """
     with hold_month(engine, org_id, month, on_wait=on_wait) as held:
         run = current_run(held.conn, org_id, month)
@@ -945,11 +983,29 @@ def lock_month(
                     hint="fix the rules or data and bill again before locking",
                 )
             )
+        provisional = run.provisional
+        if provisional and not accept_provisional:
+            years = ", ".join(provisional.get("rule_years") or [])
+            raise RunError(
+                run_problem(
+                    "provisional_rules",
+                    f"{month}: run {run.run_id} was judged by a proposed rule-year ({years}), not final",
+                    month=month,
+                    run_id=run.run_id,
+                    hint="bill the month again once the final rule is loaded, or lock it as it is with "
+                    "--accept-provisional",
+                )
+            )
         runs = schema.billing_runs
+        when = now()
+        values: dict[str, Any] = {"status": LOCKED, "locked_at": when}
+        if provisional:
+            values["summary"] = {
+                **(run.summary or {}),
+                "provisional": {**provisional, "accepted_at": when.isoformat()},
+            }
         held.conn.execute(
-            update(runs)
-            .where(runs.c.run_id == run.run_id, runs.c.status == DRAFT)
-            .values(status=LOCKED, locked_at=now())
+            update(runs).where(runs.c.run_id == run.run_id, runs.c.status == DRAFT).values(**values)
         )
         locked = latest_locked(held.conn, org_id, month)
     assert locked is not None

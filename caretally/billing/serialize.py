@@ -81,6 +81,7 @@ def _decision_head(d: Decision) -> dict[str, Any]:
 def _decision_tail(d: Decision, out: dict[str, Any]) -> None:
     out["documentation_gaps"] = list(d.documentation_gaps)
     out["rule_year"] = d.rule_year
+    out["provisional"] = d.provisional
     out["measures"] = measures_to_json(d.measures)
 
 

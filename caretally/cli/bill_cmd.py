@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from caretally.billing.run import LineChange, RunError, RunResult, bill_month, lock_month
+from caretally.billing.run import LineChange, RunError, RunResult, bill_month, lock_month, provisional_json
 from caretally.cli.billing_options import (
     FeeScheduleOption,
     GpciOption,
@@ -35,6 +37,9 @@ from caretally.errors import ProblemsError
 from caretally.export.tabular import line_record
 from caretally.store.db import DEFAULT_ORG
 
+if TYPE_CHECKING:
+    from caretally.billing.whatif import WhatIf
+
 SHOW_WARNINGS = 5
 WARNING_LABEL = {
     "time.overlap": "time entries repeating minutes the same performer logged for the patient",
@@ -44,6 +49,21 @@ WARNING_LABEL = {
 
 def money(amount: object) -> str:
     return f"${amount:,.2f}"
+
+
+def render_provisional(years: Mapping[str, str], what: str) -> None:
+    """The banner of anything judged by a proposed rule-year: which, and what it means."""
+    if not years:
+        return
+    names = ", ".join(sorted(years))
+    console.print(
+        f"[bold yellow]PROVISIONAL:[/bold yellow] {what} judged by a proposed rule-year ({names}), "
+        "not final rules; amounts are derived estimates and may change with the final rule.",
+        soft_wrap=True,
+    )
+    for layers in sorted(years):
+        if years[layers]:
+            console.print(f"  source: {years[layers]}", soft_wrap=True, markup=False, highlight=False)
 
 
 def render_summary(result: RunResult) -> None:
@@ -60,6 +80,14 @@ def render_summary(result: RunResult) -> None:
         f"{s.patients} patients evaluated, {s.decisions} decisions, {s.lines} billable lines, "
         f"expected revenue [bold green]{money(s.expected_revenue)}[/bold green]."
     )
+    render_provisional(s.provisional, "this run was")
+    if s.provisional:
+        console.print(
+            f"  `caretally lock --month {result.month}` refuses it unless --accept-provisional is given; "
+            "its 837P and FHIR exports wait for that acceptance.",
+            soft_wrap=True,
+            markup=False,
+        )
     table = Table(title="Billable lines by code", show_footer=True)
     table.add_column("code", footer="total")
     table.add_column("lines", justify="right", footer=str(s.lines))
@@ -167,6 +195,7 @@ def result_json(result: RunResult) -> dict[str, object]:
         "not_billable_reasons": dict(s.not_billable_reasons.most_common()),
         "problems": [p.to_json() for p in s.problems],
         "warnings": [w.to_json() for w in s.warnings],
+        "provisional": provisional_json(s.provisional) if s.provisional else None,
         "amendment_changes_nothing": result.changes_nothing,
         "amendments": [
             {
@@ -182,6 +211,79 @@ def result_json(result: RunResult) -> dict[str, object]:
     }
 
 
+def render_what_if(result: WhatIf) -> None:
+    y = result.year
+    console.print(
+        f"[bold]{result.month}[/bold]: run {result.run_id} ({result.run_status}) beside the same month "
+        f"judged by rule-year {y.year} ({y.layers}, {y.status}); nothing was stored.",
+        soft_wrap=True,
+    )
+    render_provisional(result.provisional, "the what-if was")
+    table = Table(title=f"Expected payment by code: current run vs {y.year} rules", show_footer=True)
+    difference = result.what_if_total - result.current_total
+    table.add_column("code", footer="total")
+    table.add_column("current lines", justify="right")
+    table.add_column("current payment", justify="right", footer=money(result.current_total))
+    table.add_column(f"{y.year} lines", justify="right")
+    table.add_column(f"{y.year} payment", justify="right", footer=money(result.what_if_total))
+    table.add_column("difference", justify="right", footer=signed(difference))
+    for code in result.codes:
+        now, then = result.pair(code)
+        table.add_row(
+            code, str(now.lines), money(now.payment), str(then.lines), money(then.payment),
+            signed(then.payment - now.payment),
+        )  # fmt: skip
+    console.print(table)
+    for p in result.problems:
+        err_console.print(f"[red]problem:[/red] {p}")
+
+
+def signed(amount: object) -> str:
+    text = money(abs(amount))  # type: ignore[call-overload]
+    return f"-{text}" if amount < 0 else f"+{text}"  # type: ignore[operator]
+
+
+WhatIfOption = Annotated[
+    int | None,
+    typer.Option(
+        "--what-if-rules",
+        help="Judge the month's stored data again by this rule-year (e.g. 2027) and show the revenue "
+        "difference per code against the current run. Nothing is stored.",
+        metavar="YEAR",
+    ),
+]
+AcceptProvisionalOption = Annotated[
+    bool,
+    typer.Option(
+        "--accept-provisional",
+        help="Lock a run judged by a proposed (not final) rule-year anyway; the acceptance is recorded.",
+    ),
+]
+
+
+def _what_if(
+    month: str, db_url: str | None, org: str, year: int, gpci: object, as_json: bool, others: list[str]
+) -> None:
+    from caretally.billing.whatif import what_if_month
+
+    if others:
+        raise typer.BadParameter(
+            f"--what-if-rules judges with the stored run's own settings; leave out {', '.join(others)}",
+            param_hint="--what-if-rules",
+        )
+    engine = open_db(db_url, org)
+    try:
+        result = what_if_month(engine, org, parse_month(month), year, gpci_path=gpci)  # type: ignore[arg-type]
+    except RunError as exc:
+        raise refused(exc, as_json) from None
+    if as_json:
+        print_json(result.to_json())
+    else:
+        render_what_if(result)
+    if result.problems:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("bill")
     def bill(
@@ -194,6 +296,7 @@ def register(app: typer.Typer) -> None:
         qp: QpOption = False,
         gpci: GpciOption = None,
         payer_rules: PayerRulesOption = None,
+        what_if_rules: WhatIfOption = None,
         as_json: JsonOption = False,
     ) -> None:
         """Bill a month: decisions and priced claim lines for every enrolled patient, stored as a run.
@@ -201,7 +304,23 @@ def register(app: typer.Typer) -> None:
         The month holds its calendar-month services and the 30-day device periods whose date of
         service falls in it. Billing again on unchanged data stores nothing and says so; billing a
         locked month makes a new run that lists amendments and leaves the locked run untouched.
+        With --what-if-rules YEAR the stored month is judged again by that rule-year and compared
+        with its current run, and nothing is stored.
         """
+        if what_if_rules is not None:
+            others = [
+                flag
+                for flag, given in (
+                    ("--locality", locality is not None),
+                    ("--fee-schedule", fee_schedule is not None),
+                    ("--pos", pos != "11"),
+                    ("--qp", qp),
+                    ("--payer-rules", bool(payer_rules)),
+                )
+                if given
+            ]
+            _what_if(month, db_url, org, what_if_rules, gpci, as_json, others)
+            return
         period = parse_month(month)
         try:
             settings, rules = settings_from(locality, fee_schedule, pos, qp, gpci, payer_rules)
@@ -226,16 +345,32 @@ def register(app: typer.Typer) -> None:
 
     @app.command("lock")
     def lock(
-        month: MonthOption, db_url: DbOption = None, org: OrgOption = DEFAULT_ORG, as_json: JsonOption = False
+        month: MonthOption,
+        db_url: DbOption = None,
+        org: OrgOption = DEFAULT_ORG,
+        accept_provisional: AcceptProvisionalOption = False,
+        as_json: JsonOption = False,
     ) -> None:
-        """Lock the month's current run: it becomes the record and is never changed again."""
+        """Lock the month's current run: it becomes the record and is never changed again.
+
+        A run judged by a proposed rule-year (CY2027 before its final rule) is refused
+        (provisional_rules) unless --accept-provisional is given.
+        """
         engine = open_db(db_url, org)
         try:
-            run = lock_month(engine, org, month, on_wait=say_waiting)
+            run = lock_month(engine, org, month, on_wait=say_waiting, accept_provisional=accept_provisional)
         except RunError as exc:
             raise refused(exc, as_json) from None
         if as_json:
             print_json({"ok": True, "run_id": run.run_id, "month": month, "status": run.status,
-                        "locked_at": run.locked_at.isoformat() if run.locked_at else None})  # fmt: skip
+                        "locked_at": run.locked_at.isoformat() if run.locked_at else None,
+                        "provisional": run.provisional})  # fmt: skip
             return
         console.print(f"{month}: run {run.run_id} locked at {run.locked_at:%Y-%m-%d %H:%M:%S} UTC.")
+        if run.provisional:
+            years = ", ".join(run.provisional.get("rule_years") or [])
+            console.print(
+                f"[yellow]note:[/yellow] locked with --accept-provisional: judged by a proposed rule-year "
+                f"({years}); the acceptance is recorded with the run.",
+                soft_wrap=True,
+            )

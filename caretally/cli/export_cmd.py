@@ -92,6 +92,15 @@ _KIND = {"1": "original", "7": "replacement", "8": "void"}
 
 def _report(result: ExportResult, out: Path) -> None:
     run = result.run
+    if run.provisional:
+        years = ", ".join(run.provisional.get("rule_years") or [])
+        accepted = " (accepted at lock)" if run.provisional_accepted else ""
+        console.print(
+            f"PROVISIONAL: run {run.run_id} was judged by a proposed rule-year ({years}){accepted}; "
+            "the provisional_rules column names it on each line it judged.",
+            soft_wrap=True,
+            markup=False,
+        )
     if not result.files:
         console.print(
             f"{result.lines} lines of run {run.run_id} ({run.status}) written to {out}.",

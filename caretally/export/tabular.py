@@ -4,12 +4,17 @@ Both writers share one column order (``CLAIM_FIELDS`` first, then the bookkeepin
 and one rendering of each value, so a CSV row and its JSON object always agree: dates
 ISO 8601, money with exactly two decimals, lists ``;``-joined in CSV and arrays in JSON.
 Money is a string in JSON too, because a JSON number would be read back as a float.
+
+A run judged (in whole or in part) by a proposed rule-year — CY2027 before its final
+rule — says so in both: a trailing ``provisional_rules`` column (CSV) or field (JSON)
+names, on each line, the proposed rule-year that judged it (empty for a line judged by
+final rules). Runs judged only by final rules keep the columns above, unchanged.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
@@ -38,6 +43,10 @@ CLAIM_FIELDS = (
 )
 EXTRA_FIELDS = ("enrollment_id", "program", "payer", "member_id")
 ALL_FIELDS = CLAIM_FIELDS + EXTRA_FIELDS
+#: Only in exports of a run a proposed rule-year judged: which one, per line.
+PROVISIONAL_FIELD = "provisional_rules"
+#: line → the proposed rule-year that judged it ("" for final rules).
+Provisional = Callable[[ClaimLine], str]
 
 CENT = Decimal("0.01")
 
@@ -81,22 +90,33 @@ def _text_out(out: Path | TextIO) -> Iterator[TextIO]:
         yield out
 
 
-def write_csv(lines: Sequence[ClaimLine], out: Path | TextIO) -> None:
+def write_csv(lines: Sequence[ClaimLine], out: Path | TextIO, provisional: Provisional | None = None) -> None:
     """Header plus one row per line. A stream passed in should be opened with ``newline=""``.
 
     Cells go through :func:`caretally.export.csvsafe.safe_cell`: ids and codes come from the
     practice's own files, and one starting with ``=`` must not run as a spreadsheet formula.
+    ``provisional`` (for a run a proposed rule-year judged) adds the ``provisional_rules`` column.
     """
     with _text_out(out) as fh:
         writer = safe_writer(fh, lineterminator="\r\n")
-        writer.writerow(ALL_FIELDS)
+        writer.writerow(ALL_FIELDS if provisional is None else (*ALL_FIELDS, PROVISIONAL_FIELD))
         for line in lines:
             record = line_record(line)
-            writer.writerow([_csv_cell(record[name]) for name in ALL_FIELDS])
+            row = [_csv_cell(record[name]) for name in ALL_FIELDS]
+            writer.writerow(row if provisional is None else [*row, provisional(line)])
 
 
-def write_json(lines: Sequence[ClaimLine], out: Path | TextIO) -> None:
-    """A JSON array of objects in ``ALL_FIELDS`` order, money as strings like ``"47.43"``."""
+def write_json(
+    lines: Sequence[ClaimLine], out: Path | TextIO, provisional: Provisional | None = None
+) -> None:
+    """A JSON array of objects in ``ALL_FIELDS`` order, money as strings like ``"47.43"``;
+    with ``provisional``, each object ends with ``provisional_rules`` (null for final rules)."""
+    records = []
+    for line in lines:
+        record = line_record(line)
+        if provisional is not None:
+            record[PROVISIONAL_FIELD] = provisional(line) or None
+        records.append(record)
     with _text_out(out) as fh:
-        json.dump([line_record(line) for line in lines], fh, indent=2, ensure_ascii=False)
+        json.dump(records, fh, indent=2, ensure_ascii=False)
         fh.write("\n")

@@ -21,15 +21,17 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from caretally.errors import Problem, ProblemsError
 from caretally.model import Program
+from caretally.rules.layers import layers_fingerprint, resolve_rules_dir
 from caretally.rules.loader_schema import (
     FAMILY_PARAMS,
     Cited,
@@ -84,9 +86,20 @@ def read_rule_file(path: Path) -> tuple[RuleFile | None, list[Problem]]:
     rule_file = checker.check(node)
     if rule_file.overlay:
         rule_file.layer = f"{PAYERS_DIR}/{rule_file.ruleset or path.stem}"
+    elif rule_file.imported:
+        # <rules dir>/<ruleset>/<year>/<kind>.yaml, named as CMS names the file and release.
+        rule_file.source_name = f"{path.parent.parent.name}/{path.parent.name}/{path.name}"
+        rule_file.layer = import_label(rule_file)
     else:
         rule_file.layer = f"{rule_file.ruleset or path.parent.name}/{rule_file.year or path.stem}"
     return rule_file, problems + checker.problems
+
+
+def import_label(f: RuleFile) -> str:
+    """An imported layer's evidence label: ``cms/pprrvu26-b`` for PPRRVU26 release B."""
+    year = "" if f.year is None else f"{f.year % 100:02d}"
+    release = (f.release or "").lower()
+    return f"cms/{f.layer_kind or 'import'}{year}-{release}" if release else f"cms/{f.layer_kind}{year}"
 
 
 # --------------------------------------------------------------------------------------
@@ -100,6 +113,7 @@ class _Held:
 
     cited: Cited
     origin: RuleFile
+    derivation: str | None = None
 
 
 @dataclass(slots=True)
@@ -110,41 +124,67 @@ class _Code:
 
 
 class _Assembler:
-    """Builds one RuleYear from a base file and an optional overlay, reporting problems."""
+    """Builds one RuleYear from a chain of files and an optional overlay, reporting problems.
 
-    def __init__(self, base: RuleFile, overlay: RuleFile | None, problems: list[Problem]) -> None:
-        self.base = base
+    ``chain`` is the year's own stack, root first: a base year, the layers imported for
+    it, then each year that extends it with its own imported layers — "2026 + its CMS
+    file + the 2027 differences". The payer overlay, if any, goes on top.
+    """
+
+    def __init__(self, chain: Sequence[RuleFile], overlay: RuleFile | None, problems: list[Problem]) -> None:
+        self.chain = list(chain)
+        self.base = self.chain[0]
+        self.top = next(f for f in reversed(self.chain) if not f.imported)
         self.overlay = overlay
         self.problems = problems
-        self.removed: set[str] = set()
+        self.removed: dict[str, RuleFile] = {}
 
     def problem(self, origin: RuleFile, line: int | None, where: str, code: str, message: str) -> None:
         self.problems.append(Problem(origin.file, line, where, code, message))
 
     def build(self, start: date, end: date, payer: str) -> RuleYear:
         base, overlay = self.base, self.overlay
-        layers = [base] if overlay is None else [base, overlay]
+        layers = [*self.chain] if overlay is None else [*self.chain, overlay]
         options = {n: _Held(c, base) for n, c in base.options.items()}
         globals_ = {n: _Held(c, base) for n, c in base.globals.items()}
         modifiers = {n: (m, base) for n, m in base.modifiers.items()}
+        concurrency = {n: (rules, base) for n, rules in base.concurrency.items()}
         sources = dict(base.sources)
         codes = {
             k: _Code(s, base, {n: _Held(c, base) for n, c in s.params.items()}) for k, s in base.codes.items()
         }
+        below = base
+        for layer in self.chain[1:]:
+            self._sources(layer, below, sources)
+            for key, line, where in layer.deferred_cites:
+                if key not in sources:
+                    self.problem(
+                        layer,
+                        line,
+                        where,
+                        "unknown_source",
+                        f"cites '{key}', which is neither in this file's sources nor in {below.layer}'s",
+                    )
+            cf_below = globals_.get("conversion_factor")
+            if not layer.imported:  # a year that extends the one below
+                options.update({n: _Held(c, layer) for n, c in layer.options.items()})
+                globals_.update({n: _Held(c, layer) for n, c in layer.globals.items()})
+                modifiers.update({n: (m, layer) for n, m in layer.modifiers.items()})
+                concurrency.update({n: (rules, layer) for n, rules in layer.concurrency.items()})
+            self._apply(layer, below, codes)
+            if not layer.imported:
+                self.problems.extend(
+                    modifier_code_problems(
+                        layer.modifiers.values(), {k: c.spec for k, c in codes.items()}, layer.file
+                    )
+                )
+                self._derive(layer, codes, globals_, cf_below)
+                below = layer
         if overlay is not None:
             options.update({n: _Held(c, overlay) for n, c in overlay.options.items()})
             globals_.update({n: _Held(c, overlay) for n, c in overlay.globals.items()})
-            for key, text in overlay.sources.items():
-                if key in sources and sources[key] != text:
-                    self.problem(
-                        overlay,
-                        None,
-                        f"sources.{key}",
-                        "source_conflict",
-                        f"source '{key}' means something else in {base.layer}",
-                    )
-                sources[key] = text
-            self._apply(overlay, codes)
+            self._sources(overlay, self.top, sources)
+            self._apply(overlay, self.top, codes)
             modifiers.update({n: (m, overlay) for n, m in overlay.modifiers.items()})
             self.problems.extend(
                 modifier_code_problems(
@@ -153,43 +193,68 @@ class _Assembler:
             )
         resolved = {code: self._resolve(c, options) for code, c in sorted(codes.items())}
         self._consistency(codes)
+        top = self.top
         return RuleYear(
             payer=payer,
-            year=base.year or start.year,
+            year=top.year or start.year,
             effective_from=start,
             effective_to=end,
             codes=MappingProxyType({k: v for k, v in resolved.items() if v is not None}),
             options=MappingProxyType({n: _param(n, h) for n, h in sorted(options.items())}),
-            globals=MappingProxyType(self._globals(globals_)),
+            globals=MappingProxyType(self._globals(globals_, concurrency)),
             layers=tuple(f.layer for f in layers),
             content_hash=content_hash(layers),
             sources=MappingProxyType(sources),
             modifiers=MappingProxyType({n: _modifier(m, f) for n, (m, f) in modifiers.items()}),
+            status=top.status,
+            status_citation=", ".join(top.status_cite),
         )
 
-    def _apply(self, overlay: RuleFile, codes: dict[str, _Code]) -> None:
-        removed = self.removed
-        if overlay.remove_codes is not None:
-            for code in overlay.remove_codes.value:
+    def _sources(self, layer: RuleFile, below: RuleFile, sources: dict[str, str]) -> None:
+        for key, text in layer.sources.items():
+            if key in sources and sources[key] != text:
+                self.problem(
+                    layer,
+                    None,
+                    f"sources.{key}",
+                    "source_conflict",
+                    f"source '{key}' means something else in {below.layer}",
+                )
+            sources[key] = text
+
+    def _apply(self, layer: RuleFile, below: RuleFile, codes: dict[str, _Code]) -> None:
+        """A layer's code changes: parameters of existing codes, new codes, removals."""
+        removed: set[str] = set()
+        if layer.remove_codes is not None:
+            for code in layer.remove_codes.value:
                 if code not in codes:
                     self.problem(
-                        overlay,
-                        overlay.remove_codes.line,
+                        layer,
+                        layer.remove_codes.line,
                         "remove_codes",
                         "unknown_code",
-                        f"removes code {code}, which {self.base.layer} does not define",
+                        f"removes code {code}, which {below.layer} does not define",
                     )
                 removed.add(code)
-        for code, spec in overlay.codes.items():
+                self.removed[code] = layer
+        for code, spec in layer.codes.items():
             where = f"codes.{code}"
             target = codes.get(code)
+            if not spec.change:  # a year that extends another adds a code of its own
+                if target is not None:
+                    self.problem(
+                        layer,
+                        spec.line,
+                        where,
+                        "bad_value",
+                        f"code {code} is already defined in {below.layer}: write only the params it changes",
+                    )
+                    continue
+                codes[code] = _Code(spec, layer, {n: _Held(c, layer) for n, c in spec.params.items()})
+                continue
             if target is None or code in removed:
-                why = (
-                    "is removed by this overlay"
-                    if code in removed
-                    else f"is not defined in {self.base.layer}"
-                )
-                self.problem(overlay, spec.line, where, "unknown_code", f"changes code {code}, which {why}")
+                why = "is removed by this file" if code in removed else f"is not defined in {below.layer}"
+                self.problem(layer, spec.line, where, "unknown_code", f"changes code {code}, which {why}")
                 continue
             family = target.spec.family
             held_base = target.params.get("add_on_to")
@@ -197,7 +262,7 @@ class _Assembler:
             for name, cited in spec.params.items():
                 if family is not None and name not in _family_params(family):
                     self.problem(
-                        overlay,
+                        layer,
                         cited.line,
                         f"{where}.params.{name}",
                         "param_not_in_family",
@@ -206,7 +271,7 @@ class _Assembler:
                     continue
                 if name == "add_on_to" and (base_code is None or cited.value is None):
                     self.problem(
-                        overlay,
+                        layer,
                         cited.line,
                         f"{where}.params.{name}",
                         "unread_value",
@@ -217,11 +282,56 @@ class _Assembler:
                     None if family is None or name == "add_on_to" else unread_reason(family, base_code, name)
                 )
                 if why is not None:
-                    self.problem(overlay, cited.line, f"{where}.params.{name}", "unread_value", why)
+                    self.problem(layer, cited.line, f"{where}.params.{name}", "unread_value", why)
                     continue
-                target.params[name] = _Held(cited, overlay)
+                target.params[name] = _Held(cited, layer)
         for code in removed:
             codes.pop(code, None)
+
+    def _derive(
+        self,
+        layer: RuleFile,
+        codes: dict[str, _Code],
+        globals_: dict[str, _Held],
+        cf_below: _Held | None,
+    ) -> None:
+        """``amounts_from_rvu``: each amount this year does not write, from the year below.
+
+        Where the inherited total RVU is known (hand-entered parts, or a CMS file imported
+        for the year below): total RVU × this year's conversion factor. Where only an
+        amount is known (a secondary source gave a price but no RVU): that amount ×
+        this year's factor / the factor it was priced at — the same RVU implied. A code
+        the year below left unpriced stays unpriced. The value is attributed to this
+        year's layer, cites the derivation and the sources of what it was derived from,
+        and says how it was computed.
+        """
+        flag = layer.amounts_from_rvu
+        held_cf = globals_.get("conversion_factor")
+        if flag is None or flag.value is not True or held_cf is None:
+            return
+        cf = Decimal(str(held_cf.cited.value))
+        old_cf = None if cf_below is None else Decimal(str(cf_below.cited.value))
+        for c in codes.values():
+            own = c.params.get("amount")
+            if own is not None and own.origin is layer:
+                continue  # the year wrote this amount itself
+            rvu = c.params.get("rvu")
+            total = None if rvu is None else rvu_total(rvu.cited.value)
+            keys = list(flag.cite)
+            if total is not None and rvu is not None:
+                value: Decimal | None = cents_of(total * cf)
+                how = f"derived: {total} total RVU × CF {cf}"
+                keys += [k for k in rvu.cited.cite if k not in keys]
+            elif own is not None and own.cited.value is not None and old_cf:
+                value = cents_of(Decimal(str(own.cited.value)) * cf / old_cf)
+                how = f"derived: no RVU known; {own.cited.value} × CF {cf} / {old_cf}"
+                keys += [k for k in own.cited.cite if k not in keys]
+            else:
+                value, how = None, "no national amount known below this year: unpriced"
+                keys += [k for k in (() if own is None else own.cited.cite) if k not in keys]
+            keys += [k for k in held_cf.cited.cite if k not in keys]
+            cited = Cited("amount", value, tuple(keys), flag.line, doc=how)
+            c.params["amount"] = _Held(cited, layer, derivation=how)
 
     def _resolve(self, code: _Code, options: dict[str, _Held]) -> CodeRule | None:
         spec = code.spec
@@ -260,9 +370,11 @@ class _Assembler:
             params=MappingProxyType(params),
         )
 
-    def _globals(self, globals_: dict[str, _Held]) -> dict[str, Param]:
+    def _globals(
+        self, globals_: dict[str, _Held], concurrency: dict[str, tuple[list[Cited], RuleFile]]
+    ) -> dict[str, Param]:
         out = {n: _param(n, h) for n, h in sorted(globals_.items())}
-        for name, rules in self.base.concurrency.items():
+        for name, (rules, origin) in concurrency.items():
             if not rules:
                 continue
             keys: list[str] = []
@@ -272,8 +384,8 @@ class _Assembler:
                 name,
                 tuple(tuple(r.value) for r in rules),
                 ", ".join(keys),
-                self.base.layer,
-                f"{self.base.source_name}:{rules[0].line}",
+                origin.layer,
+                f"{origin.source_name}:{rules[0].line}",
             )
         return out
 
@@ -285,6 +397,7 @@ class _Assembler:
             values = {n: h.cited.value for n, h in c.params.items()}
             for name, held in c.params.items():
                 for target in referenced_codes(held.cited):
+                    remover = self.removed.get(target)
                     if target == code:
                         self.problem(
                             held.origin,
@@ -293,10 +406,10 @@ class _Assembler:
                             "bad_value",
                             f"{code} names itself",
                         )
-                    elif target in self.removed and self.overlay is not None:
-                        rc = self.overlay.remove_codes
+                    elif remover is not None and target not in codes:
+                        rc = remover.remove_codes
                         self.problem(
-                            self.overlay,
+                            remover,
                             None if rc is None else rc.line,
                             "remove_codes",
                             "unknown_code",
@@ -424,7 +537,24 @@ def _param(name: str, held: _Held, option: str | None = None) -> Param:
         layer=held.origin.layer,
         source=f"{held.origin.source_name}:{c.line}",
         option=option,
+        derivation=held.derivation,
     )
+
+
+def cents_of(amount: Decimal) -> Decimal:
+    """Money rounding of the rule files: half-up to the cent (as ``billing.pricing.cents``)."""
+    return amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+def rvu_total(rvu: Any) -> Decimal | None:
+    """A code's total non-facility RVU: its ``total``, else the sum of work + PE + MP."""
+    if not isinstance(rvu, Mapping):
+        return None
+    if rvu.get("total") is not None:
+        return Decimal(str(rvu["total"]))
+    if {"work", "pe_nonfacility", "mp"} <= set(rvu):
+        return sum((Decimal(str(rvu[k])) for k in ("work", "pe_nonfacility", "mp")), Decimal(0))
+    return None
 
 
 def content_hash(files: Iterable[RuleFile]) -> str:
@@ -485,7 +615,9 @@ def _uncovered(start: date, end: date, bases: Sequence[RuleFile]) -> list[tuple[
     return [g for g in gaps if g[0] <= g[1]]
 
 
-def _overlay_years(overlay: RuleFile, bases: Sequence[RuleFile], problems: list[Problem]) -> list[RuleYear]:
+def _overlay_years(
+    overlay: RuleFile, bases: Sequence[tuple[RuleFile, list[RuleFile]]], problems: list[Problem]
+) -> list[RuleYear]:
     assert overlay.effective_from is not None and overlay.effective_to is not None and overlay.ruleset
     payer = overlay.ruleset
     if not bases:
@@ -499,7 +631,7 @@ def _overlay_years(overlay: RuleFile, bases: Sequence[RuleFile], problems: list[
             )
         )
         return []
-    for lo, hi in _uncovered(overlay.effective_from, overlay.effective_to, bases):
+    for lo, hi in _uncovered(overlay.effective_from, overlay.effective_to, [b for b, _ in bases]):
         problems.append(
             Problem(
                 overlay.file,
@@ -510,16 +642,16 @@ def _overlay_years(overlay: RuleFile, bases: Sequence[RuleFile], problems: list[
             )
         )
     years: list[RuleYear] = []
-    for b in sorted(bases, key=lambda f: f.effective_from or date.min):
+    for b, chain in sorted(bases, key=lambda fc: fc[0].effective_from or date.min):
         assert b.effective_from is not None and b.effective_to is not None
         lo, hi = max(b.effective_from, overlay.effective_from), min(b.effective_to, overlay.effective_to)
-        plain = _Assembler(b, None, problems)
+        plain = _Assembler(chain, None, problems)
         if lo > hi:
             years.append(plain.build(b.effective_from, b.effective_to, payer))
             continue
         if b.effective_from < lo:
             years.append(plain.build(b.effective_from, lo - timedelta(days=1), payer))
-        years.append(_Assembler(b, overlay, problems).build(lo, hi, payer))
+        years.append(_Assembler(chain, overlay, problems).build(lo, hi, payer))
         if hi < b.effective_to:
             years.append(plain.build(hi + timedelta(days=1), b.effective_to, payer))
     return years
@@ -548,22 +680,101 @@ def _check_files(paths: Sequence[Path]) -> tuple[list[RuleFile], list[Problem]]:
     return files, problems
 
 
+def _chains(files: Sequence[RuleFile], problems: list[Problem]) -> list[tuple[RuleFile, list[RuleFile]]]:
+    """Each base year with the stack of files that makes it, root first.
+
+    A year that ``extends`` another stacks on that year's whole chain (its imported
+    layers included), so "2027 = 2026 + its CMS file + the 2027 differences". A year whose
+    chain cannot be made (an unknown or later year, a loop) is left out, with a problem.
+    """
+    bases = [f for f in files if not f.overlay and not f.imported and f.ruleset and f.spans]
+    by_year: dict[tuple[str, int], RuleFile] = {}
+    for f in bases:
+        if f.year is not None:
+            by_year.setdefault((f.ruleset or "", f.year), f)
+    imports: dict[tuple[str, int], list[RuleFile]] = {}
+    for f in files:
+        if f.imported and f.ruleset and f.year is not None:
+            if (f.ruleset, f.year) not in by_year:
+                problems.append(
+                    Problem(
+                        f.file,
+                        f.year_line,
+                        "year",
+                        "unknown_base",
+                        f"an imported layer for {f.ruleset} {f.year}, which no rule-year defines",
+                    )
+                )
+                continue
+            imports.setdefault((f.ruleset, f.year), []).append(f)
+
+    made: dict[int, list[RuleFile] | None] = {}
+
+    def chain(f: RuleFile) -> list[RuleFile] | None:
+        if id(f) in made:
+            return made[id(f)]
+        own = [f, *sorted(imports.get((f.ruleset or "", f.year or 0), []), key=lambda x: x.file)]
+        result: list[RuleFile] | None = own
+        if f.extends is not None:
+            parent = by_year.get((f.ruleset or "", f.extends))
+            if parent is None:
+                problems.append(
+                    Problem(
+                        f.file,
+                        f.extends_line,
+                        "extends",
+                        "unknown_base",
+                        f"extends {f.extends}, but no {f.ruleset} rule-year {f.extends} is loaded",
+                    )
+                )
+                result = None
+            elif f.year is not None and f.extends >= f.year:
+                problems.append(
+                    Problem(
+                        f.file,
+                        f.extends_line,
+                        "extends",
+                        "bad_value",
+                        f"year {f.year} may extend only an earlier year, not {f.extends}",
+                    )
+                )
+                result = None
+            else:
+                made[id(f)] = None  # a loop through this year ends here
+                up = chain(parent)
+                result = None if up is None else [*up, *own]
+        made[id(f)] = result
+        return result
+
+    out: list[tuple[RuleFile, list[RuleFile]]] = []
+    for f in bases:
+        c = chain(f)
+        if c is not None:
+            out.append((f, c))
+    return out
+
+
 def _years(files: Sequence[RuleFile], problems: list[Problem]) -> list[RuleYear]:
-    bases = [f for f in files if not f.overlay and f.ruleset and f.spans]
-    years = [_Assembler(b, None, problems).build(b.effective_from, b.effective_to, b.ruleset) for b in bases]  # type: ignore[arg-type]
+    bases = _chains(files, problems)
+    years = [
+        _Assembler(chain, None, problems).build(b.effective_from, b.effective_to, b.ruleset)  # type: ignore[arg-type]
+        for b, chain in bases
+    ]
     for o in files:
         if o.overlay and o.ruleset and o.base and o.spans:
-            years.extend(_overlay_years(o, [b for b in bases if b.ruleset == o.base], problems))
+            years.extend(_overlay_years(o, [(b, c) for b, c in bases if b.ruleset == o.base], problems))
     return sorted(years, key=lambda y: (y.payer, y.effective_from))
 
 
 def load_rule_files(paths: Sequence[Path]) -> tuple[list[RuleYear], list[Problem]]:
     """Check and assemble the given files; returns what could be built and every problem.
 
-    Base files become one rule-year each (payer = their ``ruleset``). Each overlay
-    among the paths is applied to the base files it names, giving one rule-year per base
-    year under the overlay's name. Years built from files with problems may be
-    incomplete; callers that bill must refuse them (:func:`load_rulebook` does).
+    Base files become one rule-year each (payer = their ``ruleset``); a base file that
+    ``extends`` another year stacks on it (both must be among the paths), and imported
+    layers among the paths go on the year they name. Each overlay among the paths is
+    applied to the base files it names, giving one rule-year per base year under the
+    overlay's name. Years built from files with problems may be incomplete; callers that
+    bill must refuse them (:func:`load_rulebook` does).
     """
     files, problems = _check_files(paths)
     years = _years(files, problems)
@@ -571,7 +782,7 @@ def load_rule_files(paths: Sequence[Path]) -> tuple[list[RuleYear], list[Problem
 
 
 # --------------------------------------------------------------------------------------
-# The rulesets folder
+# The rulesets folder, and the rules folder of imported layers
 # --------------------------------------------------------------------------------------
 
 
@@ -581,6 +792,8 @@ def _layout(files: Sequence[RuleFile]) -> list[Problem]:
     for f in files:
         folder, _, name = f.source_name.partition("/")
         stem = name.removesuffix(".yaml")
+        if f.imported:
+            continue  # checked by _import_layout, where imported layers live
         if folder == PAYERS_DIR:
             if not f.overlay:
                 problems.append(
@@ -630,17 +843,61 @@ def _layout(files: Sequence[RuleFile]) -> list[Problem]:
     return problems
 
 
+def _import_layout(files: Sequence[RuleFile], rulesets: Sequence[RuleFile]) -> list[Problem]:
+    """Imported layers live in the rules folder as ``<ruleset>/<year>/<kind>.yaml``; nothing else does."""
+    problems: list[Problem] = []
+    for f in rulesets:
+        if f.imported:
+            problems.append(
+                Problem(
+                    f.file,
+                    1,
+                    "layer",
+                    "layout_mismatch",
+                    "imported layers live in the rules folder ($CARETALLY_RULES_DIR), not among the rulesets",
+                )
+            )
+    for f in files:
+        if not f.imported:
+            problems.append(
+                Problem(
+                    f.file,
+                    1,
+                    None,
+                    "layout_mismatch",
+                    "the rules folder holds only imported layers (caretally rules import-rvu writes them)",
+                )
+            )
+            continue
+        expected = f"{f.ruleset}/{f.year}/{f.layer_kind}.yaml"
+        if f.source_name != expected:
+            problems.append(
+                Problem(f.file, 1, "layer", "layout_mismatch", f"this layer belongs at {expected}")
+            )
+    return problems
+
+
 def _root(root: Path | str | None) -> Path:
     return RULESETS_ROOT if root is None else Path(root)
 
 
-def check_rulesets(root: Path | None = None) -> list[Problem]:
-    """Every problem in every rule file under ``root`` (default: the shipped rulesets).
+def import_files(rules_dir: Path | None, ruleset: str | None = None) -> list[Path]:
+    """The imported layer files under ``rules_dir`` (of one ruleset, or all), sorted."""
+    if rules_dir is None or not rules_dir.is_dir():
+        return []
+    pattern = f"{ruleset}/*/*.yaml" if ruleset else "*/*/*.yaml"
+    return sorted(p for p in rules_dir.glob(pattern) if p.is_file() and p.parent.parent.name != "gpci")
 
-    Meant for ``caretally rules check``: an empty list means every base year and every
-    overlay loads. Problems are ordered by file and line.
+
+def check_rulesets(root: Path | None = None, rules_dir: Path | None = None) -> list[Problem]:
+    """Every problem in every rule file under ``root`` (default: the shipped rulesets),
+    and in every layer imported into ``rules_dir`` (default: :func:`rules_dir`).
+
+    Meant for ``caretally rules check``: an empty list means every base year, every
+    overlay and every imported layer loads. Problems are ordered by file and line.
     """
     base = _root(root)
+    imports_dir = resolve_rules_dir(rules_dir)
     problems: list[Problem] = []
     for stray in sorted(base.rglob("*.yml")):
         problems.append(
@@ -648,12 +905,26 @@ def check_rulesets(root: Path | None = None) -> list[Problem]:
                 _display(stray), None, None, "wrong_extension", "rule files end in .yaml; this one is ignored"
             )
         )
-    paths = sorted(base.rglob("*.yaml"))
-    files, found = _check_files(paths)
+    imported = import_files(imports_dir)
+    paths = sorted(p for p in base.rglob("*.yaml") if p not in set(imported))
+    files, found = _check_files([*paths, *imported])
     problems.extend(found)
-    problems.extend(_layout(files))
+    shipped = [f for f in files if not _under(f, imports_dir)]
+    layers = [f for f in files if _under(f, imports_dir)]
+    problems.extend(_layout(shipped))
+    problems.extend(_import_layout(layers, shipped))
     _years(files, problems)
     return sorted(_dedupe(problems), key=lambda p: (p.file, p.line or 0))
+
+
+def _under(f: RuleFile, folder: Path | None) -> bool:
+    if folder is None:
+        return False
+    try:
+        Path(f.file).resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
 
 
 def _overlay_path(overlay: str | Path, root: Path) -> Path:
@@ -662,17 +933,31 @@ def _overlay_path(overlay: str | Path, root: Path) -> Path:
     return root / PAYERS_DIR / f"{overlay}.yaml"
 
 
-@functools.lru_cache(maxsize=32)
 def load_rulebook(
-    payer: str = "medicare", *, overlay: str | Path | None = None, root: Path | None = None
+    payer: str = "medicare",
+    *,
+    overlay: str | Path | None = None,
+    root: Path | None = None,
+    rules_dir: Path | None = None,
 ) -> RuleBook:
     """The rule-years of ``payer`` (a base folder such as ``medicare``), ready to bill.
 
     ``overlay`` names a file under ``rulesets/payers`` (``"example-commercial"``) or is
     a path; ``payer`` may also name an overlay directly, which then brings its base.
-    Any problem in any file used raises :class:`RuleLoadError` with all of them.
-    Results are cached per arguments: rule files do not change while a process runs.
+    Layers imported from CMS files (``caretally rules import-rvu``) are read from
+    ``rules_dir`` (default: ``$CARETALLY_RULES_DIR``, else ``./caretally-rules``) and
+    stacked on the years they name. Any problem in any file used raises
+    :class:`RuleLoadError` with all of them. Results are cached per arguments and per
+    content of the imported layers, so an import is seen by the next call.
     """
+    where = resolve_rules_dir(rules_dir)
+    return _load_rulebook(payer, overlay, root, where, layers_fingerprint(where))
+
+
+@functools.lru_cache(maxsize=32)
+def _load_rulebook(
+    payer: str, overlay: str | Path | None, root: Path | None, rules_dir: Path | None, fingerprint: str
+) -> RuleBook:
     base_root = _root(root)
     if (
         overlay is None
@@ -688,12 +973,15 @@ def load_rulebook(
             [Problem(str(base_root), None, "payer", "unknown_payer", f"no rule-years for payer '{payer}'")]
         )
     paths = sorted(folder.glob("*.yaml"))
+    layers = import_files(rules_dir, payer)
     overlay_file: Path | None = None
     if overlay is not None:
         overlay_file = _overlay_path(overlay, base_root)
         paths.append(overlay_file)
-    files, problems = _check_files(paths)
-    problems.extend(p for p in _layout(files) if overlay_file is None or p.file != _display(overlay_file))
+    files, problems = _check_files([*paths, *layers])
+    shipped = [f for f in files if not _under(f, rules_dir)]
+    problems.extend(p for p in _layout(shipped) if overlay_file is None or p.file != _display(overlay_file))
+    problems.extend(_import_layout([f for f in files if _under(f, rules_dir)], shipped))
     years = _years(files, problems)
     problems = _dedupe(problems)
     if problems:
@@ -708,6 +996,10 @@ def load_rulebook(
             [Problem(str(folder), None, "payer", "no_rule_years", f"no rule-years found for '{name}'")]
         )
     return RuleBook(name=name, years=picked)
+
+
+#: ``load_rulebook.cache_clear()`` empties the cache (tests that edit rule files use it).
+load_rulebook.cache_clear = _load_rulebook.cache_clear  # type: ignore[attr-defined]
 
 
 def programs_never_together(year: RuleYear) -> tuple[tuple[Program, ...], ...]:

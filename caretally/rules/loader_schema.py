@@ -85,6 +85,9 @@ class CodeSpec:
     period: PeriodKind | None = None
     cite: tuple[str, ...] = ()
     params: dict[str, Cited] = field(default_factory=dict)
+    #: Only parameters of a code defined elsewhere (an overlay, an imported layer, or a
+    #: year that extends another changing an inherited code).
+    change: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +135,35 @@ class RuleFile:
     modifiers: dict[str, ModifierSpec] = field(default_factory=dict)
     remove_codes: Cited | None = None
     overlay: bool = False
+    #: ``final`` or ``proposed`` (a year built from a proposed rule: every decision it
+    #: judges is flagged provisional); ``status_cite`` names the sources of the proposal.
+    status: str = "final"
+    status_line: int = 1
+    status_cite: tuple[str, ...] = ()
+    #: A base year written as "that year plus these differences" (``extends: 2026``).
+    extends: int | None = None
+    extends_line: int = 1
+    #: In a year that extends another: amounts not written in this file are its inherited
+    #: total RVU × its own conversion factor (``{value: true, cite, doc}``).
+    amounts_from_rvu: Cited | None = None
+    #: An imported layer (``caretally rules import-rvu``): amounts and RVUs from a CMS file.
+    imported: bool = False
+    layer_kind: str | None = None
+    release: str | None = None
+    title: str | None = None
+    imported_from: dict[str, str] = field(default_factory=dict)
+    #: Citations of a year that extends another which name a source of the year below:
+    #: (key, line, field), checked once the sources are stacked.
+    deferred_cites: list[tuple[str, int, str]] = field(default_factory=list)
 
     @property
     def spans(self) -> bool:
         return self.effective_from is not None and self.effective_to is not None
+
+    @property
+    def is_diff(self) -> bool:
+        """A base year declared as another year plus differences."""
+        return self.extends is not None and not self.overlay and not self.imported
 
 
 # --------------------------------------------------------------------------------------
@@ -458,7 +486,8 @@ FAMILY_PERIOD: dict[str, PeriodKind] = {
     "care_management": PeriodKind.CALENDAR_MONTH,
 }
 
-#: Option name → validator. Every base rule-year defines all of them.
+#: Option name → validator. Every base rule-year defines all of them, except the
+#: :data:`OPTIONAL_OPTIONS`, which exist only from the year that introduces them.
 OPTIONS: dict[str, Validator] = {
     "setup_min_days": v_int(0),
     "rpm_addon_max_units": v_nullable(v_int(1)),
@@ -474,7 +503,22 @@ OPTIONS: dict[str, Validator] = {
     "device_period_days": v_int(1),
     "ccm_lane_order": v_list(v_ident, non_empty=True),
     "established_patient_when_missing": v_choice(("assume_established", "assume_not"), "bad_value", "choice"),
+    # CY2027 proposals (CMS-1848-P), off until final: RPM/RTM need an initiating visit on
+    # file; RTM needs an established patient; RPM/RTM clinical-staff minutes count only
+    # from staff the practice employs.
+    "initiating_visit_required": v_bool,
+    "rtm_requires_established_patient": v_bool,
+    "staff_minutes_employed_only": v_bool,
 }
+
+#: Options a year may leave out: the rule they name did not exist before that year, and
+#: a year without the option behaves as if it were false.
+OPTIONAL_OPTIONS = frozenset(
+    {"initiating_visit_required", "rtm_requires_established_patient", "staff_minutes_employed_only"}
+)
+
+#: Values of the top-level ``status`` of a base rule-year.
+STATUSES = ("final", "proposed")
 
 #: Options that were renamed or moved, and where their meaning lives now.
 MOVED_OPTIONS = {
@@ -522,7 +566,36 @@ BASE_KEYS = {
     "modifiers": True,
     "codes": True,
     "doc": False,
+    "status": False,
+    "status_cite": False,
+    "extends": False,
+    "amounts_from_rvu": False,
+    "remove_codes": False,
 }
+#: A year that ``extends`` another needs only what makes it a year and what it changes.
+DIFF_KEYS = {
+    **{k: False for k in BASE_KEYS},
+    "ruleset": True,
+    "year": True,
+    "effective_from": True,
+    "effective_to": True,
+    "sources": True,
+    "extends": True,
+}
+#: An imported layer: amounts and RVU parts from a CMS file, written by ``rules import-rvu``.
+IMPORT_KEYS = {
+    "layer": True,
+    "ruleset": True,
+    "year": True,
+    "release": True,
+    "title": True,
+    "imported_from": True,
+    "sources": True,
+    "codes": True,
+    "doc": False,
+}
+#: Kinds of imported layer, and the code parameters each may set.
+IMPORT_LAYERS: dict[str, frozenset[str]] = {"pprrvu": frozenset({"amount", "rvu"})}
 OVERLAY_KEYS = {
     "ruleset": True,
     "base": True,
@@ -570,6 +643,7 @@ class FileChecker:
         self.out = RuleFile(file=file, source_name=source_name, layer=layer, data=data)
         self._seen: dict[str, set[str]] = {"globals": set(), "options": set()}
         self._lines: dict[str, int] = {}
+        self._diff = False
 
     # -- reporting ---------------------------------------------------------------------
 
@@ -595,8 +669,17 @@ class FileChecker:
         by_name = {e.name: e for e in top}
         self._lines = {e.name: e.line for e in top}
         self.out.overlay = "base" in by_name
-        allowed = OVERLAY_KEYS if self.out.overlay else BASE_KEYS
-        kind = "an overlay" if self.out.overlay else "a base rule-year"
+        self.out.imported = "layer" in by_name and not self.out.overlay
+        diff = "extends" in by_name and not self.out.overlay and not self.out.imported
+        self._diff = diff
+        if self.out.overlay:
+            allowed, kind = OVERLAY_KEYS, "an overlay"
+        elif self.out.imported:
+            allowed, kind = IMPORT_KEYS, "an imported layer"
+        elif diff:
+            allowed, kind = DIFF_KEYS, "a rule-year that extends another"
+        else:
+            allowed, kind = BASE_KEYS, "a base rule-year"
         for e in top:
             if e.name not in allowed:
                 self.problem(
@@ -624,7 +707,12 @@ class FileChecker:
             value = v_int(1900)(self, e.value, "year")
             self.out.year = None if value is BAD else value
             self.out.year_line = e.line
-        self._span(by_name)
+        if self.out.imported:
+            self._import_header(by_name)
+        else:
+            self._span(by_name)
+        if not self.out.overlay and not self.out.imported:
+            self._status(by_name)
         if (e := by_name.get("doc")) is not None:
             v_text(self, e.value, "doc")
         if (e := by_name.get("globals")) is not None:
@@ -637,12 +725,72 @@ class FileChecker:
             self._codes(e)
         if (e := by_name.get("modifiers")) is not None:
             self._modifiers(e)
-        if (e := by_name.get("remove_codes")) is not None and self.out.overlay:
-            self.out.remove_codes = self.cited(e, v_list(v_code, non_empty=True), "remove_codes")
-        if not self.out.overlay:
+        if (e := by_name.get("remove_codes")) is not None:
+            if self.out.overlay or self.out.is_diff:
+                self.out.remove_codes = self.cited(e, v_list(v_code, non_empty=True), "remove_codes")
+            else:
+                self.problem(
+                    e.line,
+                    "remove_codes",
+                    "unread_value",
+                    "only an overlay or a year that extends another removes codes; leave the code out",
+                )
+        if not self.out.overlay and not self.out.imported and not self.out.is_diff:
             self._base_completeness()
             self._references()
         return self.out
+
+    def _status(self, by_name: dict[str, Entry]) -> None:
+        """``status``, ``status_cite``, ``extends`` and ``amounts_from_rvu`` of a base year."""
+        if (e := by_name.get("status")) is not None:
+            value = v_choice(STATUSES, "bad_value", "status")(self, e.value, "status")
+            if value is not BAD:
+                self.out.status = value
+            self.out.status_line = e.line
+        if (e := by_name.get("status_cite")) is not None:
+            self.out.status_cite = self.cites(e.value, "status_cite")
+        if self.out.status == "proposed" and not self.out.status_cite:
+            line = by_name["status"].line if "status" in by_name else None
+            self.problem(
+                line,
+                "status_cite",
+                "missing_citation",
+                "a proposed rule-year names the proposal in 'status_cite' (source keys)",
+            )
+        if (e := by_name.get("extends")) is not None:
+            value = v_int(1900)(self, e.value, "extends")
+            if value is not BAD:
+                if value == self.out.year:
+                    self.problem(e.line, "extends", "bad_value", f"year {value} cannot extend itself")
+                else:
+                    self.out.extends = value
+            self.out.extends_line = e.line
+        if (e := by_name.get("amounts_from_rvu")) is not None:
+            c = self.cited(e, v_bool, "amounts_from_rvu", need_doc=True)
+            if "extends" not in by_name:
+                self.problem(
+                    e.line,
+                    "amounts_from_rvu",
+                    "unread_value",
+                    "only a year that extends another derives amounts from the RVUs it inherits",
+                )
+            elif c is not None:
+                self.out.amounts_from_rvu = c
+
+    def _import_header(self, by_name: dict[str, Entry]) -> None:
+        """What an imported layer says about itself: its kind, release, title and origin."""
+        if (e := by_name.get("layer")) is not None:
+            value = v_choice(tuple(IMPORT_LAYERS), "bad_value", "imported layer kind")(self, e.value, "layer")
+            self.out.layer_kind = None if value is BAD else value
+        for name in ("release", "title"):
+            if (e := by_name.get(name)) is not None:
+                value = v_text(self, e.value, name)
+                setattr(self.out, name, None if value is BAD else value)
+        if (e := by_name.get("imported_from")) is not None:
+            for item in self.mapping(e.value, "imported_from") or []:
+                text = v_text(self, item.value, f"imported_from.{item.name}")
+                if text is not BAD:
+                    self.out.imported_from[item.name] = text
 
     def _span(self, by_name: dict[str, Entry]) -> None:
         dates: dict[str, date | None] = {}
@@ -722,7 +870,12 @@ class FileChecker:
             self.bad(node, where, "missing_citation", "'cite' is empty; name at least one source")
         out: list[str] = []
         for key, n in keys:
-            if key not in self.out.sources:
+            if key not in self.out.sources and self._diff:
+                # A year that extends another may cite the sources it inherits.
+                self.out.deferred_cites.append((key, line_of(n), where))
+                if key not in out:
+                    out.append(key)
+            elif key not in self.out.sources:
                 self.bad(n, where, "unknown_source", f"cites '{key}', which is not in this file's sources")
             elif key not in out:
                 out.append(key)
@@ -972,16 +1125,23 @@ class FileChecker:
             return None
         spec = CodeSpec(item.name, item.line)
         by_name = {f.name: f for f in fields}
-        allowed = OVERLAY_CODE_KEYS if self.out.overlay else CODE_KEYS
+        # A year that extends another either adds a code (written in full, with its
+        # family) or changes parameters of an inherited one, as an overlay would.
+        change = self.out.overlay or self.out.imported or (self.out.is_diff and "family" not in by_name)
+        spec.change = change
+        allowed = OVERLAY_CODE_KEYS if change else CODE_KEYS
         for f in fields:
             if f.name not in allowed:
+                who = "an imported layer" if self.out.imported else "an overlay"
+                if self.out.is_diff:
+                    who = "a change to an inherited code"
                 msg = (
-                    f"an overlay may only change 'params' of a code, not '{f.name}'"
-                    if self.out.overlay and f.name in CODE_KEYS
+                    f"{who} may only change 'params' of a code, not '{f.name}'"
+                    if change and f.name in CODE_KEYS
                     else f"unknown key '{f.name}' in a code; allowed: {', '.join(sorted(allowed))}"
                 )
                 self.problem(f.line, f"{where}.{f.name}", "unknown_key", msg)
-        if not self.out.overlay:
+        if not change:
             for name in ("family", "program", "descriptor", "period", "params"):
                 if name not in by_name:
                     self.problem(
@@ -1019,15 +1179,24 @@ class FileChecker:
             v_text(self, f.value, f"{where}.doc")
         if (f := by_name.get("params")) is not None:
             for p in self.mapping(f.value, f"{where}.params") or []:
+                if self.out.imported and p.name not in IMPORT_LAYERS.get(self.out.layer_kind or "", ()):
+                    sets = ", ".join(sorted(IMPORT_LAYERS.get(self.out.layer_kind or "", ()))) or "nothing"
+                    self.problem(
+                        p.line,
+                        f"{where}.params.{p.name}",
+                        "unknown_key",
+                        f"an imported {self.out.layer_kind or ''} layer sets only {sets}, not '{p.name}'",
+                    )
+                    continue
                 c = self.param(p, f"{where}.params.{p.name}", spec.family)
                 if c is not None:
                     spec.params[p.name] = c
                 elif p.name in PARAMS:
                     spec.params.setdefault(p.name, Cited(p.name, BAD, (), p.line))
-        if not self.out.overlay:
+        if not change:
             self._required(spec, where)  # a value written but wrong is not also "missing"
         spec.params = {k: v for k, v in spec.params.items() if v.value is not BAD}
-        if not self.out.overlay:
+        if not change:
             self._unread(spec, where)
         return spec
 
@@ -1115,7 +1284,7 @@ class FileChecker:
                     f"a base rule-year needs global '{name}'",
                 )
         for name in OPTIONS:
-            if name not in self._seen["options"]:
+            if name not in self._seen["options"] and name not in OPTIONAL_OPTIONS:
                 self.problem(
                     self._lines.get("options"),
                     f"options.{name}",

@@ -25,8 +25,10 @@ class Param:
     """One rule value and where it came from.
 
     ``layer`` names the file layer that supplied it (``medicare/2026``,
-    ``payers/example-commercial``); ``source`` is ``file:line`` for reviewers;
-    ``option`` is set when the value came through a named, configurable option.
+    ``payers/example-commercial``, ``cms/pprrvu26-b``); ``source`` is ``file:line`` for
+    reviewers; ``option`` is set when the value came through a named, configurable option;
+    ``derivation`` says how a value the maintainers did not write was computed (a
+    proposed year's amount: its inherited total RVU × its own conversion factor).
     """
 
     name: str
@@ -35,6 +37,7 @@ class Param:
     layer: str
     source: str
     option: str | None = None
+    derivation: str | None = None
 
     def use(self) -> ParameterUse:
         """The value as a decision records it; built once per Param (rule-years are cached)."""
@@ -42,6 +45,8 @@ class Param:
         if found is not None and found[0] is self:
             return found[1]
         shown = self.name if self.option is None else f"{self.name} (option {self.option})"
+        if self.derivation:
+            shown = f"{shown} ({self.derivation})"
         made = ParameterUse(name=shown, value=_show(self.value), layer=self.layer, citation=self.citation)
         _USES[id(self)] = (self, made)
         return made
@@ -143,9 +148,13 @@ class ModifierRule:
 class RuleYear:
     """A payer's rules for one effective span, after overlays are applied.
 
-    ``layers`` lists the files stacked to make it, base first; ``content_hash`` is a
-    digest of their bytes, stored with every billing run so a rerun can prove it used
-    the same rules.
+    ``layers`` lists the files stacked to make it, base first (a year that extends
+    another lists that year's layers first, and imported CMS layers follow the year they
+    belong to); ``content_hash`` is a digest of their bytes, stored with every billing run
+    so a rerun can prove it used the same rules.
+
+    ``status`` is ``final`` or ``proposed``: a proposed year (built from a proposed rule)
+    judges provisionally, and ``status_citation`` names the proposal's source keys.
     """
 
     payer: str
@@ -159,6 +168,18 @@ class RuleYear:
     content_hash: str
     sources: Mapping[str, str] = field(default_factory=dict)
     modifiers: Mapping[str, ModifierRule] = field(default_factory=dict)
+    status: str = "final"
+    status_citation: str = ""
+
+    @property
+    def provisional(self) -> bool:
+        """Judged by a proposed rule: every decision says so, and a lock needs consent."""
+        return self.status != "final"
+
+    @property
+    def label(self) -> str:
+        """The layers as one name (``medicare/2026+payers/x``): how decisions record it."""
+        return "+".join(self.layers)
 
     def code(self, code: str) -> CodeRule:
         try:
@@ -286,6 +307,14 @@ class RuleBook:
                 return year
         spans = ", ".join(f"{y.effective_from}..{y.effective_to}" for y in self.years)
         raise MissingParameter(f"{self.name}: no rule-year in force on {day} (have {spans})")
+
+    def for_year(self, number: int) -> RuleYear:
+        """The rule-year numbered ``number``; of a year an overlay splits, the layered part."""
+        found = [y for y in self.years if y.year == number]
+        if not found:
+            have = ", ".join(str(y) for y in sorted({y.year for y in self.years}))
+            raise MissingParameter(f"{self.name}: no rule-year {number} (have {have})")
+        return max(found, key=lambda y: len(y.layers))
 
     def add_on_bases(self) -> dict[str, frozenset[str]]:
         """Add-on code → the base codes it may accompany, from every year's ``add_on_to``.

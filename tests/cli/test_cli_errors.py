@@ -34,6 +34,10 @@ FILLERS = {
     "name": "Acme",
     "email": "someone@acme.example",
     "role": "auditor",
+    "old": "2026",
+    "new": "2027",
+    "year": "2026",
+    "release": "B",
 }
 UNREACHABLE = "postgresql://nobody@127.0.0.1:9/none"
 
@@ -58,7 +62,7 @@ def _required(command: object, tmp: Path) -> list[str]:
             continue
         if param.name in FILLERS:
             value = FILLERS[param.name]
-        elif param.name in ("source", "out"):
+        elif param.name in ("source", "out", "file"):
             value = str(tmp / "nowhere")
         else:
             raise AssertionError(f"no filler for required parameter {param.name!r}; add one to FILLERS")

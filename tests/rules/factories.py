@@ -47,9 +47,14 @@ def _map_years(book: RuleBook, fn: Any) -> RuleBook:
 
 
 def with_option(book: RuleBook, name: str, value: Any) -> RuleBook:
-    """The same rules with one option changed, including code params that point at it."""
+    """The same rules with one option changed, including code params that point at it.
+
+    Years that do not define the option (the CY2027 proposals before 2027) are left alone.
+    """
 
     def change(year: RuleYear) -> RuleYear:
+        if name not in year.options:
+            return year
         options = dict(year.options)
         options[name] = replace(options[name], value=value, layer="test")
         codes = {}

@@ -51,6 +51,8 @@ def _expected(case: Path) -> Found:
 def _found(case: Path) -> Found:
     if case.is_file():
         _, problems = load_rule_files([case])
+    elif (case / "imports").is_dir():  # rulesets and a rules folder of imported layers
+        problems = check_rulesets(case / "rulesets", case / "imports")
     elif any(p.is_dir() for p in case.iterdir()):
         problems = check_rulesets(case)  # a whole rulesets root: placement is checked too
     else:
@@ -129,25 +131,31 @@ def medicare() -> dict[int, RuleYear]:
 
 
 def test_medicare_years_and_codes(medicare: dict[int, RuleYear]) -> None:
-    assert sorted(medicare) == [2025, 2026]
+    assert sorted(medicare) == [2025, 2026, 2027]
     assert set(medicare[2025].codes) == CODES_2025
     assert set(medicare[2026].codes) == CODES_2025 | NEW_IN_2026
+    assert set(medicare[2027].codes) == set(medicare[2026].codes)  # carried forward
     y25 = medicare[2025]
     assert (y25.effective_from, y25.effective_to) == (date(2025, 1, 1), date(2025, 12, 31))
     assert load_rulebook().for_date(date(2026, 1, 1)).year == 2026
 
 
-@pytest.mark.parametrize("year", [2025, 2026])
+#: The files each shipped year is stacked from: 2027 is "2026 + its differences".
+LAYERS = {2025: ("medicare/2025",), 2026: ("medicare/2026",), 2027: ("medicare/2026", "medicare/2027")}
+
+
+@pytest.mark.parametrize("year", [2025, 2026, 2027])
 def test_every_value_is_cited_and_traceable(medicare: dict[int, RuleYear], year: int) -> None:
     ry = medicare[year]
+    assert ry.layers == LAYERS[year]
     params = [p for c in ry.codes.values() for p in c.params.values()]
     params += [*ry.options.values(), *ry.globals.values()]
     for p in params:
         keys = [k.strip() for k in p.citation.split(",")]
         assert keys and all(k in ry.sources for k in keys), (p.name, p.citation)
-        assert p.layer == f"medicare/{year}"
+        assert p.layer in LAYERS[year]
         file, _, line = p.source.rpartition(":")
-        assert file == f"medicare/{year}.yaml" and int(line) > 0
+        assert file == f"{p.layer}.yaml" and int(line) > 0
     for code in ry.codes.values():
         assert "amount" in code.params and "max_units" in code.params, code.code
         # Minutes have performers; days of data do not (device and set-up codes), and an
@@ -244,7 +252,7 @@ def test_overlay_by_payer_name_and_content_hash() -> None:
     medicare = load_rulebook()
     assert medicare.years[0].content_hash == by_name.years[0].content_hash
     assert medicare.years[1].content_hash != by_name.years[1].content_hash
-    assert len({y.content_hash for y in medicare.years}) == 2
+    assert len({y.content_hash for y in medicare.years}) == 3
 
 
 def test_overlay_splits_a_base_year_at_its_span(tmp_path: Path) -> None:

@@ -44,7 +44,8 @@ from caretally.rules.params import CodeRule, RuleBook, RuleYear
 from tests.rules.factories import combine, device, entries, make_facts, medicare, with_param
 
 BOOK = medicare()
-MONTHS = {2025: "2025-03", 2026: "2026-03"}
+#: Every Medicare rule-year, 2027 (proposed, "2026 + differences") included.
+MONTHS = {2025: "2025-03", 2026: "2026-03", 2027: "2027-03"}
 UNREAD = {"descriptor", "rvu"}
 #: A large amount: enough to win any comparison by payment (lanes, exclusions, RPM vs RTM).
 WINNING = "500.00"
@@ -58,6 +59,8 @@ PRICED_99491 = {("99491", "amount"): Decimal("82.16")}
 CONTEXT: dict[tuple[int, str], dict[tuple[str, str], Any]] = {
     (2026, "99491"): PRICED_99491,
     (2026, "99437"): PRICED_99491,
+    (2027, "99491"): PRICED_99491,  # 2027 inherits 2026's unpriced 99491
+    (2027, "99437"): PRICED_99491,
 }
 
 

@@ -79,13 +79,14 @@ PERSON_KEYS = {"patient", "enrollments", "devices", "readings", "time", "history
 CASE_KEYS = PERSON_KEYS | {
     "name", "month", "as_of", "overlay", "expect", "skip", "rules_redated", "options", "steps", "others",
 }  # fmt: skip
-STEP_KEYS = {"bill", "lock", "expect", "expect_run", "add"}
+STEP_KEYS = {"bill", "lock", "expect", "expect_run", "add", "expect_lock"}
 ADD_KEYS = {"patient", "readings", "time"}
 EXPECT_KEYS = {"billable", "not_billable", "reachable", "no_other_billable", "lines", "no_other_lines"}
 EXPECT_KEYS |= {"patients", "refused", "worklist", "worklist_without", "leakage", "leakage_without"}
 STEP_FIELDS = {"code", "value", "minutes_needed", "days_needed", "call_needed", "enrollment"}
 MISS_FIELDS = {"code", "value", "reason", "enrollment"}
-RUN_KEYS = {"outcome", "status", "lines", "problems"}
+RUN_KEYS = {"outcome", "status", "lines", "problems", "provisional"}
+LOCKS = (True, "accept_provisional")
 LINE_FIELDS = {
     "code", "units", "date_of_service", "period", "modifiers", "expected_payment", "charge",
     "rendering_npi", "billing_npi", "diagnosis_codes", "place_of_service", "enrollment", "patient",
@@ -93,7 +94,7 @@ LINE_FIELDS = {
 }  # fmt: skip
 DECISION_FIELDS = {
     "units", "date_of_service", "period", "expected_payment", "message_contains", "evidence_entries",
-    "enrollment", "reasons", "without_reasons",
+    "enrollment", "reasons", "without_reasons", "provisional",
 }  # fmt: skip
 MAIN_PATIENT = "P1"
 
@@ -494,7 +495,11 @@ def _rules_root(case: Case) -> Path | None:
 
 
 def _options_by_file(root: Path, options: dict[Any, Any]) -> dict[Path, dict[str, Any]]:
-    """``{name: value}`` sets an option in every Medicare rule-year; ``{2026: {...}}`` in one."""
+    """``{name: value}`` sets an option in every Medicare rule-year; ``{2026: {...}}`` in one.
+
+    A year that extends another (2027 on 2026) inherits what it does not write, so the
+    every-year form sets the option in the files that write it and the others follow.
+    """
     years = sorted((root / "medicare").glob("*.yaml"))
     out: dict[Path, dict[str, Any]] = {}
     for key, value in options.items():
@@ -504,7 +509,10 @@ def _options_by_file(root: Path, options: dict[Any, Any]) -> dict[Path, dict[str
                 raise ScenarioError(f"options: no Medicare rule-year {key}")
             out.setdefault(path, {}).update(value)
         else:
-            for path in years:
+            written = [p for p in years if re.search(rf"^  {re.escape(str(key))}:$", p.read_text(), re.M)]
+            if not written:
+                raise ScenarioError(f"options: no Medicare rule-year writes option {key!r}")
+            for path in written:
                 out.setdefault(path, {})[str(key)] = value
     return out
 
@@ -742,12 +750,11 @@ def _run_steps(engine: Engine, case: Case, people: dict[str, Person], rules: Pay
                 if str(r) not in str(exc)
             ]
             continue
-        if step.get("lock"):
-            lock_month(engine, case.org_id, result.month, now=now)
+        failures = _lock_step(step, engine, case, result.month, now)
         decisions = stored_decisions(engine, result.run_id)
         lines = stored_lines(engine, result.run_id)
         outcome.decisions, outcome.lines = decisions, lines
-        failures = _check_run(step.get("expect_run") or {}, engine, case, result, lines, previous)
+        failures += _check_run(step.get("expect_run") or {}, engine, case, result, lines, previous)
         for expect in expects:
             if "refused" in expect:
                 failures.append(f"expected the run to be refused ({expect['refused']!r}); it billed")
@@ -759,6 +766,31 @@ def _run_steps(engine: Engine, case: Case, people: dict[str, Person], rules: Pay
         outcome.failures += [label + f for f in failures]
         previous[result.month] = [line_content(line) for line in lines]
     return outcome
+
+
+def _lock_step(step: dict[str, Any], engine: Engine, case: Case, month: str, now: Any) -> list[str]:
+    """``lock: true`` or ``lock: accept_provisional``; ``expect_lock: {refused: text}`` when it must fail."""
+    lock = step.get("lock")
+    expect = step.get("expect_lock") or {}
+    if lock is None or lock is False:
+        if expect:
+            raise ScenarioError("expect_lock needs lock")
+        return []
+    if lock not in LOCKS or set(expect) - {"refused"}:
+        raise ScenarioError(f"lock is one of {LOCKS}; expect_lock takes refused ({step})")
+    try:
+        lock_month(engine, case.org_id, month, now=now, accept_provisional=lock == "accept_provisional")
+    except Exception as exc:
+        if "refused" not in expect or not type(exc).__module__.startswith("caretally."):
+            raise
+        code = getattr(getattr(exc, "problem", None), "code", "")
+        text = f"{code}: {exc}"
+        return (
+            [] if str(expect["refused"]) in text else [f"lock refused as {text!r}, not {expect['refused']!r}"]
+        )
+    if "refused" in expect:
+        return [f"expected the lock to be refused ({expect['refused']!r}); it locked"]
+    return []
 
 
 def _check_run(
@@ -780,6 +812,12 @@ def _check_run(
         status = run.status if run is not None else None
         if status != str(spec["status"]):
             failures.append(f"run status expected {spec['status']}, got {status}")
+    if "provisional" in spec:
+        # The rule-years the run says were proposed (judged provisionally); [] / false: none.
+        wanted_years = sorted(spec["provisional"] or [])
+        got_years = sorted(result.summary.provisional)
+        if wanted_years != got_years:
+            failures.append(f"run judged provisionally by {got_years}, expected {wanted_years}")
     if "problems" in spec:
         # Texts each problem of the run must contain, in any order; [] means none.
         wanted = [str(t) for t in spec["problems"] or []]
@@ -915,6 +953,8 @@ def _check_fields(code: str, d: dict[str, Any], spec: dict[str, Any]) -> list[st
             actual, value = d["expected_payment"], str(value)
         elif key == "enrollment":
             actual, value = d["enrollment_id"], str(value)
+        elif key == "provisional":
+            actual, value = bool(d.get("provisional")), bool(value)
         elif key == "message_contains":
             text = " | ".join(r["message"] for r in d["reasons"])
             for part in _as_list(value):

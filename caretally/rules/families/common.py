@@ -45,6 +45,7 @@ from caretally.model import (
     Measures,
     ParameterUse,
     PatientMonthFacts,
+    PerformerClass,
     Period,
     Program,
     ProgramFacts,
@@ -414,10 +415,74 @@ def _common_checks(view: EnrollmentView, year: RuleYear, period: Period, used: U
     elif needed:
         checks.append(Check.of("common.billing_practitioner", Verdict.FAIL, "no billing practitioner", c))
 
-    needed, c = requirement(year, "established_patient", used, e.program)
+    needed, c = established_needed(year, used, e.program)
     if needed:
         checks.append(_established(e, year, used, c))
+    visit = _initiating_visit(e, year, period, used)
+    if visit is not None:
+        checks.append(visit)
     return checks
+
+
+#: Programs the CY2027 remote-monitoring proposals (CMS-1848-P) would change.
+REMOTE_MONITORING = frozenset({Program.RPM, Program.RTM})
+
+
+def _proposal(year: RuleYear, name: str, program: Program, used: Used) -> Param | None:
+    """A CY2027 proposal option that applies to ``program`` in ``year``, recorded as used.
+
+    Years before the proposal do not define the option: it then neither applies nor
+    shows in the evidence. Where it is defined it is recorded whether on or off, so a
+    decision shows that the proposal was considered.
+    """
+    p = year.options.get(name)
+    if p is None or program not in REMOTE_MONITORING:
+        return None
+    used.add(p)
+    return p
+
+
+def established_needed(year: RuleYear, used: Used, program: Program) -> tuple[bool, str]:
+    """Whether the established-patient rule applies: the global's programs, and RTM too
+    when the option ``rtm_requires_established_patient`` (CY2027 proposal) is on."""
+    needed, c = requirement(year, "established_patient", used, program)
+    if not needed and program is Program.RTM:
+        p = _proposal(year, "rtm_requires_established_patient", program, used)
+        if p is not None and p.value is True:
+            return True, cite(year, p)
+    return needed, c
+
+
+def _initiating_visit(e: EnrollmentFact, year: RuleYear, period: Period, used: Used) -> Check | None:
+    """The CY2027 proposal ``initiating_visit_required``: RPM/RTM start with a visit.
+
+    The visit is the enrollment's ``initiating_visit_date`` (an attestation today; the
+    visits file will let it be checked). It must fall on or before the period's last
+    day: a visit after the service cannot have initiated it.
+    """
+    p = _proposal(year, "initiating_visit_required", e.program, used)
+    if p is None or p.value is not True:
+        return None
+    rule_id = f"{e.program.lower()}.initiating_visit"
+    c = cite(year, p)
+    visit = e.initiating_visit_date
+    if visit is None:
+        msg = (
+            f"no initiating visit on file: with the option initiating_visit_required (CY2027 "
+            f"proposal) {e.program} needs a separately reportable initiating visit at its start"
+        )
+        return Check.of(rule_id, Verdict.FAIL, msg, c)
+    if visit > period.end:
+        msg = f"initiating visit on {visit} is after the period ends ({period.end}): it did not initiate it"
+        return Check.of(rule_id, Verdict.FAIL, msg, c, Evidence(dates=(visit,)))
+    msg = f"initiating visit on {visit}, on or before the period's end (option initiating_visit_required)"
+    return Check.of(rule_id, Verdict.PASS, msg, c, Evidence(dates=(visit,)))
+
+
+def employed_staff_only(year: RuleYear, program: Program, used: Used) -> bool:
+    """The CY2027 proposal ``staff_minutes_employed_only`` applies to this code's minutes."""
+    p = _proposal(year, "staff_minutes_employed_only", program, used)
+    return p is not None and p.value is True
 
 
 ESTABLISHED_WHEN_MISSING = ("assume_established", "assume_not")
@@ -480,7 +545,7 @@ def _documentation(view: EnrollmentView, year: RuleYear, used: Used) -> tuple[li
             msg = f"order dated {e.order_date}"
             ev = Evidence(dates=(e.order_date,) if e.order_date else ())
             reasons.append(Reason("docs.order_date", True, msg, c, ev))
-    needed, c = requirement(year, "established_patient", used, e.program)
+    needed, c = established_needed(year, used, e.program)
     if needed and e.established_patient is None:
         gaps.append("established_patient: the enrollment does not record whether the patient is established")
     needed, c = requirement(year, "initiating_visit", used, e.program)
@@ -534,9 +599,18 @@ def time_order(entry: TimeFact) -> tuple[date, str, str]:
 
 
 def pool(
-    entries: Iterable[TimeFact], period: Period, win: Window, performers: frozenset[str], skip: frozenset[str]
+    entries: Iterable[TimeFact],
+    period: Period,
+    win: Window,
+    performers: frozenset[str],
+    skip: frozenset[str],
+    employed_only: bool = False,
 ) -> TimePool:
-    """The entries that count toward a code in ``period``, and why the others do not."""
+    """The entries that count toward a code in ``period``, and why the others do not.
+
+    ``employed_only`` (the CY2027 proposal ``staff_minutes_employed_only``) leaves out
+    clinical staff who are not employed by the practice.
+    """
     counted: list[TimeFact] = []
     excluded: list[tuple[TimeFact, str]] = []
     for e in sorted(entries, key=time_order):
@@ -548,6 +622,8 @@ def pool(
             excluded.append((e, "outside the enrollment or before consent"))
         elif str(e.performer) not in performers:
             excluded.append((e, f"performer {e.performer} does not count for this code"))
+        elif employed_only and e.performer is PerformerClass.STAFF and e.employment != "employee":
+            excluded.append((e, f"clinical staff {e.practitioner_id} is a {e.employment}, not employed"))
         else:
             counted.append(e)
     return TimePool(tuple(counted), tuple(excluded), sum(e.seconds for e in counted))
@@ -743,6 +819,8 @@ def finish(d: Draft) -> Decision:
     reasons.extend(docs)
     pay, price_reasons = payment(d.rule, units, d.used)
     reasons.extend(price_reasons)
+    if d.year.provisional:
+        reasons.append(provisional_reason(d.year, d.rule))
     e = view.enrollment
     measures: Measures | None = None
     for c in d.checks:
@@ -766,7 +844,23 @@ def finish(d: Draft) -> Decision:
         documentation_gaps=gaps,
         rule_year=layer_name(d.year),
         measures=Measures() if measures is None else measures,
+        provisional=d.year.provisional,
     )
+
+
+def provisional_reason(year: RuleYear, rule: CodeRule) -> Reason:
+    """The advisory every decision of a proposed year carries: which year, why, and the source.
+
+    It never changes a status; it is how explain, the stored run and every export can
+    say that the figures may change when the final rule is published.
+    """
+    amount = rule.params.get("amount")
+    how = f"; its amount is {amount.derivation}" if amount is not None and amount.derivation else ""
+    msg = (
+        f"judged by the proposed rule-year {year.payer} {year.year} ({layer_name(year)}), not final{how}; "
+        "bill again when the final rule is loaded, or lock with --accept-provisional"
+    )
+    return Reason("rules.provisional", False, msg, cite_text(year, year.status_citation))
 
 
 def layer_name(year: RuleYear) -> str:

@@ -22,6 +22,7 @@ from caretally.rules.families.common import (
     cite,
     codes_of,
     common_checks,
+    employed_staff_only,
     finish,
     option_value,
     performers_of,
@@ -64,7 +65,8 @@ def _decide(view: EnrollmentView, year: RuleYear, period: Period, rule: CodeRule
     used.code_opt(rule, "exclusive_with")
     months = _billed_months(view, tuple(sorted(year.excludes(rule.code))))
     skip = frozenset(e.entry_id for e in view.entries if (e.local_date.year, e.local_date.month) in months)
-    p = pool(view.entries, period, window(view, period), performers, skip)
+    employed = employed_staff_only(year, rule.program, used)
+    p = pool(view.entries, period, window(view, period), performers, skip, employed)
     me = rung(rule)
     used.add(rule.param("min_minutes"))
     check = minutes_check(

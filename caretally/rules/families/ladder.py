@@ -30,6 +30,7 @@ from caretally.rules.families.common import (
     clamp_to_enrollment,
     clock,
     common_checks,
+    employed_staff_only,
     finish,
     ids,
     is_open,
@@ -76,7 +77,8 @@ def code_pool(
     view: EnrollmentView, used: Used, rule: CodeRule, period: Period, skip: frozenset[str] = frozenset()
 ) -> TimePool:
     performers = performers_of(used.code(rule, "performers"))
-    return pool(view.entries, period, window(view, period), performers, skip)
+    employed = employed_staff_only(used.year, rule.program, used)
+    return pool(view.entries, period, window(view, period), performers, skip, employed)
 
 
 def time_dos(

@@ -16,9 +16,11 @@ from caretally.rules.families.common import (
     Check,
     EnrollmentView,
     TimePool,
+    Used,
     Verdict,
     cite,
     codes_of,
+    employed_staff_only,
     ids,
     performers_of,
     plural,
@@ -68,7 +70,11 @@ def interactive(
         return [], [req]
     mod_p = rule.param("interactive_modalities")
     allowed = strings(mod_p.value)
-    p = pool(view.entries, period, window(view, period), performers_of(rule.value("performers")), frozenset())
+    # A contracted staff member's call does not qualify where their minutes do not count
+    # (CY2027 proposal staff_minutes_employed_only; the base decision records the option).
+    employed = employed_staff_only(year, rule.program, Used(year))
+    performers = performers_of(rule.value("performers"))
+    p = pool(view.entries, period, window(view, period), performers, frozenset(), employed)
     calls = [e for e in p.counted if e.interactive and e.modality is not None and str(e.modality) in allowed]
     c = cite(year, mod_p) or cite(year, req)
     listed = ", ".join(allowed)
