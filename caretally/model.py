@@ -17,12 +17,20 @@ from enum import StrEnum
 
 
 class Program(StrEnum):
+    """Care programs a patient can be enrolled in (one enrollment = one episode).
+
+    ``BHI`` is general behavioral health integration (99484); ``COCM`` the psychiatric
+    collaborative care model (99492–99494), a program of its own because it has its own
+    team (a psychiatric consultant), consent and episode (an initial month).
+    """
+
     RPM = "RPM"
     RTM = "RTM"
     CCM = "CCM"
     PCM = "PCM"
     APCM = "APCM"
     BHI = "BHI"
+    COCM = "COCM"
 
 
 class Payer(StrEnum):
@@ -189,6 +197,13 @@ class EnrollmentFact:
     order_date: date | None
     established_patient: bool | None  # None: not recorded (option established_patient_when_missing)
     initiating_visit_date: date | None
+    #: Qualified Medicare Beneficiary during the enrollment (APCM level 3); None: not recorded.
+    qmb: bool | None = None
+    #: A payer's prior authorization for the episode: its number and the days it covers
+    #: (a missing start or end means the enrollment's own).
+    authorization_id: str | None = None
+    authorization_start: date | None = None
+    authorization_end: date | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +221,7 @@ class BilledCode:
     period_end: date | None = None
     month: str = ""
     line_key: str = ""
+    units: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +241,11 @@ class ProgramFacts:
     after the set-up date), ``prior_days`` the qualifying days in them (filled only when
     they can matter), and ``data_from`` the first day of data the organization holds —
     a period ending before it cannot be judged from what caretally has.
+
+    ``first_activity`` is the first patient-local date of a time entry logged for the
+    enrollment's program inside the episode (any month): collaborative care bills its
+    initial-month code in the first calendar month of care-manager activity. Filled only
+    for programs with such a month (CoCM).
     """
 
     enrollment: EnrollmentFact
@@ -235,6 +256,7 @@ class ProgramFacts:
     prior_periods: tuple[Period, ...] = ()
     prior_days: tuple[date, ...] = ()
     data_from: date | None = None
+    first_activity: date | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -175,8 +175,9 @@ def step_value(year: RuleYear, d: Decision, period_ds: list[Decision], all_ds: l
     (a tier already met, 99091 in an overlapping period, another lane) stays when it pays
     at least as much, and the step is then worth nothing; otherwise its payment is lost.
     """
-    base_code = year.base_of(d.code)
-    service = [x for x in period_ds if year.base_of(x.code) == base_code]
+    bases = year.bases_of(d.code)  # an add-on may ride on several bases (99494: 99492 or 99493)
+    base_code = next((x.code for x in period_ds if x.code in bases and counts(x)), bases[0])
+    service = [x for x in period_ds if x.code == base_code or base_code in year.bases_of(x.code)]
     now = sum((_paid(x) for x in service), ZERO)
     if d.code == base_code:
         after = _amount(year, d.code)
@@ -184,7 +185,7 @@ def step_value(year: RuleYear, d: Decision, period_ds: list[Decision], all_ds: l
         base = next((x for x in service if x.code == base_code), None)
         base_pay = _paid(base) if base is not None and counts(base) else _amount(year, base_code)
         after = base_pay + _amount(year, d.code) * (d.units + 1)
-    excluded = year.excludes(d.code)
+    excluded = year.excludes(base_code)
     rival = sum(
         (
             _paid(x)
@@ -247,7 +248,9 @@ def rows_for(
             if any(r.kind is ReasonKind.CONFLICT for r in failed):
                 continue  # another code (or lane) wins the period; more work would not bill this one
             if year.is_add_on(d.code):
-                row.base_of[d.code] = year.base_of(d.code)
+                bases = year.bases_of(d.code)
+                live = [x.code for x in ds if x.code in bases and x.status is not Status.NOT_BILLABLE]
+                row.base_of[d.code] = live[0] if live else bases[0]
             # What this step itself earns: an add-on's own unit, net of a code it would replace.
             row.steps.append(
                 Step(

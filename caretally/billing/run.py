@@ -38,8 +38,8 @@ from caretally.model import (
     Program,
     Status,
 )
-from caretally.rules.families.common import layer_name
-from caretally.rules.params import RuleBook, RuleYear
+from caretally.rules.families.common import layer_name, service_parts
+from caretally.rules.params import MissingParameter, RuleBook, RuleYear
 from caretally.store import schema
 from caretally.store.db import (
     LOCK_TIMEOUT_ENV,
@@ -106,6 +106,11 @@ class RunSummary:
     warnings: list[RunWarning] = field(default_factory=list)
     #: Proposed (not final) rule-years that judged decisions of the run: layers → citation.
     provisional: dict[str, str] = field(default_factory=dict)
+    #: program → enrollments of the month that no rule-year decides (no code for the program
+    #: in the rule-year judging the patient: a program the rules do not cover yet, or one a
+    #: payer overlay removed); the rule-years, by layer name, that left them undecided.
+    undecided: Counter[str] = field(default_factory=Counter)
+    undecided_by: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
 
     def to_json(self) -> dict[str, Any]:
         """What the run stores about itself beyond its lines (``billing_runs.summary``)."""
@@ -118,6 +123,24 @@ class RunSummary:
         }
         if self.provisional:
             out["provisional"] = provisional_json(self.provisional)
+        if self.undecided:
+            out["undecided_programs"] = self.undecided_json()
+        return out
+
+    def undecided_json(self) -> dict[str, dict[str, Any]]:
+        return {
+            program: {"enrollments": n, "rule_years": sorted(self.undecided_by[program])}
+            for program, n in sorted(self.undecided.items())
+        }
+
+    def undecided_notes(self) -> list[str]:
+        """One sentence per program that imported but that no rule-year decides, so a run
+        never stays silent about enrollments it could not judge."""
+        out = []
+        for program, n in sorted(self.undecided.items()):
+            years = ", ".join(sorted(self.undecided_by[program]))
+            noun = "enrollment" if n == 1 else "enrollments"
+            out.append(f"{program}: {n} {noun} imported, no rule-year decides {program} ({years})")
         return out
 
     @property
@@ -136,6 +159,9 @@ class RunSummary:
         self.warnings.extend(other.warnings)
         for layers, citation in other.provisional.items():
             self.provisional.setdefault(layers, citation)
+        self.undecided.update(other.undecided)
+        for program, years in other.undecided_by.items():
+            self.undecided_by[program].update(years)
 
 
 def provisional_json(years: Mapping[str, str]) -> dict[str, Any]:
@@ -224,13 +250,17 @@ def _directory(engine: Engine, org_id: str) -> _Directory:
     )
 
 
-def _modifiers(d: Decision, directory: _Directory, year: RuleYear) -> tuple[str, ...]:
-    """The line's modifiers, by the ``modifiers:`` rules of the rule-year that judged it."""
+def _modifiers(d: Decision, directory: _Directory, year: RuleYear, parts: tuple[str, ...]) -> tuple[str, ...]:
+    """The line's modifiers, by the ``modifiers:`` rules of the rule-year that judged it.
+
+    ``parts`` are the credentials of everyone who furnished a counted minute of the line's
+    service (``rules.families.common.service_parts``).
+    """
     credentials = {
         "rendering": directory.credentials.get(d.rendering_practitioner_id or "", ""),
         "billing": directory.credentials.get(d.billing_practitioner_id or "", ""),
     }
-    return year.modifiers_for(d.program, d.code, credentials)
+    return year.modifiers_for(d.program, d.code, credentials, parts)
 
 
 def _rendering_npi(d: Decision, directory: _Directory, billing_npi: str | None) -> str | None:
@@ -259,6 +289,7 @@ def claim_lines_for(
     payer, member_id = directory.members[facts.patient_id]
     enrollments = {p.enrollment.enrollment_id: p.enrollment for p in facts.programs}
     lines = []
+    decisions = list(decisions)
     for d in decisions:
         if d.status is not Status.BILLABLE or d.units <= 0 or d.date_of_service is None:
             continue
@@ -278,7 +309,7 @@ def claim_lines_for(
                 rendering_npi=_rendering_npi(d, directory, billing_npi),
                 diagnosis_codes=tuple(enrollment.diagnoses[:4]),
                 place_of_service=settings.place_of_service,
-                modifiers=_modifiers(d, directory, year),
+                modifiers=_modifiers(d, directory, year, service_parts(d, decisions, facts, year)),
                 charge=cost.charge,
                 expected_payment=cost.expected_payment,
                 run_id=run_id,
@@ -521,6 +552,7 @@ def _summarise(
     summary.decisions += len(decisions)
     if facts.payer is not Payer.MEDICARE and not rules.has_overlay(facts.payer):
         summary.payers_on_medicare_rules[facts.payer.value] += 1
+    _undecided(summary, facts, rules)
     summary.reachable += sum(1 for d in decisions if d.status is Status.REACHABLE)
     for d in decisions:
         if d.provisional and d.rule_year not in summary.provisional:
@@ -539,6 +571,19 @@ def _summarise(
         r = next(r for r in d.reasons if r.blocking)
         summary.not_billable_reasons[r.rule_id] += 1
         summary.reason_examples.setdefault(r.rule_id, r.message)
+
+
+def _undecided(summary: RunSummary, facts: PatientMonthFacts, rules: PayerRules) -> None:
+    """Count the patient's enrollments whose program the judging rule-year has no code for."""
+    try:
+        year = rules.for_payer(facts.payer).for_date(facts.month.end)
+    except MissingParameter:
+        return  # no rule-year at all: the patient's problem already says so
+    for p in facts.programs:
+        program = p.enrollment.program
+        if not year.codes_for(program):
+            summary.undecided[program.value] += 1
+            summary.undecided_by[program.value].add(layer_name(year))
 
 
 #: Advisory reasons the run summary lists for an auditor: time that cannot all be true.
@@ -563,8 +608,7 @@ def _lost(decisions: list[Decision], book: RuleBook) -> list[Decision]:
     groups: dict[tuple[str, frozenset[str]], list[Decision]] = defaultdict(list)
     for d in decisions:
         year = book.for_date(d.period.end)
-        rule = year.codes.get(d.code)
-        if rule is None or rule.get("add_on_to"):
+        if d.code not in year.codes or year.is_add_on(d.code):
             continue
         groups[(d.enrollment_id, year.either_or_group(d.code))].append(d)
     out = []

@@ -106,6 +106,8 @@ def render_summary(result: RunResult) -> None:
         for rule_id, count in s.not_billable_reasons.most_common(8):
             reasons.add_row(rule_id, str(count), s.reason_examples[rule_id])
         console.print(reasons)
+    for note in s.undecided_notes():
+        console.print(f"[yellow]note:[/yellow] {note}.")
     for payer, count in sorted(s.payers_on_medicare_rules.items()):
         console.print(
             f"[yellow]note:[/yellow] {count} {payer} patient(s) were judged by Medicare rules "
@@ -193,6 +195,7 @@ def result_json(result: RunResult) -> dict[str, object]:
             for code in sorted(s.lines_by_code)
         },
         "not_billable_reasons": dict(s.not_billable_reasons.most_common()),
+        "undecided_programs": s.undecided_json(),
         "problems": [p.to_json() for p in s.problems],
         "warnings": [w.to_json() for w in s.warnings],
         "provisional": provisional_json(s.provisional) if s.provisional else None,

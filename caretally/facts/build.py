@@ -45,6 +45,8 @@ BATCH = 2000
 #: Device-supply windows ending in a month can start up to 29 days before it.
 LOOKBACK = timedelta(days=29)
 DEVICE_PROGRAMS = (Program.RPM, Program.RTM)
+#: Programs whose episode has an initial month (the first month of care-manager activity).
+EPISODE_PROGRAMS = (Program.COCM,)
 QUALIFYING = "qualifying"
 
 
@@ -114,6 +116,10 @@ def _enrollment_rows(
             order_date=r["order_date"],
             established_patient=None if r["established_patient"] is None else bool(r["established_patient"]),
             initiating_visit_date=r["initiating_visit_date"],
+            qmb=None if r["qmb"] is None else bool(r["qmb"]),
+            authorization_id=r["authorization_id"],
+            authorization_start=r["authorization_start"],
+            authorization_end=r["authorization_end"],
         )
         for r in rows
     ]
@@ -202,6 +208,36 @@ def _first_reading_days(engine: Engine, org_id: str, options: FactsOptions) -> d
             ),
         )
         .where(r.c.org_id == org_id, d.c.medical_device.is_(True), manual_ok, ~_outside_assignment(r, d))
+        .group_by(e.c.enrollment_id)
+    )
+    with engine.connect() as conn:
+        return {eid: day for eid, day in conn.execute(stmt)}
+
+
+def _first_activity(engine: Engine, org_id: str, enrollments: list[EnrollmentFact]) -> dict[str, date]:
+    """First local date of a time entry naming the enrollment's program inside the episode.
+
+    Only episode programs (CoCM) need it: their first calendar month of care-manager
+    activity bills the initial-month code, whatever month is billed now. Entries without a
+    program are not looked at: which program they went to is each month's allocation.
+    """
+    wanted = [e for e in enrollments if e.program in EPISODE_PROGRAMS]
+    if not wanted:
+        return {}
+    t, e = schema.time_entries, schema.enrollments
+    stmt = (
+        select(e.c.enrollment_id, func.min(t.c.local_date))
+        .join(
+            t,
+            and_(
+                t.c.org_id == e.c.org_id,
+                t.c.patient_id == e.c.patient_id,
+                t.c.program == e.c.program,
+                t.c.local_date >= e.c.start_date,
+                or_(e.c.end_date.is_(None), t.c.local_date <= e.c.end_date),
+            ),
+        )
+        .where(e.c.org_id == org_id, e.c.enrollment_id.in_(sorted({w.enrollment_id for w in wanted})))
         .group_by(e.c.enrollment_id)
     )
     with engine.connect() as conn:
@@ -372,6 +408,7 @@ def _billed_history(
             lines.c.period_end,
             runs.c.month,
             lines.c.line_key,
+            lines.c.units,
         )
         .join(runs, runs.c.run_id == lines.c.run_id)
         .join(newest, and_(newest.c.month == runs.c.month, newest.c.created_at == runs.c.created_at))
@@ -392,6 +429,7 @@ def _billed_history(
                     row.period_end,
                     row.month,
                     row.line_key,
+                    int(row.units),
                 )
             )
     return out
@@ -438,11 +476,12 @@ def _program_facts(
     prior: tuple[tuple[Period, ...], tuple[date, ...]] = ((), ()),
     data_from: date | None = None,
     length: int = 30,
+    first_activity: date | None = None,
 ) -> ProgramFacts:
     program = enrollment.program
     own_devices = tuple(d for d in devices if d.program == program)
     if program not in DEVICE_PROGRAMS or anchor is None:
-        return ProgramFacts(enrollment, (), {}, own_devices)
+        return ProgramFacts(enrollment, (), {}, own_devices, first_activity=first_activity)
     periods = tuple(p for p in periods_ending_in(anchor, month, length) if p.end >= enrollment.start_date)
     if not periods:
         return ProgramFacts(enrollment, (), {}, own_devices, data_from=data_from)
@@ -596,6 +635,7 @@ def build_month_facts(
         devices = _devices(engine, org_id, scope)
         time = _time(engine, org_id, window_start, known_to, scope, clashes)
         history = _billed_history(engine, org_id, month.start, scope)
+        firsts_of = _first_activity(engine, org_id, [e for pid in batch for e in by_patient[pid]])
         priors = _priors(
             engine, org_id, batch, by_patient, month, anchors, devices, history, data_from, options
         )
@@ -614,6 +654,7 @@ def build_month_facts(
                 priors,
                 data_from,
                 options.period_days,
+                firsts_of,
             )
 
 
@@ -667,6 +708,7 @@ def _patient_facts(
     priors: dict[str, tuple[tuple[Period, ...], tuple[date, ...]]],
     data_from: date | None,
     length: int,
+    firsts: dict[str, date] | None = None,
 ) -> PatientMonthFacts:
     payer, tz = person
     programs = tuple(
@@ -679,6 +721,7 @@ def _patient_facts(
             priors.get(e.enrollment_id, ((), ())),
             data_from,
             length,
+            (firsts or {}).get(e.enrollment_id),
         )
         for e in enrollments
     )

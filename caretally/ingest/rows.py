@@ -271,6 +271,20 @@ def check_enrollment(row: Row, index: ReferenceIndex, today: date) -> None:
     # Missing stays missing: the rule-year option established_patient_when_missing decides.
     row.take("established_patient", v.boolean, required=False)
     row.take("initiating_visit_date", v.iso_date, required=False)
+    # Missing stays missing: APCM level 3 then fails and says that QMB status is not recorded.
+    row.take("qmb", v.boolean, required=False)
+    authorization = row.take("authorization_id", required=False)
+    row.take("authorization_start", v.iso_date, required=False)
+    row.take("authorization_end", v.iso_date, required=False)
+    _order(row, "authorization_start", "authorization_end")
+    if authorization is None and (
+        row.values.get("authorization_start") or row.values.get("authorization_end")
+    ):
+        row.fail(
+            "authorization_id",
+            "required",
+            "authorization_id is required when authorization_start or authorization_end is given",
+        )
 
     row.ref("patient_id", index.patients, "patient", "unknown_patient")
     biller = row.ref("billing_practitioner_id", index.practitioners, "practitioner", "unknown_practitioner")
@@ -592,6 +606,10 @@ FILES: dict[str, FileSpec] = {
                 "order_date",
                 "established_patient",
                 "initiating_visit_date",
+                "qmb",
+                "authorization_id",
+                "authorization_start",
+                "authorization_end",
             ),
             check_enrollment,
             _register_enrollment,

@@ -51,7 +51,7 @@ from caretally.rules.params import Param, RuleYear
 EXACT_MAX_ENTRIES = 12
 EXACT_MAX_COMBINATIONS = 4096  # 12 entries with two candidate programs each
 IMPROVE_ROUNDS = 2
-TIME_FAMILIES = ("treatment_management", "data_interpretation", "care_management")
+TIME_FAMILIES = ("treatment_management", "data_interpretation", "care_management", "behavioral_health")
 
 Assignment = dict[str, str]  # entry id → enrollment id
 Score = Callable[[Mapping[str, str]], Decimal]

@@ -39,12 +39,13 @@ from caretally.rules.loader_schema import (
     FileChecker,
     ModifierSpec,
     RuleFile,
+    coverage_code_problems,
     modifier_code_problems,
     referenced_codes,
     unread_reason,
 )
 from caretally.rules.loader_yaml import parse
-from caretally.rules.params import CodeRule, ModifierRule, Param, RuleBook, RuleYear
+from caretally.rules.params import CodeRule, CoverageRule, ModifierRule, Param, RuleBook, RuleYear
 
 RULESETS_ROOT = Path(__file__).resolve().parent.parent / "rulesets"
 PAYERS_DIR = "payers"
@@ -208,7 +209,44 @@ class _Assembler:
             modifiers=MappingProxyType({n: _modifier(m, f) for n, (m, f) in modifiers.items()}),
             status=top.status,
             status_citation=", ".join(top.status_cite),
+            coverage=MappingProxyType(self._coverage(codes)),
         )
+
+    def _coverage(self, codes: dict[str, _Code]) -> dict[str, CoverageRule]:
+        """The overlay's coverage policies, checked against the layered codes."""
+        overlay = self.overlay
+        if overlay is None or not overlay.coverage:
+            return {}
+        self.problems.extend(
+            coverage_code_problems(
+                overlay.coverage.values(), {k: c.spec for k, c in codes.items()}, overlay.file
+            )
+        )
+        sets = {n: _param(n, _Held(c, overlay)) for n, c in overlay.diagnosis_sets.items()}
+        out: dict[str, CoverageRule] = {}
+        for name, spec in overlay.coverage.items():
+
+            def held(c: Cited | None) -> Param | None:
+                return None if c is None else _param(c.name, _Held(c, overlay))
+
+            named = {
+                str(i): sets[str(i)]
+                for i in (spec.diagnoses.value if spec.diagnoses else ())
+                if str(i) in sets
+            }
+            out[name] = CoverageRule(
+                name=name,
+                programs=spec.programs,
+                codes=spec.codes,
+                diagnoses=held(spec.diagnoses),
+                sets=MappingProxyType(named),
+                prior_authorization=held(spec.prior_authorization),
+                max_units_per_year=held(spec.max_units_per_year),
+                layer=overlay.layer,
+                source=f"{overlay.source_name}:{spec.line}",
+                doc=spec.doc,
+            )
+        return out
 
     def _sources(self, layer: RuleFile, below: RuleFile, sources: dict[str, str]) -> None:
         for key, text in layer.sources.items():
@@ -375,18 +413,7 @@ class _Assembler:
     ) -> dict[str, Param]:
         out = {n: _param(n, h) for n, h in sorted(globals_.items())}
         for name, (rules, origin) in concurrency.items():
-            if not rules:
-                continue
-            keys: list[str] = []
-            for r in rules:
-                keys.extend(k for k in r.cite if k not in keys)
-            out[name] = Param(
-                name,
-                tuple(tuple(r.value) for r in rules),
-                ", ".join(keys),
-                origin.layer,
-                f"{origin.source_name}:{rules[0].line}",
-            )
+            out.update(concurrency_globals(name, rules, origin))
         return out
 
     # -- checks that only make sense on the layered result ------------------------------
@@ -465,10 +492,15 @@ class _Assembler:
 
     def _add_on(self, code: str, c: _Code, codes: dict[str, _Code]) -> None:
         held = c.params.get("add_on_to")
-        if held is None or held.cited.value is None or held.cited.value not in codes:
+        if held is None or held.cited.value is None:
             return
+        named = (held.cited.value,) if isinstance(held.cited.value, str) else tuple(held.cited.value)
+        for base_code in named:
+            if base_code in codes:
+                self._add_on_base(code, c, held, codes[base_code])
+
+    def _add_on_base(self, code: str, c: _Code, held: _Held, base: _Code) -> None:
         where = f"codes.{code}.params"
-        base = codes[held.cited.value]
         if base.spec.program != c.spec.program or base.spec.family != c.spec.family:
             self.problem(
                 held.origin,
@@ -489,6 +521,8 @@ class _Assembler:
         step = c.params.get("step_minutes")
         own_min = c.params.get("min_minutes")
         base_min = base.params.get("min_minutes")
+        if c.spec.family == "behavioral_health":
+            self._midpoint_add_on(code, c, base)
         if step is None:
             self.problem(
                 c.origin,
@@ -509,6 +543,72 @@ class _Assembler:
                     f"{step.cited.value} = {expected} minutes, but min_minutes is {own_min.cited.value}",
                 )
 
+    def _midpoint_add_on(self, code: str, c: _Code, base: _Code) -> None:
+        """Collaborative-care add-on time counts beyond the base's full time (99492's 70,
+        99493's 60), and a unit bills from more than half a step: both values must say so."""
+        where = f"codes.{code}.params"
+        full = base.params.get("full_minutes")
+        if full is None:
+            self.problem(
+                base.origin,
+                base.spec.line,
+                f"codes.{base.spec.code}.params.full_minutes",
+                "missing_param",
+                f"{base.spec.code} has the add-on {code}, whose time counts beyond its 'full_minutes'",
+            )
+        else:
+            low = base.params.get("min_minutes")
+            if low is not None and full.cited.value < low.cited.value:
+                self.problem(
+                    full.origin,
+                    full.cited.line,
+                    f"codes.{base.spec.code}.params.full_minutes",
+                    "bad_value",
+                    f"full_minutes {full.cited.value} is below min_minutes {low.cited.value}",
+                )
+        step, part = c.params.get("step_minutes"), c.params.get("min_step_minutes")
+        if step is not None and part is not None and part.cited.value > step.cited.value:
+            self.problem(
+                part.origin,
+                part.cited.line,
+                f"{where}.min_step_minutes",
+                "inconsistent_addon",
+                f"min_step_minutes {part.cited.value} is more than a whole step ({step.cited.value})",
+            )
+
+
+def concurrency_globals(name: str, rules: Sequence[Cited], origin: RuleFile) -> dict[str, Param]:
+    """A ``concurrency:`` rule as globals: one Param for ``never_together`` and
+    ``one_practitioner`` (value = the program groups), one per pair for
+    ``not_same_practitioner`` (``not_same_practitioner#1`` …), whose ``option`` names the
+    option that rules on different practitioners (None: they are free)."""
+    if not rules:
+        return {}
+    if name == "not_same_practitioner":
+        return {
+            f"{name}#{i}": Param(
+                f"{name}#{i}",
+                (tuple(r.value),),
+                ", ".join(r.cite),
+                origin.layer,
+                f"{origin.source_name}:{r.line}",
+                option=r.option,
+            )
+            for i, r in enumerate(rules, start=1)
+        }
+    keys: list[str] = []
+    for r in rules:
+        keys.extend(k for k in r.cite if k not in keys)
+    return {
+        name: Param(
+            name,
+            tuple(tuple(r.value) for r in rules),
+            ", ".join(keys),
+            origin.layer,
+            f"{origin.source_name}:{rules[0].line}",
+        )
+    }
+
 
 def _family_params(family: str) -> frozenset[str]:
     return FAMILY_PARAMS[family].allowed
@@ -525,6 +625,7 @@ def _modifier(spec: ModifierSpec, origin: RuleFile) -> ModifierRule:
         layer=origin.layer,
         source=f"{origin.source_name}:{spec.line}",
         doc=spec.doc,
+        when=spec.when,
     )
 
 

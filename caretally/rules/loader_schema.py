@@ -37,13 +37,21 @@ from caretally.rules.loader_yaml import (
     kind_of,
     line_of,
 )
-from caretally.rules.params import CREDENTIAL_OF
+from caretally.rules.params import CREDENTIAL_OF, MODIFIER_WHEN
 
 # --------------------------------------------------------------------------------------
 # Vocabulary
 # --------------------------------------------------------------------------------------
 
-FAMILIES = ("setup", "device_supply", "treatment_management", "data_interpretation", "care_management")
+FAMILIES = (
+    "setup",
+    "device_supply",
+    "treatment_management",
+    "data_interpretation",
+    "care_management",
+    "apcm",
+    "behavioral_health",
+)
 
 #: Sentinel for "the node was wrong; a problem has been recorded".
 BAD: Any = object()
@@ -103,6 +111,22 @@ class ModifierSpec:
     add: MappingProxyType[str, tuple[str, ...]]
     cite: tuple[str, ...]
     doc: str | None
+    when: str = "any_part"
+
+
+@dataclass(frozen=True, slots=True)
+class CoverageSpec:
+    """One checked ``coverage:`` rule of a payer overlay (see ``params.CoverageRule``)."""
+
+    name: str
+    line: int
+    programs: tuple[Program, ...]
+    codes: tuple[str, ...] | None
+    codes_line: int
+    diagnoses: Cited | None
+    prior_authorization: Cited | None
+    max_units_per_year: Cited | None
+    doc: str | None
 
 
 @dataclass(slots=True)
@@ -155,6 +179,8 @@ class RuleFile:
     #: Citations of a year that extends another which name a source of the year below:
     #: (key, line, field), checked once the sources are stacked.
     deferred_cites: list[tuple[str, int, str]] = field(default_factory=list)
+    diagnosis_sets: dict[str, Cited] = field(default_factory=dict)
+    coverage: dict[str, CoverageSpec] = field(default_factory=dict)
 
     @property
     def spans(self) -> bool:
@@ -306,6 +332,42 @@ def v_rvu(c: FileChecker, node: yaml.Node, where: str) -> Any:
     return MappingProxyType(out) if ok else BAD
 
 
+def v_code_or_codes(c: FileChecker, node: yaml.Node, where: str) -> Any:
+    """One code, or a list of codes (an add-on billed with any of several bases)."""
+    if isinstance(node, yaml.SequenceNode):
+        value = v_list(v_code, non_empty=True)(c, node, where)
+        if value is not BAD and len(value) == 1:
+            return value[0]
+        return value
+    return v_code(c, node, where)
+
+
+def v_icd10_prefix(c: FileChecker, node: yaml.Node, where: str) -> Any:
+    value = v_text(c, node, where)
+    if value is not BAD and not ICD10_PREFIX.match(value):
+        return c.bad(node, where, "bad_value", f"'{value}' is not an ICD-10-CM code or prefix (e.g. I50)")
+    return value
+
+
+def v_code_counts(c: FileChecker, node: yaml.Node, where: str) -> Any:
+    """``{"99454": 12, …}``: a count per code."""
+    if not isinstance(node, yaml.MappingNode):
+        return c.bad(node, where, "wrong_type", f"expected a mapping of code to count, got {kind_of(node)}")
+    out: dict[str, int] = {}
+    ok = True
+    for e in entries(node, c.file, where, c.problems):
+        if not CODE.match(e.name):
+            c.problem(e.line, f"{where}.{e.name}", "bad_value", f"'{e.name}' is not a CPT/HCPCS code")
+            ok = False
+            continue
+        n = v_int(0)(c, e.value, f"{where}.{e.name}")
+        ok = ok and n is not BAD
+        out[e.name] = n
+    if ok and not out:
+        return c.bad(node, where, "bad_value", "name at least one code")
+    return MappingProxyType(out) if ok else BAD
+
+
 def v_pair_of_programs(c: FileChecker, node: yaml.Node, where: str) -> Any:
     value = v_list(v_choice(Program, "unknown_program", "program"), non_empty=True)(c, node, where)
     if value is not BAD and len(value) != 2:
@@ -325,7 +387,7 @@ PARAMS: dict[str, Validator] = {
     "max_minutes": v_nullable(v_int(1)),
     "step_minutes": v_int(1),
     "max_units": v_nullable(v_int(1)),
-    "add_on_to": v_nullable(v_code),
+    "add_on_to": v_nullable(v_code_or_codes),
     "exclusive_with": v_list(v_code),
     "requires_interactive": v_bool,
     "interactive_modalities": MODALITIES,
@@ -336,6 +398,12 @@ PARAMS: dict[str, Validator] = {
     "lane": v_ident,
     "requires_complexity": v_nullable(v_choice(("complex",), "bad_value", "complexity")),
     "min_chronic_conditions": v_int(0),
+    "max_chronic_conditions": v_int(0),
+    "requires_qmb": v_bool,
+    "episode_month": v_choice(("first", "later"), "bad_value", "episode month"),
+    "full_minutes": v_int(1),
+    "min_step_minutes": v_int(1),
+    "with_base": v_list(v_code, non_empty=True),
 }
 
 _COMMON = {"max_units", "performers", "exclusive_with", "amount", "rvu"}
@@ -441,6 +509,19 @@ FAMILY_PARAMS: dict[str, FamilyParams] = {
     ),
 }
 
+FAMILY_PARAMS["apcm"] = FamilyParams(
+    frozenset({"min_chronic_conditions", "max_chronic_conditions", "requires_qmb", *_DEVICE_COMMON}),
+    frozenset(),
+    frozenset({"max_units", "exclusive_with", "amount"}),
+    frozenset(),
+)
+FAMILY_PARAMS["behavioral_health"] = FamilyParams(
+    frozenset({"min_minutes", "full_minutes", "episode_month", "with_base", *_COMMON}),
+    frozenset({"add_on_to", "step_minutes", "min_step_minutes", "max_units", "amount", "rvu"}),
+    frozenset({"min_minutes", "max_units", "performers", "amount"}),
+    frozenset({"add_on_to", "step_minutes", "min_step_minutes", "max_units", "amount"}),
+)
+
 #: Why a base code's value decides for its add-ons (the loader's message when an add-on
 #: carries one of these).
 ADD_ON_USES_BASE = {
@@ -484,6 +565,8 @@ FAMILY_PERIOD: dict[str, PeriodKind] = {
     "data_interpretation": PeriodKind.THIRTY_DAY,
     "treatment_management": PeriodKind.CALENDAR_MONTH,
     "care_management": PeriodKind.CALENDAR_MONTH,
+    "apcm": PeriodKind.CALENDAR_MONTH,
+    "behavioral_health": PeriodKind.CALENDAR_MONTH,
 }
 
 #: Option name → validator. Every base rule-year defines all of them, except the
@@ -499,6 +582,8 @@ OPTIONS: dict[str, Validator] = {
     "setup_dos": v_choice(("with_device_period", "setup_date"), "bad_value", "setup_dos choice"),
     "rtm_multiple_kinds": v_choice(("highest_paying", "most_days"), "bad_value", "rtm_multiple_kinds choice"),
     "ccm_pcm_different_practitioners": v_choice(("allowed", "blocked"), "bad_value", "choice"),
+    "apcm_bundle_different_practitioners": v_choice(("allowed", "blocked"), "bad_value", "choice"),
+    "bhi_cocm_different_practitioners": v_choice(("allowed", "blocked"), "bad_value", "choice"),
     "allocate_unassigned_time": v_bool,
     "device_period_days": v_int(1),
     "ccm_lane_order": v_list(v_ident, non_empty=True),
@@ -553,6 +638,12 @@ OPTION_PARAMS: dict[str, frozenset[str]] = {
 }
 
 CONCURRENCY = ("never_together", "not_same_practitioner", "one_practitioner")
+#: Options a ``not_same_practitioner`` pair may name for *different* practitioners.
+DIFFERENT_PRACTITIONER_OPTIONS = (
+    "ccm_pcm_different_practitioners",
+    "apcm_bundle_different_practitioners",
+    "bhi_cocm_different_practitioners",
+)
 
 BASE_KEYS = {
     "ruleset": True,
@@ -607,15 +698,31 @@ OVERLAY_KEYS = {
     "modifiers": False,
     "codes": False,
     "remove_codes": False,
+    "diagnosis_sets": False,
+    "coverage": False,
     "doc": False,
 }
 CODE_KEYS = {"family", "program", "descriptor", "period", "cite", "params", "doc"}
+#: Keys of one ``coverage:`` rule of an overlay → required. At least one of diagnoses,
+#: prior_authorization and max_units_per_year must be given.
+COVERAGE_KEYS = {
+    "programs": True,
+    "codes": True,
+    "diagnoses": False,
+    "prior_authorization": False,
+    "max_units_per_year": False,
+    "doc": False,
+}
+COVERAGE_LIMITS = ("diagnoses", "prior_authorization", "max_units_per_year")
+#: An ICD-10-CM code or the start of one (a category at least): I50, I11.0, O13.
+ICD10_PREFIX = re.compile(r"^[A-Z][0-9][0-9A-Z](\.?[0-9A-Z]{1,4})?$")
 #: Keys of one ``modifiers:`` rule → required.
 MODIFIER_KEYS = {
     "programs": True,
     "codes": True,
     "credential_of": True,
     "add": True,
+    "when": False,
     "cite": True,
     "doc": False,
 }
@@ -735,6 +842,10 @@ class FileChecker:
                     "unread_value",
                     "only an overlay or a year that extends another removes codes; leave the code out",
                 )
+        if (e := by_name.get("diagnosis_sets")) is not None and self.out.overlay:
+            self._diagnosis_sets(e)
+        if (e := by_name.get("coverage")) is not None and self.out.overlay:
+            self._coverage(e)
         if not self.out.overlay and not self.out.imported and not self.out.is_diff:
             self._base_completeness()
             self._references()
@@ -1001,10 +1112,136 @@ class FileChecker:
             # one_practitioner lists the programs the rule covers; the others name pairs.
             shape = PROGRAMS if item.name == "one_practitioner" else v_pair_of_programs
             for n in item.value.value:
+                option, n = self._pair_option(item.name, n, where)
                 c = self.cited(Entry(item.name, n, n), shape, where)
                 if c is not None:
-                    rules.append(c)
+                    rules.append(Cited(c.name, c.value, c.cite, c.line, option=option, doc=c.doc))
             self.out.concurrency[item.name] = rules
+
+    def _pair_option(self, name: str, node: yaml.Node, where: str) -> tuple[str | None, yaml.Node]:
+        """A ``not_same_practitioner`` pair may name the option that rules on *different*
+        practitioners (``option: ccm_pcm_different_practitioners``); the rest is ``{value, cite}``."""
+        if name != "not_same_practitioner" or not isinstance(node, yaml.MappingNode):
+            return None, node
+        kept, option = [], None
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value == "option":
+                named = v_choice(DIFFERENT_PRACTITIONER_OPTIONS, "unknown_option", "option")(
+                    self, value, f"{where}.option"
+                )
+                option = None if named is BAD else named
+                continue
+            kept.append((key, value))
+        if len(kept) == len(node.value):
+            return None, node
+        return option, yaml.MappingNode(node.tag, kept, node.start_mark, node.end_mark, node.flow_style)
+
+    # -- payer coverage policies (overlays only) -----------------------------------------
+
+    def _diagnosis_sets(self, e: Entry) -> None:
+        """Named lists of ICD-10-CM prefixes a coverage rule may cite by name."""
+        for item in self.mapping(e.value, "diagnosis_sets") or []:
+            where = f"diagnosis_sets.{item.name}"
+            if not IDENT.match(item.name):
+                self.problem(item.line, where, "bad_value", f"'{item.name}' must be lower_snake_case")
+                continue
+            c = self.cited(item, v_list(v_icd10_prefix, non_empty=True), where)
+            if c is not None:
+                self.out.diagnosis_sets[item.name] = c
+
+    def _coverage(self, e: Entry) -> None:
+        for item in self.mapping(e.value, "coverage") or []:
+            where = f"coverage.{item.name}"
+            if not IDENT.match(item.name):
+                self.problem(item.line, where, "bad_value", f"'{item.name}' must be lower_snake_case")
+                continue
+            spec = self._coverage_rule(item, where)
+            if spec is not None:
+                self.out.coverage[item.name] = spec
+
+    def _coverage_rule(self, item: Entry, where: str) -> CoverageSpec | None:
+        """Programs and codes it governs; diagnoses, prior authorization, yearly unit caps."""
+        fields = self.mapping(item.value, where)
+        if fields is None:
+            return None
+        by = {f.name: f for f in fields}
+        ok = True
+        for f in fields:
+            if f.name not in COVERAGE_KEYS:
+                allowed = ", ".join(COVERAGE_KEYS)
+                self.problem(
+                    f.line, f"{where}.{f.name}", "unknown_key", f"unknown key '{f.name}'; allowed: {allowed}"
+                )
+                ok = False
+        for name, required in COVERAGE_KEYS.items():
+            if required and name not in by:
+                self.problem(
+                    item.line, f"{where}.{name}", "missing_key", f"coverage rule '{item.name}' needs '{name}'"
+                )
+                ok = False
+        if not any(name in by for name in COVERAGE_LIMITS):
+            self.problem(
+                item.line,
+                where,
+                "missing_key",
+                f"coverage rule '{item.name}' needs at least one of {', '.join(COVERAGE_LIMITS)}",
+            )
+            ok = False
+        if not ok:
+            return None
+        programs = PROGRAM_LIST(self, by["programs"].value, f"{where}.programs")
+        codes_node = by["codes"].value
+        codes: Any
+        if (
+            isinstance(codes_node, yaml.ScalarNode)
+            and codes_node.tag == TAG_STR
+            and codes_node.value == "all"
+        ):
+            codes = None
+        else:
+            codes = v_list(v_code, non_empty=True)(self, codes_node, f"{where}.codes")
+        diagnoses = prior = caps = None
+        if "diagnoses" in by:
+            diagnoses = self.cited(
+                by["diagnoses"], v_list(self._diagnosis_item, non_empty=True), f"{where}.diagnoses"
+            )
+        if "prior_authorization" in by:
+            prior = self.cited(by["prior_authorization"], v_bool, f"{where}.prior_authorization")
+        if "max_units_per_year" in by:
+            caps = self.cited(by["max_units_per_year"], v_code_counts, f"{where}.max_units_per_year")
+        doc = None
+        if "doc" in by:
+            d = v_text(self, by["doc"].value, f"{where}.doc")
+            doc = None if d is BAD else d
+        limits = [x for x in (diagnoses, prior, caps) if x is not None]
+        if (
+            programs is BAD
+            or codes is BAD
+            or not limits
+            or len(limits) < sum(n in by for n in COVERAGE_LIMITS)
+        ):
+            return None
+        return CoverageSpec(
+            item.name, item.line, programs, codes, by["codes"].line, diagnoses, prior, caps, doc
+        )
+
+    def _diagnosis_item(self, c: FileChecker, node: yaml.Node, where: str) -> Any:
+        """An ICD-10-CM prefix (upper case: ``I50``) or the name of a ``diagnosis_sets`` entry."""
+        value = v_text(c, node, where)
+        if value is BAD:
+            return BAD
+        if IDENT.match(value):
+            if value not in self.out.diagnosis_sets:
+                return c.bad(node, where, "unknown_key", f"no diagnosis set named '{value}' in this file")
+            return value
+        if not ICD10_PREFIX.match(value):
+            return c.bad(
+                node,
+                where,
+                "bad_value",
+                f"'{value}' is neither an ICD-10-CM prefix (e.g. I50) nor a set name",
+            )
+        return value
 
     def _modifiers(self, e: Entry) -> None:
         for item in self.mapping(e.value, "modifiers") or []:
@@ -1071,9 +1308,24 @@ class FileChecker:
         people = PEOPLE(self, by["credential_of"].value, f"{where}.credential_of")
         add = self._modifier_add(by["add"], f"{where}.add")
         cite = self.cites(by["cite"].value, f"{where}.cite")
-        if any(v is BAD for v in (programs, codes, people, add)) or not cite:
+        when: Any = "any_part"
+        if "when" in by:
+            when = v_choice(MODIFIER_WHEN, "bad_value", "'when' (whose minutes decide)")(
+                self, by["when"].value, f"{where}.when"
+            )
+            if when is not BAD and "rendering" not in (people if people is not BAD else ()):
+                self.problem(
+                    by["when"].line,
+                    f"{where}.when",
+                    "unread_value",
+                    "'when' says how the rendering practitioner is read; credential_of does not "
+                    "name rendering",
+                )
+        if any(v is BAD for v in (programs, codes, people, add, when)) or not cite:
             return None
-        return ModifierSpec(item.name, item.line, programs, codes, by["codes"].line, people, add, cite, doc)
+        return ModifierSpec(
+            item.name, item.line, programs, codes, by["codes"].line, people, add, cite, doc, when
+        )
 
     def _modifier_add(self, e: Entry, where: str) -> Any:
         """``{MODIFIER: [credential, …]}``; a credential may earn only one modifier of a rule."""
@@ -1360,9 +1612,52 @@ def modifier_code_problems(
     return out
 
 
+def coverage_code_problems(rules: Any, codes: dict[str, Any], file: str) -> list[Problem]:
+    """A coverage rule's codes (listed or capped) must be codes of the rule-year, of its programs."""
+    out: list[Problem] = []
+    for rule in rules:
+        named = list(rule.codes or ())
+        if rule.max_units_per_year is not None:
+            named += [c for c in rule.max_units_per_year.value if c not in named]
+        for code in named:
+            target = codes.get(code)
+            where = f"coverage.{rule.name}.codes"
+            if target is None:
+                out.append(
+                    Problem(
+                        file,
+                        rule.codes_line,
+                        where,
+                        "unknown_code",
+                        f"names code {code}, which this rule-year does not define",
+                    )
+                )
+            elif target.program is not None and target.program not in rule.programs:
+                out.append(
+                    Problem(
+                        file,
+                        rule.codes_line,
+                        where,
+                        "bad_value",
+                        f"code {code} is {target.program}, not one of the rule's programs",
+                    )
+                )
+            elif rule.codes is not None and code not in rule.codes:
+                out.append(
+                    Problem(
+                        file,
+                        rule.max_units_per_year.line,
+                        f"coverage.{rule.name}.max_units_per_year",
+                        "unread_value",
+                        f"caps {code}, which the rule's codes do not include",
+                    )
+                )
+    return out
+
+
 def referenced_codes(c: Cited) -> tuple[str, ...]:
-    if c.name == "exclusive_with" and c.value:
+    if c.name in ("exclusive_with", "with_base") and c.value:
         return tuple(c.value)
     if c.name == "add_on_to" and c.value:
-        return (c.value,)
+        return (c.value,) if isinstance(c.value, str) else tuple(c.value)
     return ()

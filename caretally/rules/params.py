@@ -7,7 +7,7 @@ the rule-year lacks raises ``MissingParameter`` so the gap shows up in tests, no
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -54,8 +54,8 @@ class Param:
 
 #: (id(RuleYear), code) → (RuleYear, either/or group); rule-years are cached, so this is small.
 _GROUPS: dict[tuple[int, str], tuple[RuleYear, frozenset[str]]] = {}
-#: id(RuleYear) → (RuleYear, add-on → base, base → its add-ons).
-_LINKS: dict[int, tuple[RuleYear, dict[str, str], dict[str, tuple[str, ...]]]] = {}
+#: id(RuleYear) → (RuleYear, add-on → its bases, base → its add-ons).
+_LINKS: dict[int, tuple[RuleYear, dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]] = {}
 #: id(Param) → (Param, its ParameterUse). Holding the Param keeps its id from being reused.
 _USES: dict[int, tuple[Param, ParameterUse]] = {}
 
@@ -107,6 +107,10 @@ class CodeRule:
 
 #: The people on a claim line whose credential a modifier rule may look at.
 CREDENTIAL_OF = ("rendering", "billing")
+#: How a modifier rule reads "rendering": ``any_part`` — every performer of a counted minute
+#: of the line's service (the base code and its add-ons), the rendering practitioner first;
+#: ``rendering`` — only the rendering practitioner (who furnished most of the minutes).
+MODIFIER_WHEN = ("any_part", "rendering")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,11 @@ class ModifierRule:
     rule's modifiers (``add``: modifier → credentials) gives the line that modifier. A
     rule adds at most one modifier; a line collects the modifiers of every rule, in the
     order the rule-year lists them.
+
+    ``when`` says who "rendering" is: with ``any_part`` (the default) every performer who
+    furnished a counted minute of the line's service counts, the rendering practitioner
+    first — CQ/CO apply when an assistant furnished the service "in whole or in part";
+    with ``rendering`` only the rendering practitioner does.
     """
 
     name: str
@@ -130,18 +139,63 @@ class ModifierRule:
     layer: str
     source: str
     doc: str | None = None
+    when: str = "any_part"
 
     def applies_to(self, program: Program, code: str) -> bool:
         return program in self.programs and (self.codes is None or code in self.codes)
 
-    def modifier_for(self, credentials: Mapping[str, str]) -> str | None:
-        """The modifier the first listed person's credential earns, if any."""
+    def modifier_for(self, credentials: Mapping[str, str], parts: Sequence[str] = ()) -> str | None:
+        """The modifier the first listed person's credential earns, if any.
+
+        ``parts`` are the credentials of everyone who furnished a counted minute of the
+        line's service; they stand beside the rendering practitioner when ``when`` is
+        ``any_part``.
+        """
         for who in self.credential_of:
-            credential = credentials.get(who, "")
-            for modifier, listed in self.add.items():
-                if credential and credential in listed:
-                    return modifier
+            people = [credentials.get(who, "")]
+            if who == "rendering" and self.when == "any_part":
+                people.extend(sorted(set(parts)))
+            for credential in people:
+                for modifier, listed in self.add.items():
+                    if credential and credential in listed:
+                        return modifier
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class CoverageRule:
+    """A payer's coverage policy for some programs (and codes), from an overlay.
+
+    Each limit is its own cited value, ``None`` when the policy sets none:
+    ``diagnoses`` — the codes are covered only for a patient whose enrollment carries a
+    diagnosis starting with one of these ICD-10-CM prefixes (items naming a ``sets`` entry
+    stand for its prefixes); ``prior_authorization`` — the enrollment must record a prior
+    authorization covering the service; ``max_units_per_year`` — code → units payable per
+    patient per calendar year.
+    """
+
+    name: str
+    programs: tuple[Program, ...]
+    codes: tuple[str, ...] | None
+    diagnoses: Param | None
+    sets: Mapping[str, Param]
+    prior_authorization: Param | None
+    max_units_per_year: Param | None
+    layer: str
+    source: str
+    doc: str | None = None
+
+    def applies_to(self, program: Program, code: str) -> bool:
+        return program in self.programs and (self.codes is None or code in self.codes)
+
+    def prefixes(self) -> tuple[tuple[str, str], ...]:
+        """(what the policy names, ICD-10-CM prefix) pairs: a set's name or the prefix itself."""
+        out: list[tuple[str, str]] = []
+        for item in () if self.diagnoses is None else self.diagnoses.value:
+            named = self.sets.get(str(item))
+            for prefix in (str(item),) if named is None else named.value:
+                out.append((str(item), str(prefix)))
+        return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +222,7 @@ class RuleYear:
     content_hash: str
     sources: Mapping[str, str] = field(default_factory=dict)
     modifiers: Mapping[str, ModifierRule] = field(default_factory=dict)
+    coverage: Mapping[str, CoverageRule] = field(default_factory=dict)
     status: str = "final"
     status_citation: str = ""
 
@@ -202,31 +257,47 @@ class RuleYear:
 
     # -- add-ons and their bases: the one reader of ``add_on_to`` -------------------------
 
-    def _links(self) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    def _links(self) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
         found = _LINKS.get(id(self))
         if found is not None and found[0] is self:
             return found[1], found[2]
-        base_of: dict[str, str] = {}
+        bases: dict[str, tuple[str, ...]] = {}
         add_ons: dict[str, list[str]] = {}
         for code, rule in sorted(self.codes.items()):
             p = rule.params.get("add_on_to")
             if p is not None and p.value is not None:
-                base_of[code] = str(p.value)
-                add_ons.setdefault(str(p.value), []).append(code)
+                named = (str(p.value),) if isinstance(p.value, str) else tuple(str(v) for v in p.value)
+                bases[code] = named
+                for base in named:
+                    add_ons.setdefault(base, []).append(code)
         made = {k: tuple(v) for k, v in add_ons.items()}
-        _LINKS[id(self)] = (self, base_of, made)
-        return base_of, made
+        _LINKS[id(self)] = (self, bases, made)
+        return bases, made
 
     def base_of(self, code: str) -> str:
         """The base code ``code`` is billed with: its ``add_on_to``, or itself for a base code.
 
         A base code and its add-ons are one service (billed, excluded and valued together),
-        so every reader that needs "the service of this code" asks here.
+        so every reader that needs "the service of this code" asks here. An add-on that
+        may ride on several bases (99494 with 99492 or 99493) answers its first listed
+        base; code that knows the month's decisions asks :meth:`bases_of` and picks the
+        base actually billed.
         """
-        return self._links()[0].get(code, code)
+        return self.bases_of(code)[0]
+
+    def bases_of(self, code: str) -> tuple[str, ...]:
+        """Every base ``code`` may be billed with (in the order written), or ``(code,)``."""
+        return self._links()[0].get(code, (code,))
 
     def is_add_on(self, code: str) -> bool:
         return code in self._links()[0]
+
+    def rides_on(self, code: str) -> tuple[str, ...]:
+        """The codes of *another* program ``code`` is billed with (its ``with_base``): the
+        APCM behavioral-health add-ons ride on the same practitioner's APCM code."""
+        rule = self.codes.get(code)
+        p = None if rule is None else rule.params.get("with_base")
+        return () if p is None or not p.value else tuple(str(v) for v in p.value)
 
     def add_ons_of(self, code: str) -> tuple[str, ...]:
         """The add-on codes whose ``add_on_to`` names ``code`` (sorted)."""
@@ -257,8 +328,9 @@ class RuleYear:
         found = _GROUPS.get(key)
         if found is not None and found[0] is self:
             return found[1]
-        start = self.base_of(code)
-        seen, todo = {code, start, *self.add_ons_of(start)}, [start]
+        starts = self.bases_of(code)
+        seen = {code, *starts, *(a for b in starts for a in self.add_ons_of(b))}
+        todo = list(starts)
         while todo:
             for other in self.excludes(todo.pop()):
                 if other not in seen and other in self.codes:
@@ -269,19 +341,27 @@ class RuleYear:
         _GROUPS[key] = (self, group)
         return group
 
-    def modifiers_for(self, program: Program, code: str, credentials: Mapping[str, str]) -> tuple[str, ...]:
+    def modifiers_for(
+        self, program: Program, code: str, credentials: Mapping[str, str], parts: Sequence[str] = ()
+    ) -> tuple[str, ...]:
         """The procedure modifiers of a billable line, by the ``modifiers:`` rules in order.
 
         ``credentials`` maps ``rendering`` / ``billing`` to that person's credential
-        (upper case; missing or empty when there is no such person).
+        (upper case; missing or empty when there is no such person); ``parts`` are the
+        credentials of everyone who furnished a counted minute of the line's service (read
+        by rules whose ``when`` is ``any_part``).
         """
         out: list[str] = []
         for rule in self.modifiers.values():
             if rule.applies_to(program, code):
-                found = rule.modifier_for(credentials)
+                found = rule.modifier_for(credentials, parts)
                 if found is not None and found not in out:
                     out.append(found)
         return tuple(out)
+
+    def coverage_for(self, program: Program, code: str) -> tuple[CoverageRule, ...]:
+        """The payer coverage policies that govern ``code`` of ``program`` (overlay order)."""
+        return tuple(r for r in self.coverage.values() if r.applies_to(program, code))
 
     def codes_for(self, program: Program) -> list[CodeRule]:
         return [c for c in self.codes.values() if c.program == program]
@@ -317,7 +397,8 @@ class RuleBook:
         return max(found, key=lambda y: len(y.layers))
 
     def add_on_bases(self) -> dict[str, frozenset[str]]:
-        """Add-on code → the base codes it may accompany, from every year's ``add_on_to``.
+        """Add-on code → the base codes it may accompany, from every year's ``add_on_to``
+        (and ``with_base``, for an add-on whose base belongs to another program).
 
         The one source for "an add-on goes on the claim with its base": exporters read it
         here rather than keeping a second list of codes.
@@ -326,7 +407,9 @@ class RuleBook:
         for year in self.years:
             for code in year.codes:
                 if year.is_add_on(code):
-                    out.setdefault(code, set()).add(year.base_of(code))
+                    out.setdefault(code, set()).update(year.bases_of(code))
+                if year.rides_on(code):
+                    out.setdefault(code, set()).update(year.rides_on(code))
         return {code: frozenset(bases) for code, bases in out.items()}
 
     @property

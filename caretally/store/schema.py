@@ -128,6 +128,12 @@ enrollments = Table(
     Column("established_patient", Boolean),  # NULL: not recorded (migration 0004)
     Column("initiating_visit_date", Date),
     Column("extra", JSON),
+    # Migration 0008: Qualified Medicare Beneficiary (APCM level 3; NULL = not recorded) and a
+    # payer's prior authorization for the episode (number, first and last day it covers).
+    Column("qmb", Boolean),
+    Column("authorization_id", String(64)),
+    Column("authorization_start", Date),
+    Column("authorization_end", Date),
     PrimaryKeyConstraint("org_id", "enrollment_id"),
     Index("ix_enrollments_patient", "org_id", "patient_id", "program"),
 )

@@ -112,6 +112,10 @@ def enrollment(
     order: date | str | None = "start",
     established: bool | None = True,
     initiating_visit: date | str | None = "start",
+    qmb: bool | None = None,
+    authorization_id: str | None = None,
+    authorization_start: date | None = None,
+    authorization_end: date | None = None,
 ) -> EnrollmentFact:
     def at(v: date | str | None) -> date | None:
         return start if v == "start" else v  # type: ignore[return-value]
@@ -131,6 +135,10 @@ def enrollment(
         order_date=at(order),
         established_patient=established,
         initiating_visit_date=at(initiating_visit),
+        qmb=qmb,
+        authorization_id=authorization_id,
+        authorization_start=authorization_start,
+        authorization_end=authorization_end,
     )
 
 
@@ -191,6 +199,7 @@ def program_facts(
     devices: Sequence[DeviceFact] | None = None,
     periods: Sequence[Period] | None = None,
     data_days: dict[date, tuple[str, ...]] | None = None,
+    first_activity: date | None = None,
 ) -> ProgramFacts:
     if devices is None:
         devices = (device(enr.program, setup=enr.start_date),) if enr.program in DEFAULT_KIND else ()
@@ -203,7 +212,11 @@ def program_facts(
             day = month.start.replace(day=d) if isinstance(d, int) else d
             data_days[day] = (first,)
     return ProgramFacts(
-        enrollment=enr, device_periods=tuple(periods), data_days=data_days, devices=tuple(devices)
+        enrollment=enr,
+        device_periods=tuple(periods),
+        data_days=data_days,
+        devices=tuple(devices),
+        first_activity=first_activity,
     )
 
 
@@ -217,6 +230,7 @@ def make_facts(
     billed: Sequence[BilledCode] = (),
     devices: Sequence[DeviceFact] | None = None,
     periods: Sequence[Period] | None = None,
+    first_activity: date | None = None,
     **enrollment_kw: Any,
 ) -> PatientMonthFacts:
     """One enrollment's patient-month. Enrollment keywords go to :func:`enrollment`.
@@ -228,7 +242,7 @@ def make_facts(
     m = parse_month(month)
     enrollment_kw.setdefault("start", _default_start(m))
     enr = enrollment(program, **enrollment_kw)
-    pf = program_facts(enr, m, days=days, devices=devices, periods=periods)
+    pf = program_facts(enr, m, days=days, devices=devices, periods=periods, first_activity=first_activity)
     return PatientMonthFacts(
         patient_id="PT1",
         payer=Payer.MEDICARE,

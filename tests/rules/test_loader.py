@@ -116,8 +116,9 @@ def test_load_rulebook_refuses_a_broken_folder(tmp_path: Path) -> None:
 CODES_2025 = {
     "99453", "99454", "99457", "99458", "99091", "98975", "98976", "98977", "98978", "98980", "98981",
     "99490", "99439", "99491", "99437", "99487", "99489", "99424", "99425", "99426", "99427",
+    "G0556", "G0557", "G0558", "99484", "99492", "99493", "99494",
 }  # fmt: skip
-NEW_IN_2026 = {"99445", "99470", "98979", "98984", "98985", "98986"}
+NEW_IN_2026 = {"99445", "99470", "98979", "98984", "98985", "98986", "G0568", "G0569", "G0570"}
 
 
 def test_shipped_rulesets_have_no_problems() -> None:
@@ -160,7 +161,7 @@ def test_every_value_is_cited_and_traceable(medicare: dict[int, RuleYear], year:
         assert "amount" in code.params and "max_units" in code.params, code.code
         # Minutes have performers; days of data do not (device and set-up codes), and an
         # add-on counts its base's minutes.
-        timed = code.family not in ("setup", "device_supply") and not ry.is_add_on(code.code)
+        timed = code.family not in ("setup", "device_supply", "apcm") and not ry.is_add_on(code.code)
         assert ("performers" in code.params) is timed, code.code
 
 
@@ -210,11 +211,29 @@ def test_amounts_with_rvus_equal_rvu_times_conversion_factor(medicare: dict[int,
 def test_add_on_ladders_start_at_base_plus_step(medicare: dict[int, RuleYear]) -> None:
     for ry in medicare.values():
         for code in ry.codes.values():
-            base = code.get("add_on_to")
-            if base:
+            if not ry.is_add_on(code.code):
+                continue
+            for base in ry.bases_of(code.code):
                 b = ry.code(base)
+                if code.family == "behavioral_health":
+                    # Collaborative care: units beyond the base's full time, each from more than half.
+                    assert b.value("full_minutes") >= b.value("min_minutes")
+                    assert code.value("min_step_minutes") * 2 > code.value("step_minutes")
+                    continue
                 assert code.value("min_minutes") == b.value("min_minutes") + code.value("step_minutes")
                 assert code.get("requires_interactive") in (False, None)
+
+
+def test_an_add_on_may_ride_on_several_bases(medicare: dict[int, RuleYear]) -> None:
+    """99494 goes with 99492 or 99493; the APCM add-ons ride on any APCM level of the practitioner."""
+    y26 = medicare[2026]
+    assert y26.bases_of("99494") == ("99492", "99493")
+    assert y26.add_ons_of("99492") == ("99494",) and y26.add_ons_of("99493") == ("99494",)
+    assert {"99492", "99493", "99494", "G0568", "G0569"} <= y26.either_or_group("99494")
+    assert y26.rides_on("G0570") == ("G0556", "G0557", "G0558")
+    bases = load_rulebook().add_on_bases()
+    assert bases["99494"] == {"99492", "99493"} and bases["G0568"] == {"G0556", "G0557", "G0558"}
+    assert "G0570" not in medicare[2025].codes
 
 
 def test_exclusions_are_mutual(medicare: dict[int, RuleYear]) -> None:
@@ -306,6 +325,14 @@ def test_modifier_rules_and_manual_readings_are_cited_data(medicare: dict[int, R
     assert discipline.layer == "medicare/2026" and discipline.citation and discipline.doc
     assert discipline.source.startswith("medicare/2026.yaml:")
     assert y26.modifiers_for(Program.RTM, "98980", {"rendering": "PTA", "billing": "PT"}) == ("GP", "CQ")
+    # CQ when an assistant furnished part of the service (when: any_part), GP from the renderer only.
+    assert y26.modifiers["therapy_assistant"].when == "any_part"
+    assert y26.modifiers["therapy_discipline"].when == "rendering"
+    assert y26.modifiers_for(Program.RTM, "98981", {"rendering": "PT", "billing": "PT"}, ("PT", "PTA")) == (
+        "GP",
+        "CQ",
+    )
+    assert y26.modifiers_for(Program.RTM, "98977", {"rendering": "", "billing": "PT"}, ("PTA",)) == ("GP",)
     assert y26.modifiers_for(Program.RTM, "98977", {"rendering": "", "billing": "OT"}) == ("GO",)
     assert y26.modifiers_for(Program.RTM, "98980", {"rendering": "RN", "billing": "MD"}) == ()
     assert y26.modifiers_for(Program.RPM, "99457", {"rendering": "PT", "billing": "PT"}) == ()

@@ -153,7 +153,68 @@ def _rival(year: RuleYear, month: str, code: str, other: str) -> PatientMonthFac
     mine, theirs = year.code(code), year.code(other)
     if mine.program != theirs.program:
         return None
+    if mine.family == "apcm":
+        m = parse_month(month)
+        return combine(
+            _apcm(month, theirs, eid="E-A", start=m.start - timedelta(days=30)),
+            _apcm(month, mine, eid="E-B", start=m.start - timedelta(days=29), practitioner="P2"),
+        )
+    if "behavioral_health" in (mine.family, theirs.family):
+        return None  # exclusions bind one practitioner: see _handover
     return _two_enrollments(month, mine.program, _qualifying(year, theirs), _qualifying(year, mine))
+
+
+APCM_DX = {1: ("I10",), 2: ("I10", "E11.9"), 3: ("I10", "E11.9", "N18.30")}
+
+
+def _apcm(month: str, rule: CodeRule, **kw: Any) -> PatientMonthFacts:
+    """An APCM enrollment whose patient qualifies for ``rule``'s level (and no higher-paying one)."""
+    n = int(rule.get("max_chronic_conditions") or rule.get("min_chronic_conditions") or 1)
+    qmb = bool(rule.get("requires_qmb"))
+    return make_facts(Program.APCM, month=month, diagnoses=APCM_DX[max(1, n)], qmb=qmb, **kw)
+
+
+def _handover(year: RuleYear, month: str, code: str, other: str) -> PatientMonthFacts | None:
+    """One practitioner's two enrollments in the month: E-A (until the 14th) qualifies for
+    ``other``, E-B (from the 15th) for ``code``. ``exclusive_with`` binds one practitioner
+    across enrollments; between practitioners the one-practitioner rule decides instead."""
+    mine, theirs = year.code(code), year.code(other)
+    if mine.program != theirs.program or mine.family in ("device_supply", "setup"):
+        return None
+    m = parse_month(month)
+    a_start, a_end, b_start = (
+        m.start - timedelta(days=30),
+        m.start + timedelta(days=13),
+        m.start + timedelta(days=14),
+    )
+    if mine.family == "apcm":
+        return combine(
+            _apcm(month, theirs, eid="E-A", start=a_start, end=a_end),
+            _apcm(month, mine, eid="E-B", start=b_start),
+        )
+    made, time = [], []
+    for eid, rule, start, end, day in (
+        ("E-A", theirs, a_start, a_end, m.start + timedelta(days=2)),
+        ("E-B", mine, b_start, None, m.start + timedelta(days=19)),
+    ):
+        side = _qualifying(year, rule)
+        made.append(
+            make_facts(
+                mine.program,
+                month=month,
+                eid=eid,
+                start=start,
+                end=end,
+                complexity=side.get("complexity"),
+                first_activity=side.get("first_activity"),
+                diagnoses=("F32.1",) if rule.family == "behavioral_health" else ("I10", "E11.9"),
+            )
+        )
+        specs = [(*spec[:5], day, mine.program) for spec in side.get("time", ())]
+        time.extend(entries(specs, m, mine.program, prefix=eid.lower()))
+    if any(year.rides_on(r.code) for r in (mine, theirs)):
+        made.append(_apcm(month, year.code("G0558"), eid="E-AP"))
+    return combine(*made, time=time)
 
 
 def _qualifying(year: RuleYear, rule: CodeRule) -> dict[str, Any]:
@@ -162,11 +223,14 @@ def _qualifying(year: RuleYear, rule: CodeRule) -> dict[str, Any]:
         need = int(rule.value("min_days"))
         return {"days": max(need, 2), "kind": _kind(year, rule)}
     base = year.code(year.base_of(rule.code))
-    minutes = int(rule.value("min_minutes"))
+    bh = rule.family == "behavioral_health"
+    minutes = int(base.value("min_minutes") if bh else rule.value("min_minutes"))
     performer = _performers(year, rule.code)[-1]  # practitioner/therapist where allowed: own id
     out: dict[str, Any] = {"time": [(minutes, 0, performer, True, "phone")]}
     if base.get("requires_complexity"):
         out["complexity"] = "complex"
+    if base.get("episode_month") == "later":
+        out["first_activity"] = date(1999, 1, 1)  # activity long before: a later month of the episode
     return out
 
 
@@ -210,9 +274,14 @@ def fixtures(year_n: int, code: str) -> tuple[PatientMonthFacts, ...]:
             out.append(_days(month, program, n, kind, start=m.start, setup=m.start))
     elif rule.family in ("treatment_management", "data_interpretation", "care_management"):
         out.extend(_time_fixtures(year, month, rule))
+    elif rule.family == "behavioral_health":
+        out.extend(_bh_fixtures(year, month, rule))
+    elif rule.family == "apcm":
+        out.extend(_apcm_fixtures(month, program))
     for other in sorted(year.excludes(code)):
         if not year.is_add_on(other):
             out.append(_rival(year, month, year.base_of(code), other))
+            out.append(_handover(year, month, year.base_of(code), other))
     if program is Program.RPM and rule.family in ("treatment_management", "data_interpretation"):
         for minutes in (12, 25, 45):
             out.append(_cross_period(month, program, minutes))
@@ -257,6 +326,42 @@ def _time_fixtures(year: RuleYear, month: str, rule: CodeRule) -> Iterator[Patie
         ):
             for complexity in ("complex", None):
                 yield _time(month, program, spec, complexity=complexity)
+
+
+def _apcm_fixtures(month: str, program: Program) -> Iterator[PatientMonthFacts]:
+    """Each number of chronic conditions with and without QMB status (and unrecorded)."""
+    for n in (1, 2, 3):
+        for qmb in (True, False, None):
+            yield make_facts(program, month=month, diagnoses=APCM_DX[n], qmb=qmb)
+
+
+def _bh_fixtures(year: RuleYear, month: str, rule: CodeRule) -> Iterator[PatientMonthFacts]:
+    """Minutes around each base's thresholds (and, for 99494, around each unit's), in the
+    episode's first month and in a later one, with and without the same practitioner's APCM."""
+    program = rule.program
+    bases = [year.code(b) for b in year.bases_of(rule.code)]
+    minutes: set[int] = set()
+    for b in bases:
+        low = int(b.value("min_minutes"))
+        minutes |= {low - 1, low, low + 1, low + 25}
+        if year.is_add_on(rule.code):
+            full, step = int(b.value("full_minutes")), int(rule.value("step_minutes"))
+            part = int(rule.value("min_step_minutes"))
+            minutes |= {full + part + k * step + d for k in (0, 1, 2) for d in (-1, 0)}
+    performers = _performers(year, rule.code)
+    for first_activity in (None, date(1999, 1, 1)):
+        for m in sorted(x for x in minutes if x > 0):
+            for who in {*performers, OTHER_PERFORMER[performers[0]]}:
+                bh = _time(
+                    month,
+                    program,
+                    [(m, 0, who, False, None)],
+                    diagnoses=("F32.1",),
+                    first_activity=first_activity,
+                )
+                yield bh
+                yield combine(bh, _apcm(month, year.code("G0558"), eid="E-AP"))
+                yield combine(bh, _apcm(month, year.code("G0558"), eid="E-AP", practitioner="P2"))
 
 
 def _rich(month: str, program: Program, kind: str) -> Iterator[PatientMonthFacts]:
@@ -340,6 +445,12 @@ def perturbations(year: RuleYear, rule: CodeRule, name: str) -> Iterator[dict[tu
         return
     if name == "requires_complexity":
         yield {me: None if value else "complex"}
+        return
+    if name == "episode_month":
+        yield {me: "later" if value == "first" else "first"}
+        return
+    if name == "with_base":
+        yield {me: ()}
         return
     if isinstance(value, bool):
         yield {me: not value}
@@ -434,12 +545,17 @@ def test_rvu_values_change_a_price(year: int, tmp_path: Path) -> None:
 CREDENTIALS = ("", "MD", "NP", "RN", "PT", "PTA", "OT", "OTA", "SLP", "SLPA")
 
 
+#: Who else furnished a counted minute of the line's service (read by ``when: any_part``).
+PARTS = ((), ("PTA",), ("OTA",), ("PT", "PTA"))
+
+
 def _line_modifiers(year: RuleYear) -> list[tuple[str, ...]]:
     return [
-        year.modifiers_for(rule.program, rule.code, {"rendering": rendering, "billing": billing})
+        year.modifiers_for(rule.program, rule.code, {"rendering": rendering, "billing": billing}, parts)
         for rule in sorted(year.codes.values(), key=lambda r: r.code)
         for rendering in CREDENTIALS
         for billing in CREDENTIALS[1:]
+        for parts in PARTS
     ]
 
 
@@ -455,6 +571,8 @@ def _modifier_perturbations(year: RuleYear) -> Iterator[tuple[str, str, Any]]:
             yield name, "credential_of", people[:1]
         else:
             yield name, "credential_of", ("billing",) if people == ("rendering",) else ("rendering",)
+        if "rendering" in people:
+            yield name, "when", "rendering" if rule.when == "any_part" else "any_part"
         for modifier, creds in rule.add.items():
             others = {m: c for m, c in rule.add.items() if m != modifier}
             yield name, "add", others or {"ZZ": creds}

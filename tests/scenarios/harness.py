@@ -85,7 +85,7 @@ EXPECT_KEYS = {"billable", "not_billable", "reachable", "no_other_billable", "li
 EXPECT_KEYS |= {"patients", "refused", "worklist", "worklist_without", "leakage", "leakage_without"}
 STEP_FIELDS = {"code", "value", "minutes_needed", "days_needed", "call_needed", "enrollment"}
 MISS_FIELDS = {"code", "value", "reason", "enrollment"}
-RUN_KEYS = {"outcome", "status", "lines", "problems", "provisional"}
+RUN_KEYS = {"outcome", "status", "lines", "problems", "provisional", "undecided"}
 LOCKS = (True, "accept_provisional")
 LINE_FIELDS = {
     "code", "units", "date_of_service", "period", "modifiers", "expected_payment", "charge",
@@ -262,7 +262,7 @@ def _enrollments(person: Person, spec: dict[str, Any]) -> list[dict[str, Any]]:
     for i, e in enumerate(spec.get("enrollments") or [], start=1):
         start = _d(e["start"])
         program = e["program"]
-        care = program in ("CCM", "PCM", "APCM", "BHI")
+        care = program in ("CCM", "PCM", "APCM", "BHI", "COCM")
         out.append(
             {
                 "enrollment_id": str(e.get("id", f"{person.prefix}E{i}")),
@@ -279,6 +279,10 @@ def _enrollments(person: Person, spec: dict[str, Any]) -> list[dict[str, Any]]:
                 "initiating_visit_date": _blank(
                     e.get("initiating_visit", start.isoformat() if care else None)
                 ),
+                "qmb": _blank(e.get("qmb")),
+                "authorization_id": _blank(e.get("authorization")),
+                "authorization_start": _blank(e.get("authorization_start")),
+                "authorization_end": _blank(e.get("authorization_end")),
             }
         )
     if out:
@@ -824,6 +828,14 @@ def _check_run(
         got = [str(p) for p in result.problems]
         if len(got) != len(wanted) or not all(any(t in g for g in got) for t in wanted):
             failures.append(f"run problems expected {wanted}, got {got}")
+    if "undecided" in spec:
+        # Program → enrollments the run summary says no rule-year decides ({}: none).
+        wanted = {str(k): int(v) for k, v in (spec["undecided"] or {}).items()}
+        got = dict(result.summary.undecided)
+        if got != wanted:
+            failures.append(
+                f"undecided programs expected {wanted}, got {got} {result.summary.undecided_notes()}"
+            )
     if "lines" in spec:
         if result.month not in previous:
             raise ScenarioError(

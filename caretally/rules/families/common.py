@@ -790,6 +790,10 @@ class Draft:
 
 def finish(d: Draft) -> Decision:
     view = d.view
+    if d.year.coverage:  # a payer overlay's coverage policy: covered diagnoses, prior authorization
+        from caretally.rules.families.coverage import coverage_checks
+
+        d.checks.extend(coverage_checks(view, d.year, d.rule, d.period, d.used))
     open_ = is_open(view, d.period)
     status = status_of(d.checks, open_)
     if status is Status.BILLABLE and d.units <= 0:
@@ -924,3 +928,31 @@ def codes_of(year: RuleYear, program: Program, family: str) -> list[CodeRule]:
 
 
 _CODES: dict[tuple[int, Program, str], tuple[RuleYear, tuple[CodeRule, ...]]] = {}
+
+
+# --------------------------------------------------------------------------------------
+# Claim-line helpers
+# --------------------------------------------------------------------------------------
+
+
+def service_parts(
+    decision: Decision, decisions: Sequence[Decision], facts: PatientMonthFacts, year: RuleYear
+) -> tuple[str, ...]:
+    """Credentials of everyone who furnished a counted minute of ``decision``'s service.
+
+    The service is the line's base code and its add-ons in the same enrollment and period:
+    an add-on counts its base's pool, so an assistant's minutes on 98980 are part of 98981
+    too. Modifier rules whose ``when`` is ``any_part`` read these (CQ/CO when an assistant
+    furnished the service in whole or in part).
+    """
+    bases = set(year.bases_of(decision.code))
+    mates = [
+        d
+        for d in decisions
+        if d.enrollment_id == decision.enrollment_id
+        and d.period == decision.period
+        and (d.code in bases or bases & set(year.bases_of(d.code)))
+    ]
+    counted = {i for d in (decision, *mates) for r in d.reasons for i in r.evidence.time_entry_ids}
+    people = {t.credential.upper() for t in facts.time if t.entry_id in counted and t.seconds > 0}
+    return tuple(sorted(people))

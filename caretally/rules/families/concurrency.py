@@ -13,22 +13,33 @@ still open). The passes run in a fixed order:
    several practitioners may each manage a different condition.
 2. ``concurrency.exclusive_with`` — codes listed in each other's ``exclusive_with`` are
    never both billed for overlapping periods (99091 vs 99457/99458/99470, device tiers,
-   CCM lanes …). Tiers are either/or per 30-day period: a month that closes two periods
-   of one enrollment bills a tier for each. A base code and its add-ons are one service
-   and win or lose together.
+   CCM lanes …) within one enrollment, or across enrollments of the same billing
+   practitioner; enrollments of different practitioners are left to the one-practitioner
+   rule (two PCM practitioners may each bill their own lane). Tiers are either/or per
+   30-day period: a month that closes two periods of one enrollment bills a tier for each.
+   A base code and its add-ons are one service and win or lose together.
 3. ``concurrency.never_together`` — program pairs from the rule-year (RPM and RTM) with
    counting decisions in overlapping periods: the program with the higher total stays.
-4. ``concurrency.not_same_practitioner`` — program pairs (CCM and PCM) billed by the same
-   practitioner in the month: the higher total stays. With different practitioners the
-   option ``ccm_pcm_different_practitioners`` decides (``allowed`` or ``blocked``).
-5. ``concurrency.add_on_base`` — an add-on whose base no longer counts is demoted too.
-6. ``time.no_double_count`` — every entry a billable decision lists is claimed by no
+4. ``concurrency.not_same_practitioner`` — program pairs billed by the same practitioner
+   in the month (CCM and PCM; APCM and the CCM/PCM it bundles; BHI and CoCM): the higher
+   total stays. With different practitioners the option the pair names decides
+   (``allowed`` or ``blocked``; e.g. ``ccm_pcm_different_practitioners``); a pair that
+   names none leaves different practitioners free.
+5. ``concurrency.with_base`` — a code that rides on another program's code (the APCM
+   behavioral-health add-ons on APCM) needs that code billed for the patient by the same
+   practitioner in an overlapping period. Checked before the exclusions (so an add-on
+   without any base never displaces the CPT code it mirrors), after the bundles (a base
+   may lose to CCM there) and once more at the end.
+6. ``concurrency.add_on_base`` — an add-on whose base no longer counts is demoted too.
+7. ``time.no_double_count`` — every entry a billable decision lists is claimed by no
    other billable decision. (Open, ``reachable`` lines may share entries: they are
    alternatives still waiting on each other.) Allocation and the exclusions above already
    guarantee it;
    the pass records the check on each time-based line and, should the guarantee ever
    break, keeps the better-paying line and demotes the other rather than bill a minute
    twice.
+8. ``coverage.max_units_per_year`` — a payer overlay's yearly unit caps, on what survived
+   the passes above (see :mod:`coverage`); an add-on whose base is cut off follows it.
 
 Ties keep the earliest-starting enrollment, then the lowest enrollment id, then the code,
 so every rerun gives the same answer.
@@ -52,6 +63,7 @@ from caretally.rules.families.common import (
     strings,
     with_reason,
 )
+from caretally.rules.families.coverage import year_caps
 from caretally.rules.params import Param, RuleYear
 
 DIFFERENT_PRACTITIONERS = ("allowed", "blocked")
@@ -80,12 +92,17 @@ def resolve(facts: PatientMonthFacts, decisions: list[Decision], year_for: YearF
     ds = list(decisions)
     ds = billed_windows(facts, ds, year_for)
     ds = one_practitioner(facts, ds, starts, year_for)
+    ds = with_base(ds, year_for)
     ds = exclusive_with(ds, year_for, starts)
     ds = never_together(ds, year, starts)
     ds = not_same_practitioner(ds, year, starts)
+    ds = with_base(ds, year_for)
     ds = add_on_base(ds, year_for)
     ds = no_double_count(ds, year)
-    return add_on_base(ds, year_for)
+    ds = add_on_base(with_base(ds, year_for), year_for)
+    if any(year_for(d.period.end).coverage for d in ds):
+        ds = add_on_base(year_caps(facts, ds, year_for), year_for)
+    return ds
 
 
 # --------------------------------------------------------------------------------------
@@ -218,14 +235,21 @@ class Service:
     members: tuple[int, ...]  # indexes into the decision list
 
 
-def _base_of(d: Decision, year_for: YearFor) -> str:
-    return year_for(d.period.end).base_of(d.code)
+def _base_of(d: Decision, ds: Sequence[Decision], year_for: YearFor) -> str:
+    """The base code ``d`` is billed with this period: an add-on that may ride on several
+    bases (99494 on 99492 or 99493) goes with the one the enrollment bills."""
+    bases = year_for(d.period.end).bases_of(d.code)
+    if len(bases) == 1:
+        return bases[0]
+    mates = [o for o in ds if o.code in bases and o.enrollment_id == d.enrollment_id and o.period == d.period]
+    counting = [o.code for o in mates if counts(o)]
+    return (counting or [o.code for o in mates] or list(bases))[0]
 
 
 def _services(ds: list[Decision], year_for: YearFor) -> list[Service]:
     groups: dict[tuple[str, str, date], list[int]] = {}
     for i, d in enumerate(ds):
-        groups.setdefault((d.enrollment_id, _base_of(d, year_for), d.period.start), []).append(i)
+        groups.setdefault((d.enrollment_id, _base_of(d, ds, year_for), d.period.start), []).append(i)
     return [Service(k, tuple(v)) for k, v in groups.items()]
 
 
@@ -233,6 +257,39 @@ def _exclusions(d: Decision, year_for: YearFor) -> tuple[frozenset[str], Param |
     """What ``d``'s service excludes, and the value that says so (an add-on follows its base)."""
     year = year_for(d.period.end)
     return year.excludes(d.code), year.exclusion(d.code)
+
+
+def with_base(ds: list[Decision], year_for: YearFor) -> list[Decision]:
+    """A code whose ``with_base`` names another program's codes (the APCM behavioral-health
+    add-ons G0568–G0570) bills only beside one of them, billed for the patient by the same
+    practitioner in an overlapping period (medicare-rules.md §2.6). Still open: it waits."""
+    out = list(ds)
+    for i, d in enumerate(out):
+        year = year_for(d.period.end)
+        bases = year.rides_on(d.code)
+        if not bases or not counts(d):
+            continue
+        mine = [
+            o
+            for o in out
+            if o.code in bases
+            and o.billing_practitioner_id == d.billing_practitioner_id
+            and overlaps(o.period, d.period)
+        ]
+        if any(counts(o) for o in mine):
+            continue
+        p = year.code(d.code).param("with_base")
+        waiting = any(o.status is Status.REACHABLE for o in mine)
+        named = ", ".join(bases)
+        msg = (
+            f"{d.code} is billed only with {named} by the same practitioner "
+            f"({d.billing_practitioner_id}) in the month, and none is billed"
+        )
+        if waiting:
+            msg = f"{d.code} waits for {named} by the same practitioner, which is not met yet"
+        r = Reason("concurrency.with_base", False, msg, cite(year, p), Evidence(values=(("bases", named),)))
+        out[i] = demote(d, r, not waiting, [p])
+    return out
 
 
 def exclusive_with(
@@ -268,6 +325,19 @@ def exclusive_with(
     return out
 
 
+def _same_biller(a: Decision, b: Decision) -> bool:
+    """Whether an exclusion between two decisions applies: one enrollment, or one practitioner.
+
+    ``exclusive_with`` says what one practitioner never bills together for a patient. Two
+    enrollments of *different* practitioners are the one-practitioner rule's business
+    (``concurrency.one_practitioner`` for the programs it lists); PCM is not listed because
+    two practitioners managing different conditions may each bill it (medicare-rules.md §3,
+    "PCM + PCM (different conditions)"), so one's practitioner lane must not exclude the
+    other's staff lane.
+    """
+    return a.enrollment_id == b.enrollment_id or a.billing_practitioner_id == b.billing_practitioner_id
+
+
 def _conflict(
     ds: list[Decision], s: Service, kept: list[Service], year_for: YearFor
 ) -> tuple[Service, Param | None, RuleYear] | None:
@@ -279,6 +349,8 @@ def _conflict(
             for b in theirs:
                 if not overlaps(a.period, b.period):
                     continue  # either/or holds per period: two 30-day periods each get a tier
+                if not _same_biller(a, b):
+                    continue  # another practitioner's enrollment: the one-practitioner rule decides
                 ex_b, pb = _exclusions(b, year_for)
                 if b.code in ex_a:
                     return k, pa, year_for(a.period.end)
@@ -346,17 +418,21 @@ def not_same_practitioner(
     groups = program_groups(year, "not_same_practitioner")
     if not groups:
         return out
-    different = option_value(year, "ccm_pcm_different_practitioners", DIFFERENT_PRACTITIONERS)
+
+    def same(x: Decision, y: Decision) -> bool:
+        return x.billing_practitioner_id == y.billing_practitioner_id
+
     for group, param in groups:
+        # The pair's own option (e.g. ccm_pcm_different_practitioners) rules on different
+        # practitioners; a pair that names none leaves them free.
+        blocked = False
+        if param.option is not None:
+            blocked = option_value(year, param.option, DIFFERENT_PRACTITIONERS) == "blocked"
         for a_i, a in enumerate(group):
             for b in group[a_i + 1 :]:
-
-                def same(x: Decision, y: Decision) -> bool:
-                    return x.billing_practitioner_id == y.billing_practitioner_id
-
                 out = _settle(out, a, b, param, year, starts, "concurrency.not_same_practitioner", same)
-                if different == "blocked":
-                    opt = year.option("ccm_pcm_different_practitioners")
+                if blocked:
+                    opt = year.option(param.option)  # type: ignore[arg-type]
                     out = _settle(
                         out, a, b, opt, year, starts, "concurrency.not_same_practitioner", lambda x, y: True
                     )
@@ -387,16 +463,14 @@ def _settle(
     win_idx, lose_idx = (ia, side_b) if a_wins else (ib, side_a)
     win_pay, lose_pay = (pay_a, pay_b) if a_wins else (pay_b, pay_a)
     win_ds = [ds[i] for i in win_idx]
-    opt = f" (option {param.option})" if param.option else ""
     if rule_id.endswith("never_together"):
         head = f"{a} and {b} are never billed together for a patient in overlapping periods"
+    elif param.name.endswith("_different_practitioners"):
+        head = (
+            f"{a} and {b} are not billed in one month, even by different practitioners (option {param.name})"
+        )
     else:
-        head = f"{a} and {b} are not billed in one month by the same practitioner{opt}"
-        if param.name == "ccm_pcm_different_practitioners":
-            head = (
-                f"{a} and {b} are not billed in one month, even by different practitioners "
-                f"(option {param.name})"
-            )
+        head = f"{a} and {b} are not billed in one month by the same practitioner"
     msg = f"{head}: {win} pays more ({money(win_pay)} vs {money(lose_pay)})"
     ev = Evidence(values=(("kept_program", str(win)), ("dropped_program", str(lose))))
     r = Reason(rule_id, False, msg, cite(year, param), ev)
@@ -412,13 +486,14 @@ def _settle(
 def add_on_base(ds: list[Decision], year_for: YearFor) -> list[Decision]:
     out = list(ds)
     for i, d in enumerate(out):
-        base = _base_of(d, year_for)
-        if base == d.code or not counts(d):
+        bases = year_for(d.period.end).bases_of(d.code)
+        if bases == (d.code,) or not counts(d):
             continue
+        base = _base_of(d, out, year_for)
         mates = [
             o
             for o in out
-            if o.code == base and o.enrollment_id == d.enrollment_id and o.period == d.period and counts(o)
+            if o.code in bases and o.enrollment_id == d.enrollment_id and o.period == d.period and counts(o)
         ]
         if mates:
             continue

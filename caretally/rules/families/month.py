@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 from caretally.model import Decision, PatientMonthFacts, ProgramFacts
 from caretally.rules.families import (
+    apcm,
+    behavioral_health,
     care_management,
     concurrency,
     data_interpretation,
@@ -25,8 +27,8 @@ if TYPE_CHECKING:
     from caretally.rules.allocation import Allocation
 
 #: Families whose decisions do not depend on time entries, and those that do.
-STATIC = (setup, device_supply)
-TIMED = (treatment_management, data_interpretation, care_management)
+STATIC = (setup, device_supply, apcm)
+TIMED = (treatment_management, data_interpretation, care_management, behavioral_health)
 
 
 def decide(
