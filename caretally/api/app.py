@@ -23,6 +23,7 @@ from caretally.api.settings import Settings, SettingsError, resolve_secret
 from caretally.services.accounts import SessionPolicy
 from caretally.services.imports import UnpackLimits
 from caretally.store.db import DatabaseUnavailable, open_database, resolve_url, shown_url
+from caretally.web.app import mount_web
 
 API_PREFIX = "/api/v1"
 OPENAPI_URL = f"{API_PREFIX}/openapi.json"
@@ -101,6 +102,7 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (auth, patients, months, runs, imports, audit, admin):
         api.include_router(module.router)
     app.include_router(api)
+    mount_web(app)  # pages at /, before ServiceMiddleware so its 500 page sits inside it
     app.add_middleware(
         ServiceMiddleware,
         body_limit=settings.max_body_bytes,

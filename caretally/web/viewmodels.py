@@ -57,8 +57,8 @@ class Layout:
     csrf_token: str = ""
     flashes: tuple[Flash, ...] = ()
     idle_minutes: int = 15  # sign-out after this much inactivity (the session setting)
-    sign_out_url: str = "/sign-out"
-    sign_in_url: str = "/sign-in"
+    sign_out_url: str = "/signout"
+    sign_in_url: str = "/signin"
     breadcrumbs: tuple[NavLink, ...] = ()
 
 
@@ -323,7 +323,7 @@ class Section:
 class SignInPage:
     email: Field
     password: Field
-    action: str = "/sign-in"
+    action: str = "/signin"
     next_url: str = ""
     error: str | None = None
     expired: bool = False

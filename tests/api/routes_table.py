@@ -131,8 +131,13 @@ ROUTES: dict[tuple[str, str], Entry] = {
 
 
 def declared_routes(app: FastAPI) -> dict[tuple[str, str], list[Any]]:
-    """(method, path) → the access rules its top-level dependencies declare."""
-    return declared_access(app)
+    """(method, path) → the access rules its top-level dependencies declare.
+
+    API routes only: the web app's pages (cookie sessions) have their own table,
+    ``tests/web/test_routes.py``."""
+    from caretally.web.app import is_web_path
+
+    return {k: v for k, v in declared_access(app).items() if not is_web_path(k[1])}
 
 
 def other_paths(app: FastAPI) -> set[str]:

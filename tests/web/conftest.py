@@ -11,8 +11,9 @@ import pytest
 from tests.web.browser import browser, caretally_server, chromium, page, static_server
 from tests.web.practice import Practice, Rendered, build_practice
 from tests.web.review import write_site
+from tests.web.webapp import web
 
-__all__ = ["browser", "caretally_server", "chromium", "page", "static_server"]
+__all__ = ["browser", "caretally_server", "chromium", "page", "static_server", "web"]
 
 
 @dataclass

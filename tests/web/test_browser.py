@@ -115,7 +115,7 @@ def test_inactivity_warns_then_signs_out(page: Page, served: Server) -> None:
     expect(warning).to_contain_text("signed out in 2 minutes")
     expect(warning.get_by_role("link", name="Stay signed in")).to_be_visible()
     page.clock.run_for(2 * 60_000)
-    page.wait_for_url(re.compile(r"/sign-in\?expired=1$"))
+    page.wait_for_url(re.compile(r"/signin\?expired=1$"))
 
 
 def test_patient_decisions_open_to_their_reasons_and_charts_have_names(page: Page, served: Server) -> None:

@@ -18,7 +18,7 @@
     var seconds = parseInt(body.getAttribute("data-idle-seconds") || "0", 10);
     var warning = document.getElementById("idle-warning");
     if (!seconds || !warning) { return; }
-    var signIn = body.getAttribute("data-sign-in-url") || "/sign-in";
+    var signIn = body.getAttribute("data-sign-in-url") || "/signin";
     var lead = Math.min(120, Math.floor(seconds / 2));
     window.setTimeout(function () {
       var text = warning.querySelector("[data-idle-text]");

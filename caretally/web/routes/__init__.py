@@ -1,0 +1,12 @@
+"""The web app's page routes, one module per area; ``ROUTERS`` is what ``mount_web`` includes.
+
+How to write one: docs/web.md, section "Writing a page route".
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from caretally.web.routes import audit, auth
+
+ROUTERS: tuple[APIRouter, ...] = (auth.router, audit.router)

@@ -1,0 +1,48 @@
+"""Every web route declares exactly one access rule, and it is the one in this table.
+
+The web twin of ``tests/api/routes_table.py``: a page added without an entry here (and
+so without a decided rule) fails, and so does an entry whose page no longer exists.
+"""
+
+from __future__ import annotations
+
+from caretally.api.deps import declared_access
+from caretally.services.permissions import Permission as P
+from caretally.web.app import is_web_path
+from caretally.web.nav import PAGES
+from tests.web.webapp import WebWorld
+
+PUBLIC, AUTHENTICATED = "public", "authenticated"
+
+WEB_ROUTES: dict[tuple[str, str], str | P] = {
+    ("GET", "/"): PUBLIC,
+    ("GET", "/signin"): PUBLIC,
+    ("POST", "/signin"): PUBLIC,  # checks its own pre-session CSRF token
+    ("POST", "/signout"): AUTHENTICATED,
+    ("GET", "/audit"): P.AUDIT_READ,
+}
+
+
+def _rule(rules: list) -> str | P:  # type: ignore[type-arg]
+    (only,) = rules
+    return only.permission if only.kind == "permission" else only.kind
+
+
+def test_every_web_route_declares_the_rule_in_the_table(web: WebWorld) -> None:
+    declared = {k: v for k, v in declared_access(web.app).items() if is_web_path(k[1])}
+    assert set(declared) == set(WEB_ROUTES), (
+        f"web routes without a rule here: {sorted(set(declared) - set(WEB_ROUTES))}; "
+        f"stale entries: {sorted(set(WEB_ROUTES) - set(declared))}"
+    )
+    for key, rules in declared.items():
+        assert len(rules) == 1, f"{key} declares {len(rules)} access rules"
+        assert _rule(rules) == WEB_ROUTES[key], (
+            f"{key}: declares {_rule(rules)}, table says {WEB_ROUTES[key]}"
+        )
+
+
+def test_each_nav_page_that_exists_is_guarded_by_the_permission_the_nav_names() -> None:
+    for page in PAGES:
+        rule = WEB_ROUTES.get(("GET", page.href))
+        if rule is not None:
+            assert rule == P(page.permission), page.label
