@@ -7,6 +7,7 @@ import io
 import stat
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -197,7 +198,10 @@ def _asgi(
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
     }
-    asyncio.run(app(scope, receive, send))  # type: ignore[operator]
+    # Its own thread and loop: Playwright's sync API (the browser tests' session fixture)
+    # keeps a loop running on the main thread, where asyncio.run() would refuse to start.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, app(scope, receive, send)).result()  # type: ignore[arg-type]
     return answers
 
 
