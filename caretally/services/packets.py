@@ -392,7 +392,9 @@ class _Builder:
         if decision is None:
             notes.append("the run stored no billable decision matching this line")
             decision = {}
-        days, devices_used, entry_ids, calls = _evidence(decision)
+        days, devices_used, entry_ids, calls, base = _evidence(decision, decisions)
+        if base is not None:
+            notes.append(f"an add-on: its minutes are those counted for {base}, listed here")
 
         patient_now, patient_after = self._one(schema.patients, "patient_id", line.patient_id)
         enrollment = self._enrollment(line.enrollment_id)
@@ -620,23 +622,40 @@ def _decision_of(decisions: list[dict[str, Any]], line: Mapping[str, Any]) -> di
     return None
 
 
-def _evidence(decision: Mapping[str, Any]) -> tuple[set[date], list[str], set[str], set[str]]:
-    """Counted days, their devices, counted time entries and live-call entries, from the reasons.
+def _evidence(
+    decision: Mapping[str, Any], decisions: Sequence[Mapping[str, Any]] = ()
+) -> tuple[set[date], list[str], set[str], set[str], str | None]:
+    """Counted days, their devices, counted time entries, live-call entries and the base code.
 
-    Days of data are the dates a reason cites together with devices (a day count); the
-    consent's or the order's date is cited alone and is not a day of data.
+    Days of data are the dates of a day count (a reason whose values give ``days``); the
+    consent's, the order's or the set-up's date is cited without one. An add-on counts
+    the minutes of its base code: its entries are the base decision's (same enrollment and
+    period), and the base code is returned so the packet can say so.
     """
     days: set[date] = set()
     devices: list[str] = []
     entries: set[str] = set()
     calls: set[str] = set()
+    base: str | None = None
     for r in decision.get("reasons", []):
         e = r.get("evidence") or {}
-        if e.get("dates") and e.get("device_ids"):
-            days.update(date.fromisoformat(x) for x in e["dates"])
+        values = e.get("values") or {}
+        if "days" in values:
+            days.update(date.fromisoformat(x) for x in e.get("dates", ()))
         for device in e.get("device_ids", []):
             if device not in devices:
                 devices.append(device)
         entries.update(e.get("time_entry_ids", []))
         calls.update(e.get("interactive_entry_ids", []))
-    return days, devices, entries, calls
+        if "base_code" in values and "minutes" in values:
+            base = str(values["base_code"])
+    if base is not None and not entries:
+        for d in decisions:
+            if (
+                d.get("code") == base
+                and d.get("enrollment_id") == decision.get("enrollment_id")
+                and d["period"]["start"] == decision["period"]["start"]
+            ):
+                _, _, entries, calls, _ = _evidence(d)
+                break
+    return days, devices, entries, calls, base
