@@ -259,7 +259,8 @@ def _lines(conn: Connection, run: Any, number: int | None, patient_id: str | Non
             raise NotFound(
                 f"run {run.run_id} ({run.month}) has no line {number}: it has {have}",
                 code="no_such_line",
-                hint="caretally export --format csv lists a run's lines in order",
+                hint="lines are numbered in the run's stored order; caretally packet --run ID --patient P "
+                "names a patient's lines by number",
             )
         numbered = [numbered[number - 1]]
     if patient_id is not None:
