@@ -281,7 +281,11 @@ def _lines(conn: Connection, run: Any, number: int | None, patient_id: str | Non
 # ----------------------------------------------------------------------------------------
 
 
-def _safe(row: Mapping[str, Any], drop: Iterable[str] = ("org_id", "extra")) -> dict[str, Value]:
+#: Columns a packet's records leave out: the tenant, the surrogate key, the source's extra columns.
+_HIDDEN = frozenset({"org_id", "id", "extra"})
+
+
+def _safe(row: Mapping[str, Any], drop: Iterable[str] = _HIDDEN) -> dict[str, Value]:
     skip = set(drop)
     return {k: json_safe(v) for k, v in row.items() if k not in skip}
 
@@ -295,6 +299,13 @@ class _Builder:
         self.decisions: dict[str, tuple[str, list[dict[str, Any]]]] = {}
         self.practitioners: dict[str, Practitioner | None] = {}
         self.readings_through: int | None = (run.summary or {}).get("readings_through")
+        # Readings retracted since the run, by patient: gone from the table, kept in the trail.
+        self.retracted: dict[str, list[str]] = defaultdict(list)
+        for (table, key), changes in self.after.items():
+            for change in changes:
+                old, new = change.old_values or {}, change.new_values or {}
+                if table == schema.readings.name and "retraction_reason" in new and old.get("patient_id"):
+                    self.retracted[str(old["patient_id"])].append(key)
 
     # -- records as the run saw them ------------------------------------------------------
 
@@ -321,7 +332,7 @@ class _Builder:
             old, new = dict(change.old_values or {}), dict(change.new_values or {})
             when = json_safe(change.changed_at)
             if "retraction_reason" in new:
-                record = {k: v for k, v in old.items() if k not in ("org_id", "extra")}
+                record = {k: v for k, v in old.items() if k not in _HIDDEN}
                 notes.append(
                     AfterRun(changed_at=when, kind="retracted", reason=str(new["retraction_reason"]))
                 )
@@ -330,8 +341,12 @@ class _Builder:
                 continue
             fields = {}
             for name, before in old.items():
+                if name in _HIDDEN:
+                    continue
                 fields[name] = {"at_run": before, "now": new.get(name)}
                 record[name] = before
+            if not fields:
+                continue
             notes.append(AfterRun(changed_at=when, kind="changed", fields=fields))
         notes.reverse()
         return record, notes
@@ -530,16 +545,16 @@ class _Builder:
         for row in self.conn.execute(query.order_by(t.c.measured_at, t.c.id)).mappings():
             key = row["reading_key"]
             seen.add(key)
-            record, after = self.as_run(t.name, key, _safe(row, ("org_id", "extra", "id")))
+            record, after = self.as_run(t.name, key, _safe(row))
             if record is None:
                 continue
             self._add_reading(out, record, after, days, devices)
         # Retracted since the run: gone from the table, kept in the audit trail.
-        for table, key in self.after:
-            if table != t.name or key in seen:
+        for key in self.retracted.get(patient_id, ()):
+            if key in seen:
                 continue
-            record, after = self.as_run(table, key, None)
-            if record is not None and record.get("patient_id") == patient_id:
+            record, after = self.as_run(t.name, key, None)
+            if record is not None:
                 self._add_reading(out, record, after, days, devices)
         for rows in out.values():
             rows.sort(key=lambda r: str(r.record.get("measured_at")))

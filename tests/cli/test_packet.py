@@ -46,16 +46,24 @@ def cli(*args: str) -> Any:
 
 
 @pytest.fixture
-def locked(db_url: str, tmp_path: Path) -> tuple[str, str]:
-    """The synthetic practice imported, April billed and locked: (database URL, run id)."""
+def billed(db_url: str, tmp_path: Path) -> tuple[str, str]:
+    """The synthetic practice imported and April billed (a draft): (database URL, run id)."""
     synthesize(PRACTICE, tmp_path / "bundle")
     engine = open_database(db_url, DEFAULT_ORG)
     assert import_bundle(engine, DEFAULT_ORG, tmp_path / "bundle").ok()
     result = bill_month(engine, DEFAULT_ORG, parse_month(MONTH), PayerRules.load())
     assert result.lines and not result.problems
-    lock_month(engine, DEFAULT_ORG, MONTH)
     engine.dispose()
     return db_url, result.run_id
+
+
+@pytest.fixture
+def locked(billed: tuple[str, str]) -> tuple[str, str]:
+    """April billed and locked."""
+    engine = open_database(billed[0], DEFAULT_ORG)
+    lock_month(engine, DEFAULT_ORG, MONTH)
+    engine.dispose()
+    return billed
 
 
 def read_zip(path: Path) -> dict[str, str]:
@@ -262,6 +270,33 @@ def test_a_later_import_leaves_a_locked_lines_packet_as_it_was_and_names_the_cor
     assert any("changed after the run" in n for n in days_after["notes"])
     text = BeautifulSoup(days_html, "html.parser").get_text()
     assert f"value: {reading['value']} then, {corrected['value']} now" in text
+    engine.dispose()
+
+
+def test_a_reading_retracted_after_a_draft_run_stays_in_its_packet_marked_retracted(
+    billed: tuple[str, str], tmp_path: Path
+) -> None:
+    url, run_id = billed
+    engine = open_database(url, DEFAULT_ORG)
+    number = next(
+        n for n, x in enumerate(stored_lines(engine, run_id), start=1) if x.code in ("99454", "99445")
+    )
+    args = ("packet", "--db", url, "--run", run_id, "--line", str(number))
+    assert cli(*args, "--out", str(tmp_path / "before")).exit_code == 0
+    before = json.loads(next((tmp_path / "before").glob("*.json")).read_text())
+    reading = before["counted_days"][-1]["readings"][0]["record"]
+    retraction = {"file": "readings", "id": reading["reading_key"], "reason": "sent for the wrong patient"}
+    report = import_records(engine, DEFAULT_ORG, {"retractions": [retraction]})
+    assert report.ok(), [str(p) for p in report.problems]
+
+    assert cli(*args, "--out", str(tmp_path / "after")).exit_code == 0
+    after = json.loads(next((tmp_path / "after").glob("*.json")).read_text())
+    Packet.model_validate(after)
+    assert _without_changes(after) == _without_changes(before)
+    (kept,) = [r for r in after["counted_days"][-1]["readings"] if r["record"] == reading]
+    assert [(a["kind"], a["reason"]) for a in kept["after_run"]] == [
+        ("retracted", "sent for the wrong patient")
+    ]
     engine.dispose()
 
 
