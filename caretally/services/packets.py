@@ -148,6 +148,7 @@ class TimeEntry(_Shape):
 
 class Visit(_Shape):
     record: dict[str, Value]
+    after_run: list[AfterRun] = []
 
 
 class Packet(_Shape):
@@ -190,8 +191,12 @@ def line_packets(
     line: int | None = None,
     patient_id: str | None = None,
     month: str | None = None,
+    tables: Mapping[str, Table] | None = None,
 ) -> PacketSet:
     """Packets for one line of a run, a patient's lines in a month, or every line of a month.
+
+    ``tables`` are the store's tables by name (default: ``store.schema``'s); the optional
+    parts (``practitioners.employment``, ``visits``) are read when these tables have them.
 
     ``run_id`` + ``line``: that line (1-based, in stored order). ``month`` (+ ``patient_id``):
     the lines of the month's current run (its newest run not superseded), all of them or
@@ -217,7 +222,7 @@ def line_packets(
     with audit.audited(engine, actor, "packet.read", resource) as (conn, note):
         run = _run(conn, actor.org_id, run_id, month)
         rows = _lines(conn, run, line, patient_id)
-        builder = _Builder(conn, actor.org_id, run)
+        builder = _Builder(conn, actor.org_id, run, tables or schema.metadata.tables)
         packets = [builder.packet(number, row) for number, row in rows]
         note.touch(p.line.patient_id for p in packets)
         note.detail = {"run_id": run.run_id, "lines": len(packets)}
@@ -293,8 +298,8 @@ def _safe(row: Mapping[str, Any], drop: Iterable[str] = _HIDDEN) -> dict[str, Va
 class _Builder:
     """Reads what a run's packets need once per call (the run's decisions, later changes)."""
 
-    def __init__(self, conn: Connection, org_id: str, run: Any):
-        self.conn, self.org_id, self.run = conn, org_id, run
+    def __init__(self, conn: Connection, org_id: str, run: Any, tables: Mapping[str, Table]):
+        self.conn, self.org_id, self.run, self.tables = conn, org_id, run, tables
         self.after = self._changes_after(run.created_at)
         self.decisions: dict[str, tuple[str, list[dict[str, Any]]]] = {}
         self.practitioners: dict[str, Practitioner | None] = {}
@@ -355,7 +360,7 @@ class _Builder:
         if not practitioner_id:
             return None
         if practitioner_id not in self.practitioners:
-            t = schema.practitioners
+            t = self.tables["practitioners"]
             row = (
                 self.conn.execute(
                     select(t).where(t.c.org_id == self.org_id, t.c.practitioner_id == practitioner_id)
@@ -603,20 +608,27 @@ class _Builder:
         self, patient_id: str, start: date, end: date, enrollment: EnrollmentPart | None
     ) -> list[Visit] | None:
         """The patient's visits in the line's period and on the initiating visit's date."""
-        t = schema.metadata.tables.get("visits")
+        t = self.tables.get("visits")
         if t is None:
             return None
         day_column = next((c for c in t.c if isinstance(c.type, Date)), None)
+        key = next((c.name for c in t.primary_key.columns if c.name != "org_id"), None)
         query = select(t).where(t.c.org_id == self.org_id, t.c.patient_id == patient_id)
-        rows = [_safe(r) for r in self.conn.execute(query).mappings()]
-        if day_column is None:
-            return [Visit(record=r) for r in rows]
         initiating = enrollment.record.get("initiating_visit_date") if enrollment else None
         keep = []
-        for r in rows:
-            day = str(r.get(day_column.name))
-            if start.isoformat() <= day <= end.isoformat() or day == initiating:
-                keep.append(Visit(record=r))
+        for row in self.conn.execute(query).mappings():
+            record, after = self.as_run(t.name, str(row[key]), _safe(row)) if key else (_safe(row), [])
+            if record is None:
+                continue
+            day = str(record.get(day_column.name)) if day_column is not None else ""
+            if day_column is None or start.isoformat() <= day <= end.isoformat() or day == initiating:
+                keep.append(Visit(record=record, after_run=after))
+        keep.sort(
+            key=lambda v: (
+                str(v.record.get(day_column.name)) if day_column is not None else "",
+                str(v.record),
+            )
+        )
         return keep
 
 

@@ -330,7 +330,7 @@ def _visits(doc: Mapping[str, Any]) -> list[Section]:
     visits = doc.get("visits")
     if visits is None:
         return []
-    names = sorted({k for v in visits for k in v["record"] if k not in ("patient_id",)})
+    names = sorted({k for v in visits for k in v["record"] if k != "patient_id"})
     table = DataTable(
         caption="Visits in the period and the initiating visit",
         columns=tuple(Column(n.replace("_", " ").capitalize()) for n in names),
@@ -367,6 +367,8 @@ def _changes(doc: Mapping[str, Any]) -> list[Section]:
         add(f"device {x['record'].get('device_id')}", x.get("after_run", []))
     for e in doc["time_entries"]:
         add(f"time entry {e['record'].get('entry_id')}", e.get("after_run", []))
+    for v in doc.get("visits") or []:
+        add(f"visit {v['record'].get('visit_id', '')}".strip(), v.get("after_run", []))
     notes = doc.get("notes") or []
     if not rows and not notes:
         return []
