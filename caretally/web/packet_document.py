@@ -121,7 +121,14 @@ def packet_page_of(doc: Mapping[str, Any], json_href: str) -> PacketPage:
             entries=_entry_rows(doc),
         )
     )
-    extra = [_numbers(doc), *_devices(doc), *_times(doc), *_visits(doc), *_changes(doc)]
+    extra = [
+        _numbers(doc),
+        *_all_readings(doc, zone),
+        *_devices(doc),
+        *_times(doc),
+        *_visits(doc),
+        *_changes(doc),
+    ]
     at = next((i for i, s in enumerate(sections) if s.anchor == "rules"), len(sections))
     sections[at:at] = extra
     title = f"Claim line {line.code} for {line.patient_id}, {long_date(line.date_of_service)}"
@@ -250,6 +257,45 @@ def _numbers(doc: Mapping[str, Any]) -> Section:
     if d.get("provisional"):
         rows.append(("Judged by", Badge("a proposed rule-year, not final", Tone.WARN)))
     return Section("Numbers the line was judged on", facts=tuple(rows), anchor="numbers")
+
+
+#: The web page's day table shows this many readings a day; a packet lists them all below it.
+SHOWN_PER_DAY = 4
+
+
+def _all_readings(doc: Mapping[str, Any], zone: ZoneInfo) -> list[Section]:
+    """Every reading of the counted days, when the day table had to leave some out."""
+    days = doc["counted_days"]
+    if not any(len(d["readings"]) > SHOWN_PER_DAY for d in days):
+        return []
+    rows = []
+    for d in days:
+        for r in d["readings"]:
+            rec = r["record"]
+            at = _instant(rec.get("measured_at"))
+            rows.append(
+                (
+                    str(rec.get("reading_id") or rec.get("reading_key")),
+                    f"{at.astimezone(zone):%Y-%m-%d %H:%M}" if at else "—",
+                    str(rec.get("type")),
+                    f"{rec.get('value')} {rec.get('unit')}",
+                    str(rec.get("device_id") or "—"),
+                    str(rec.get("transmission") or "—"),
+                )
+            )
+    table = DataTable(
+        caption=f"{len(rows)} readings on the counted days (patient's local time)",
+        columns=(
+            Column("Reading"),
+            Column("When", nowrap=True),
+            Column("Type"),
+            Column("Value"),
+            Column("Device"),
+            Column("Sent"),
+        ),
+        rows=tuple(rows),
+    )
+    return [Section("Every reading of the counted days", tables=(table,), anchor="readings")]
 
 
 def _devices(doc: Mapping[str, Any]) -> list[Section]:

@@ -110,7 +110,7 @@ def test_every_line_of_a_month_has_a_packet_that_matches_its_run(
         .one()
     )
     assert len(files) == 2 * len(lines)
-    codes_with_days = codes_with_minutes = 0
+    codes_with_days = codes_with_minutes = shortened = 0
     for number, line in enumerate(lines, start=1):
         stem = next(n for n in files if n.startswith(f"line-{number:04d}-") and n.endswith(".json"))[:-5]
         doc = json.loads(files[f"{stem}.json"])
@@ -187,7 +187,18 @@ def test_every_line_of_a_month_has_a_packet_that_matches_its_run(
             ("Minutes allowed at most", "max_minutes"),
         ):
             assert shown.get(label) == (str(measures[key]) if key in measures else None), (stem, label)
-    assert codes_with_days and codes_with_minutes  # the month exercised both kinds of line
+        days_table = soup.find("section", id="days")
+        if "days" in measures:
+            assert days_table is not None
+            counts = [int(tr.find_all("td")[0].get_text()) for tr in days_table.find("tbody").find_all("tr")]
+            assert counts == [len(d.readings) for d in packet.counted_days]
+            if max(counts) > 4:  # the day table shortens a day; the packet then lists them all
+                shortened += 1
+                listed = soup.find("section", id="readings").find("tbody").find_all("tr")
+                assert len(listed) == sum(counts)
+        else:
+            assert days_table is None
+    assert codes_with_days and codes_with_minutes and shortened  # the month exercised each kind of page
 
     # Reading the packets was a PHI read, recorded with every patient it disclosed.
     events = schema.audit_events
