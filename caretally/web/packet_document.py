@@ -334,6 +334,8 @@ def _times(doc: Mapping[str, Any]) -> list[Section]:
     entries = doc["time_entries"]
     if not entries:
         return []
+    # Employment is shown only when the store records it (practitioners.employment).
+    employment = any((e.get("performer") or {}).get("employment") for e in entries)
     rows = []
     for e in entries:
         rec, who = e["record"], e.get("performer") or {}
@@ -344,7 +346,7 @@ def _times(doc: Mapping[str, Any]) -> list[Section]:
                 str(who.get("name") or rec.get("practitioner_id")),
                 str(who.get("credential") or "?"),
                 str(who.get("performer_class") or "—"),
-                str(who.get("employment") or "not recorded"),
+                *((str(who.get("employment") or "not recorded"),) if employment else ()),
                 when(_instant(rec.get("started_at"))),
                 when(_instant(e.get("stopped_at"))),
                 f"{seconds // 60}:{seconds % 60:02d}",
@@ -360,7 +362,7 @@ def _times(doc: Mapping[str, Any]) -> list[Section]:
             Column("Performer"),
             Column("Credential"),
             Column("Performer class"),
-            Column("Employment"),
+            *((Column("Employment"),) if employment else ()),
             Column("Start", nowrap=True),
             Column("Stop", nowrap=True),
             Column("Duration", numeric=True),
@@ -376,6 +378,9 @@ def _visits(doc: Mapping[str, Any]) -> list[Section]:
     visits = doc.get("visits")
     if visits is None:
         return []
+    if not visits:
+        note = "No visit recorded in the line's period or on the initiating visit's date."
+        return [Section("Visits", note=note, anchor="visits")]
     names = sorted({k for v in visits for k in v["record"] if k != "patient_id"})
     table = DataTable(
         caption="Visits in the period and the initiating visit",
