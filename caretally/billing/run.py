@@ -21,7 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from caretally import __version__
 from caretally.billing.evaluate import map_month
@@ -111,6 +111,10 @@ class RunSummary:
     #: payer overlay removed); the rule-years, by layer name, that left them undecided.
     undecided: Counter[str] = field(default_factory=Counter)
     undecided_by: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    #: The highest ``readings.id`` of the organization in the run's snapshot: a reading with a
+    #: higher id was stored after the run, so an audit packet can leave it out (readings carry
+    #: no stored-at time; their ids are the only order the store keeps).
+    readings_through: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """What the run stores about itself beyond its lines (``billing_runs.summary``)."""
@@ -125,6 +129,8 @@ class RunSummary:
             out["provisional"] = provisional_json(self.provisional)
         if self.undecided:
             out["undecided_programs"] = self.undecided_json()
+        if self.readings_through is not None:
+            out["readings_through"] = self.readings_through
         return out
 
     def undecided_json(self) -> dict[str, dict[str, Any]]:
@@ -768,6 +774,9 @@ def bill_month(
             counted.one()
         flush()
         summary.problems = sorted(problems, key=lambda p: (p.field or "", p.message))
+        summary.readings_through = conn.execute(
+            select(func.coalesce(func.max(schema.readings.c.id), 0)).where(schema.readings.c.org_id == org_id)
+        ).scalar_one()
         digest = lines_hash.hexdigest()
         input_digest = input_digest_of(input_hash.hexdigest(), settings_json)
         version = engine_version()
