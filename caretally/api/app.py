@@ -58,6 +58,33 @@ def _problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
     return openapi
 
 
+def _job_queue(settings: Settings, url: str, engine: Any) -> Any:
+    """The month-close job queue (``caretally.jobs``); an unreachable one is a settings error."""
+    from caretally.jobs.queue import JobQueue, QueueUnavailable, make_huey
+
+    try:
+        huey = make_huey(url, redis_url=settings.redis_url, queue_file=settings.queue_file)
+    except QueueUnavailable as exc:
+        raise SettingsError(exc.message, exc.hint) from None
+    return JobQueue(huey, engine, heartbeat=settings.job_heartbeat_seconds)
+
+
+def _background_consumer(settings: Settings, queue: Any) -> Any:
+    """On the embedded default (no Redis), the server runs one consumer thread itself, so
+    month runs started over HTTP finish without a ``caretally worker``; with Redis the
+    deployment runs workers (``CARETALLY_IN_PROCESS_WORKER`` decides either way)."""
+    from caretally.jobs.queue import BackgroundConsumer
+
+    wanted = settings.in_process_worker
+    if wanted is None:
+        wanted = not settings.redis_url
+    if not wanted:
+        return None
+    consumer = BackgroundConsumer(queue)
+    consumer.start()
+    return consumer
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The application for ``settings``; raises ``SettingsError`` for anything unusable."""
     url = resolve_url(settings.database_url)
@@ -66,6 +93,7 @@ def create_app(settings: Settings) -> FastAPI:
     except DatabaseUnavailable as exc:
         raise SettingsError(exc.message, exc.hint) from None
     secret = resolve_secret(settings, url)
+    queue = _job_queue(settings, url, engine)
     service = Service(
         engine=engine,
         settings=settings,
@@ -75,12 +103,18 @@ def create_app(settings: Settings) -> FastAPI:
             max_lifetime=timedelta(hours=settings.session_max_hours),
         ),
         unpack=UnpackLimits(max_unpacked=settings.max_unpacked_bytes),
+        queue=queue,
     )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        engine.dispose()
+        consumer = _background_consumer(settings, queue)
+        try:
+            yield
+        finally:
+            if consumer is not None:
+                consumer.stop()
+            engine.dispose()
 
     app = FastAPI(
         title="caretally",
