@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -39,8 +40,9 @@ log = logging.getLogger("caretally.jobs")
 
 MONTH_RUN_TASK = "caretally.month_run"
 QUEUE_SUFFIX = ".queue"
-#: The queue file when the database is not a SQLite file and no Redis is configured.
-DEFAULT_QUEUE_FILE = "caretally-queue.db"
+#: The queue file's folder when the database is not a SQLite file and no Redis is set: the
+#: system's temporary folder, where every process of this machine finds the same file.
+DEFAULT_QUEUE_FOLDER = Path(tempfile.gettempdir())
 HEARTBEAT_SECONDS = 5.0
 #: Progress is written at most this often (plus at the start and the end of a run).
 PROGRESS_EVERY = 0.5
@@ -65,13 +67,19 @@ def queue_name(database_url: str) -> str:
 
 
 def queue_file_for(database_url: str, queue_file: str | Path | None = None) -> Path:
-    """Where the embedded queue lives: the given file, else beside the SQLite database."""
+    """Where the embedded queue lives: the given file, else beside the SQLite database.
+
+    A server database without Redis gets ``<temporary folder>/<queue name>.queue``: good
+    for one machine, lost when the temporary folder is cleaned; set ``CARETALLY_QUEUE_FILE``
+    or Redis for anything lasting.
+    """
     if queue_file:
         return Path(queue_file)
+    fallback = DEFAULT_QUEUE_FOLDER / f"{queue_name(database_url)}{QUEUE_SUFFIX}"
     try:
         parsed = make_url(database_url)
     except ArgumentError:
-        return Path(DEFAULT_QUEUE_FILE)
+        return fallback
     database = parsed.database or ""
     # A URI filename (file:…) is not a path: such a database gets the default queue file.
     if (
@@ -81,7 +89,7 @@ def queue_file_for(database_url: str, queue_file: str | Path | None = None) -> P
     ):
         path = Path(database)
         return path.with_name(path.name + QUEUE_SUFFIX)
-    return Path(DEFAULT_QUEUE_FILE)
+    return fallback
 
 
 def make_huey(

@@ -32,6 +32,8 @@ def run_month_job(queue: JobQueue, job_id: str) -> None:
     from caretally.billing.run import BillingSettings, bill_month
     from caretally.dates import parse_month
     from caretally.errors import ProblemsError, Refusal
+    from caretally.rules.families.common import UnsupportedOption
+    from caretally.rules.params import MissingParameter
 
     job = _claim(queue, job_id)
     if job is None:
@@ -56,6 +58,9 @@ def run_month_job(queue: JobQueue, job_id: str) -> None:
     except ProblemsError as exc:
         first = exc.problems[0].message if exc.problems else "the rules cannot judge this month"
         _failed(queue, job_id, "rules_unavailable", first)
+    except (MissingParameter, UnsupportedOption) as exc:  # no rule-year (or option) for the month
+        text = exc.args[0] if exc.args else type(exc).__name__
+        _failed(queue, job_id, "rules_unavailable", f"the rules cannot judge {job.month}: {text}")
     except Exception as exc:
         log.error("month run job %s stopped on %s", job_id, type(exc).__name__)
         message = f"the month run stopped on an unexpected {type(exc).__name__}; nothing was stored"
