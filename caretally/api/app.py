@@ -19,6 +19,7 @@ from caretally.api import problems
 from caretally.api.deps import Service
 from caretally.api.middleware import ServiceMiddleware
 from caretally.api.routes import admin, audit, auth, health, imports, months, patients, runs
+from caretally.api.routes import jobs as month_close
 from caretally.api.settings import Settings, SettingsError, resolve_secret
 from caretally.services.accounts import SessionPolicy
 from caretally.services.imports import UnpackLimits
@@ -59,6 +60,33 @@ def _problem_openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
     return openapi
 
 
+def _job_queue(settings: Settings, url: str, engine: Any) -> Any:
+    """The month-close job queue (``caretally.jobs``); an unreachable one is a settings error."""
+    from caretally.jobs.queue import JobQueue, QueueUnavailable, make_huey
+
+    try:
+        huey = make_huey(url, redis_url=settings.redis_url, queue_file=settings.queue_file)
+    except QueueUnavailable as exc:
+        raise SettingsError(exc.message, exc.hint) from None
+    return JobQueue(huey, engine, heartbeat=settings.job_heartbeat_seconds)
+
+
+def _background_consumer(settings: Settings, queue: Any) -> Any:
+    """On the embedded default (no Redis), the server runs one consumer thread itself, so
+    month runs started over HTTP finish without a ``caretally worker``; with Redis the
+    deployment runs workers (``CARETALLY_IN_PROCESS_WORKER`` decides either way)."""
+    from caretally.jobs.queue import BackgroundConsumer
+
+    wanted = settings.in_process_worker
+    if wanted is None:
+        wanted = not settings.redis_url
+    if not wanted:
+        return None
+    consumer = BackgroundConsumer(queue)
+    consumer.start()
+    return consumer
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The application for ``settings``; raises ``SettingsError`` for anything unusable."""
     url = resolve_url(settings.database_url)
@@ -67,6 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
     except DatabaseUnavailable as exc:
         raise SettingsError(exc.message, exc.hint) from None
     secret = resolve_secret(settings, url)
+    queue = _job_queue(settings, url, engine)
     service = Service(
         engine=engine,
         settings=settings,
@@ -76,12 +105,18 @@ def create_app(settings: Settings) -> FastAPI:
             max_lifetime=timedelta(hours=settings.session_max_hours),
         ),
         unpack=UnpackLimits(max_unpacked=settings.max_unpacked_bytes),
+        queue=queue,
     )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        engine.dispose()
+        consumer = _background_consumer(settings, queue)
+        try:
+            yield
+        finally:
+            if consumer is not None:
+                consumer.stop()
+            engine.dispose()
 
     app = FastAPI(
         title="caretally",
@@ -101,6 +136,7 @@ def create_app(settings: Settings) -> FastAPI:
     api = APIRouter(prefix=API_PREFIX)
     for module in (auth, patients, months, runs, imports, audit, admin):
         api.include_router(module.router)
+    api.include_router(month_close.router)
     app.include_router(api)
     mount_web(app)  # pages at /, before ServiceMiddleware so its 500 page sits inside it
     app.add_middleware(

@@ -32,6 +32,7 @@ class Service:
     settings: Settings
     policy: accounts.SessionPolicy
     unpack: UnpackLimits
+    queue: Any = None  # caretally.jobs.queue.JobQueue: month-close jobs (made by create_app)
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,9 @@ AuditReader = Annotated[Actor, Depends(require(P.AUDIT_READ))]
 UsersReader = Annotated[Actor, Depends(require(P.USERS_READ))]
 UsersAdmin = Annotated[Actor, Depends(require(P.ADMIN_USERS))]
 TokensAdmin = Annotated[Actor, Depends(require(P.ADMIN_TOKENS))]
+RunsWriter = Annotated[Actor, Depends(require(P.RUNS_WRITE))]
+RunsLocker = Annotated[Actor, Depends(require(P.RUNS_LOCK))]
+ClaimsExporter = Annotated[Actor, Depends(require(P.CLAIMS_EXPORT))]
 
 
 def access_of(dependency: Any) -> Access | None:

@@ -414,3 +414,41 @@ class TokenCreate(Model):
 
 class TokenCreatedPublic(TokenPublic):
     token: str = Field(description="The secret, shown this once; store it now")
+
+
+# -- month close: jobs, lock, claims -------------------------------------------------------
+
+
+class JobProgress(Model):
+    done: int | None = Field(description="Patients evaluated and stored so far")
+    total: int | None = Field(description="Patients of the month (known once the run has its snapshot)")
+
+
+class JobPublic(Model):
+    job_id: str
+    kind: Literal["month_run"]
+    month: str
+    state: Literal["queued", "running", "succeeded", "failed"]
+    progress: JobProgress
+    run_id: str | None = Field(description="The run made (or found unchanged) once succeeded")
+    outcome: Literal["created", "unchanged"] | None = None
+    error_code: str | None = None
+    error: str | None = Field(default=None, description="One line, when failed")
+    created_by: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class LockRequest(Model):
+    accept_provisional: bool = Field(
+        default=False, description="Lock a run judged by a proposed (not final) rule-year anyway"
+    )
+
+
+class LockedRunPublic(Model):
+    run_id: str
+    month: str
+    status: str
+    locked_at: datetime | None
+    provisional_accepted: bool

@@ -57,6 +57,19 @@ class Settings(BaseSettings):
     max_unpacked_bytes: int = Field(default=2 * 1024**3, ge=1024, description="Largest unzipped bundle")
     access_log: bool = Field(default=True, description="One PHI-free line per request")
     log_level: str = "info"
+    # Month-close jobs (caretally.jobs): the queue, its consumers, and the practice identity.
+    redis_url: str | None = Field(default=None, description="Redis for the job queue (default: SQLite file)")
+    queue_file: str | None = Field(
+        default=None, description="The embedded job queue's file (default: <database file>.queue)"
+    )
+    in_process_worker: bool | None = Field(
+        default=None, description="Run a job consumer inside the server (default: yes unless Redis is set)"
+    )
+    job_heartbeat_seconds: float = Field(default=5.0, gt=0, le=300, description="Consumer heartbeat")
+    practice_file: str | None = Field(
+        default=None,
+        description="Practice identity TOML for 837P/FHIR claims, or a folder of <org id>.toml files",
+    )
 
     @field_validator("secret_key")
     @classmethod

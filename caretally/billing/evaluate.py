@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -173,11 +174,14 @@ class _MapJob:
 
 
 _JOB: _MapJob | None = None
+#: Forked workers find their job in ``_JOB``; one forking run at a time per process sets it,
+#: so two threads (a served request and an in-process job consumer) never swap jobs.
+_FORKING = threading.Lock()
 
 
-def _map_range(id_range: tuple[str, str]) -> tuple[list[Any], list[Problem]]:
+def _map_range(id_range: tuple[str, str], job: _MapJob | None = None) -> tuple[list[Any], list[Problem]]:
     """``fn`` over one contiguous range of patient ids (in a worker, or in-process)."""
-    job = _JOB
+    job = job or _JOB
     assert job is not None
     engine = make_engine(job.url, snapshot=job.snapshot)
     problems: list[Problem] = []
@@ -234,24 +238,28 @@ def map_month(
     ids = [i for i in patients_in_month(engine, org_id, month, lookback) if patients is None or i in patients]
     ranges = [(ids[i], ids[min(i + BATCH, len(ids)) - 1]) for i in range(0, len(ids), BATCH)]
     url = engine.url.render_as_string(hide_password=False)
-    _JOB = _MapJob(url, org_id, month, rules, as_of, patients, fn, snapshot)
+    job = _MapJob(url, org_id, month, rules, as_of, patients, fn, snapshot)
     counted = _Counter(len(ids), progress)
-    try:
-        if len(ids) < PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
-            chunks: Iterable[tuple[list[T], list[Problem]]] = map(_map_range, ranges)
-            for chunk, found in chunks:
-                _report(found, problems)
-                yield from chunk
-                counted.add(len(chunk))
-            return
-        workers = max(1, min(os.cpu_count() or 1, 8))
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            for chunk, found in pool.map(_map_range, ranges):
-                _report(found, problems)
-                yield from chunk
-                counted.add(len(chunk))
-    finally:
-        _JOB = None
+    if len(ids) < PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
+        # In-process: the job travels as an argument, so concurrent threads stay apart.
+        chunks: Iterable[tuple[list[T], list[Problem]]] = (_map_range(r, job) for r in ranges)
+        for chunk, found in chunks:
+            _report(found, problems)
+            yield from chunk
+            counted.add(len(chunk))
+        return
+    workers = max(1, min(os.cpu_count() or 1, 8))
+    with _FORKING:
+        _JOB = job
+        try:
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                for chunk, found in pool.map(_map_range, ranges):
+                    _report(found, problems)
+                    yield from chunk
+                    counted.add(len(chunk))
+        finally:
+            _JOB = None
 
 
 class _Counter:

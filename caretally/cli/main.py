@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "caretally.cli.tokens_cmd",
     "caretally.cli.audit_cmd",
     "caretally.cli.packet_cmd",
+    "caretally.cli.worker_cmd",
 )
 
 #: Top-level command name → the module that registers it (``tests/cli`` checks this
@@ -60,6 +61,7 @@ COMMAND_NAMES: dict[str, str] = {
     "tokens": "caretally.cli.tokens_cmd",
     "audit": "caretally.cli.audit_cmd",
     "packet": "caretally.cli.packet_cmd",
+    "worker": "caretally.cli.worker_cmd",
 }
 
 DEBUG_ENV = "CARETALLY_DEBUG"

@@ -413,3 +413,32 @@ audit_event_patients = Table(
     PrimaryKeyConstraint("event_id", "patient_id"),
     Index("ix_audit_event_patients_patient", "org_id", "patient_id"),
 )
+
+# ----------------------------------------------------------------------------------------
+# Month-close jobs (migration 0009): work started over HTTP and done by a queue consumer.
+# The row is the job's record; the task queue only carries its id.
+# ----------------------------------------------------------------------------------------
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("job_id", String(36), primary_key=True),  # opaque (a random UUID)
+    _org(),
+    Column("kind", String(16), nullable=False),  # month_run
+    Column("month", String(7), nullable=False),  # YYYY-MM
+    Column("state", String(16), nullable=False),  # queued | running | succeeded | failed
+    Column("done", Integer),  # patients stored so far (written at start and end; live in the queue)
+    Column("total", Integer),  # patients of the month, once the run has its snapshot
+    Column("run_id", String(36)),  # the run made (or found unchanged) by a succeeded job
+    Column("outcome", String(16)),  # created | unchanged
+    Column("error_code", String(64)),  # a stable code when failed (month_busy, interrupted …)
+    Column("error", Text),  # one line, no PHI
+    Column("worker", String(120)),  # the consumer running it: how an interrupted job is recognised
+    Column("created_by", String(120), nullable=False),  # the actor: user:12 | token:3 | cli:name
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("started_at", UtcDateTime),
+    Column("finished_at", UtcDateTime),
+    ForeignKeyConstraint(["org_id"], ["organizations.org_id"]),
+    Index("ix_jobs_org_created", "org_id", "created_at"),
+    Index("ix_jobs_state", "state"),
+)

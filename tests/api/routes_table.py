@@ -51,6 +51,14 @@ def _fresh_token(world: World, org: str) -> int:
     return made.record.token_id
 
 
+def job_of(world: World, org: str) -> str:
+    """A month-run job of ``org`` (started through the service, as the API would)."""
+    from caretally.services.jobs import start_month_run
+
+    job, _new = start_month_run(world.engine, cli_actor(org), world.app.state.service.queue, MONTH)
+    return job.job_id
+
+
 def _import_call(world: World, target: str, cred: str, tmp: Path) -> Call:
     body = zipped(tenant_bundle(cred), tmp / f"bundle-{next(_unique)}")
     return Call("POST", "/api/v1/imports", content=body, headers={"Content-Type": "application/zip"})
@@ -126,6 +134,21 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ),
     ("DELETE", f"{V1}/tokens/{{token_id}}"): Entry(
         P.ADMIN_TOKENS, lambda w, t, c, p: Call("DELETE", f"{V1}/tokens/{_fresh_token(w, t)}"), True
+    ),
+    # Month close (jobs, lock, claims).
+    ("POST", f"{V1}/months/{{month}}/runs"): Entry(
+        P.RUNS_WRITE, lambda w, t, c, p: Call("POST", f"{V1}/months/{MONTH}/runs")
+    ),
+    ("GET", f"{V1}/jobs/{{job_id}}"): Entry(
+        P.RUNS_READ, lambda w, t, c, p: Call("GET", f"{V1}/jobs/{job_of(w, t)}"), True
+    ),
+    ("GET", f"{V1}/jobs"): Entry(P.RUNS_READ, lambda w, t, c, p: Call("GET", f"{V1}/jobs")),
+    ("POST", f"{V1}/months/{{month}}/lock"): Entry(
+        P.RUNS_LOCK,
+        lambda w, t, c, p: Call("POST", f"{V1}/months/{MONTH}/lock", json={"accept_provisional": False}),
+    ),
+    ("GET", f"{V1}/months/{{month}}/claims"): Entry(
+        P.CLAIMS_EXPORT, lambda w, t, c, p: Call("GET", f"{V1}/months/{MONTH}/claims?format=csv")
     ),
 }
 

@@ -21,6 +21,7 @@ MISSING = {
     "run_id": "00000000-0000-4000-8000-000000000000",
     "user_id": "999999",
     "token_id": "999999",
+    "job_id": "00000000-0000-4000-8000-000000000000",
 }
 
 
@@ -36,6 +37,8 @@ def _missing_call(call: Call, world: World, key: tuple[str, str]) -> Call:
         url = url.rsplit("/", 1)[0] + "/" + MISSING["user_id"]
     if key[1].endswith("{token_id}"):
         url = url.rsplit("/", 1)[0] + "/" + MISSING["token_id"]
+    if key[1].endswith("{job_id}"):
+        url = url.rsplit("/", 1)[0] + "/" + MISSING["job_id"]
     return Call(call.method, url, call.json, call.content, call.headers)
 
 

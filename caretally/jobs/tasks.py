@@ -1,0 +1,100 @@
+"""What a consumer runs for a job: the month run, reporting progress as it goes.
+
+The month run is ``billing.run.bill_month``, the one the CLI's ``bill`` calls, with the
+same defaults as ``caretally bill --month M`` without options (national pricing, place
+of service 11, Medicare rules without payer overlays). It is one transaction: when it
+fails or its process dies, nothing of it is stored.
+
+Error lines recorded on the job name codes and counts, never patients: a refusal's
+message (month busy, rules missing for the month) or the type of an unexpected error.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from sqlalchemy.exc import OperationalError
+
+from caretally.services import jobs
+
+if TYPE_CHECKING:
+    from caretally.jobs.queue import JobQueue
+
+log = logging.getLogger("caretally.jobs")
+
+#: How long a consumer keeps trying to take a job while SQLite's write lock is held.
+CLAIM_ATTEMPTS = 120
+
+
+def run_month_job(queue: JobQueue, job_id: str) -> None:
+    from caretally.billing.payers import PayerRules
+    from caretally.billing.run import BillingSettings, bill_month
+    from caretally.dates import parse_month
+    from caretally.errors import ProblemsError, Refusal
+    from caretally.rules.families.common import UnsupportedOption
+    from caretally.rules.params import MissingParameter
+
+    job = _claim(queue, job_id)
+    if job is None:
+        return  # not queued any more (already run, or reported failed)
+    seen = [0, 0]
+
+    def progress(done: int, total: int) -> None:
+        seen[:] = [done, total]
+        queue.put_progress(job_id, done, total)
+
+    try:
+        result = bill_month(
+            queue.engine,
+            job.org_id,
+            parse_month(job.month),
+            PayerRules.load(),
+            BillingSettings(),
+            progress=progress,
+        )
+    except Refusal as exc:
+        _failed(queue, job_id, exc.problem.code, exc.problem.message)
+    except ProblemsError as exc:
+        first = exc.problems[0].message if exc.problems else "the rules cannot judge this month"
+        _failed(queue, job_id, "rules_unavailable", first)
+    except (MissingParameter, UnsupportedOption) as exc:  # no rule-year (or option) for the month
+        text = exc.args[0] if exc.args else type(exc).__name__
+        _failed(queue, job_id, "rules_unavailable", f"the rules cannot judge {job.month}: {text}")
+    except Exception as exc:
+        log.error("month run job %s stopped on %s", job_id, type(exc).__name__)
+        message = f"the month run stopped on an unexpected {type(exc).__name__}; nothing was stored"
+        _failed(queue, job_id, "internal_error", message)
+    else:
+        total = seen[1] or result.summary.patients
+        jobs.finish(
+            queue.engine,
+            job_id,
+            jobs.SUCCEEDED,
+            run_id=result.run_id,
+            outcome=result.outcome,
+            done=total,
+            total=total,
+            worker=queue.worker_id,
+        )
+    finally:
+        try:
+            queue.forget(job_id)
+        except Exception:
+            log.warning("could not clear job progress from the queue")
+
+
+def _failed(queue: JobQueue, job_id: str, code: str, message: str) -> None:
+    jobs.finish(queue.engine, job_id, jobs.FAILED, error_code=code, error=message, worker=queue.worker_id)
+
+
+def _claim(queue: JobQueue, job_id: str) -> jobs.Job | None:
+    """Take the job; on SQLite another writer may hold the lock for a while, so keep trying."""
+    for attempt in range(CLAIM_ATTEMPTS):
+        try:
+            return jobs.claim(queue.engine, job_id, queue.worker_id)
+        except OperationalError:
+            if attempt == CLAIM_ATTEMPTS - 1:
+                raise
+            log.info("database busy; job %s waits to start", job_id)
+    return None
