@@ -237,7 +237,7 @@ def _run(conn: Connection, org_id: str, run_id: str | None, month: str | None) -
             raise NotFound(
                 f"no run {run_id} in organization {org_id}",
                 code="no_such_run",
-                hint="caretally runs lists the stored runs",
+                hint="caretally runs list shows the stored runs",
             )
         return row
     rows = conn.execute(
@@ -256,7 +256,11 @@ def _run(conn: Connection, org_id: str, run_id: str | None, month: str | None) -
 
 def _lines(conn: Connection, run: Any, number: int | None, patient_id: str | None) -> list[tuple[int, Any]]:
     c = schema.claim_lines
-    rows = conn.execute(select(c).where(c.c.run_id == run.run_id).order_by(c.c.id)).mappings().all()
+    rows = (
+        conn.execute(select(c).where(c.c.org_id == run.org_id, c.c.run_id == run.run_id).order_by(c.c.id))
+        .mappings()
+        .all()
+    )
     numbered = list(enumerate(rows, start=1))
     if number is not None:
         if number > len(rows):
@@ -396,7 +400,7 @@ class _Builder:
             d = schema.run_decisions
             row = self.conn.execute(
                 select(d.c.facts_digest, d.c.decisions).where(
-                    d.c.run_id == self.run.run_id, d.c.patient_id == patient_id
+                    d.c.org_id == self.org_id, d.c.run_id == self.run.run_id, d.c.patient_id == patient_id
                 )
             ).first()
             self.decisions[patient_id] = ("", []) if row is None else (row[0], stored_decisions_json(row[1]))
