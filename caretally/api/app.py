@@ -19,6 +19,7 @@ from caretally.api import problems
 from caretally.api.deps import Service
 from caretally.api.middleware import ServiceMiddleware
 from caretally.api.routes import admin, audit, auth, health, imports, months, patients, runs
+from caretally.api.routes import ingest as ingest_routes
 from caretally.api.settings import Settings, SettingsError, resolve_secret
 from caretally.services.accounts import SessionPolicy
 from caretally.services.imports import UnpackLimits
@@ -100,6 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
     api = APIRouter(prefix=API_PREFIX)
     for module in (auth, patients, months, runs, imports, audit, admin):
         api.include_router(module.router)
+    api.include_router(ingest_routes.router)
     app.include_router(api)
     app.add_middleware(
         ServiceMiddleware,
