@@ -156,6 +156,7 @@ _TIME_EXAMPLE = {
     "minutes": "12",
     "activity": "reviewed readings, called patient",
     "interactive": "true",
+    "modality": "phone",
 }
 _ARRAY = {"type": "array", "items": {"type": "object"}}
 
