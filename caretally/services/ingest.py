@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Connection, Engine, delete, event, insert, select
 from sqlalchemy.exc import DBAPIError
 
 from caretally.errors import Problem
@@ -40,7 +41,7 @@ from caretally.services.context import Actor
 from caretally.services.errors import InvalidInput, NotFound, ServiceError, Unauthenticated, Unavailable
 from caretally.services.permissions import Role
 from caretally.store import schema
-from caretally.store.db import DatabaseUnavailable
+from caretally.store.db import DatabaseUnavailable, lock_timeout
 
 #: Webhook sources that authenticate with a shared secret.
 WEBHOOK_SOURCES = ("tenovi",)
@@ -108,6 +109,30 @@ def busy_as_unavailable() -> Iterator[None]:
         ) from None
 
 
+_BOUNDED: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+
+
+def bounded(engine: Engine) -> Engine:
+    """The engine ingest writes through: on PostgreSQL every transaction waits for a lock
+    at most ``$CARETALLY_LOCK_TIMEOUT`` seconds (SQLite's ``begin_write`` already does).
+
+    Without it a request behind a long lock (a migration, a manual ``LOCK TABLE``) would
+    hang for as long as the lock is held; with it the client hears 503 and retries.
+    """
+    if engine.dialect.name != "postgresql":
+        return engine
+    found = _BOUNDED.get(engine)
+    if found is None:
+        found = engine.execution_options()
+
+        def limit(conn: Connection) -> None:
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, int(lock_timeout() * 1000))}")
+
+        event.listen(found, "begin", limit)
+        _BOUNDED[engine] = found
+    return found
+
+
 # ----------------------------------------------------------------------------------------
 # Writes
 # ----------------------------------------------------------------------------------------
@@ -172,7 +197,9 @@ def post_readings(engine: Engine, actor: Actor, items: Any, *, partial: bool = F
         "readings.write",
         "readings",
         partial,
-        lambda: ingest_readings(engine, actor.org_id, items, partial=partial, now=_now(), actor=actor.actor),
+        lambda: ingest_readings(
+            bounded(engine), actor.org_id, items, partial=partial, now=_now(), actor=actor.actor
+        ),
     )
 
 
@@ -187,7 +214,7 @@ def post_fhir(engine: Engine, actor: Actor, bundle: Any, *, partial: bool = Fals
         "fhir",
         partial,
         lambda: ingest_fhir_bundle(
-            engine, actor.org_id, bundle, partial=partial, now=_now(), actor=actor.actor
+            bounded(engine), actor.org_id, bundle, partial=partial, now=_now(), actor=actor.actor
         ),
     )
 
@@ -202,7 +229,9 @@ def post_tenovi(engine: Engine, actor: Actor, payload: Any, *, partial: bool = F
         "tenovi.write",
         "webhooks/tenovi",
         partial,
-        lambda: ingest_tenovi(engine, actor.org_id, payload, partial=partial, now=_now(), actor=actor.actor),
+        lambda: ingest_tenovi(
+            bounded(engine), actor.org_id, payload, partial=partial, now=_now(), actor=actor.actor
+        ),
     )
 
 
@@ -217,7 +246,7 @@ def post_time_entries(engine: Engine, actor: Actor, items: Any, *, partial: bool
         "time-entries",
         partial,
         lambda: create_time_entries(
-            engine, actor.org_id, items, partial=partial, now=_now(), actor=actor.actor
+            bounded(engine), actor.org_id, items, partial=partial, now=_now(), actor=actor.actor
         ),
     )
 
@@ -231,7 +260,7 @@ def amend_time_entry(engine: Engine, actor: Actor, entry_id: str, changes: Any) 
     from caretally.ingest.time_entries import amend_time_entry as amend
 
     def ingest() -> LiveResult:
-        result = amend(engine, actor.org_id, entry_id, changes, actor=actor.actor, now=_now())
+        result = amend(bounded(engine), actor.org_id, entry_id, changes, actor=actor.actor, now=_now())
         if not result.stored and any(p.code == "unknown_entry" for p in result.problems):
             raise NotFound("no such time entry", code="no_such_time_entry")
         return result
