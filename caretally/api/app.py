@@ -20,6 +20,7 @@ from caretally.api.deps import Service
 from caretally.api.middleware import ServiceMiddleware
 from caretally.api.routes import admin, audit, auth, health, imports, months, patients, runs
 from caretally.api.routes import jobs as month_close
+from caretally.api.routes import ingest as ingest_routes
 from caretally.api.settings import Settings, SettingsError, resolve_secret
 from caretally.services.accounts import SessionPolicy
 from caretally.services.imports import UnpackLimits
@@ -137,6 +138,7 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (auth, patients, months, runs, imports, audit, admin):
         api.include_router(module.router)
     api.include_router(month_close.router)
+    api.include_router(ingest_routes.router)
     app.include_router(api)
     mount_web(app)  # pages at /, before ServiceMiddleware so its 500 page sits inside it
     app.add_middleware(

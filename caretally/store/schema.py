@@ -442,3 +442,23 @@ jobs = Table(
     Index("ix_jobs_org_created", "org_id", "created_at"),
     Index("ix_jobs_state", "state"),
 )
+
+# ----------------------------------------------------------------------------------------
+# Webhook secrets (migration 0010).
+# ----------------------------------------------------------------------------------------
+
+webhook_secrets = Table(
+    "webhook_secrets",
+    metadata,
+    # One shared secret per organization and webhook source (``tenovi``), kept as its
+    # SHA-256 digest: the webhook request is matched to its organization by that digest,
+    # never by anything in its URL or body.
+    _org(),
+    Column("source", String(32), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("created_by", String(120), nullable=False),
+    PrimaryKeyConstraint("org_id", "source"),
+    ForeignKeyConstraint(["org_id"], ["organizations.org_id"]),
+    Index("uq_webhook_secrets_source_digest", "source", "digest", unique=True),
+)
