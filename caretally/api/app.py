@@ -19,8 +19,8 @@ from caretally.api import problems
 from caretally.api.deps import Service
 from caretally.api.middleware import ServiceMiddleware
 from caretally.api.routes import admin, audit, auth, health, imports, months, patients, runs
-from caretally.api.routes import jobs as month_close
 from caretally.api.routes import ingest as ingest_routes
+from caretally.api.routes import jobs as month_close
 from caretally.api.settings import Settings, SettingsError, resolve_secret
 from caretally.services.accounts import SessionPolicy
 from caretally.services.imports import UnpackLimits
