@@ -547,9 +547,7 @@ def check_visit(row: Row, index: ReferenceIndex, today: date) -> None:
     row.values["visit_date"] = day
     if day is not None:
         birth = index.births.get(patient or "")
-        if day > today:
-            row.fail("date", "future_date", f"date {day} is in the future")
-        elif birth is not None and day.isoformat() < birth:
+        if birth is not None and day.isoformat() < birth:
             row.fail("date", "before_birth", f"date {day} is before the patient's birth date {birth}")
     row.take("code", hcpcs_code)
     row.take("place_of_service", place_of_service, required=False)

@@ -77,7 +77,8 @@ def test_bad_visit_rows_point_at_their_line_and_field(db_url: str) -> None:
     bundle = valid_bundle()
     visits = _visits()
     visits[0].update(code="9921", place_of_service="1a")
-    visits[1].update(patient_id="P9", date="2026-04-01", telehealth="maybe")
+    visits[1].update(patient_id="P9", telehealth="maybe")
+    visits.append({**_visits()[0], "visit_id": "V3", "date": "1901-01-01"})
     bundle["visits"] = visits
     with_row(bundle, "practitioners", 1, employment="freelance")
     engine = open_database(db_url, ORG)
@@ -86,7 +87,7 @@ def test_bad_visit_rows_point_at_their_line_and_field(db_url: str) -> None:
     assert ("<records>:visits[1]", 1, "code", "bad_code") in found
     assert ("<records>:visits[1]", 1, "place_of_service", "bad_place_of_service") in found
     assert ("<records>:visits[2]", 2, "patient_id", "unknown_patient") in found
-    assert ("<records>:visits[2]", 2, "date", "future_date") in found
+    assert ("<records>:visits[3]", 3, "date", "before_birth") in found
     assert ("<records>:visits[2]", 2, "telehealth", "bad_boolean") in found
     assert ("<records>:practitioners[2]", 2, "employment", "bad_enum") in found
     assert not report.stored
