@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "caretally.cli.users_cmd",
     "caretally.cli.tokens_cmd",
     "caretally.cli.audit_cmd",
+    "caretally.cli.scan_cmd",
 )
 
 #: Top-level command name → the module that registers it (``tests/cli`` checks this
@@ -58,6 +59,7 @@ COMMAND_NAMES: dict[str, str] = {
     "users": "caretally.cli.users_cmd",
     "tokens": "caretally.cli.tokens_cmd",
     "audit": "caretally.cli.audit_cmd",
+    "scan": "caretally.cli.scan_cmd",
 }
 
 DEBUG_ENV = "CARETALLY_DEBUG"
