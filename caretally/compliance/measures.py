@@ -215,6 +215,7 @@ class _Data:
             if line.code in self.setup:
                 self.setup_ever.setdefault(line.patient_id, line)
         self.enrollees = sorted(self.rpm_inside)
+        self.first_month = min((line.month for line in self.first_rpm.values()), default=None)
         self.visits: dict[str, list[ScanVisit]] = defaultdict(list)
         for v in sorted(visits, key=lambda x: (x.day, x.visit_id)):
             self.visits[v.patient_id].append(v)
@@ -287,6 +288,10 @@ def _a2(data: _Data) -> Result:
             if setup is not None and "set-up" not in gaps
             else ""
         )
+        if "set-up" in gaps and data.first_rpm[pid].month == data.first_month:
+            note = (
+                "; the patient's RPM lines begin in the first month of stored runs: a set-up may precede them"
+            )
         evidence = (
             f"no {', no '.join(gaps)} line between {year.start} and {year.end} "
             f"(set-up: any stored run up to {year.end}){note}; billed: {', '.join(sorted(codes))}"

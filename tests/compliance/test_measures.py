@@ -163,3 +163,10 @@ def test_every_threshold_and_option_is_cited() -> None:
     assert all(o.cite and o.doc for o in b.options.values())
     assert b.measures["B2"].value("practice_share") == Decimal("0.80")
     assert b.measures["B1"].value("rise_ratio") == Decimal("2.5")
+
+
+def test_a2_says_when_a_missing_setup_may_precede_the_stored_runs() -> None:
+    lines = [line("P1", "99454", date(2026, 1, 5)), line("P2", "99454", date(2026, 3, 5))]
+    found = {f["patient_id"]: f["evidence"] for f in measure(scan(book(), YEAR, lines, []), "A2")["findings"]}
+    assert "a set-up may precede them" in found["P1"]
+    assert "a set-up may precede them" not in found["P2"]
