@@ -93,6 +93,7 @@ patients = Table(
     Column("state", String(2)),
     Column("postal_code", String(10)),
     Column("extra", JSON),
+    Column("death_date", Date),  # migration 0011: nothing is billed for a later service date
     ForeignKeyConstraint(["org_id"], ["organizations.org_id"]),
     PrimaryKeyConstraint("org_id", "patient_id"),
 )
@@ -107,6 +108,9 @@ practitioners = Table(
     Column("credential", String(16), nullable=False),
     Column("performer_class", String(16), nullable=False),
     Column("extra", JSON),
+    # Migration 0011: employee | contractor of the billing practice (the CY2027 proposal
+    # staff_minutes_employed_only reads it); rows stored before it are employees.
+    Column("employment", String(16), nullable=False, server_default="employee"),
     ForeignKeyConstraint(["org_id"], ["organizations.org_id"]),
     PrimaryKeyConstraint("org_id", "practitioner_id"),
 )
@@ -201,6 +205,24 @@ time_entries = Table(
     Column("extra", JSON),
     PrimaryKeyConstraint("org_id", "entry_id"),
     Index("ix_time_patient_day", "org_id", "patient_id", "local_date"),
+)
+
+visits = Table(
+    "visits",
+    metadata,
+    # Migration 0011: encounters (E/M, AWV, IPPE …) as the practice billed them, so an
+    # initiating visit, a same-day E/M and a prior relationship can be checked, not attested.
+    _org(),
+    Column("visit_id", String(64), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("practitioner_id", String(64), nullable=False),
+    Column("visit_date", Date, nullable=False),  # the file's `date`, the patient-local day
+    Column("code", String(8), nullable=False),  # CPT/HCPCS, upper-case
+    Column("place_of_service", String(2)),
+    Column("telehealth", Boolean, nullable=False),
+    Column("extra", JSON),
+    PrimaryKeyConstraint("org_id", "visit_id"),
+    Index("ix_visits_patient", "org_id", "patient_id", "visit_date"),
 )
 
 import_batches = Table(

@@ -106,6 +106,9 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("GET", f"{V1}/months/{{month}}/leakage"): Entry(
         P.LEAKAGE_READ, lambda w, t, c, p: Call("GET", f"{V1}/months/{MONTH}/leakage")
     ),
+    ("GET", f"{V1}/compliance/scan"): Entry(
+        P.COMPLIANCE_READ, lambda w, t, c, p: Call("GET", f"{V1}/compliance/scan?year=2026&month={MONTH}")
+    ),
     ("GET", f"{V1}/runs"): Entry(P.RUNS_READ, lambda w, t, c, p: Call("GET", f"{V1}/runs")),
     ("GET", f"{V1}/runs/{{run_id}}"): Entry(
         P.RUNS_READ, lambda w, t, c, p: Call("GET", f"{V1}/runs/{w.run_ids[t]}"), True
