@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -194,6 +195,7 @@ def test_an_interrupted_job_is_failed_stores_nothing_and_runs_again_the_same(
         if worker.poll() is None:
             worker.kill()
             worker.wait(30)
+    assert queue.reap() == 1  # what a starting consumer does; a lookup would do the same
     failed = jobs.get_job(engine, actor, queue, job.job_id)
     assert failed.state == jobs.FAILED and failed.error_code == jobs.INTERRUPTED, failed
     assert "start the run again" in (failed.error or "")
@@ -217,4 +219,31 @@ def test_an_interrupted_job_is_failed_stores_nothing_and_runs_again_the_same(
     # Same data, rules and engine: the same run (same digests), nothing new stored.
     assert (once_more.outcome, once_more.run_id) == ("unchanged", again.run_id)
     assert runs_of(engine, "default") == 1
+    engine.dispose()
+
+
+def test_a_consumer_on_another_machine_is_alive_while_it_beats(sqlite_url: str, queue_for: object) -> None:
+    """The cross-machine rule: a heartbeat in the queue's store, stale after ``stale_after``."""
+    engine = open_database(sqlite_url, "default")
+    queue = queue_for(engine, sqlite_url)  # type: ignore[operator]
+    elsewhere = "another-host.example:4242:0badcafe"
+    assert not queue.is_alive(elsewhere)  # never beat
+    key = queue._key("alive", elsewhere)
+    queue.huey.storage.put_data(key, str(time.time()).encode())
+    assert queue.is_alive(elsewhere)
+    queue.huey.storage.put_data(key, str(time.time() - queue.stale_after - 1).encode())
+    assert not queue.is_alive(elsewhere)
+    # This machine: a process that has exited is gone whatever its last beat said.
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    here = f"{socket.gethostname()[:80]}:{finished.stdout.strip()}:0badcafe"
+    queue.huey.storage.put_data(queue._key("alive", here), str(time.time()).encode())
+    assert not queue.is_alive(here)
+    queue.start_heartbeat()
+    try:
+        assert queue.is_alive(queue.worker_id)
+    finally:
+        queue.stop_heartbeat()
+    assert not queue.is_alive(queue.worker_id)
     engine.dispose()
