@@ -5,6 +5,10 @@ same defaults as ``caretally bill --month M`` without options (national pricing,
 of service 11, Medicare rules without payer overlays). It is one transaction: when it
 fails or its process dies, nothing of it is stored.
 
+Progress (patients stored / total) goes to the queue's store as the run reports it, and on
+PostgreSQL to the ``jobs`` row as well; on SQLite the run holds the database's one write
+lock until it commits, so the row gets its figures when the run starts and ends.
+
 Error lines recorded on the job name codes and counts, never patients: a refusal's
 message (month busy, rules missing for the month) or the type of an unexpected error.
 """
@@ -39,10 +43,13 @@ def run_month_job(queue: JobQueue, job_id: str) -> None:
     if job is None:
         return  # not queued any more (already run, or reported failed)
     seen = [0, 0]
+    # The row too, where the run's own transaction does not hold the only write lock.
+    on_row = queue.engine.dialect.name != "sqlite"
 
     def progress(done: int, total: int) -> None:
         seen[:] = [done, total]
-        queue.put_progress(job_id, done, total)
+        if queue.put_progress(job_id, done, total) and on_row:
+            jobs.record_progress(queue.engine, job_id, queue.worker_id, done, total)
 
     try:
         result = bill_month(
