@@ -255,3 +255,32 @@ def test_a_consumer_on_another_machine_is_alive_while_it_beats(sqlite_url: str, 
         queue.stop_heartbeat()
     assert not queue.is_alive(queue.worker_id)
     engine.dispose()
+
+
+def test_a_job_waits_for_a_writer_holding_sqlite_and_then_runs(
+    sqlite_url: str, queue_for: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds the database's write lock longer than one lock timeout: the job
+    stays queued meanwhile, then runs, instead of being lost or stuck as running."""
+    import sqlite3
+
+    monkeypatch.setenv("CARETALLY_LOCK_TIMEOUT", "0.2")
+    engine = open_database(sqlite_url, None)
+    accounts.add_org(engine, "north", "North Clinic")
+    assert import_records(engine, "north", tenant_bundle("north"), now=CLOCK).ok()
+    queue = queue_for(engine, sqlite_url)  # type: ignore[operator]
+    job, _ = jobs.start_month_run(engine, cli_actor("north"), queue, MONTH)
+    holder = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    consumer = BackgroundConsumer(queue)
+    consumer.start()
+    try:
+        time.sleep(1.5)  # several lock timeouts
+        assert jobs.get_job(engine, cli_actor("north"), queue, job.job_id).state == jobs.QUEUED
+        holder.execute("ROLLBACK")
+        done = wait_for(engine, queue, "north", job.job_id)
+        assert done.state == jobs.SUCCEEDED, done
+    finally:
+        holder.close()
+        consumer.stop()
+        engine.dispose()
