@@ -303,6 +303,7 @@ def patient_page(
     today: date,
     log_time_href: str,
     later: Sequence[tuple[PatientMonthFacts, Sequence[Decision]]] = (),
+    correct_href: Callable[[str], str] | None = None,
 ) -> PatientPage:
     """The patient's month: programs, the open device period, minutes, readings, decisions.
 
@@ -386,7 +387,7 @@ def patient_page(
         calendars=tuple(calendars),
         minutes=tuple(minutes),
         readings=tuple(reading_panels),
-        time_log=views.time_log_table(entries),
+        time_log=views.time_log_table(entries, correct_href=correct_href),
         decisions=views.decision_views(decision_json),
         decisions_source=decisions_source,
         month=f"{facts.month.start:%B %Y}",
@@ -444,6 +445,9 @@ def log_time_page(
     errors: Mapping[str, str] | None = None,
     locked_note: str | None = None,
     action: str = "/time-entries",
+    correct_href: Callable[[str], str] | None = None,
+    hidden: Sequence[tuple[str, str]] = (),
+    submit: str = "Save time",
 ) -> LogTimePage:
     """The timer and the entry form. After a stop, ``values`` carries the timer's minutes."""
     values = values or {}
@@ -454,8 +458,8 @@ def log_time_page(
 
     entry = Form(
         action=action,
-        submit="Save time",
-        hidden=(("patient_id", patient.patient_id),),
+        submit=submit,
+        hidden=(("patient_id", patient.patient_id), *hidden),
         fields=(
             f(
                 "program",
@@ -489,7 +493,7 @@ def log_time_page(
         patient_label=f"{patient.name} ({patient.patient_id})",
         timer=timer,
         entry=entry,
-        recent=views.time_log_table(entries),
+        recent=views.time_log_table(entries, correct_href=correct_href),
         locked_note=locked_note,
     )
 
@@ -505,7 +509,55 @@ def _reading_words(r: ReadingRow) -> str:
     return f"{kind} {r.value}{unit}" + (" (manual)" if r.manual else "")
 
 
-def alerts_page(alerts: Sequence[OpenAlert], thresholds: Sequence[AlertThreshold]) -> AlertsPage:
+def threshold_form(errors: Mapping[str, str] | None = None, values: Mapping[str, str] | None = None) -> Form:
+    """Adding an alert threshold: practice configuration, never medical advice."""
+    errors, values = errors or {}, values or {}
+    return Form(
+        action="/alerts/thresholds",
+        submit="Add threshold",
+        legend="Add a threshold",
+        fields=(
+            Field(
+                "program",
+                "Threshold program",
+                kind="select",
+                options=_options(PROGRAM_CHOICES, values.get("program") or "RPM"),
+                id="f-threshold-program",
+            ),
+            Field(
+                "measure",
+                "Measure",
+                value=values.get("measure", ""),
+                hint="A reading type: glucose, weight, spo2, blood_pressure.systolic …",
+                error=errors.get("measure"),
+                required=True,
+            ),
+            Field("at_or_above", "At or above", value=values.get("at_or_above", ""), inputmode="decimal"),
+            Field(
+                "at_or_below",
+                "At or below",
+                value=values.get("at_or_below", ""),
+                inputmode="decimal",
+                error=errors.get("bounds"),
+            ),
+            Field(
+                "patient_id",
+                "For one patient (id)",
+                value=values.get("patient_id", ""),
+                hint="Empty: every patient in the program.",
+                id="f-threshold-patient",
+            ),
+        ),
+    )
+
+
+def alerts_page(
+    alerts: Sequence[OpenAlert],
+    thresholds: Sequence[AlertThreshold],
+    *,
+    add_threshold: Form | None = None,
+    may_acknowledge: bool = True,
+) -> AlertsPage:
     rows = tuple(
         AlertRow(
             alert_id=a.alert_id,
@@ -529,7 +581,7 @@ def alerts_page(alerts: Sequence[OpenAlert], thresholds: Sequence[AlertThreshold
     )
     patients = len({a.patient.patient_id for a in alerts})
     summary = f"{count(len(alerts), 'open alert')} for {count(patients, 'patient')}."
-    return AlertsPage(rows, table, summary)
+    return AlertsPage(rows, table, summary, add_threshold, may_acknowledge)
 
 
 # --------------------------------------------------------------------------------------

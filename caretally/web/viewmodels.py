@@ -386,6 +386,8 @@ class AlertsPage:
     alerts: tuple[AlertRow, ...]
     thresholds: DataTable
     summary: str
+    add_threshold: Form | None = None  # shown to roles that may set thresholds
+    may_acknowledge: bool = True
 
 
 @dataclass(frozen=True)
