@@ -15,7 +15,7 @@ them, with nothing to keep in step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo
 
@@ -89,11 +89,10 @@ def _in_force(thresholds: list[Threshold], patient_id: str, programs: tuple[str,
     ]
 
 
-def open_alerts(
-    engine: Engine, actor: Actor, *, now: datetime | None = None, limit: int = 200
-) -> list[Alert]:
-    """Unacknowledged alerts from the last ``WINDOW_DAYS`` days, newest first."""
-    when = now or _now()
+def open_alerts(engine: Engine, actor: Actor, *, as_of: date | None = None, limit: int = 200) -> list[Alert]:
+    """Unacknowledged alerts from readings of the ``WINDOW_DAYS`` days up to ``as_of``
+    (default today), newest first."""
+    last = as_of or _now().date()
     r, p = schema.readings, schema.patients
 
     def work(note: audit.AuditNote) -> list[Alert]:
@@ -108,13 +107,13 @@ def open_alerts(
                     select(_ack.c.reading_key, _ack.c.threshold_id).where(_ack.c.org_id == actor.org_id)
                 )
             }
-            since = (when - timedelta(days=WINDOW_DAYS + 1)).date()
+            since = last - timedelta(days=WINDOW_DAYS)
             rows = conn.execute(
                 select(
                     r.c.id, r.c.reading_key, r.c.patient_id, r.c.measured_at, r.c.type, r.c.value, r.c.unit
                 )
                 .add_columns(r.c.transmission, r.c.device_id)
-                .where(r.c.org_id == actor.org_id, r.c.local_date >= since)
+                .where(r.c.org_id == actor.org_id, r.c.local_date >= since, r.c.local_date <= last)
                 .order_by(r.c.measured_at.desc(), r.c.id.desc())
             ).all()
             ids = sorted({row.patient_id for row in rows})

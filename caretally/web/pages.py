@@ -557,6 +557,7 @@ def alerts_page(
     *,
     add_threshold: Form | None = None,
     may_acknowledge: bool = True,
+    as_of: date | None = None,
 ) -> AlertsPage:
     rows = tuple(
         AlertRow(
@@ -565,7 +566,7 @@ def alerts_page(
             reading=_reading_words(a.reading),
             threshold=a.threshold.band.label,
             when=day_and_time(a.reading.measured_local),
-            acknowledge_url=f"/alerts/{a.alert_id}/acknowledge",
+            acknowledge_url=f"/alerts/{a.alert_id}/acknowledge" + (f"?as_of={as_of}" if as_of else ""),
         )
         for a in alerts
     )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from caretally.services import alerts
@@ -28,6 +29,7 @@ from caretally.web.views import ReadingRow
 
 router = APIRouter(include_in_schema=False)
 AlertId = Annotated[str, Path(pattern=r"^[0-9]{1,12}-[0-9]{1,12}$")]
+AsOf = Annotated[str, Query(max_length=10)]
 
 
 def _answer(
@@ -38,8 +40,9 @@ def _answer(
     errors: dict[str, str] | None = None,
     values: dict[str, str] | None = None,
     status: int = 200,
+    as_of: date | None = None,
 ) -> HTMLResponse:
-    found = alerts.open_alerts(service.engine, viewer.actor)
+    found = alerts.open_alerts(service.engine, viewer.actor, as_of=as_of)
     rows = []
     for a in found:
         pairs = threshold_bands(a.threshold)
@@ -71,6 +74,7 @@ def _answer(
         thresholds,
         add_threshold=pages.threshold_form(errors, values) if writer else None,
         may_acknowledge=writer,
+        as_of=as_of,
     )
     flashes = (Flash("error", "The threshold was not added: see the form."),) if errors else ()
     return page_response(
@@ -78,14 +82,33 @@ def _answer(
     )
 
 
+def _as_of(text: str) -> date | None:
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(
+            f"As of {text!r} is not a date; write it as YYYY-MM-DD", code="invalid_date"
+        ) from None
+
+
 @router.get("/alerts")
-def alerts_list(request: Request, viewer: AlertsViewer, service: ServiceDep) -> HTMLResponse:
-    return _answer(request, viewer, service)
+def alerts_list(
+    request: Request, viewer: AlertsViewer, service: ServiceDep, as_of: AsOf = ""
+) -> HTMLResponse:
+    """Alerts from readings of the two weeks up to today (or ``as_of``, to review a past day)."""
+    return _answer(request, viewer, service, as_of=_as_of(as_of))
 
 
 @router.post("/alerts/{alert_id}/acknowledge")
 def acknowledge(
-    request: Request, alert_id: AlertId, viewer: AlertsWriter, service: ServiceDep, form: PostedForm
+    request: Request,
+    alert_id: AlertId,
+    viewer: AlertsWriter,
+    service: ServiceDep,
+    form: PostedForm,
+    as_of: AsOf = "",
 ) -> RedirectResponse:
     """Close the alert with a note; "Log as time" goes on to the log-time form, filled in."""
     ack_id, patient_id, words = alerts.acknowledge(
@@ -98,7 +121,8 @@ def acknowledge(
             f"/patients/{patient_id}/time?{query}",
             flash="Alert acknowledged. Log the time the follow-up took.",
         )
-    return redirect(request, "/alerts", flash="Alert acknowledged.")
+    back = f"/alerts?as_of={_as_of(as_of)}" if as_of else "/alerts"
+    return redirect(request, back, flash="Alert acknowledged.")
 
 
 @router.post("/alerts/thresholds")
