@@ -963,7 +963,11 @@ def admin_page(
     new_token: str | None = None,
     roles: Sequence[str] = tuple(ROLE_LABELS),
     add_user_errors: Mapping[str, str] | None = None,
+    practitioners: Sequence[tuple[str, str]] = (),
+    links: Mapping[str, str] | None = None,
 ) -> AdminPage:
+    """``practitioners`` (id, words) and ``links`` (user id → practitioner id) add the form
+    that says which practitioner a user logs time as."""
     errors = add_user_errors or {}
     role_options = tuple(Option(r, ROLE_LABELS.get(r, r)) for r in roles)
     add_user = Form(
@@ -983,7 +987,7 @@ def admin_page(
                 required=True,
                 autocomplete="new-password",
                 error=errors.get("password"),
-                hint="At least 12 characters; the user changes it after signing in.",
+                hint="At least 15 characters; give it to the user privately.",
             ),
         ),
     )
@@ -1026,4 +1030,33 @@ def admin_page(
         create_token=create_token,
         settings=tuple(settings),
         new_token=new_token,
+        link_practitioner=_link_form(users, practitioners, links or {}) if practitioners else None,
+    )
+
+
+def _link_form(
+    users: Sequence[UserRecord], practitioners: Sequence[tuple[str, str]], links: Mapping[str, str]
+) -> Form:
+    def words(u: UserRecord) -> str:
+        linked = links.get(u.user_id)
+        return f"{u.email}" + (f" (now {linked})" if linked else "")
+
+    return Form(
+        action="/admin/practitioner-links",
+        submit="Link practitioner",
+        legend="Who logs time as which practitioner",
+        fields=(
+            Field(
+                "user_id",
+                "User to link",
+                kind="select",
+                options=tuple(Option(u.user_id, words(u)) for u in users if u.active),
+            ),
+            Field(
+                "practitioner_id",
+                "Practitioner",
+                kind="select",
+                options=(Option("", "None (cannot log time)"), *(Option(k, v) for k, v in practitioners)),
+            ),
+        ),
     )

@@ -481,6 +481,7 @@ class AdminPage:
     create_token: Form
     settings: tuple[tuple[str, Cell], ...]
     new_token: str | None = None  # shown once, right after it was created
+    link_practitioner: Form | None = None  # which practitioner a user logs time as
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,13 @@ WEB_ROUTES: dict[tuple[str, str], str | P] = {
     ("GET", "/alerts"): P.ALERTS_READ,
     ("POST", "/alerts/{alert_id}/acknowledge"): P.ALERTS_WRITE,
     ("POST", "/alerts/thresholds"): P.ALERTS_WRITE,
+    ("GET", "/admin"): P.ADMIN_USERS,
+    ("POST", "/admin/users"): P.ADMIN_USERS,
+    ("POST", "/admin/users/{user_id}/role"): P.ADMIN_USERS,
+    ("POST", "/admin/users/{user_id}/deactivate"): P.ADMIN_USERS,
+    ("POST", "/admin/practitioner-links"): P.ADMIN_USERS,
+    ("POST", "/admin/tokens"): P.ADMIN_TOKENS,
+    ("POST", "/admin/tokens/{token_id}/revoke"): P.ADMIN_TOKENS,
 }
 
 
