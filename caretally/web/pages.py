@@ -927,7 +927,7 @@ def audit_page(
     table = DataTable(
         caption="Access log, newest first",
         columns=(
-            Column("When"),
+            Column("When", nowrap=True),
             Column("Who"),
             Column("Action"),
             Column("What"),
