@@ -558,7 +558,9 @@ def alerts_page(
     add_threshold: Form | None = None,
     may_acknowledge: bool = True,
     as_of: date | None = None,
+    window: tuple[date, date] | None = None,
 ) -> AlertsPage:
+    """``as_of`` is kept in the acknowledgement links; ``window`` (first, last day) is said."""
     rows = tuple(
         AlertRow(
             alert_id=a.alert_id,
@@ -581,8 +583,10 @@ def alerts_page(
         empty="No thresholds set: no alerts are raised.",
     )
     patients = len({a.patient.patient_id for a in alerts})
-    summary = f"{count(len(alerts), 'open alert')} for {count(patients, 'patient')}."
-    return AlertsPage(rows, table, summary, add_threshold, may_acknowledge)
+    summary = f"{count(len(alerts), 'open alert')} for {count(patients, 'patient')}"
+    if window is not None:
+        summary += f", from readings of {short_date(window[0])} – {short_date(window[1])}"
+    return AlertsPage(rows, table, summary + ".", add_threshold, may_acknowledge)
 
 
 # --------------------------------------------------------------------------------------

@@ -51,12 +51,17 @@ def _serve(world: CareWorld, folder: Path, **env: str) -> Iterator[Server]:
         serve_command(world.url, port),
         port=port,
         log=folder / f"serve-{port}.log",
-        env=server_env(CARETALLY_ACCESS_LOG="false", **env),
+        env=server_env(**env),
         cwd=folder,
     )
     yield server
     server.stop()
-    assert "Traceback" not in server.output(), server.output()[-3000:]
+    output = server.output()
+    assert "Traceback" not in output, output[-3000:]
+    # The access log names route templates, never a patient id from a path or a query.
+    assert "GET /patients/{patient_id}" in output or "GET /worklist" in output
+    leaked = re.findall(r"P0000\d\d", output)
+    assert not leaked, f"patient ids in the server's log: {sorted(set(leaked))}"
 
 
 @pytest.fixture(scope="module")

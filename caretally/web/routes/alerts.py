@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -42,7 +42,8 @@ def _answer(
     status: int = 200,
     as_of: date | None = None,
 ) -> HTMLResponse:
-    found = alerts.open_alerts(service.engine, viewer.actor, as_of=as_of)
+    last = as_of or datetime.now(UTC).date()
+    found = alerts.open_alerts(service.engine, viewer.actor, as_of=last)
     rows = []
     for a in found:
         pairs = threshold_bands(a.threshold)
@@ -75,6 +76,7 @@ def _answer(
         add_threshold=pages.threshold_form(errors, values) if writer else None,
         may_acknowledge=writer,
         as_of=as_of,
+        window=(last - timedelta(days=alerts.WINDOW_DAYS), last),
     )
     flashes = (Flash("error", "The threshold was not added: see the form."),) if errors else ()
     return page_response(
