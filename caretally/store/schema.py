@@ -484,3 +484,69 @@ webhook_secrets = Table(
     ForeignKeyConstraint(["org_id"], ["organizations.org_id"]),
     Index("uq_webhook_secrets_source_digest", "source", "digest", unique=True),
 )
+
+# --- Web app for care teams (migration 0012) ----------------------------------------------
+
+staff_timers = Table(
+    "staff_timers",
+    metadata,
+    # A user's running or paused timer for one patient, kept on the server so a reload or a
+    # second tab shows the same clock. Stopping it deletes the row (the time becomes an entry).
+    _org(),
+    Column("user_id", Integer, nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("state", String(8), nullable=False),  # running | paused
+    Column("elapsed_seconds", Integer, nullable=False),  # before the current running stretch
+    Column("running_since", UtcDateTime),  # NULL while paused
+    Column("first_started_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    ForeignKeyConstraint(["user_id"], ["users.user_id"]),
+    PrimaryKeyConstraint("org_id", "user_id", "patient_id"),
+)
+
+user_practitioners = Table(
+    "user_practitioners",
+    metadata,
+    # Which practitioner a signed-in user logs time as (time entries name a practitioner).
+    _org(),
+    Column("user_id", Integer, nullable=False),
+    Column("practitioner_id", String(64), nullable=False),
+    ForeignKeyConstraint(["user_id"], ["users.user_id"]),
+    PrimaryKeyConstraint("org_id", "user_id"),
+)
+
+alert_thresholds = Table(
+    "alert_thresholds",
+    metadata,
+    # A practice's alert threshold (configuration, not medical advice): a reading of
+    # ``measure`` at or above ``at_or_above`` or at or below ``at_or_below`` raises an alert,
+    # for every patient of ``program`` or for one patient.
+    Column("threshold_id", Integer, primary_key=True, autoincrement=True),
+    _org(),
+    Column("program", String(8), nullable=False),
+    Column("measure", String(64), nullable=False),  # a reading type, or blood_pressure.systolic …
+    Column("at_or_above", Numeric(12, 3)),
+    Column("at_or_below", Numeric(12, 3)),
+    Column("patient_id", String(64)),  # NULL: every patient of the program
+    Column("created_by", String(120), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("removed_at", UtcDateTime),
+    Index("ix_alert_thresholds_org", "org_id", "program"),
+)
+
+alert_acknowledgements = Table(
+    "alert_acknowledgements",
+    metadata,
+    # An alert is a reading outside a threshold; acknowledging it closes it, with a note and,
+    # when the nurse chose to, the time entry it became.
+    Column("ack_id", Integer, primary_key=True, autoincrement=True),
+    _org(),
+    Column("reading_key", String(200), nullable=False),
+    Column("threshold_id", Integer, nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("acknowledged_by", String(120), nullable=False),
+    Column("acknowledged_at", UtcDateTime, nullable=False),
+    Column("note", Text),
+    Column("entry_id", String(64)),
+    Index("uq_alert_acknowledgements", "org_id", "reading_key", "threshold_id", unique=True),
+)

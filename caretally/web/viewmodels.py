@@ -386,6 +386,8 @@ class AlertsPage:
     alerts: tuple[AlertRow, ...]
     thresholds: DataTable
     summary: str
+    add_threshold: Form | None = None  # shown to roles that may set thresholds
+    may_acknowledge: bool = True
 
 
 @dataclass(frozen=True)
@@ -479,6 +481,7 @@ class AdminPage:
     create_token: Form
     settings: tuple[tuple[str, Cell], ...]
     new_token: str | None = None  # shown once, right after it was created
+    link_practitioner: Form | None = None  # which practitioner a user logs time as
 
 
 @dataclass(frozen=True)

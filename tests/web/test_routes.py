@@ -20,6 +20,24 @@ WEB_ROUTES: dict[tuple[str, str], str | P] = {
     ("POST", "/signin"): PUBLIC,  # checks its own pre-session CSRF token
     ("POST", "/signout"): AUTHENTICATED,
     ("GET", "/audit"): P.AUDIT_READ,
+    ("GET", "/worklist"): P.WORKLIST_READ,
+    ("GET", "/patients"): P.PATIENTS_READ,
+    ("GET", "/patients/{patient_id}"): P.PATIENTS_READ,
+    ("GET", "/patients/{patient_id}/time"): P.TIME_WRITE,
+    ("POST", "/patients/{patient_id}/time"): P.TIME_WRITE,
+    ("POST", "/patients/{patient_id}/timer"): P.TIME_WRITE,
+    ("GET", "/time-entries/{entry_id}"): P.TIME_WRITE,
+    ("POST", "/time-entries/{entry_id}"): P.TIME_WRITE,
+    ("GET", "/alerts"): P.ALERTS_READ,
+    ("POST", "/alerts/{alert_id}/acknowledge"): P.ALERTS_WRITE,
+    ("POST", "/alerts/thresholds"): P.ALERTS_WRITE,
+    ("GET", "/admin"): P.ADMIN_USERS,
+    ("POST", "/admin/users"): P.ADMIN_USERS,
+    ("POST", "/admin/users/{user_id}/role"): P.ADMIN_USERS,
+    ("POST", "/admin/users/{user_id}/deactivate"): P.ADMIN_USERS,
+    ("POST", "/admin/practitioner-links"): P.ADMIN_USERS,
+    ("POST", "/admin/tokens"): P.ADMIN_TOKENS,
+    ("POST", "/admin/tokens/{token_id}/revoke"): P.ADMIN_TOKENS,
 }
 
 

@@ -7,6 +7,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from caretally.web.routes import audit, auth
+from caretally.web.routes import admin, alerts, audit, auth, care
 
-ROUTERS: tuple[APIRouter, ...] = (auth.router, audit.router)
+ROUTERS: tuple[APIRouter, ...] = (auth.router, care.router, alerts.router, audit.router, admin.router)
