@@ -3,7 +3,7 @@
 The practice is synthesized, imported and partly billed into a SQLite file, then served by
 ``caretally serve`` on a loopback port (a separate process). The browser signs in through
 the form and finds everything by role and accessible name. Screenshots of each page land
-in ``docs/screenshots/`` (``CARETALLY_SCREENSHOTS=0`` skips writing them).
+in ``docs/screenshots/`` (only with ``CARETALLY_SCREENSHOTS=1``: a test run leaves the checkout as it was).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def served(practice: CareWorld, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 def shot(page: Page, name: str) -> None:
-    if os.environ.get("CARETALLY_SCREENSHOTS", "1") == "0":
+    if os.environ.get("CARETALLY_SCREENSHOTS") != "1":
         return
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
