@@ -460,7 +460,7 @@ def write_arrow(conn: Connection, table: str, names: Sequence[str], data: Any) -
     PostgreSQL gets the table as CSV written by Arrow itself and sent with ``COPY … (FORMAT
     csv)``: no Python object per value. Arrow quotes every string and leaves nulls bare, so
     an empty string stays empty and a null stays NULL. SQLite needs Python values to bind,
-    taken a column at a time (``to_pylist``) and zipped into rows.
+    taken a column at a time (``to_pylist``) and zipped into rows as the driver asks.
     """
     if not data.num_rows:
         return
@@ -478,5 +478,12 @@ def write_arrow(conn: Connection, table: str, names: Sequence[str], data: Any) -
         ):
             copy.write(memoryview(sink.getvalue()))
         return
-    rows = list(zip(*(column.to_pylist() for column in data.columns), strict=True))
-    write_rows(conn, table, names, rows)
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    marks = ", ".join("?" * len(names))
+    # One statement per row straight from the zipped columns: with no row tuples to flatten,
+    # this costs what ``write_rows``' multi-row statements do (measured), with less memory.
+    driver.executemany(
+        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({marks})",
+        zip(*(column.to_pylist() for column in data.columns), strict=True),
+    )
