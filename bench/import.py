@@ -145,8 +145,8 @@ def _report(
         "",
         *(f"- {k}: {v}" for k, v in described.items()),
         "",
-        "| database | path | runs (s) | median s | readings/s (median) | CPU s of the importing process"
-        " (median) | peak MB | target | ratio to target |",
+        "| database | path | runs (s) | median s | CPU s of the importing process (median)"
+        " | readings/s (median) | peak MB | target | ratio to target |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for (backend, mode), got in runs.items():
