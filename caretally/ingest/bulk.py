@@ -18,15 +18,18 @@ later than the import clock allows. Local dates come per (zone, UTC hour), exact
 sends its rows down the row path.
 
 Line numbers stay exact because a block goes to Arrow only when each of its lines is one
-record: no quote, no NUL, no carriage return except before a line feed, no blank line,
-valid UTF-8 (then Arrow's rows and the file's lines correspond one to one). A block with
-a row of the wrong width is split in Python the way ``sources._csv_batches`` splits a
-quote-free line. Anything else (a quote, a bare carriage return, bytes that are not
-UTF-8) hands the rest of the file to ``sources._csv_batches``, which reads it as before.
+record: no NUL, no carriage return except before a line feed, no blank line, valid UTF-8,
+and as many rows as lines (then Arrow's rows and the file's lines correspond one to one).
+A line with a quote must read into the same cells through ``csv.reader`` as through Arrow.
+A quote-free block with a row of the wrong width is split in Python the way
+``sources._csv_batches`` splits a quote-free line. Anything else (a quoted cell spanning
+lines, a bare carriage return, bytes that are not UTF-8) hands the rest of the file to
+``sources._csv_batches``, which reads it as before.
 """
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,8 +95,11 @@ def data_start(path: Path) -> tuple[int, int] | None:
 
 
 def _simple(block: bytes) -> bool:
-    """True when every line of ``block`` is one record Arrow splits as ``csv`` would."""
-    if b'"' in block or b"\0" in block or block.startswith(b"\n") or block.startswith(b"\r\n"):
+    """True when no line of ``block`` is blank, holds a NUL or a bare CR, or is not UTF-8.
+
+    Quotes are judged after parsing (``_same_as_csv``).
+    """
+    if b"\0" in block or block.startswith(b"\n") or block.startswith(b"\r\n"):
         return False
     if b"\n\n" in block or b"\n\r\n" in block:
         return False
@@ -103,6 +109,29 @@ def _simple(block: bytes) -> bool:
         try:
             block.decode("utf-8")
         except UnicodeDecodeError:
+            return False
+    return True
+
+
+def _same_as_csv(block: bytes, table: pa.Table) -> bool:
+    """True when every line holding a quote reads, through ``csv.reader`` as ``_csv_batches``
+    reads it, into exactly the cells Arrow gave its row (row i is line i: checked before).
+
+    A quoted cell that spans lines, a quote ``csv`` refuses in strict mode, or any other
+    difference in reading makes it false, and the caller hands the rest of the file to the
+    row path, which then says what ``csv`` says.
+    """
+    lines = block.split(b"\n")
+    at = [i for i, text in enumerate(lines) if b'"' in text]
+    if not at:
+        return True
+    given = zip(*(column.to_pylist() for column in table.take(at).columns), strict=True)
+    for i, cells in zip(at, given, strict=True):
+        try:
+            found = next(csv.reader([lines[i].decode("utf-8") + "\n"], strict=True), [])
+        except csv.Error:
+            return False
+        if found != list(cells):
             return False
     return True
 
@@ -139,7 +168,10 @@ def read_blocks(
     offset, line = start
     names = [f"c{i}" for i in range(width)]
     read = pcsv.ReadOptions(column_names=names, use_threads=False, block_size=max(block_bytes, 1 << 16) * 2)
-    parse = pcsv.ParseOptions(quote_char=False, double_quote=False, escape_char=False)
+    plain = pcsv.ParseOptions(quote_char=False, double_quote=False, escape_char=False)
+    quoting = pcsv.ParseOptions(
+        quote_char='"', double_quote=True, escape_char=False, newlines_in_values=False
+    )
     convert = pcsv.ConvertOptions(
         column_types=dict.fromkeys(names, pa.string()),
         strings_can_be_null=False,
@@ -162,10 +194,14 @@ def read_blocks(
                 yield from csv_batches_from(label, path, offset, line - 1)
                 return
             rows = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+            quoted = b'"' in block
             try:
-                table = pcsv.read_csv(pa.py_buffer(block), read, parse, convert)
+                table = pcsv.read_csv(pa.py_buffer(block), read, quoting if quoted else plain, convert)
             except pa.ArrowInvalid:
                 table = None
+            if quoted and (table is None or table.num_rows != rows or not _same_as_csv(block, table)):
+                yield from csv_batches_from(label, path, offset, line - 1)
+                return
             if table is None or table.num_rows != rows:
                 yield _split(block, line)
             else:

@@ -123,13 +123,21 @@ def reading_rows(draw: st.DrawFn) -> dict[str, Any]:
             st.integers(0, 9).flatmap(lambda n: st.sampled_from(EDGES) if n < 3 else instants)
         ),
         "type": draw(_mostly(["weight", "bp", "t" * 64], ["t" * 65, "wei\tght", "", " bp"])),
-        "value": draw(_mostly(["180", "128/82", "9" * 64, "1 8"], ["9" * 65, "", "\u00a0180", "1\u200b80"])),
+        "value": draw(
+            _mostly(
+                ["180", "128/82", "9" * 64, "1 8"], ["9" * 65, "", "\u00a0180", "1\u200b80", "1,5", '12"3']
+            )
+        ),
         "unit": draw(_mostly(["lb", "mmHg", "u" * 32], ["°F", "u" * 33, ""])),
         "transmission": draw(_mostly(["auto", "MANUAL", "Auto"], ["fax", " auto", ""])),
     }
-    # How the row is written: plainly, every cell quoted, one cell short, or one extra.
-    # A quoted row hands the rest of the file to the row path, so it is rare.
-    row["_shape"] = draw(st.sampled_from(["plain"] * 40 + ["quoted", "short", "long"]))
+    # How the row is written: plainly, every cell quoted, one cell short, one extra, a
+    # quoted value spanning two lines, or a value quoted and then continued (``"9"9``,
+    # which ``csv`` refuses in strict mode). The last two hand the rest of the file to the
+    # row path, so they are rare.
+    row["_shape"] = draw(
+        st.sampled_from(["plain"] * 30 + ["quoted"] * 6 + ["short", "long", "spanning", "continued"])
+    )
     return row
 
 
@@ -144,6 +152,10 @@ def _write_readings(path: Path, rows: list[dict[str, Any]], layout: dict[str, An
         shape = row["_shape"]
         if shape == "quoted":
             out.append(",".join('"' + c.replace('"', '""') + '"' for c in cells))
+        elif shape in ("spanning", "continued"):
+            at = header.index("value")
+            cells[at] = '"18' + end + '0"' if shape == "spanning" else '"9"9'
+            out.append(",".join(cells))
         elif shape == "short":
             out.append(",".join(cells[:-1]))
         elif shape == "long":
