@@ -248,8 +248,11 @@ def load(base: str, setup: dict[str, Any], options: dict[str, Any], out: Any) ->
         async def everything() -> dict[str, Any]:
             await _single_posts(base, {**setup, "run": setup["run"] + "w"}, 2.0)  # warm-up, not counted
             single = await _single_posts(base, setup, options["seconds"])
+            print(f"  single POSTs: {single['requests']} in {single['wall_s']:.1f} s", flush=True)
             batches = await _batches(base, setup, options["batches"], options["batch_clients"])
+            print(f"  batches: {batches['inserted']} readings in {batches['wall_s']:.1f} s", flush=True)
             reads = await _reads(base, setup, options["reads"])
+            print(f"  reads: {reads['reads']} in {reads['wall_s']:.1f} s", flush=True)
             return {"single": single, "batches": batches, "reads": reads}
 
         out.send(asyncio.run(everything()))

@@ -173,7 +173,14 @@ def test_bad_readings_list_every_problem_and_store_nothing_unless_partial(practi
 
 @pytest.mark.parametrize(
     ("body", "code"),
-    [(b"[{", "bad_json"), (b"", "empty_body"), (b'{"reading_id": "x"}', "ingest_refused")],
+    [
+        (b"[{", "bad_json"),
+        (b"", "empty_body"),
+        (b'{"reading_id": "x"}', "ingest_refused"),
+        (b'[{"reading_id": "x", "value": NaN}]', "bad_json"),
+        (b'[{"reading_id": "x", "value": 1e400}]', "bad_json"),
+        (b'[{"reading_id": "x", "value": -Infinity}]', "bad_json"),
+    ],
 )
 def test_a_body_that_is_not_a_json_array_is_one_clear_problem(
     practice: Practice, body: bytes, code: str

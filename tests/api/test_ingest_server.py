@@ -36,6 +36,7 @@ from tests.api.world import SECRET
 from tests.ingest.live_practice import ORG, open_practice
 
 CLIENTS = 8
+pytestmark = pytest.mark.slow  # real server processes, thousands of readings
 
 
 def _free_port() -> int:

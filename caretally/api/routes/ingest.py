@@ -11,6 +11,7 @@ RFC 9457 problem whose ``errors`` hold every fault with its JSON pointer and who
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -110,13 +111,37 @@ def _answer(request: Request, call: Callable[[], LiveResult]) -> Any:
     return JSONResponse(IngestResultPublic.model_validate(_body(result)).model_dump(mode="json"))
 
 
+class _NotFinite(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotFinite(name)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(text)
+    return value
+
+
 async def json_body(request: Request) -> Any:
-    """The parsed JSON body. Its size was bounded by the middleware as it streamed in."""
+    """The parsed JSON body. Its size was bounded by the middleware as it streamed in.
+
+    Strict JSON: Python's parser would accept ``NaN``, ``Infinity`` and numbers too large
+    for a float (read as infinity), none of which is JSON or a reading.
+    """
     raw = await request.body()
     if not raw.strip():
         raise InvalidInput("the request has no body", hint="send JSON", code="empty_body")
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+    except _NotFinite:
+        raise InvalidInput(
+            "the body holds NaN, Infinity or a number too large to be a measurement",
+            code="bad_json",
+        ) from None
     except (ValueError, UnicodeDecodeError) as exc:
         where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
         raise InvalidInput(f"the body is not JSON{where}", code="bad_json") from None
