@@ -42,6 +42,9 @@ Scope = set[str] | tuple[str, str] | None
 #: Patients per batch: facts for a batch are built, used and dropped before the next, so
 #: memory stays flat however large the practice is.
 BATCH = 2000
+#: Up to this many patients named by a caller (explain, a patient page, scenarios) are asked
+#: for by id; more are read with the organization and filtered, which is cheaper then.
+FEW_PATIENTS = 500
 
 #: Device-supply windows ending in a month can start up to 29 days before it.
 LOOKBACK = timedelta(days=29)
@@ -84,7 +87,12 @@ def _group_concat(dialect: str, expr: ColumnElement[str]) -> ColumnElement[str]:
 
 
 def _enrollment_rows(
-    engine: Engine, org_id: str, window_start: date, month: Period, id_range: tuple[str, str] | None = None
+    engine: Engine,
+    org_id: str,
+    window_start: date,
+    month: Period,
+    id_range: tuple[str, str] | None = None,
+    patients: set[str] | None = None,
 ) -> list[EnrollmentFact]:
     e, p = schema.enrollments, schema.practitioners
     stmt = (
@@ -99,6 +107,9 @@ def _enrollment_rows(
     )
     if id_range is not None:
         stmt = stmt.where(e.c.patient_id.between(*id_range))
+    if patients is not None and len(patients) <= FEW_PATIENTS:
+        # One patient's page or explain must not read the whole organization's enrollments.
+        stmt = stmt.where(e.c.patient_id.in_(sorted(patients)))
     with engine.connect() as conn:
         rows = conn.execute(stmt).mappings().all()
     return [
@@ -371,6 +382,13 @@ def _patients(
         with engine.connect() as conn:
             return {pid: (Payer(payer), tz) for pid, payer, tz in conn.execute(stmt)}
 
+    if memo is None and len(ids) <= FEW_PATIENTS:  # a few patients, once: ask for them only
+        pt = schema.patients
+        stmt = select(pt.c.patient_id, pt.c.payer, pt.c.timezone).where(
+            pt.c.org_id == org_id, pt.c.patient_id.in_(sorted(ids))
+        )
+        with engine.connect() as conn:
+            return {pid: (Payer(payer), tz) for pid, payer, tz in conn.execute(stmt)}
     known = _shared(memo, ("patients", org_id), everyone)
     return {pid: person for pid, person in known.items() if pid in ids}
 
@@ -646,7 +664,7 @@ def build_month_facts(
     window_start = month.start - options.lookback
     enrollments = [
         e
-        for e in _enrollment_rows(engine, org_id, window_start, month, id_range)
+        for e in _enrollment_rows(engine, org_id, window_start, month, id_range, patients)
         if (patients is None or e.patient_id in patients) and _touches(e, month, options.lookback)
     ]
     if not enrollments:
