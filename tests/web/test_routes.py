@@ -20,6 +20,18 @@ WEB_ROUTES: dict[tuple[str, str], str | P] = {
     ("POST", "/signin"): PUBLIC,  # checks its own pre-session CSRF token
     ("POST", "/signout"): AUTHENTICATED,
     ("GET", "/audit"): P.AUDIT_READ,
+    # Billing (h-webbill): month close, leakage, packets, practice settings.
+    ("GET", "/month-close"): P.RUNS_READ,
+    ("GET", "/month-close/jobs/{job_id}"): P.RUNS_READ,
+    ("POST", "/month-close/{month}/runs"): P.RUNS_WRITE,
+    ("POST", "/month-close/{month}/lock"): P.RUNS_LOCK,
+    ("GET", "/month-close/{month}/claims"): P.CLAIMS_EXPORT,
+    ("GET", "/month-close/{month}/explanations"): P.CLAIMS_EXPORT,
+    ("GET", "/leakage"): P.LEAKAGE_READ,
+    ("GET", "/claims/{run_id}/lines/{number}"): P.EXPLAIN_READ,
+    ("GET", "/claims/{run_id}/lines/{number}/packet.json"): P.EXPLAIN_READ,
+    ("GET", "/admin/practice"): P.ADMIN_SETTINGS,
+    ("POST", "/admin/practice"): P.ADMIN_SETTINGS,
 }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from caretally.web.routes import audit, auth
+from caretally.web.routes import audit, auth, billing, packets, practice
 
 ROUTERS: tuple[APIRouter, ...] = (auth.router, audit.router)
+ROUTERS += (billing.router, packets.router, practice.router)
