@@ -138,7 +138,7 @@ def test_an_auditor_opens_a_packet_and_the_access_log_shows_it(
     patient = re.search(r" for (\S+),", heading.inner_text())
     assert patient is not None
     expect(page.get_by_role("heading", name="Rule checks, values and citations")).to_be_visible()
-    page.screenshot(path=str(shots(tmp_path) / "packet.png"), full_page=True)
+    page.screenshot(path=str(shots(tmp_path) / "packet.png"))  # the top: line, patient, enrollment
 
     with page.expect_download() as packet_json:
         page.get_by_role("link", name="Download JSON").click()
