@@ -108,9 +108,17 @@ def parse_overlays(text: str) -> dict[str, str]:
                 code="invalid_overlay",
             )
         out[payer] = overlay
+    from caretally.rules.loader import RuleLoadError
     from caretally.services.months import payer_rules
 
-    payer_rules(out)  # refuses an overlay the rules do not have
+    try:
+        payer_rules(out)  # refuses an overlay the rules do not have
+    except RuleLoadError:
+        raise InvalidInput(
+            f"the payer overlays name an overlay caretally does not have: {', '.join(out.values())}",
+            hint="overlays are the files in caretally/rulesets/payers/ (without .yaml)",
+            code="invalid_overlay",
+        ) from None
     return out
 
 

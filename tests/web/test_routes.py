@@ -28,8 +28,8 @@ WEB_ROUTES: dict[tuple[str, str], str | P] = {
     ("GET", "/month-close/{month}/claims"): P.CLAIMS_EXPORT,
     ("GET", "/month-close/{month}/explanations"): P.CLAIMS_EXPORT,
     ("GET", "/leakage"): P.LEAKAGE_READ,
-    ("GET", "/claims/{run_id}/lines/{number}"): P.EXPLAIN_READ,
-    ("GET", "/claims/{run_id}/lines/{number}/packet.json"): P.EXPLAIN_READ,
+    ("GET", "/claims/{run_id}/lines/{number}"): P.RUNS_READ,
+    ("GET", "/claims/{run_id}/lines/{number}/packet.json"): P.RUNS_READ,
     ("GET", "/admin/practice"): P.ADMIN_SETTINGS,
     ("POST", "/admin/practice"): P.ADMIN_SETTINGS,
 }

@@ -5,7 +5,8 @@ run saw it; reading it is audited as ``packet.read``). The page is built from th
 packet's JSON alone (``web.packet_document.packet_page_of``), so the HTML never shows a
 number the download does not hold. Lines are numbered from 1 in their run's stored
 order; Month close links each line here. The page prints section by section
-(``print.css``).
+(``print.css``). Packets belong to runs: the roles that read runs (auditor, biller, admin)
+open them, as they open Month close.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from caretally.services import packets
 from caretally.web.packet_document import packet_page_of
-from caretally.web.routes.common import ExplainViewer, ServiceDep, page_response
+from caretally.web.routes.common import RunsViewer, ServiceDep, page_response
 
 router = APIRouter(include_in_schema=False)
 
@@ -25,14 +26,14 @@ RunId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")]
 LineNumber = Annotated[int, Path(ge=1, le=10_000_000)]
 
 
-def _packet(service: ServiceDep, viewer: ExplainViewer, run_id: str, number: int) -> packets.Packet:
+def _packet(service: ServiceDep, viewer: RunsViewer, run_id: str, number: int) -> packets.Packet:
     found = packets.line_packets(service.engine, viewer.actor, run_id=run_id, line=number)
     return found.packets[0]
 
 
 @router.get("/claims/{run_id}/lines/{number}")
 def packet_page(
-    request: Request, run_id: RunId, number: LineNumber, viewer: ExplainViewer, service: ServiceDep
+    request: Request, run_id: RunId, number: LineNumber, viewer: RunsViewer, service: ServiceDep
 ) -> HTMLResponse:
     packet = _packet(service, viewer, run_id, number)
     doc = packet.model_dump(mode="json")
@@ -52,7 +53,7 @@ def packet_page(
 
 @router.get("/claims/{run_id}/lines/{number}/packet.json")
 def packet_download(
-    run_id: RunId, number: LineNumber, viewer: ExplainViewer, service: ServiceDep
+    run_id: RunId, number: LineNumber, viewer: RunsViewer, service: ServiceDep
 ) -> JSONResponse:
     packet = _packet(service, viewer, run_id, number)
     return JSONResponse(
