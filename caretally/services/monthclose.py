@@ -144,3 +144,39 @@ def leakage_trend(engine: Engine, actor: Actor, month: str, count: int = TREND_M
         return reports
 
     return audit.audited_call(engine, actor, "leakage.read", f"months/{month}/leakage?trend={count}", work)
+
+
+def line_number(
+    engine: Engine, actor: Actor, run_id: str, patient_id: str, code: str, enrollment_id: str = ""
+) -> int:
+    """The number (1-based, stored order, as packets count) of a patient's line for ``code``.
+
+    How a decision (which knows its run, patient, enrollment and code) finds its packet.
+    Recorded in the audit trail as a lookup of that patient; a decision that billed no
+    line is ``NotFound``.
+    """
+    r, c = schema.billing_runs, schema.claim_lines
+    resource = f"runs/{run_id}/lines?patient={patient_id}&code={code}"
+    with audit.audited(engine, actor, "claim_line.find", resource) as (conn, note):
+        if (
+            conn.execute(select(r.c.run_id).where(r.c.org_id == actor.org_id, r.c.run_id == run_id)).first()
+            is None
+        ):
+            raise NotFound("no such run", code="no_such_run")
+        rows = conn.execute(
+            select(c.c.patient_id, c.c.code, c.c.enrollment_id).where(c.c.run_id == run_id).order_by(c.c.id)
+        ).all()
+        note.touch([patient_id])
+        for n, row in enumerate(rows, start=1):
+            if (
+                row.patient_id == patient_id
+                and row.code == code
+                and (not enrollment_id or row.enrollment_id == enrollment_id)
+            ):
+                note.detail = {"line": n}
+                return n
+        raise NotFound(
+            f"run {run_id} has no {code} line for this patient",
+            hint="the decision did not bill a claim line; its reasons say why",
+            code="no_such_line",
+        )

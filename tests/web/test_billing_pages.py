@@ -24,6 +24,7 @@ from caretally.services import audit, practice
 from caretally.services.context import cli_actor
 from caretally.store import schema
 from caretally.synth import SynthConfig, synthesize
+from caretally.web.routes.packets import packet_link
 from tests.export.x12check import validate_x12
 from tests.web.webapp import ORG, WebWorld, build_web_world, csrf_of
 
@@ -180,8 +181,14 @@ def test_packet_page_and_json_for_auditor_and_biller_not_care_staff(world: WebWo
     auditor = world.signed_in("auditor")
     missing = auditor.get(f"/claims/{run.run_id}/lines/99999")
     assert missing.status_code == 404 and "Traceback" not in missing.text
+    line = auditor.get(f"{href}/packet.json").json()["line"]
+    found = auditor.get(packet_link(run.run_id, line["patient_id"], line["code"], line["enrollment_id"]))
+    assert found.status_code == 303 and found.headers["location"] == href
+    assert auditor.get(packet_link(run.run_id, line["patient_id"], "99999")).status_code == 404
     reads = events(world, "packet.read")
-    assert len([e for e in reads if e.outcome == audit.SUCCESS]) == 6  # three roles, page and JSON each
+    assert (
+        len([e for e in reads if e.outcome == audit.SUCCESS]) == 7
+    )  # three roles, page and JSON each, and one more JSON
 
 
 def test_leakage_page_has_the_trend_and_the_month_by_reason(world: WebWorld) -> None:

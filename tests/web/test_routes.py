@@ -30,6 +30,7 @@ WEB_ROUTES: dict[tuple[str, str], str | P] = {
     ("GET", "/leakage"): P.LEAKAGE_READ,
     ("GET", "/claims/{run_id}/lines/{number}"): P.RUNS_READ,
     ("GET", "/claims/{run_id}/lines/{number}/packet.json"): P.RUNS_READ,
+    ("GET", "/claims/{run_id}/packet"): P.RUNS_READ,
     ("GET", "/admin/practice"): P.ADMIN_SETTINGS,
     ("POST", "/admin/practice"): P.ADMIN_SETTINGS,
 }

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
-from caretally.services import packets
+from caretally.services import monthclose, packets
 from caretally.web.packet_document import packet_page_of
-from caretally.web.routes.common import RunsViewer, ServiceDep, page_response
+from caretally.web.routes.common import RunsViewer, ServiceDep, page_response, redirect
 
 router = APIRouter(include_in_schema=False)
 
@@ -63,3 +63,26 @@ def packet_download(
             "Cache-Control": "no-store",
         },
     )
+
+
+def packet_link(run_id: str, patient_id: str, code: str, enrollment_id: str = "") -> str:
+    """Where a stored decision's "Packet" link goes (the patient page's decisions use it)."""
+    from urllib.parse import urlencode
+
+    query = {"patient": patient_id, "code": code, **({"enrollment": enrollment_id} if enrollment_id else {})}
+    return f"/claims/{run_id}/packet?{urlencode(query)}"
+
+
+@router.get("/claims/{run_id}/packet")
+def packet_of_decision(
+    request: Request,
+    run_id: RunId,
+    viewer: RunsViewer,
+    service: ServiceDep,
+    patient: Annotated[str, Query(min_length=1, max_length=64)],
+    code: Annotated[str, Query(pattern=r"^[A-Z0-9]{5}$")],
+    enrollment: Annotated[str, Query(max_length=64)] = "",
+) -> RedirectResponse:
+    """From a decision (run, patient, code) to its line's packet page."""
+    number = monthclose.line_number(service.engine, viewer.actor, run_id, patient, code, enrollment)
+    return redirect(request, f"/claims/{run_id}/lines/{number}")
