@@ -199,3 +199,32 @@ def test_leakage_page_has_the_trend_and_the_month_by_reason(world: WebWorld) -> 
     assert biller.get("/leakage?month=2026-13").status_code == 422
     (read,) = events(world, "leakage.read")
     assert read.detail["months"][-1] == MONTH
+
+
+@pytest.fixture
+def proposed_world(db_url: str, tmp_path: Path) -> Iterator[WebWorld]:
+    """January 2027, judged by the proposed 2027 rule-year: a provisional draft."""
+    built = build_web_world(db_url, queue_file=str(tmp_path / "jobs.queue"))
+    synthesize(SynthConfig(patients=8, start=date(2027, 1, 1), months=1, seed=4), tmp_path / "bundle")
+    assert import_bundle(built.engine, ORG, tmp_path / "bundle").ok()
+    bill_month(built.engine, ORG, parse_month("2027-01"), PayerRules.load())
+    yield built
+    built.close()
+
+
+def test_locking_a_provisional_run_needs_the_acceptance_box(proposed_world: WebWorld) -> None:
+    biller = proposed_world.signed_in("biller")
+    page = biller.get("/month-close?month=2027-01").text
+    assert "proposed rule-year" in page
+    assert re.search(r'<input type="checkbox" value="true" id="[^"]+" name="accept_provisional"', page)
+    assert "Accept the proposed rule-year (provisional)</label>" in page
+    token = csrf_of(page)
+    refused = biller.post("/month-close/2027-01/lock", data={"csrf_token": token})
+    assert refused.status_code == 409 and "Traceback" not in refused.text
+    assert current_run(proposed_world.engine, ORG, "2027-01").status == "draft"  # type: ignore[union-attr]
+    locked = biller.post(
+        "/month-close/2027-01/lock", data={"csrf_token": token, "accept_provisional": "true"}
+    )
+    assert locked.status_code == 303
+    run = current_run(proposed_world.engine, ORG, "2027-01")
+    assert run is not None and run.status == "locked" and run.provisional_accepted
