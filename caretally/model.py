@@ -260,6 +260,22 @@ class ProgramFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class VisitFact:
+    """One encounter from visits.csv: who saw the patient, on which local date, billed how.
+
+    Read by the initiating-visit rule (option ``initiating_visit_source: from_visits``) and
+    the same-day E/M rule of 99091; which codes count as what is rule-year data.
+    """
+
+    visit_id: str
+    local_date: date
+    practitioner_id: str
+    code: str
+    place_of_service: str | None
+    telehealth: bool
+
+
+@dataclass(frozen=True, slots=True)
 class PatientMonthFacts:
     """Everything the rules may know about one patient for one calendar month.
 
@@ -277,6 +293,11 @@ class PatientMonthFacts:
     programs: tuple[ProgramFacts, ...]
     time: tuple[TimeFact, ...]
     billed_history: tuple[BilledCode, ...]
+    #: The patient's date of death (patients.death_date); no service dated after it is billed.
+    death_date: date | None = None
+    #: The patient's visits up to the end of the month (all of them: an initiating visit
+    #: may lie long before), in date order.
+    visits: tuple[VisitFact, ...] = ()
 
 
 # --------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ from caretally import __version__
 from caretally.api import problems
 from caretally.api.deps import Service
 from caretally.api.middleware import ServiceMiddleware
-from caretally.api.routes import admin, audit, auth, health, imports, months, patients, runs
+from caretally.api.routes import admin, audit, auth, compliance, health, imports, months, patients, runs
+from caretally.api.routes import ingest as ingest_routes
 from caretally.api.routes import jobs as month_close
 from caretally.api.settings import Settings, SettingsError, resolve_secret
 from caretally.services.accounts import SessionPolicy
@@ -134,9 +135,10 @@ def create_app(settings: Settings) -> FastAPI:
     problems.install(app)
     app.include_router(health.router)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (auth, patients, months, runs, imports, audit, admin):
+    for module in (auth, patients, months, runs, imports, audit, admin, compliance):
         api.include_router(module.router)
     api.include_router(month_close.router)
+    api.include_router(ingest_routes.router)
     app.include_router(api)
     mount_web(app)  # pages at /, before ServiceMiddleware so its 500 page sits inside it
     app.add_middleware(

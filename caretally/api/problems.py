@@ -104,6 +104,8 @@ def install(app: FastAPI) -> None:
         headers: dict[str, str] = {}
         if isinstance(exc, TooManyAttempts):
             headers["Retry-After"] = str(exc.retry_after)
+        elif isinstance(getattr(exc, "retry_after", None), int):  # a busy database (503)
+            headers["Retry-After"] = str(exc.retry_after)  # type: ignore[attr-defined]
         if isinstance(exc, Unauthenticated):
             headers["WWW-Authenticate"] = "Bearer"
         return problem(

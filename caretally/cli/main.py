@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     "caretally.cli.audit_cmd",
     "caretally.cli.packet_cmd",
     "caretally.cli.worker_cmd",
+    "caretally.cli.scan_cmd",
 )
 
 #: Top-level command name → the module that registers it (``tests/cli`` checks this
@@ -62,6 +63,7 @@ COMMAND_NAMES: dict[str, str] = {
     "audit": "caretally.cli.audit_cmd",
     "packet": "caretally.cli.packet_cmd",
     "worker": "caretally.cli.worker_cmd",
+    "scan": "caretally.cli.scan_cmd",
 }
 
 DEBUG_ENV = "CARETALLY_DEBUG"

@@ -50,4 +50,45 @@ def register(app: typer.Typer) -> None:
             table.add_row(o.org_id, o.name, f"{o.created_at:%Y-%m-%d %H:%M}")
         console.print(table)
 
+    @group.command("set-webhook-secret")
+    def set_webhook_secret(
+        org_id: Annotated[str, typer.Argument(help="The organization the webhook delivers for.")],
+        from_stdin: Annotated[
+            bool,
+            typer.Option("--stdin", help="Read the secret from standard input (else one is made)."),
+        ] = False,
+        source: Annotated[str, typer.Option("--source", help="The webhook: tenovi.")] = "tenovi",
+        db_url: DbOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Set the shared secret a device webhook sends in X-Webhook-Secret; it names the organization.
+
+        Without --stdin a random secret is made and printed once; paste it into the vendor's
+        webhook settings. Only its digest is stored; setting a new one retires the old.
+        """
+        import sys
+
+        from caretally.cli.common import UserError
+        from caretally.services import ingest
+        from caretally.services.context import cli_actor
+
+        secret: str | None = None
+        if from_stdin:
+            lines = sys.stdin.read().splitlines()
+            secret = lines[0].strip() if lines else ""
+            if not secret:
+                raise UserError("standard input held no secret", "pipe it in, or leave out --stdin", 2)
+        engine = open_db(db_url, DEFAULT_ORG_ID)
+        with service_errors():
+            done = ingest.set_webhook_secret(engine, cli_actor(org_id), source, secret)
+        if as_json:
+            body = {"org_id": done.org_id, "source": done.source, "replaced": done.replaced}
+            print_json(body if from_stdin else {**body, "secret": done.secret})
+        elif from_stdin:
+            verb = "replaced" if done.replaced else "set"
+            line = f"The {source} webhook secret of {org_id} is {verb}."
+            console.print(line, markup=False, highlight=False)
+        else:
+            print(done.secret)
+
     app.add_typer(group, name="orgs")

@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
         if run_id is None and month is None:
             raise UserError(
                 "say which lines: --run ID --line N, --patient P --month M, or --month M --zip",
-                "caretally runs lists the stored runs",
+                "caretally runs list shows the stored runs",
                 2,
             )
         if as_zip and (line is not None or patient is not None):

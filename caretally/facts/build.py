@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any, TypeVar
 
@@ -31,6 +31,7 @@ from caretally.model import (
     Program,
     ProgramFacts,
     TimeFact,
+    VisitFact,
 )
 from caretally.store import schema
 
@@ -288,6 +289,7 @@ def _time(
             t.c.interactive,
             t.c.modality,
             t.c.started_at,
+            p.c.employment,
         )
         .join(p, and_(p.c.org_id == t.c.org_id, p.c.practitioner_id == t.c.practitioner_id))
         .where(t.c.org_id == org_id, t.c.local_date >= start, t.c.local_date <= end)
@@ -311,6 +313,7 @@ def _time(
                     modality=Modality(row.modality) if row.modality else None,
                     started_at=row.started_at,
                     other_patient_overlaps=(clashes or {}).get(row.entry_id, ()),
+                    employment=row.employment or "employee",
                 )
             )
     return out
@@ -370,6 +373,54 @@ def _patients(
 
     known = _shared(memo, ("patients", org_id), everyone)
     return {pid: person for pid, person in known.items() if pid in ids}
+
+
+def _deaths(engine: Engine, org_id: str, memo: dict[Any, Any] | None = None) -> dict[str, date]:
+    """Patient id → date of death, for the patients who have one (few; read once per run)."""
+
+    def read() -> dict[str, date]:
+        pt = schema.patients
+        stmt = select(pt.c.patient_id, pt.c.death_date).where(
+            pt.c.org_id == org_id, pt.c.death_date.is_not(None)
+        )
+        with engine.connect() as conn:
+            return {pid: day for pid, day in conn.execute(stmt)}
+
+    return _shared(memo, ("deaths", org_id), read)
+
+
+def _visits(engine: Engine, org_id: str, end: date, patients: Scope) -> dict[str, list[VisitFact]]:
+    """Every visit of the patients up to ``end``: an initiating visit may be years old."""
+    v = schema.visits
+    stmt = (
+        select(
+            v.c.patient_id,
+            v.c.visit_id,
+            v.c.visit_date,
+            v.c.practitioner_id,
+            v.c.code,
+            v.c.place_of_service,
+            v.c.telehealth,
+        )
+        .where(v.c.org_id == org_id, v.c.visit_date <= end)
+        .order_by(v.c.patient_id, v.c.visit_date, v.c.visit_id)
+    )
+    if patients is not None:
+        stmt = stmt.where(_in_scope(v.c.patient_id, patients))
+    out: dict[str, list[VisitFact]] = defaultdict(list)
+    with engine.connect() as conn:
+        for row in conn.execute(stmt):
+            out[row.patient_id].append(
+                VisitFact(
+                    row.visit_id,
+                    row.visit_date,
+                    row.practitioner_id,
+                    row.code,
+                    row.place_of_service,
+                    bool(row.telehealth),
+                )
+            )
+    return out
 
 
 def _shared(memo: dict[Any, Any] | None, key: Any, make: Callable[[], T]) -> T:
@@ -627,6 +678,7 @@ def build_month_facts(
         ("overlaps", org_id, window_start, known_to, None if patients is None else frozenset(patients)),
         lambda: _cross_patient_overlaps(engine, org_id, window_start, known_to, patients),
     )
+    deaths = _deaths(engine, org_id, memo)
     ordered = sorted(by_patient)
     for start in range(0, len(ordered), BATCH):
         batch = ordered[start : start + BATCH]
@@ -636,11 +688,12 @@ def build_month_facts(
         time = _time(engine, org_id, window_start, known_to, scope, clashes)
         history = _billed_history(engine, org_id, month.start, scope)
         firsts_of = _first_activity(engine, org_id, [e for pid in batch for e in by_patient[pid]])
+        visits = _visits(engine, org_id, known_to, scope)
         priors = _priors(
             engine, org_id, batch, by_patient, month, anchors, devices, history, data_from, options
         )
         for pid in batch:
-            yield _patient_facts(
+            facts = _patient_facts(
                 pid,
                 people[pid],
                 by_patient[pid],
@@ -656,6 +709,7 @@ def build_month_facts(
                 options.period_days,
                 firsts_of,
             )
+            yield replace(facts, death_date=deaths.get(pid), visits=tuple(visits.get(pid, ())))
 
 
 def _priors(

@@ -342,7 +342,7 @@ def with_retries(run: Callable[[], T], *, attempts: int = ATTEMPTS) -> T:
 # Touched patient-months.
 # ---------------------------------------------------------------------------------------
 
-_DATED = {"readings": "local_date", "time_entries": "local_date"}
+_DATED = {"readings": "local_date", "time_entries": "local_date", "visits": "visit_date"}
 _SPANS = {"enrollments": ("start_date", "end_date"), "devices": ("assigned_date", "returned_date")}
 
 

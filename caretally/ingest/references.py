@@ -122,14 +122,14 @@ def load_from_database(
         for chunk in _chunks(wanted):
             yield from conn.execute(query.where(column.in_(chunk)))
 
-    needs_patients = stems & {"enrollments", "devices", "readings", "time_entries"}
+    needs_patients = stems & {"enrollments", "devices", "readings", "time_entries", "visits"}
     if needs_patients:
         t = schema.patients
         query = select(t.c.patient_id, t.c.timezone, t.c.birth_date).where(t.c.org_id == org_id)
         for pid, tz, birth in rows(query, t.c.patient_id, scope.patients if scope else frozenset()):
             index.patients.known[pid] = tz
             index.births[pid] = birth.isoformat()
-    if stems & {"enrollments", "time_entries"}:
+    if stems & {"enrollments", "time_entries", "visits"}:
         t = schema.practitioners
         query = select(t.c.practitioner_id, t.c.performer_class).where(t.c.org_id == org_id)
         for prid, cls in rows(query, t.c.practitioner_id, scope.practitioners if scope else frozenset()):

@@ -45,6 +45,11 @@ def _dated(row: Any) -> tuple[str, str | None]:
     return day.strftime("%Y-%m"), add_months(day, 1).strftime("%Y-%m")
 
 
+def _visited(row: Any) -> tuple[str, str | None]:
+    day: date = row.visit_date
+    return day.strftime("%Y-%m"), add_months(day, 1).strftime("%Y-%m")
+
+
 def _enrolled(row: Any) -> tuple[str, str | None]:
     end: date | None = row.end_date
     return row.start_date.strftime("%Y-%m"), end.strftime("%Y-%m") if end is not None else None
@@ -54,6 +59,7 @@ TARGETS: dict[str, Target] = {
     "readings": Target("readings", schema.readings, "reading_key", _dated),
     "time_entries": Target("time_entries", schema.time_entries, "entry_id", _dated),
     "enrollments": Target("enrollments", schema.enrollments, "enrollment_id", _enrolled),
+    "visits": Target("visits", schema.visits, "visit_id", _visited),
 }
 
 

@@ -147,6 +147,39 @@ TRANSMISSION = choice(Transmission)
 MODALITY = choice(Modality)
 
 
+EMPLOYMENT_WORDS = ("employee", "contractor")
+
+
+def employment_kind(value: Any) -> str:
+    found = value.strip().lower() if isinstance(value, str) else None
+    if found not in EMPLOYMENT_WORDS:
+        raise v.FieldError("bad_enum", f"{value!r} is not one of: {', '.join(EMPLOYMENT_WORDS)}")
+    return found
+
+
+def hcpcs_code(value: Any) -> str:
+    """A CPT or HCPCS Level II code: five digits, a letter and four digits, or four digits
+    and a letter (CPT Category II/III), stored upper-case."""
+    code = value.strip().upper() if isinstance(value, str) else ""
+    shaped = len(code) == 5 and (
+        code.isdigit()
+        or (code[0].isalpha() and code[1:].isdigit())
+        or (code[:4].isdigit() and code[4].isalpha())
+    )
+    if not shaped:
+        raise v.FieldError("bad_code", f"{value!r} is not a CPT/HCPCS code (e.g. 99214, G0438, 0001T)")
+    return code
+
+
+def place_of_service(value: Any) -> str:
+    text = value.strip() if isinstance(value, str) else str(value)
+    if len(text) == 1 and text.isdigit():
+        text = "0" + text
+    if len(text) != 2 or not text.isdigit():
+        raise v.FieldError("bad_place_of_service", f"{value!r} is not a two-digit CMS place-of-service code")
+    return text
+
+
 def timezone_name(value: Any) -> str:
     if not isinstance(value, str) or not is_valid_zone(value.strip()):
         raise v.FieldError("bad_timezone", f"{value!r} is not an IANA time zone name such as America/Chicago")
@@ -194,6 +227,12 @@ def check_patient(row: Row, index: ReferenceIndex, today: date) -> None:
     row.take("city", required=False)
     row.take("state", v.us_state, required=False)
     row.take("postal_code", v.postal_code, required=False)
+    death = row.take("death_date", v.iso_date, required=False)
+    if death is not None:
+        if death > today:
+            row.fail("death_date", "future_date", f"death_date {death} is in the future")
+        elif birth is not None and death < birth:
+            row.fail("death_date", "end_before_start", f"death_date {death} is before birth_date {birth}")
 
 
 def credential(value: Any) -> str:
@@ -224,6 +263,10 @@ def check_practitioner(row: Row, index: ReferenceIndex, today: date) -> None:
         npi_missing = given_npi is None and v.is_blank(row.raw.get("npi"))
         if npi_missing and performer is not PerformerClass.STAFF:
             row.fail("npi", "required", f"npi is required for a {performer.value} ({cred})")
+    # Missing means employed: CMS's 2021 stance allows contracted auxiliary staff, so only
+    # a practice that records a contractor changes what the CY2027 proposal counts.
+    if row.take("employment", employment_kind, required=False) is None:
+        row.values["employment"] = "employee"
 
 
 def diagnoses(row: Row) -> None:
@@ -496,6 +539,24 @@ def check_time_entry(row: Row, index: ReferenceIndex, today: date) -> None:
                 )
 
 
+def check_visit(row: Row, index: ReferenceIndex, today: date) -> None:
+    row.take("visit_id")
+    patient = row.take("patient_id")
+    row.take("practitioner_id")
+    day = row.take("date", v.iso_date, store=False)
+    row.values["visit_date"] = day
+    if day is not None:
+        birth = index.births.get(patient or "")
+        if birth is not None and day.isoformat() < birth:
+            row.fail("date", "before_birth", f"date {day} is before the patient's birth date {birth}")
+    row.take("code", hcpcs_code)
+    row.take("place_of_service", place_of_service, required=False)
+    if row.take("telehealth", v.boolean, required=False) is None:
+        row.values["telehealth"] = False
+    row.ref("patient_id", index.patients, "patient", "unknown_patient")
+    row.ref("practitioner_id", index.practitioners, "practitioner", "unknown_practitioner")
+
+
 # ---------------------------------------------------------------------------------------
 # File specifications.
 # ---------------------------------------------------------------------------------------
@@ -579,7 +640,7 @@ FILES: dict[str, FileSpec] = {
             schema.practitioners,
             "practitioner_id",
             ("practitioner_id", "name", "credential"),
-            ("npi",),
+            ("npi", "employment"),
             check_practitioner,
             _register_practitioner,
             _reject_practitioner,
@@ -589,7 +650,7 @@ FILES: dict[str, FileSpec] = {
             schema.patients,
             "patient_id",
             ("patient_id", "birth_date", "timezone", "payer", "family_name", "given_name", "sex"),
-            ("member_id", "address_line", "city", "state", "postal_code"),
+            ("member_id", "address_line", "city", "state", "postal_code", "death_date"),
             check_patient,
             _register_patient,
             _reject_patient,
@@ -640,6 +701,14 @@ FILES: dict[str, FileSpec] = {
             ("entry_id", "patient_id", "practitioner_id", "started_at", "activity", "interactive"),
             ("program", "seconds", "minutes", "modality", "note"),
             check_time_entry,
+        ),
+        FileSpec(
+            "visits",
+            schema.visits,
+            "visit_id",
+            ("visit_id", "patient_id", "practitioner_id", "date", "code"),
+            ("place_of_service", "telehealth"),
+            check_visit,
         ),
     )
 }

@@ -192,13 +192,14 @@ class JobQueue:
     def _key(kind: str, ident: str) -> str:
         return f"caretally:{kind}:{ident}"
 
-    def put_progress(self, job_id: str, done: int, total: int) -> None:
-        """Record patients done / total, at most every ``PROGRESS_EVERY`` seconds."""
+    def put_progress(self, job_id: str, done: int, total: int) -> bool:
+        """Record patients done / total, at most every ``PROGRESS_EVERY`` seconds; True if written."""
         now = time.monotonic()
         if 0 < done < total and now - self._last_progress.get(job_id, 0.0) < PROGRESS_EVERY:
-            return
+            return False
         self._last_progress[job_id] = now
         self.huey.storage.put_data(self._key("progress", job_id), json.dumps([done, total]).encode())
+        return True
 
     def progress(self, job_id: str) -> tuple[int, int] | None:
         raw = self._peek(self._key("progress", job_id))

@@ -5,6 +5,10 @@ same defaults as ``caretally bill --month M`` without options (national pricing,
 of service 11, Medicare rules without payer overlays). It is one transaction: when it
 fails or its process dies, nothing of it is stored.
 
+Progress (patients stored / total) goes to the queue's store as the run reports it, and on
+PostgreSQL to the ``jobs`` row as well; on SQLite the run holds the database's one write
+lock until it commits, so the row gets its figures when the run starts and ends.
+
 Error lines recorded on the job name codes and counts, never patients: a refusal's
 message (month busy, rules missing for the month) or the type of an unexpected error.
 """
@@ -12,7 +16,8 @@ message (month busy, rules missing for the month) or the type of an unexpected e
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.exc import OperationalError
 
@@ -23,8 +28,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("caretally.jobs")
 
-#: How long a consumer keeps trying to take a job while SQLite's write lock is held.
-CLAIM_ATTEMPTS = 120
+#: How often a consumer tries a write of its job's row while SQLite's write lock is held.
+WRITE_ATTEMPTS = 120
+T = TypeVar("T")
 
 
 def run_month_job(queue: JobQueue, job_id: str) -> None:
@@ -38,10 +44,13 @@ def run_month_job(queue: JobQueue, job_id: str) -> None:
     if job is None:
         return  # not queued any more (already run, or reported failed)
     seen = [0, 0]
+    # The row too, where the run's own transaction does not hold the only write lock.
+    on_row = queue.engine.dialect.name != "sqlite"
 
     def progress(done: int, total: int) -> None:
         seen[:] = [done, total]
-        queue.put_progress(job_id, done, total)
+        if queue.put_progress(job_id, done, total) and on_row:
+            jobs.record_progress(queue.engine, job_id, queue.worker_id, done, total)
 
     try:
         from caretally.services.practice import run_settings
@@ -70,15 +79,18 @@ def run_month_job(queue: JobQueue, job_id: str) -> None:
         _failed(queue, job_id, "internal_error", message)
     else:
         total = seen[1] or result.summary.patients
-        jobs.finish(
-            queue.engine,
-            job_id,
-            jobs.SUCCEEDED,
-            run_id=result.run_id,
-            outcome=result.outcome,
-            done=total,
-            total=total,
-            worker=queue.worker_id,
+        _patiently(
+            lambda: jobs.finish(
+                queue.engine,
+                job_id,
+                jobs.SUCCEEDED,
+                run_id=result.run_id,
+                outcome=result.outcome,
+                done=total,
+                total=total,
+                worker=queue.worker_id,
+            ),
+            f"job {job_id} waits to record its end",
         )
     finally:
         try:
@@ -88,16 +100,29 @@ def run_month_job(queue: JobQueue, job_id: str) -> None:
 
 
 def _failed(queue: JobQueue, job_id: str, code: str, message: str) -> None:
-    jobs.finish(queue.engine, job_id, jobs.FAILED, error_code=code, error=message, worker=queue.worker_id)
+    _patiently(
+        lambda: jobs.finish(
+            queue.engine, job_id, jobs.FAILED, error_code=code, error=message, worker=queue.worker_id
+        ),
+        f"job {job_id} waits to record its end",
+    )
 
 
 def _claim(queue: JobQueue, job_id: str) -> jobs.Job | None:
-    """Take the job; on SQLite another writer may hold the lock for a while, so keep trying."""
-    for attempt in range(CLAIM_ATTEMPTS):
+    """Take the job (``None``: it is not queued any more)."""
+    take = lambda: jobs.claim(queue.engine, job_id, queue.worker_id)  # noqa: E731 - named for the call below
+    return _patiently(take, f"job {job_id} waits to start")
+
+
+def _patiently(write: Callable[[], T], waiting: str) -> T:
+    """A job's own row write, tried again while SQLite's write lock is held by another
+    writer (each try waits ``CARETALLY_LOCK_TIMEOUT``): a job must not stay ``running``
+    because an import held the lock when it ended."""
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
-            return jobs.claim(queue.engine, job_id, queue.worker_id)
+            return write()
         except OperationalError:
-            if attempt == CLAIM_ATTEMPTS - 1:
+            if attempt == WRITE_ATTEMPTS:
                 raise
-            log.info("database busy; job %s waits to start", job_id)
-    return None
+            log.info("database busy; %s", waiting)
+    raise AssertionError("unreachable")

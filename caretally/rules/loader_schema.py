@@ -594,12 +594,20 @@ OPTIONS: dict[str, Validator] = {
     "initiating_visit_required": v_bool,
     "rtm_requires_established_patient": v_bool,
     "staff_minutes_employed_only": v_bool,
+    # Where the initiating visit comes from: the enrollment's initiating_visit_date
+    # (attested) or a visit in visits.csv with an initiating code (from_visits).
+    "initiating_visit_source": v_choice(("attested", "from_visits"), "bad_value", "choice"),
 }
 
 #: Options a year may leave out: the rule they name did not exist before that year, and
 #: a year without the option behaves as if it were false.
 OPTIONAL_OPTIONS = frozenset(
-    {"initiating_visit_required", "rtm_requires_established_patient", "staff_minutes_employed_only"}
+    {
+        "initiating_visit_required",
+        "rtm_requires_established_patient",
+        "staff_minutes_employed_only",
+        "initiating_visit_source",  # missing = attested
+    }
 )
 
 #: Values of the top-level ``status`` of a base rule-year.
@@ -627,6 +635,15 @@ GLOBALS: dict[str, tuple[Validator, bool]] = {
     "time_counts_once": (v_bool, True),
     # The programs whose patient-reported (manual) readings count as days of data.
     "manual_readings_count": (PROGRAM_LIST, True),
+    # Visits (visits.csv, issue 14): which codes are an E/M visit, which an initiating
+    # visit (E/M, AWV, IPPE) and how far before the episode it may lie; the codes whose
+    # time logged on the day of an E/M by the same practitioner does not count (99091);
+    # and whether a service dated after the patient's death is refused.
+    "em_visit_codes": (v_list(v_code, non_empty=True), False),
+    "initiating_visit_codes": (v_list(v_code, non_empty=True), False),
+    "initiating_visit_lookback_days": (v_int(0), False),
+    "em_same_day_excludes": (v_list(v_code), False),
+    "no_service_after_death": (v_bool, False),
 }
 
 #: Option → the code parameters it may stand in for (``{option: name}``).

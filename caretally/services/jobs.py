@@ -191,6 +191,20 @@ def claim(engine: Engine, job_id: str, worker: str, *, now: Callable[[], datetim
     return _job(row)
 
 
+def record_progress(engine: Engine, job_id: str, worker: str, done: int, total: int) -> None:
+    """Patients done / total on the row of a job this consumer runs (best effort: a busy
+    database skips a figure, the next one comes soon)."""
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                update(_jobs)
+                .where(_jobs.c.job_id == job_id, _jobs.c.state == RUNNING, _jobs.c.worker == worker[:120])
+                .values(done=done, total=total)
+            )
+    except OperationalError:
+        pass
+
+
 def finish(
     engine: Engine,
     job_id: str,

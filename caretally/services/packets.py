@@ -237,7 +237,7 @@ def _run(conn: Connection, org_id: str, run_id: str | None, month: str | None) -
             raise NotFound(
                 f"no run {run_id} in organization {org_id}",
                 code="no_such_run",
-                hint="caretally runs lists the stored runs",
+                hint="caretally runs list shows the stored runs",
             )
         return row
     rows = conn.execute(
@@ -256,7 +256,11 @@ def _run(conn: Connection, org_id: str, run_id: str | None, month: str | None) -
 
 def _lines(conn: Connection, run: Any, number: int | None, patient_id: str | None) -> list[tuple[int, Any]]:
     c = schema.claim_lines
-    rows = conn.execute(select(c).where(c.c.run_id == run.run_id).order_by(c.c.id)).mappings().all()
+    rows = (
+        conn.execute(select(c).where(c.c.org_id == run.org_id, c.c.run_id == run.run_id).order_by(c.c.id))
+        .mappings()
+        .all()
+    )
     numbered = list(enumerate(rows, start=1))
     if number is not None:
         if number > len(rows):
@@ -396,7 +400,7 @@ class _Builder:
             d = schema.run_decisions
             row = self.conn.execute(
                 select(d.c.facts_digest, d.c.decisions).where(
-                    d.c.run_id == self.run.run_id, d.c.patient_id == patient_id
+                    d.c.org_id == self.org_id, d.c.run_id == self.run.run_id, d.c.patient_id == patient_id
                 )
             ).first()
             self.decisions[patient_id] = ("", []) if row is None else (row[0], stored_decisions_json(row[1]))
@@ -413,13 +417,13 @@ class _Builder:
         if decision is None:
             notes.append("the run stored no billable decision matching this line")
             decision = {}
-        days, devices_used, entry_ids, calls, base = _evidence(decision, decisions)
+        days, day_devices, devices_used, entry_ids, calls, base = _evidence(decision, decisions)
         if base is not None:
             notes.append(f"an add-on: its minutes are those counted for {base}, listed here")
 
         patient_now, patient_after = self._one(schema.patients, "patient_id", line.patient_id)
         enrollment = self._enrollment(line.enrollment_id)
-        readings = self._readings(line.patient_id, days, devices_used)
+        readings = self._readings(line.patient_id, days, day_devices)
         device_ids = sorted(
             set(devices_used)
             | {
@@ -652,15 +656,18 @@ def _decision_of(decisions: list[dict[str, Any]], line: Mapping[str, Any]) -> di
 
 def _evidence(
     decision: Mapping[str, Any], decisions: Sequence[Mapping[str, Any]] = ()
-) -> tuple[set[date], list[str], set[str], set[str], str | None]:
-    """Counted days, their devices, counted time entries, live-call entries and the base code.
+) -> tuple[set[date], list[str], list[str], set[str], set[str], str | None]:
+    """Counted days, their devices, every device cited, counted and live-call time entries,
+    and an add-on's base code.
 
-    Days of data are the dates of a day count (a reason whose values give ``days``); the
-    consent's, the order's or the set-up's date is cited without one. An add-on counts
+    Days of data are the dates of a day count (a reason whose values give ``days``), and
+    their devices that count's; the consent's, the order's or the set-up's date is cited
+    without one (the set-up's device is cited, and listed, but supplies no counted day). An add-on counts
     the minutes of its base code: its entries are the base decision's (same enrollment and
     period), and the base code is returned so the packet can say so.
     """
     days: set[date] = set()
+    day_devices: list[str] = []
     devices: list[str] = []
     entries: set[str] = set()
     calls: set[str] = set()
@@ -670,9 +677,8 @@ def _evidence(
         values = e.get("values") or {}
         if "days" in values:
             days.update(date.fromisoformat(x) for x in e.get("dates", ()))
-        for device in e.get("device_ids", []):
-            if device not in devices:
-                devices.append(device)
+            day_devices += [x for x in e.get("device_ids", []) if x not in day_devices]
+        devices += [x for x in e.get("device_ids", []) if x not in devices]
         entries.update(e.get("time_entry_ids", []))
         calls.update(e.get("interactive_entry_ids", []))
         if "base_code" in values and "minutes" in values:
@@ -684,6 +690,6 @@ def _evidence(
                 and d.get("enrollment_id") == decision.get("enrollment_id")
                 and d["period"]["start"] == decision["period"]["start"]
             ):
-                _, _, entries, calls, _ = _evidence(d)
+                _, _, _, entries, calls, _ = _evidence(d)
                 break
-    return days, devices, entries, calls, base
+    return days, day_devices, devices, entries, calls, base

@@ -33,6 +33,7 @@ class Permission(StrEnum):
     ADMIN_USERS = "admin:users"  # add, change and deactivate users
     ADMIN_TOKENS = "admin:tokens"  # create and revoke API tokens
     ADMIN_SETTINGS = "admin:settings"
+    COMPLIANCE_READ = "compliance:read"  # the OIG measure scan (names patients and claim lines)
 
 
 class Role(StrEnum):
@@ -57,6 +58,7 @@ _READS = frozenset(
         P.LEAKAGE_READ,
         P.AUDIT_READ,
         P.USERS_READ,
+        P.COMPLIANCE_READ,
     }
 )
 
@@ -75,6 +77,7 @@ MATRIX: dict[Role, frozenset[Permission]] = {
     ),
     Role.BILLER: frozenset(
         {P.EXPLAIN_READ, P.RUNS_READ, P.RUNS_WRITE, P.RUNS_LOCK, P.CLAIMS_EXPORT, P.LEAKAGE_READ}
+        | {P.COMPLIANCE_READ}
     ),
     Role.AUDITOR: _READS,
     # Ingest only: what it may read is the report of its own write, which the write returns.
@@ -102,6 +105,7 @@ DESCRIPTIONS: dict[Permission, str] = {
     P.ADMIN_USERS: "add users, change roles, deactivate",
     P.ADMIN_TOKENS: "create and revoke API tokens",
     P.ADMIN_SETTINGS: "practice settings",
+    P.COMPLIANCE_READ: "the OIG measure scan, with the patients and claim lines behind each finding",
 }
 
 

@@ -93,6 +93,7 @@ patients = Table(
     Column("state", String(2)),
     Column("postal_code", String(10)),
     Column("extra", JSON),
+    Column("death_date", Date),  # migration 0011: nothing is billed for a later service date
     ForeignKeyConstraint(["org_id"], ["organizations.org_id"]),
     PrimaryKeyConstraint("org_id", "patient_id"),
 )
@@ -107,6 +108,9 @@ practitioners = Table(
     Column("credential", String(16), nullable=False),
     Column("performer_class", String(16), nullable=False),
     Column("extra", JSON),
+    # Migration 0011: employee | contractor of the billing practice (the CY2027 proposal
+    # staff_minutes_employed_only reads it); rows stored before it are employees.
+    Column("employment", String(16), nullable=False, server_default="employee"),
     ForeignKeyConstraint(["org_id"], ["organizations.org_id"]),
     PrimaryKeyConstraint("org_id", "practitioner_id"),
 )
@@ -201,6 +205,24 @@ time_entries = Table(
     Column("extra", JSON),
     PrimaryKeyConstraint("org_id", "entry_id"),
     Index("ix_time_patient_day", "org_id", "patient_id", "local_date"),
+)
+
+visits = Table(
+    "visits",
+    metadata,
+    # Migration 0011: encounters (E/M, AWV, IPPE …) as the practice billed them, so an
+    # initiating visit, a same-day E/M and a prior relationship can be checked, not attested.
+    _org(),
+    Column("visit_id", String(64), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("practitioner_id", String(64), nullable=False),
+    Column("visit_date", Date, nullable=False),  # the file's `date`, the patient-local day
+    Column("code", String(8), nullable=False),  # CPT/HCPCS, upper-case
+    Column("place_of_service", String(2)),
+    Column("telehealth", Boolean, nullable=False),
+    Column("extra", JSON),
+    PrimaryKeyConstraint("org_id", "visit_id"),
+    Index("ix_visits_patient", "org_id", "patient_id", "visit_date"),
 )
 
 import_batches = Table(
@@ -441,6 +463,92 @@ jobs = Table(
     ForeignKeyConstraint(["org_id"], ["organizations.org_id"]),
     Index("ix_jobs_org_created", "org_id", "created_at"),
     Index("ix_jobs_state", "state"),
+)
+
+# ----------------------------------------------------------------------------------------
+# Webhook secrets (migration 0010).
+# ----------------------------------------------------------------------------------------
+
+webhook_secrets = Table(
+    "webhook_secrets",
+    metadata,
+    # One shared secret per organization and webhook source (``tenovi``), kept as its
+    # SHA-256 digest: the webhook request is matched to its organization by that digest,
+    # never by anything in its URL or body.
+    _org(),
+    Column("source", String(32), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("created_by", String(120), nullable=False),
+    PrimaryKeyConstraint("org_id", "source"),
+    ForeignKeyConstraint(["org_id"], ["organizations.org_id"]),
+    Index("uq_webhook_secrets_source_digest", "source", "digest", unique=True),
+)
+
+# --- Web app for care teams (migration 0012) ----------------------------------------------
+
+staff_timers = Table(
+    "staff_timers",
+    metadata,
+    # A user's running or paused timer for one patient, kept on the server so a reload or a
+    # second tab shows the same clock. Stopping it deletes the row (the time becomes an entry).
+    _org(),
+    Column("user_id", Integer, nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("state", String(8), nullable=False),  # running | paused
+    Column("elapsed_seconds", Integer, nullable=False),  # before the current running stretch
+    Column("running_since", UtcDateTime),  # NULL while paused
+    Column("first_started_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    ForeignKeyConstraint(["user_id"], ["users.user_id"]),
+    PrimaryKeyConstraint("org_id", "user_id", "patient_id"),
+)
+
+user_practitioners = Table(
+    "user_practitioners",
+    metadata,
+    # Which practitioner a signed-in user logs time as (time entries name a practitioner).
+    _org(),
+    Column("user_id", Integer, nullable=False),
+    Column("practitioner_id", String(64), nullable=False),
+    ForeignKeyConstraint(["user_id"], ["users.user_id"]),
+    PrimaryKeyConstraint("org_id", "user_id"),
+)
+
+alert_thresholds = Table(
+    "alert_thresholds",
+    metadata,
+    # A practice's alert threshold (configuration, not medical advice): a reading of
+    # ``measure`` at or above ``at_or_above`` or at or below ``at_or_below`` raises an alert,
+    # for every patient of ``program`` or for one patient.
+    Column("threshold_id", Integer, primary_key=True, autoincrement=True),
+    _org(),
+    Column("program", String(8), nullable=False),
+    Column("measure", String(64), nullable=False),  # a reading type, or blood_pressure.systolic …
+    Column("at_or_above", Numeric(12, 3)),
+    Column("at_or_below", Numeric(12, 3)),
+    Column("patient_id", String(64)),  # NULL: every patient of the program
+    Column("created_by", String(120), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("removed_at", UtcDateTime),
+    Index("ix_alert_thresholds_org", "org_id", "program"),
+)
+
+alert_acknowledgements = Table(
+    "alert_acknowledgements",
+    metadata,
+    # An alert is a reading outside a threshold; acknowledging it closes it, with a note and,
+    # when the nurse chose to, the time entry it became.
+    Column("ack_id", Integer, primary_key=True, autoincrement=True),
+    _org(),
+    Column("reading_key", String(200), nullable=False),
+    Column("threshold_id", Integer, nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("acknowledged_by", String(120), nullable=False),
+    Column("acknowledged_at", UtcDateTime, nullable=False),
+    Column("note", Text),
+    Column("entry_id", String(64)),
+    Index("uq_alert_acknowledgements", "org_id", "reading_key", "threshold_id", unique=True),
 )
 
 #: Per organization: the practice settings an admin keeps on the Admin page (issue 12). The

@@ -20,6 +20,7 @@ from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from jinja2 import Template
 from markupsafe import Markup
 
 from caretally.model import ClaimLine, Payer, Program
@@ -453,10 +454,15 @@ def _css(name: str) -> Markup:
     return Markup(text)
 
 
+@cache
+def _template() -> Template:
+    """Compiled once per process: a month's zip renders hundreds of packets."""
+    return environment().get_template("documents/packet.html")
+
+
 def packet_html(doc: Mapping[str, Any], json_name: str) -> str:
     """The packet as one printable, self-contained HTML file; ``json_name`` names its twin."""
     page = packet_page_of(doc, json_name)
-    env = environment()
-    return env.get_template("documents/packet.html").render(
+    return _template().render(
         page=page, json_name=json_name, screen_css=_css("app.css"), print_css=_css("print.css")
     )

@@ -304,6 +304,7 @@ def patient_page(
     today: date,
     log_time_href: str,
     later: Sequence[tuple[PatientMonthFacts, Sequence[Decision]]] = (),
+    correct_href: Callable[[str], str] | None = None,
 ) -> PatientPage:
     """The patient's month: programs, the open device period, minutes, readings, decisions.
 
@@ -387,7 +388,7 @@ def patient_page(
         calendars=tuple(calendars),
         minutes=tuple(minutes),
         readings=tuple(reading_panels),
-        time_log=views.time_log_table(entries),
+        time_log=views.time_log_table(entries, correct_href=correct_href),
         decisions=views.decision_views(decision_json),
         decisions_source=decisions_source,
         month=f"{facts.month.start:%B %Y}",
@@ -445,6 +446,9 @@ def log_time_page(
     errors: Mapping[str, str] | None = None,
     locked_note: str | None = None,
     action: str = "/time-entries",
+    correct_href: Callable[[str], str] | None = None,
+    hidden: Sequence[tuple[str, str]] = (),
+    submit: str = "Save time",
 ) -> LogTimePage:
     """The timer and the entry form. After a stop, ``values`` carries the timer's minutes."""
     values = values or {}
@@ -455,8 +459,8 @@ def log_time_page(
 
     entry = Form(
         action=action,
-        submit="Save time",
-        hidden=(("patient_id", patient.patient_id),),
+        submit=submit,
+        hidden=(("patient_id", patient.patient_id), *hidden),
         fields=(
             f(
                 "program",
@@ -490,7 +494,7 @@ def log_time_page(
         patient_label=f"{patient.name} ({patient.patient_id})",
         timer=timer,
         entry=entry,
-        recent=views.time_log_table(entries),
+        recent=views.time_log_table(entries, correct_href=correct_href),
         locked_note=locked_note,
     )
 
@@ -506,7 +510,58 @@ def _reading_words(r: ReadingRow) -> str:
     return f"{kind} {r.value}{unit}" + (" (manual)" if r.manual else "")
 
 
-def alerts_page(alerts: Sequence[OpenAlert], thresholds: Sequence[AlertThreshold]) -> AlertsPage:
+def threshold_form(errors: Mapping[str, str] | None = None, values: Mapping[str, str] | None = None) -> Form:
+    """Adding an alert threshold: practice configuration, never medical advice."""
+    errors, values = errors or {}, values or {}
+    return Form(
+        action="/alerts/thresholds",
+        submit="Add threshold",
+        legend="Add a threshold",
+        fields=(
+            Field(
+                "program",
+                "Threshold program",
+                kind="select",
+                options=_options(PROGRAM_CHOICES, values.get("program") or "RPM"),
+                id="f-threshold-program",
+            ),
+            Field(
+                "measure",
+                "Measure",
+                value=values.get("measure", ""),
+                hint="A reading type: glucose, weight, spo2, blood_pressure.systolic …",
+                error=errors.get("measure"),
+                required=True,
+            ),
+            Field("at_or_above", "At or above", value=values.get("at_or_above", ""), inputmode="decimal"),
+            Field(
+                "at_or_below",
+                "At or below",
+                value=values.get("at_or_below", ""),
+                inputmode="decimal",
+                error=errors.get("bounds"),
+            ),
+            Field(
+                "patient_id",
+                "For one patient (id)",
+                value=values.get("patient_id", ""),
+                hint="Empty: every patient in the program.",
+                id="f-threshold-patient",
+            ),
+        ),
+    )
+
+
+def alerts_page(
+    alerts: Sequence[OpenAlert],
+    thresholds: Sequence[AlertThreshold],
+    *,
+    add_threshold: Form | None = None,
+    may_acknowledge: bool = True,
+    as_of: date | None = None,
+    window: tuple[date, date] | None = None,
+) -> AlertsPage:
+    """``as_of`` is kept in the acknowledgement links; ``window`` (first, last day) is said."""
     rows = tuple(
         AlertRow(
             alert_id=a.alert_id,
@@ -514,7 +569,7 @@ def alerts_page(alerts: Sequence[OpenAlert], thresholds: Sequence[AlertThreshold
             reading=_reading_words(a.reading),
             threshold=a.threshold.band.label,
             when=day_and_time(a.reading.measured_local),
-            acknowledge_url=f"/alerts/{a.alert_id}/acknowledge",
+            acknowledge_url=f"/alerts/{a.alert_id}/acknowledge" + (f"?as_of={as_of}" if as_of else ""),
         )
         for a in alerts
     )
@@ -529,8 +584,10 @@ def alerts_page(alerts: Sequence[OpenAlert], thresholds: Sequence[AlertThreshold
         empty="No thresholds set: no alerts are raised.",
     )
     patients = len({a.patient.patient_id for a in alerts})
-    summary = f"{count(len(alerts), 'open alert')} for {count(patients, 'patient')}."
-    return AlertsPage(rows, table, summary)
+    summary = f"{count(len(alerts), 'open alert')} for {count(patients, 'patient')}"
+    if window is not None:
+        summary += f", from readings of {short_date(window[0])} – {short_date(window[1])}"
+    return AlertsPage(rows, table, summary + ".", add_threshold, may_acknowledge)
 
 
 # --------------------------------------------------------------------------------------
@@ -875,7 +932,7 @@ def audit_page(
     table = DataTable(
         caption="Access log, newest first",
         columns=(
-            Column("When"),
+            Column("When", nowrap=True),
             Column("Who"),
             Column("Action"),
             Column("What"),
@@ -911,7 +968,11 @@ def admin_page(
     new_token: str | None = None,
     roles: Sequence[str] = tuple(ROLE_LABELS),
     add_user_errors: Mapping[str, str] | None = None,
+    practitioners: Sequence[tuple[str, str]] = (),
+    links: Mapping[str, str] | None = None,
 ) -> AdminPage:
+    """``practitioners`` (id, words) and ``links`` (user id → practitioner id) add the form
+    that says which practitioner a user logs time as."""
     errors = add_user_errors or {}
     role_options = tuple(Option(r, ROLE_LABELS.get(r, r)) for r in roles)
     add_user = Form(
@@ -931,7 +992,7 @@ def admin_page(
                 required=True,
                 autocomplete="new-password",
                 error=errors.get("password"),
-                hint="At least 12 characters; the user changes it after signing in.",
+                hint="At least 15 characters; give it to the user privately.",
             ),
         ),
     )
@@ -974,6 +1035,35 @@ def admin_page(
         create_token=create_token,
         settings=tuple(settings),
         new_token=new_token,
+        link_practitioner=_link_form(users, practitioners, links or {}) if practitioners else None,
+    )
+
+
+def _link_form(
+    users: Sequence[UserRecord], practitioners: Sequence[tuple[str, str]], links: Mapping[str, str]
+) -> Form:
+    def words(u: UserRecord) -> str:
+        linked = links.get(u.user_id)
+        return f"{u.email}" + (f" (now {linked})" if linked else "")
+
+    return Form(
+        action="/admin/practitioner-links",
+        submit="Link practitioner",
+        legend="Who logs time as which practitioner",
+        fields=(
+            Field(
+                "user_id",
+                "User to link",
+                kind="select",
+                options=tuple(Option(u.user_id, words(u)) for u in users if u.active),
+            ),
+            Field(
+                "practitioner_id",
+                "Practitioner",
+                kind="select",
+                options=(Option("", "None (cannot log time)"), *(Option(k, v) for k, v in practitioners)),
+            ),
+        ),
     )
 
 

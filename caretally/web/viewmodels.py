@@ -301,6 +301,7 @@ class DecisionView:
     gaps: tuple[str, ...] = ()
     rule_year: str = ""
     anchor: str = ""
+    packet_href: str | None = None  # a billed line of a stored run: its audit packet
 
 
 @dataclass(frozen=True)
@@ -386,6 +387,8 @@ class AlertsPage:
     alerts: tuple[AlertRow, ...]
     thresholds: DataTable
     summary: str
+    add_threshold: Form | None = None  # shown to roles that may set thresholds
+    may_acknowledge: bool = True
 
 
 @dataclass(frozen=True)
@@ -485,6 +488,7 @@ class AdminPage:
     create_token: Form
     settings: tuple[tuple[str, Cell], ...]
     new_token: str | None = None  # shown once, right after it was created
+    link_practitioner: Form | None = None  # which practitioner a user logs time as
 
 
 @dataclass(frozen=True)

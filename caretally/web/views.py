@@ -380,7 +380,13 @@ class TimeLogRow:
     modality: str | None
 
 
-def time_log_table(entries: Iterable[TimeLogRow], *, caption: str = "Time logged this month") -> DataTable:
+def time_log_table(
+    entries: Iterable[TimeLogRow],
+    *,
+    caption: str = "Time logged this month",
+    correct_href: Callable[[str], str] | None = None,
+) -> DataTable:
+    """The time log; with ``correct_href`` each row links to its correction form."""
     rows = [
         (
             day_and_time(e.started_at),
@@ -391,6 +397,7 @@ def time_log_table(entries: Iterable[TimeLogRow], *, caption: str = "Time logged
             if e.interactive
             else "—",
             f"{e.seconds // 60}:{e.seconds % 60:02d}",
+            *((Link("Correct", correct_href(e.entry_id), e.entry_id),) if correct_href else ()),
         )
         for e in sorted(entries, key=lambda e: e.started_at)
     ]
@@ -404,6 +411,7 @@ def time_log_table(entries: Iterable[TimeLogRow], *, caption: str = "Time logged
             Column("Activity"),
             Column("Interactive"),
             Column("Duration", numeric=True),
+            *((Column("Correct", hidden_label=True),) if correct_href else ()),
         ),
         rows=tuple(rows),
         empty="No time logged yet this month.",

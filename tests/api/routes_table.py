@@ -23,6 +23,8 @@ from caretally.services.permissions import Permission as P
 from tests.api.world import MONTH, PASSWORD, World, tenant_bundle, zipped
 
 PUBLIC, AUTHENTICATED = "public", "authenticated"
+#: Routes a device vendor calls with the organization's shared secret instead of a bearer credential.
+WEBHOOK = "webhook"
 #: Routes FastAPI itself serves (documentation), public by design.
 FRAMEWORK_ROUTES = {"/api/v1/openapi.json", "/api/docs"}
 _unique = itertools.count(1)
@@ -104,6 +106,9 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("GET", f"{V1}/months/{{month}}/leakage"): Entry(
         P.LEAKAGE_READ, lambda w, t, c, p: Call("GET", f"{V1}/months/{MONTH}/leakage")
     ),
+    ("GET", f"{V1}/compliance/scan"): Entry(
+        P.COMPLIANCE_READ, lambda w, t, c, p: Call("GET", f"{V1}/compliance/scan?year=2026&month={MONTH}")
+    ),
     ("GET", f"{V1}/runs"): Entry(P.RUNS_READ, lambda w, t, c, p: Call("GET", f"{V1}/runs")),
     ("GET", f"{V1}/runs/{{run_id}}"): Entry(
         P.RUNS_READ, lambda w, t, c, p: Call("GET", f"{V1}/runs/{w.run_ids[t]}"), True
@@ -151,6 +156,103 @@ ROUTES: dict[tuple[str, str], Entry] = {
         P.CLAIMS_EXPORT, lambda w, t, c, p: Call("GET", f"{V1}/months/{MONTH}/claims?format=csv")
     ),
 }
+
+# -- live ingest (readings, FHIR, Tenovi webhook, time entries) ---------------------------
+
+_WEBHOOK_SECRETS: dict[tuple[int, str], str] = {}
+
+
+def webhook_secret(world: World, org: str) -> str:
+    """The organization's Tenovi secret, set once per world."""
+    from caretally.services import ingest
+
+    key = (id(world), org)
+    if key not in _WEBHOOK_SECRETS:
+        _WEBHOOK_SECRETS[key] = ingest.set_webhook_secret(world.engine, cli_actor(org), "tenovi").secret
+    return _WEBHOOK_SECRETS[key]
+
+
+def _reading(org: str) -> dict[str, str]:
+    n = next(_unique)
+    return {
+        "reading_id": f"{org}-live-{n}",
+        "patient_id": f"{org}-P1",
+        "device_id": f"{org}-D1",
+        "measured_at": f"2026-03-{1 + n % 28:02d}T08:00:00-06:00",
+        "type": "blood_pressure",
+        "value": "124/80",
+        "unit": "mmHg",
+        "transmission": "auto",
+    }
+
+
+def _fhir(org: str) -> dict[str, Any]:
+    n = next(_unique)
+    observation = {
+        "resourceType": "Observation",
+        "id": f"obs-{n}",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"identifier": {"value": f"{org}-P1"}},
+        "device": {"identifier": {"system": "urn:caretally:device-id", "value": f"{org}-D1"}},
+        "effectiveDateTime": f"2026-03-{1 + n % 28:02d}T09:00:00-06:00",
+        "valueQuantity": {"value": 71, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"},
+    }
+    return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": observation}]}
+
+
+def _tenovi_call(world: World, target: str, cred: str, tmp: Path) -> Call:
+    measurement = {
+        "metric": "pulse",
+        "hwi_device_id": f"{cred}-no-such-cuff",
+        "value_1": 70,
+        "timestamp": "2026-03-05T14:00:00Z",
+        "timezone_offset": -6,
+    }
+    return Call(
+        "POST",
+        f"{V1}/webhooks/tenovi",
+        json=[measurement],
+        headers={"X-Webhook-Secret": webhook_secret(world, cred)},
+    )
+
+
+def _time_entry(org: str) -> dict[str, str]:
+    n = next(_unique)
+    return {
+        "entry_id": f"{org}-TX{n}",
+        "patient_id": f"{org}-P1",
+        "practitioner_id": f"{org}-RN1",
+        "program": "RPM",
+        "started_at": f"2026-03-{1 + n % 28:02d}T10:00:00-06:00",
+        "minutes": "5",
+        "activity": "called patient",
+        "interactive": "true",
+        "modality": "phone",
+    }
+
+
+ROUTES.update(
+    {
+        ("POST", f"{V1}/readings"): Entry(
+            P.READINGS_WRITE, lambda w, t, c, p: Call("POST", f"{V1}/readings", json=[_reading(c)])
+        ),
+        ("POST", f"{V1}/fhir"): Entry(
+            P.READINGS_WRITE, lambda w, t, c, p: Call("POST", f"{V1}/fhir", json=_fhir(c))
+        ),
+        ("POST", f"{V1}/webhooks/tenovi"): Entry(WEBHOOK, _tenovi_call),
+        ("POST", f"{V1}/time-entries"): Entry(
+            P.TIME_WRITE, lambda w, t, c, p: Call("POST", f"{V1}/time-entries", json=[_time_entry(c)])
+        ),
+        ("PATCH", f"{V1}/time-entries/{{entry_id}}"): Entry(
+            P.TIME_WRITE,
+            lambda w, t, c, p: Call(
+                "PATCH", f"{V1}/time-entries/{t}-T1", json={"note": f"amended {next(_unique)}"}
+            ),
+            True,
+        ),
+    }
+)
 
 
 def declared_routes(app: FastAPI) -> dict[tuple[str, str], list[Any]]:

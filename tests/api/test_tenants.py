@@ -39,6 +39,8 @@ def _missing_call(call: Call, world: World, key: tuple[str, str]) -> Call:
         url = url.rsplit("/", 1)[0] + "/" + MISSING["token_id"]
     if key[1].endswith("{job_id}"):
         url = url.rsplit("/", 1)[0] + "/" + MISSING["job_id"]
+    if key[1].endswith("{entry_id}"):
+        url = url.rsplit("/", 1)[0] + "/nobody-entry"
     return Call(call.method, url, call.json, call.content, call.headers)
 
 

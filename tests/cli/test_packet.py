@@ -333,6 +333,7 @@ def test_packet_refusals_are_one_line(locked: tuple[str, str], tmp_path: Path) -
     out = str(tmp_path / "x")
     cases = [
         (("--run", "no-such-run", "--line", "1"), "no run no-such-run", 1),
+        (("--org", "another-clinic", "--run", run_id, "--line", "1"), f"no run {run_id}", 1),  # tenants
         (("--run", run_id, "--line", "9999"), "has no line 9999", 1),
         (("--month", "2026-05", "--zip"), "2026-05 has no stored run", 1),
         (("--month", MONTH, "--patient", "NOBODY"), "patient NOBODY has no claim line", 1),

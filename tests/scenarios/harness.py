@@ -75,9 +75,10 @@ READING_DEFAULTS = {
     "musculoskeletal": ("exercise_adherence", "1", "session"),
     "cognitive_behavioral": ("cbt_module", "1", "module"),
 }
-PERSON_KEYS = {"patient", "enrollments", "devices", "readings", "time", "history"}
+PERSON_KEYS = {"patient", "enrollments", "devices", "readings", "time", "history", "visits"}
 CASE_KEYS = PERSON_KEYS | {
     "name", "month", "as_of", "overlay", "expect", "skip", "rules_redated", "options", "steps", "others",
+    "employment",
 }  # fmt: skip
 STEP_KEYS = {"bill", "lock", "expect", "expect_run", "add", "expect_lock"}
 ADD_KEYS = {"patient", "readings", "time"}
@@ -382,6 +383,32 @@ def _time(person: Person, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _visits(person: Person, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for n, v in enumerate(items, start=1):
+        out.append(
+            {
+                "visit_id": str(v.get("id", f"{person.prefix}V{n}")),
+                "patient_id": person.patient_id,
+                "practitioner_id": ALIASES.get(v.get("by", "practitioner"), v.get("by", "practitioner")),
+                "date": _d(v["day"]).isoformat(),
+                "code": str(v.get("code", "99214")),
+                "place_of_service": str(v.get("place_of_service", "02" if v.get("telehealth") else "11")),
+                "telehealth": _blank(bool(v.get("telehealth", False))),
+            }
+        )
+    return out
+
+
+def _practitioners(case: Case) -> list[dict[str, str]]:
+    """The fixed practitioners, with ``employment: {RN1: contractor}`` applied."""
+    given = case.spec.get("employment") or {}
+    unknown = set(given) - {p["practitioner_id"] for p in PRACTITIONERS}
+    if unknown:
+        raise ScenarioError(f"{case.name}: employment names unknown practitioners {sorted(unknown)}")
+    return [{**p, "employment": str(given.get(p["practitioner_id"], ""))} for p in PRACTITIONERS]
+
+
 def _specs_of_people(case: Case) -> list[dict[str, Any]]:
     """The main patient first, then ``others``; another patient inherits the main one's
     enrollments and devices unless it gives its own (ids get its prefix)."""
@@ -400,11 +427,12 @@ def _specs_of_people(case: Case) -> list[dict[str, Any]]:
 def build_records(case: Case) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Person]]:
     records: dict[str, list[dict[str, Any]]] = {
         "patients": [],
-        "practitioners": PRACTITIONERS,
+        "practitioners": _practitioners(case),
         "enrollments": [],
         "devices": [],
         "readings": [],
         "time_entries": [],
+        "visits": [],
     }
     people: dict[str, Person] = {}
     for index, spec in enumerate(_specs_of_people(case)):
@@ -419,6 +447,7 @@ def build_records(case: Case) -> tuple[dict[str, list[dict[str, Any]]], dict[str
         records["devices"] += _devices(person, spec, first_start)
         records["readings"] += _readings(person, spec.get("readings") or [], case.name)
         records["time_entries"] += _time(person, spec.get("time") or [])
+        records["visits"] += _visits(person, spec.get("visits") or [])
     return records, people
 
 
@@ -472,7 +501,9 @@ def _rules_root(case: Case) -> Path | None:
     options = case.spec.get("options")
     if not redated and not options:
         return None
-    wanted = json.dumps({"redated": redated, "options": options}, sort_keys=True, default=str)
+    # Keys as text: a case may mix every-year options with per-year ones ({2027: {...}}).
+    named = {str(k): v for k, v in (options or {}).items()}
+    wanted = json.dumps({"redated": redated, "options": named}, sort_keys=True, default=str)
     tag = hashlib.sha1(wanted.encode()).hexdigest()[:10]
     root = Path(tempfile.gettempdir()) / f"caretally-rules-{_shipped_digest()}-{tag}"
     if root.exists():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -93,6 +94,11 @@ def runs_of(engine: Engine, org: str) -> int:
     with engine.connect() as conn:
         counted = conn.execute(select(func.count()).where(r.c.org_id == org, r.c.month == MONTH))
         return int(counted.scalar_one())
+
+
+def row_total(engine: Engine, job_id: str) -> int | None:
+    with engine.connect() as conn:
+        return conn.execute(select(schema.jobs.c.total).where(schema.jobs.c.job_id == job_id)).scalar_one()
 
 
 def test_a_job_runs_through_a_real_consumer_to_succeeded(db_url: str, queue_for: object) -> None:
@@ -180,7 +186,8 @@ def test_an_interrupted_job_is_failed_stores_nothing_and_runs_again_the_same(
         job, _ = jobs.start_month_run(engine, actor, queue, MONTH)
         # The run has inserted its run row (uncommitted) once it reports 0 of N patients.
         deadline = time.monotonic() + 120
-        while queue.progress(job.job_id) is None:
+        on_row = not db_url.startswith("sqlite")  # PostgreSQL: the row gets the figures too
+        while queue.progress(job.job_id) is None or (on_row and row_total(engine, job.job_id) is None):
             assert worker.poll() is None, worker.stderr.read() if worker.stderr else ""
             assert time.monotonic() < deadline, "the worker never started the run"
             assert not jobs.get_job(engine, actor, queue, job.job_id).finished
@@ -194,9 +201,12 @@ def test_an_interrupted_job_is_failed_stores_nothing_and_runs_again_the_same(
         if worker.poll() is None:
             worker.kill()
             worker.wait(30)
+    assert queue.reap() == 1  # what a starting consumer does; a lookup would do the same
     failed = jobs.get_job(engine, actor, queue, job.job_id)
     assert failed.state == jobs.FAILED and failed.error_code == jobs.INTERRUPTED, failed
     assert "start the run again" in (failed.error or "")
+    if on_row:
+        assert failed.total == running.total and failed.done is not None  # the row's last figures
     assert runs_of(engine, "default") == 0, "an interrupted run left rows behind"
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(schema.claim_lines)).scalar_one() == 0
@@ -218,3 +228,59 @@ def test_an_interrupted_job_is_failed_stores_nothing_and_runs_again_the_same(
     assert (once_more.outcome, once_more.run_id) == ("unchanged", again.run_id)
     assert runs_of(engine, "default") == 1
     engine.dispose()
+
+
+def test_a_consumer_on_another_machine_is_alive_while_it_beats(sqlite_url: str, queue_for: object) -> None:
+    """The cross-machine rule: a heartbeat in the queue's store, stale after ``stale_after``."""
+    engine = open_database(sqlite_url, "default")
+    queue = queue_for(engine, sqlite_url)  # type: ignore[operator]
+    elsewhere = "another-host.example:4242:0badcafe"
+    assert not queue.is_alive(elsewhere)  # never beat
+    key = queue._key("alive", elsewhere)
+    queue.huey.storage.put_data(key, str(time.time()).encode())
+    assert queue.is_alive(elsewhere)
+    queue.huey.storage.put_data(key, str(time.time() - queue.stale_after - 1).encode())
+    assert not queue.is_alive(elsewhere)
+    # This machine: a process that has exited is gone whatever its last beat said.
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    here = f"{socket.gethostname()[:80]}:{finished.stdout.strip()}:0badcafe"
+    queue.huey.storage.put_data(queue._key("alive", here), str(time.time()).encode())
+    assert not queue.is_alive(here)
+    queue.start_heartbeat()
+    try:
+        assert queue.is_alive(queue.worker_id)
+    finally:
+        queue.stop_heartbeat()
+    assert not queue.is_alive(queue.worker_id)
+    engine.dispose()
+
+
+def test_a_job_waits_for_a_writer_holding_sqlite_and_then_runs(
+    sqlite_url: str, queue_for: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds the database's write lock longer than one lock timeout: the job
+    stays queued meanwhile, then runs, instead of being lost or stuck as running."""
+    import sqlite3
+
+    monkeypatch.setenv("CARETALLY_LOCK_TIMEOUT", "0.2")
+    engine = open_database(sqlite_url, None)
+    accounts.add_org(engine, "north", "North Clinic")
+    assert import_records(engine, "north", tenant_bundle("north"), now=CLOCK).ok()
+    queue = queue_for(engine, sqlite_url)  # type: ignore[operator]
+    job, _ = jobs.start_month_run(engine, cli_actor("north"), queue, MONTH)
+    holder = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    consumer = BackgroundConsumer(queue)
+    consumer.start()
+    try:
+        time.sleep(1.5)  # several lock timeouts
+        assert jobs.get_job(engine, cli_actor("north"), queue, job.job_id).state == jobs.QUEUED
+        holder.execute("ROLLBACK")
+        done = wait_for(engine, queue, "north", job.job_id)
+        assert done.state == jobs.SUCCEEDED, done
+    finally:
+        holder.close()
+        consumer.stop()
+        engine.dispose()

@@ -8,12 +8,22 @@ from pathlib import Path
 
 import pytest
 
+from tests.api.conftest import module_db_url
 from tests.web.browser import browser, caretally_server, chromium, page, static_server
 from tests.web.practice import Practice, Rendered, build_practice
 from tests.web.review import write_site
-from tests.web.webapp import web
+from tests.web.webapp import care_world, web
 
-__all__ = ["browser", "caretally_server", "chromium", "page", "static_server", "web"]
+__all__ = [
+    "browser",
+    "care_world",
+    "caretally_server",
+    "chromium",
+    "module_db_url",
+    "page",
+    "static_server",
+    "web",
+]
 
 
 @dataclass

@@ -228,3 +228,22 @@ def test_locking_a_provisional_run_needs_the_acceptance_box(proposed_world: WebW
     assert locked.status_code == 303
     run = current_run(proposed_world.engine, ORG, "2027-01")
     assert run is not None and run.status == "locked" and run.provisional_accepted
+
+
+def test_a_billed_decision_on_the_patient_page_links_to_its_packet(world: WebWorld) -> None:
+    run = current_run(world.engine, ORG, MONTH)
+    assert run is not None
+    auditor = world.signed_in("auditor")
+    line = auditor.get(f"/claims/{run.run_id}/lines/1/packet.json").json()["line"]
+    page = auditor.get(f"/patients/{line['patient_id']}?as_of=2026-03-31")
+    assert page.status_code == 200, page.text[:300]
+    links = dict(
+        (code, href.replace("&amp;", "&"))
+        for href, code in re.findall(r'<a href="(/claims/[^"]+)">Audit packet for (\w+)</a>', page.text)
+    )
+    assert line["code"] in links
+    opened = auditor.get(links[line["code"]])
+    assert opened.status_code == 303
+    assert auditor.get(opened.headers["location"]).status_code == 200
+    nurse = world.signed_in("care_staff").get(f"/patients/{line['patient_id']}?as_of=2026-03-31")
+    assert nurse.status_code == 200 and "Audit packet for" not in nurse.text  # no runs:read

@@ -1,8 +1,10 @@
 """Pages in a real browser: found by role and accessible name, used from the keyboard.
 
-Until routes are wired to the service (the next step of issue 12), the pages are the
-review site rendered from a synthetic practice, served by ``python -m http.server``
-through the same ``start_server`` that runs ``caretally serve``.
+These run over the review site (every page rendered from a synthetic practice, served by
+``python -m http.server``): keyboard use, the ticking timer and the inactivity warning
+with Playwright's clock, charts and decisions, the month run's progress bar and the
+packet's print media. The journeys against a real ``caretally serve`` are in
+``tests/web/test_served.py``.
 """
 
 from __future__ import annotations
@@ -15,10 +17,8 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from caretally.web.phrasing import row_phrase
 from tests.web.browser import Server
 from tests.web.conftest import Site
-from tests.web.practice import TODAY
 
 
 @pytest.fixture
@@ -35,36 +35,6 @@ def test_the_static_server_answers_health_and_pages(served: Server) -> None:
     assert httpx.get(served.url("/healthz")).text == "ok\n"
     assert httpx.get(served.url("/worklist.html")).status_code == 200
     assert httpx.get(served.url("/static/app.css")).headers["content-type"].startswith("text/css")
-
-
-def test_sign_in_by_label_and_button_name(page: Page, served: Server) -> None:
-    open_page(page, served, "signin")
-    expect(page.get_by_role("heading", level=1, name="Sign in")).to_be_visible()
-    page.get_by_label("Email", exact=True).fill("nurse@example.org")
-    page.get_by_label("Password", exact=True).fill("a long passphrase")
-    expect(page.get_by_label("Email", exact=True)).to_have_attribute("type", "email")
-    expect(page.get_by_role("button", name="Sign in", exact=True)).to_be_enabled()
-    expect(page.get_by_role("navigation", name="Main")).to_have_count(0)
-
-
-def test_worklist_is_a_table_with_a_header_row_and_steps_in_words(
-    page: Page, served: Server, site: Site
-) -> None:
-    open_page(page, served, "worklist")
-    nav = page.get_by_role("navigation", name="Main")
-    expect(nav.get_by_role("link")).to_have_text(["Worklist", "Patients", "Alerts"])
-    expect(nav.get_by_role("link", name="Worklist", exact=True)).to_have_attribute("aria-current", "page")
-    expect(nav.get_by_role("link", name="Month close")).to_have_count(0)
-    table = page.get_by_role("table", name=re.compile("^Open periods"))
-    header = table.get_by_role("row").first
-    expect(header.get_by_role("columnheader", name="Next step")).to_be_visible()
-    expect(header.get_by_role("columnheader", name="Patient")).to_be_visible()
-    first = next(r for r in site.practice.worklist if r.next_step is not None)
-    row = table.get_by_role("row").nth(1)
-    expect(row.get_by_role("rowheader")).to_contain_text(first.patient_id)
-    expect(row.get_by_role("cell", name=row_phrase(first, today=TODAY), exact=True)).to_be_visible()
-    expect(page.get_by_label("Program")).to_have_value("")
-    expect(page.get_by_role("button", name="Show")).to_be_visible()
 
 
 def test_the_skip_link_comes_first_and_focus_is_visible(page: Page, served: Server) -> None:
@@ -160,33 +130,3 @@ def test_the_packet_prints_without_navigation_and_section_by_section(page: Page,
     assert section_break == "page"
     width = page.locator("main").evaluate("m => m.getBoundingClientRect().width")
     assert width >= 1200  # full width: the screen layout's 80rem cap is lifted
-
-
-def test_alert_controls_name_their_alert(page: Page, served: Server) -> None:
-    open_page(page, served, "alerts")
-    notes = page.get_by_label(re.compile("^Note on the alert for "))
-    buttons = page.get_by_role("button", name=re.compile("^Acknowledge the alert for "))
-    assert notes.count() == buttons.count() > 0
-    names = [n.evaluate("e => e.labels[0].textContent") for n in notes.all()]
-    assert len(set(names)) == len(names), "each note's name is its own"
-
-
-def test_admin_controls_are_named_for_what_they_act_on(page: Page, served: Server) -> None:
-    open_page(page, served, "admin")
-    expect(page.get_by_label("Role", exact=True)).to_have_count(1)  # the new user's
-    expect(page.get_by_label("Token role", exact=True)).to_have_count(1)
-    expect(page.get_by_role("button", name="Deactivate care_staff@example.org")).to_be_visible()
-    expect(page.get_by_role("button", name="Change role for biller@example.org")).to_be_visible()
-    expect(page.get_by_label("Role for auditor@example.org")).to_have_value("auditor")
-    expect(page.get_by_role("button", name="Add user")).to_be_visible()
-
-
-def test_caretally_serve_answers_health(caretally_server: Callable[..., Server], tmp_path: Path) -> None:
-    """The fixture the wired-up journeys will use: a real ``caretally serve`` on a loopback port."""
-    from caretally.cli.main import COMMAND_NAMES
-
-    if "serve" not in COMMAND_NAMES:
-        pytest.skip("caretally serve is not on this branch yet (issue 11)")
-    server = caretally_server(f"sqlite:///{tmp_path / 'serve.db'}")
-    answer = httpx.get(server.url("/healthz"))
-    assert answer.status_code == 200 and answer.json()["status"] == "ok"

@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from html import unescape
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,5 +95,63 @@ def build_web_world(db_url: str, **settings: Any) -> WebWorld:
 @pytest.fixture
 def web(db_url: str) -> Iterator[WebWorld]:
     world = build_web_world(db_url)
+    yield world
+    world.close()
+
+
+# --------------------------------------------------------------------------------------
+# A synthetic practice behind the app: what the care pages and the browser journeys use
+# --------------------------------------------------------------------------------------
+
+#: The practice's months, "today" for its worklist (mid-September, periods still open),
+#: and the months billed (June locked, so time there is refused).
+FIRST_MONTH = date(2026, 6, 1)
+TODAY = date(2026, 9, 20)
+BILLED = ("2026-06", "2026-07", "2026-08")
+LOCKED = "2026-06"
+
+
+@dataclass
+class CareWorld(WebWorld):
+    nurse_practitioner: str = ""
+    lock_run: str = ""
+
+
+def build_care_world(db_url: str, workdir: Path, *, patients: int = 12, **settings: Any) -> CareWorld:
+    """The web world over a synthesized, imported and partly billed practice.
+
+    The care-staff user is linked to one of the practice's practitioners (time is logged
+    as them); no alert thresholds are set (tests add the ones they need).
+    """
+    from caretally.billing.payers import PayerRules
+    from caretally.billing.run import bill_month, lock_month
+    from caretally.dates import parse_month
+    from caretally.ingest import import_bundle
+    from caretally.services import care
+    from caretally.synth import SynthConfig, synthesize
+
+    base = build_web_world(db_url, **settings)
+    world = CareWorld(base.app, base.engine, base.url)
+    bundle = workdir / "bundle"
+    synthesize(SynthConfig(patients=patients, start=FIRST_MONTH, months=4, seed=11, lead_in_days=29), bundle)
+    report = import_bundle(world.engine, ORG, bundle)
+    assert report.ok(), report.problems[:3]
+    rules = PayerRules.load()
+    for month in BILLED:
+        bill_month(world.engine, ORG, parse_month(month), rules)
+    world.lock_run = lock_month(world.engine, ORG, LOCKED).run_id
+    people = care.practitioner_choices(world.engine, ORG)
+    world.nurse_practitioner = people[0][0]
+    users = {u.email: u.user_id for u in accounts.list_users(world.engine, ORG)}
+    care.link_practitioner(
+        world.engine, cli_actor(ORG), users[email_of("care_staff")], world.nurse_practitioner
+    )
+    return world
+
+
+@pytest.fixture(scope="module")
+def care_world(module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CareWorld]:
+    """One practice per test module and database (building it takes a while)."""
+    world = build_care_world(module_db_url, tmp_path_factory.mktemp("care"))
     yield world
     world.close()

@@ -32,7 +32,7 @@ pool — so an entry id appears in at most one billable decision.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal
@@ -418,7 +418,7 @@ def _common_checks(view: EnrollmentView, year: RuleYear, period: Period, used: U
     needed, c = established_needed(year, used, e.program)
     if needed:
         checks.append(_established(e, year, used, c))
-    visit = _initiating_visit(e, year, period, used)
+    visit = _initiating_visit(view, year, period, used)
     if visit is not None:
         checks.append(visit)
     return checks
@@ -453,30 +453,78 @@ def established_needed(year: RuleYear, used: Used, program: Program) -> tuple[bo
     return needed, c
 
 
-def _initiating_visit(e: EnrollmentFact, year: RuleYear, period: Period, used: Used) -> Check | None:
+def _initiating_visit(view: EnrollmentView, year: RuleYear, period: Period, used: Used) -> Check | None:
     """The CY2027 proposal ``initiating_visit_required``: RPM/RTM start with a visit.
 
-    The visit is the enrollment's ``initiating_visit_date`` (an attestation today; the
-    visits file will let it be checked). It must fall on or before the period's last
-    day: a visit after the service cannot have initiated it.
+    The visit is the enrollment's ``initiating_visit_date`` (attested) or, with the option
+    ``initiating_visit_source: from_visits``, a visit in visits.csv (:func:`initiating_visit`).
+    It must fall on or before the period's last day: a visit after the service cannot
+    have initiated it.
     """
+    e = view.enrollment
     p = _proposal(year, "initiating_visit_required", e.program, used)
     if p is None or p.value is not True:
         return None
     rule_id = f"{e.program.lower()}.initiating_visit"
     c = cite(year, p)
-    visit = e.initiating_visit_date
+    visit, how, ev = initiating_visit(view, year, used)
     if visit is None:
         msg = (
-            f"no initiating visit on file: with the option initiating_visit_required (CY2027 "
+            f"no initiating visit {how}: with the option initiating_visit_required (CY2027 "
             f"proposal) {e.program} needs a separately reportable initiating visit at its start"
         )
-        return Check.of(rule_id, Verdict.FAIL, msg, c)
+        return Check.of(rule_id, Verdict.FAIL, msg, c, ev)
     if visit > period.end:
         msg = f"initiating visit on {visit} is after the period ends ({period.end}): it did not initiate it"
-        return Check.of(rule_id, Verdict.FAIL, msg, c, Evidence(dates=(visit,)))
-    msg = f"initiating visit on {visit}, on or before the period's end (option initiating_visit_required)"
-    return Check.of(rule_id, Verdict.PASS, msg, c, Evidence(dates=(visit,)))
+        return Check.of(rule_id, Verdict.FAIL, msg, c, ev)
+    msg = (
+        f"initiating visit on {visit} {how}, on or before the period's end (option initiating_visit_required)"
+    )
+    return Check.of(rule_id, Verdict.PASS, msg, c, ev)
+
+
+INITIATING_SOURCES = ("attested", "from_visits")
+
+
+def initiating_visit(view: EnrollmentView, year: RuleYear, used: Used) -> tuple[date | None, str, Evidence]:
+    """The episode's initiating visit: its date, how it is known, and the evidence.
+
+    With the option ``initiating_visit_source`` missing or ``attested`` it is the
+    enrollment's ``initiating_visit_date``. With ``from_visits`` it is read from the
+    visits: a code of ``initiating_visit_codes`` by the billing practitioner, no earlier
+    than ``initiating_visit_lookback_days`` before the episode starts — the last such
+    visit on or before the start, else the first one after it (among the visits known up
+    to the month's end). The attested date is then not used, so a practice cannot pass
+    the check with a date its own records do not show.
+    """
+    e = view.enrollment
+    p = year.options.get("initiating_visit_source")
+    source = "attested" if p is None else str(p.value)
+    if p is not None:
+        used.add(p)
+    if source not in INITIATING_SOURCES:
+        supported = ", ".join(INITIATING_SOURCES)
+        raise UnsupportedOption(f"option initiating_visit_source={source!r}; supported: {supported}")
+    if source == "attested":
+        day = e.initiating_visit_date
+        return day, "on file (attested on the enrollment)", Evidence(dates=(day,) if day else ())
+    codes = set(strings(used.add(year.rule_global("initiating_visit_codes")).value))
+    lookback = as_int(used.add(year.rule_global("initiating_visit_lookback_days")).value, "lookback")
+    earliest = e.start_date - timedelta(days=lookback)
+    found = [
+        v
+        for v in view.facts.visits
+        if v.code in codes and v.practitioner_id == e.billing_practitioner_id and v.local_date >= earliest
+    ]
+    if not found:
+        who = e.billing_practitioner_id
+        how = f"in the visits by {who} since {earliest} (initiating_visit_source: from_visits)"
+        return None, how, Evidence()
+    before = [v for v in found if v.local_date <= e.start_date]
+    v = before[-1] if before else found[0]
+    how = f"(visit {v.visit_id}, {v.code} by {v.practitioner_id}{', telehealth' if v.telehealth else ''})"
+    ev = Evidence(dates=(v.local_date,), values=(("visit_id", v.visit_id), ("visit_code", v.code)))
+    return v.local_date, how, ev
 
 
 def employed_staff_only(year: RuleYear, program: Program, used: Used) -> bool:
@@ -550,13 +598,13 @@ def _documentation(view: EnrollmentView, year: RuleYear, used: Used) -> tuple[li
         gaps.append("established_patient: the enrollment does not record whether the patient is established")
     needed, c = requirement(year, "initiating_visit", used, e.program)
     if needed:
-        if e.initiating_visit_date is None:
+        visit, how, ev = initiating_visit(view, year, used)
+        if visit is None:
             gaps.append("initiating_visit_date: no initiating visit (E/M, AWV or IPPE) on file")
-            msg = "documentation gap (does not block): no initiating visit date on file"
-            reasons.append(Reason("docs.initiating_visit", False, msg, c))
+            msg = f"documentation gap (does not block): no initiating visit {how}"
+            reasons.append(Reason("docs.initiating_visit", False, msg, c, ev))
         else:
-            msg = f"initiating visit on {e.initiating_visit_date}"
-            ev = Evidence(dates=(e.initiating_visit_date,) if e.initiating_visit_date else ())
+            msg = f"initiating visit on {visit} {how}"
             reasons.append(Reason("docs.initiating_visit", True, msg, c, ev))
     return reasons, tuple(gaps)
 
@@ -605,11 +653,13 @@ def pool(
     performers: frozenset[str],
     skip: frozenset[str],
     employed_only: bool = False,
+    barred: Mapping[str, str] | None = None,
 ) -> TimePool:
     """The entries that count toward a code in ``period``, and why the others do not.
 
     ``employed_only`` (the CY2027 proposal ``staff_minutes_employed_only``) leaves out
-    clinical staff who are not employed by the practice.
+    clinical staff who are not employed by the practice. ``barred`` maps entries that do
+    not count for a reason of the code's own (99091 work on an E/M day) to that reason.
     """
     counted: list[TimeFact] = []
     excluded: list[tuple[TimeFact, str]] = []
@@ -618,6 +668,8 @@ def pool(
             continue
         if e.entry_id in skip:
             excluded.append((e, "its month's time is already billed"))
+        elif barred and e.entry_id in barred:
+            excluded.append((e, barred[e.entry_id]))
         elif not win.contains(e.local_date):
             excluded.append((e, "outside the enrollment or before consent"))
         elif str(e.performer) not in performers:
@@ -794,6 +846,10 @@ def finish(d: Draft) -> Decision:
         from caretally.rules.families.coverage import coverage_checks
 
         d.checks.extend(coverage_checks(view, d.year, d.rule, d.period, d.used))
+    if view.facts.death_date is not None:
+        death = death_check(d)
+        if death is not None:
+            d.checks.append(death)
     open_ = is_open(view, d.period)
     status = status_of(d.checks, open_)
     if status is Status.BILLABLE and d.units <= 0:
@@ -850,6 +906,51 @@ def finish(d: Draft) -> Decision:
         measures=Measures() if measures is None else measures,
         provisional=d.year.provisional,
     )
+
+
+def death_check(d: Draft) -> Check | None:
+    """Nothing is billed for a date of service after the patient's death (global
+    ``no_service_after_death``). A period that starts after the death fails whatever its
+    date; otherwise the decision's own date of service is compared (under
+    ``device_dos: threshold_day`` a line dated before the death may still bill)."""
+    p = d.year.globals.get("no_service_after_death")
+    death = d.view.facts.death_date
+    if p is None or p.value is not True or death is None:
+        return None
+    d.used.add(p)
+    c = cite(d.year, p)
+    ev = Evidence(dates=(death,))
+    if d.period.start > death:
+        msg = f"the patient died on {death}, before this period ({span(d.period.start, d.period.end)}) began"
+        return Check.of("patient.death", Verdict.FAIL, msg, c, ev)
+    if d.dos is not None and d.dos > death:
+        msg = f"date of service {d.dos} is after the patient's death on {death}: nothing is billed after it"
+        return Check.of("patient.death", Verdict.FAIL, msg, c, ev)
+    if d.dos is None:
+        return None
+    msg = f"date of service {d.dos} is on or before the patient's death on {death}"
+    return Check.of("patient.death", Verdict.PASS, msg, c, ev)
+
+
+def same_day_em(view: EnrollmentView, year: RuleYear, rule: CodeRule, used: Used) -> dict[str, str]:
+    """Entries that do not count toward ``rule``: logged by a practitioner on a day that
+    practitioner billed an E/M visit with the patient (global ``em_same_day_excludes``,
+    which names the codes, e.g. 99091; ``em_visit_codes`` says which visits are E/M)."""
+    p = year.globals.get("em_same_day_excludes")
+    if p is None or rule.code not in strings(p.value) or not view.facts.visits:
+        return {}
+    used.add(p)
+    em_codes = set(strings(used.add(year.rule_global("em_visit_codes")).value))
+    days = {(v.practitioner_id, v.local_date): v for v in view.facts.visits if v.code in em_codes}
+    barred: dict[str, str] = {}
+    for e in view.entries:
+        v = days.get((e.practitioner_id, e.local_date))
+        if v is not None:
+            barred[e.entry_id] = (
+                f"{e.practitioner_id} billed an E/M ({v.code}, visit {v.visit_id}) with the patient on "
+                f"{v.local_date}: {rule.code} work that day is not separately payable"
+            )
+    return barred
 
 
 def provisional_reason(year: RuleYear, rule: CodeRule) -> Reason:

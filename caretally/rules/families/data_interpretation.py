@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from datetime import date
 
-from caretally.model import Decision, Period, TimeFact
+from caretally.model import Decision, Evidence, Period, TimeFact
 from caretally.rules.families.common import (
+    Check,
     Draft,
     EnrollmentView,
     Used,
@@ -28,6 +29,7 @@ from caretally.rules.families.common import (
     performers_of,
     pool,
     rendering_of,
+    same_day_em,
     threshold_day,
     window,
 )
@@ -66,7 +68,18 @@ def _decide(view: EnrollmentView, year: RuleYear, period: Period, rule: CodeRule
     months = _billed_months(view, tuple(sorted(year.excludes(rule.code))))
     skip = frozenset(e.entry_id for e in view.entries if (e.local_date.year, e.local_date.month) in months)
     employed = employed_staff_only(year, rule.program, used)
-    p = pool(view.entries, period, window(view, period), performers, skip, employed)
+    barred = same_day_em(view, year, rule, used)
+    p = pool(view.entries, period, window(view, period), performers, skip, employed, barred)
+    on_em_days = [e for e, _ in p.excluded if e.entry_id in barred]
+    if on_em_days:
+        c = cite(year, year.rule_global("em_same_day_excludes"))
+        names = ", ".join(f"{e.entry_id} ({e.local_date})" for e in on_em_days)
+        msg = f"not counted, logged on a day the same practitioner billed an E/M with the patient: {names}"
+        ev = Evidence(
+            dates=tuple(sorted({e.local_date for e in on_em_days})),
+            values=(("excluded_entries", ",".join(e.entry_id for e in on_em_days)),),
+        )
+        draft.checks.append(Check.of(f"{prefix}.same_day_em", Verdict.PASS, msg, c, ev))
     me = rung(rule)
     used.add(rule.param("min_minutes"))
     check = minutes_check(

@@ -1,7 +1,7 @@
 """practice settings per organization
 
-Revision ID: 0012
-Revises: 0009
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-07 10:00:00
 
 The admin's practice settings (issue 12): the 837P identity as practice-file TOML, the
@@ -15,8 +15,8 @@ from alembic import op
 
 import caretally.store.schema
 
-revision = "0012"
-down_revision = "0009"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
