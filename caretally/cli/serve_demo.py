@@ -99,6 +99,33 @@ def ensure_users(engine: Engine) -> list[DemoUser]:
     return made
 
 
+#: Who the demo nurse logs time as: clinical staff (``staff``) first, the usual performer of RPM time.
+_NURSE_CLASSES = ("staff", "practitioner", "therapist")
+
+
+def link_nurse(engine: Engine, users: list[DemoUser]) -> None:
+    """A new care-staff user logs time as one of the practice's clinical staff."""
+    from caretally.services import care
+
+    nurse = next((u for u in users if u.role == "care_staff" and u.password is not None), None)
+    if nurse is None:
+        return
+    p, u = schema.practitioners, schema.users
+    with engine.connect() as conn:
+        user_id = conn.execute(select(u.c.user_id).where(u.c.email == nurse.email)).scalar_one()
+        rows = conn.execute(
+            select(p.c.practitioner_id, p.c.performer_class)
+            .where(p.c.org_id == DEFAULT_ORG)
+            .order_by(p.c.practitioner_id)
+        ).all()
+    ranked = sorted(
+        rows,
+        key=lambda r: _NURSE_CLASSES.index(r.performer_class) if r.performer_class in _NURSE_CLASSES else 9,
+    )
+    if ranked:
+        care.link_practitioner(engine, cli_actor(DEFAULT_ORG), user_id, ranked[0].practitioner_id)
+
+
 def prepare_demo(
     url: str | None, *, patients: int = 200, months: int = 3, seed: int = 7
 ) -> tuple[str, list[DemoUser], bool]:
@@ -118,6 +145,7 @@ def prepare_demo(
                 engine, actor, identity_toml=practice.demo_identity_toml(), locality="", payer_overlays=""
             )
         users = ensure_users(engine)
+        link_nurse(engine, users)
     finally:
         engine.dispose()
     return url, users, built

@@ -30,7 +30,7 @@ from playwright.sync_api import Page, expect
 from sqlalchemy import select
 
 from caretally.cli.serve_demo import DemoUser, prepare_demo
-from caretally.services import audit
+from caretally.services import audit, care
 from caretally.services.context import cli_actor
 from caretally.store import schema
 from caretally.store.db import DEFAULT_ORG, open_database
@@ -49,6 +49,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, DemoU
     engine = open_database(url, DEFAULT_ORG)
     with engine.connect() as conn:
         month = conn.execute(select(schema.billing_runs.c.month)).scalar_one()
+    assert len(care.linked_practitioners(engine, DEFAULT_ORG)) == 1  # the nurse logs time as staff
     engine.dispose()
     return url, {u.role: u for u in users}, month
 
