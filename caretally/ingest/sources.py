@@ -107,6 +107,8 @@ class Source:
     warnings: list[Problem] = field(default_factory=list)
     #: CSV only: lists of ``(line, cells, problem)``, for readers that index cells by position.
     batches: Callable[[], Iterator[list[tuple[int, list[str], Problem | None]]]] | None = None
+    #: CSV only: the file itself, for the bulk reader (``caretally.ingest.bulk``).
+    path: Path | None = None
 
 
 def _open_text(path: Path, progress: bool) -> AbstractContextManager[IO[str]]:
@@ -150,7 +152,7 @@ def csv_source(stem: str, path: Path, *, progress: bool = False) -> Source:
             for line, row, problem in batch:
                 yield csv_record(label, header, line, row, problem)
 
-    return Source(stem, label, header, records, batches=batches, warnings=warnings)
+    return Source(stem, label, header, records, batches=batches, warnings=warnings, path=path)
 
 
 def _clean_header(label: str, cells: list[str]) -> tuple[list[str], list[Problem], list[Problem]]:
@@ -176,7 +178,7 @@ CSV_BATCH = 2_000
 
 
 def _csv_batches(
-    label: str, handle: IO[str], path: Path | None = None
+    label: str, handle: IO[str], path: Path | None = None, *, after: int | None = None
 ) -> Iterator[list[tuple[int, list[str], Problem | None]]]:
     """Lists of ``(physical line, cells, None)`` for the data rows; a problem item ends it.
 
@@ -187,15 +189,20 @@ def _csv_batches(
     come in batches so a fast consumer pays one generator step per batch, not per row.
     A row holding a byte that is not UTF-8 ends the file with one ``bad_encoding`` item
     located by ``first_bad_utf8`` (``path``), since the row's own text cannot be trusted.
+    With ``after`` the handle is positioned at the start of line ``after + 1``, past the
+    header (the bulk reader hands over the rest of a file it cannot take in blocks).
     """
     lines = iter(handle)
     end = 0
     batch: list[tuple[int, list[str], Problem | None]] = []
     try:
-        header = csv.reader(lines, strict=True)
-        if next(header, None) is None:
-            return
-        end = header.line_num
+        if after is None:
+            header = csv.reader(lines, strict=True)
+            if next(header, None) is None:
+                return
+            end = header.line_num
+        else:
+            end = after
         for text in lines:
             line = end + 1
             body = text[:-1] if text.endswith("\n") else text
@@ -231,6 +238,17 @@ def _csv_batches(
         batch.append((end + 1, [], Problem(label, end + 1, None, "bad_csv", message)))
     if batch:
         yield batch
+
+
+def csv_batches_from(
+    label: str, path: Path, offset: int, after: int
+) -> Iterator[list[tuple[int, list[str], Problem | None]]]:
+    """``_csv_batches`` over the rest of ``path`` from byte ``offset``, the start of line
+    ``after + 1`` (a data line: the header and any BOM lie before it)."""
+    with path.open("rb") as raw:
+        raw.seek(offset)
+        with io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="") as handle:
+            yield from _csv_batches(label, handle, path, after=after)
 
 
 def csv_record(label: str, header: list[str], line: int, cells: list[str], problem: Problem | None) -> Record:

@@ -76,8 +76,17 @@ TITLES = {
 }
 
 
+def sentence(text: str | None) -> str | None:
+    """A service's one-line message (lower-case, as the API gives it) as a sentence on a page."""
+    if not text:
+        return text
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
 def error_answer(request: Request, status: int, message: str, hint: str | None = None) -> Response:
     """The HTML error page: the signed-in frame when there is a viewer, else the plain one."""
+    message, hint = sentence(message) or "", sentence(hint)
     viewer: Viewer | None = getattr(request.state, "viewer", None)
     title = TITLES.get(status) or HTTPStatus(status).phrase
     layout = viewer.layout(title) if viewer is not None else signed_out_layout(title)

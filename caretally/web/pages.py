@@ -560,6 +560,7 @@ def alerts_page(
     may_acknowledge: bool = True,
     as_of: date | None = None,
     window: tuple[date, date] | None = None,
+    remove: Sequence[Link] = (),
 ) -> AlertsPage:
     """``as_of`` is kept in the acknowledgement links; ``window`` (first, last day) is said."""
     rows = tuple(
@@ -587,7 +588,7 @@ def alerts_page(
     summary = f"{count(len(alerts), 'open alert')} for {count(patients, 'patient')}"
     if window is not None:
         summary += f", from readings of {short_date(window[0])} – {short_date(window[1])}"
-    return AlertsPage(rows, table, summary + ".", add_threshold, may_acknowledge)
+    return AlertsPage(rows, table, summary + ".", add_threshold, may_acknowledge, tuple(remove))
 
 
 # --------------------------------------------------------------------------------------

@@ -389,6 +389,7 @@ class AlertsPage:
     summary: str
     add_threshold: Form | None = None  # shown to roles that may set thresholds
     may_acknowledge: bool = True
+    remove: tuple[Link, ...] = ()  # per threshold in force: its words and the removal URL
 
 
 @dataclass(frozen=True)

@@ -212,7 +212,7 @@ def test_time_without_a_linked_practitioner_is_refused_with_the_way_out(care_wor
             "note": "",
         },
     )
-    assert answer.status_code == 409 and "ask an admin" in answer.text
+    assert answer.status_code == 409 and "Ask an admin" in answer.text
 
 
 def test_a_form_without_its_token_changes_nothing(care_world: CareWorld) -> None:
@@ -264,6 +264,15 @@ def test_alerts_come_from_thresholds_and_close_when_acknowledged(care_world: Car
     # the patient's page draws the threshold as a band over the readings
     pid = acks[0].patient_id
     assert "at or above 0" in nurse.get(f"/patients/{pid}?as_of={TODAY}").text
+    # removing the threshold closes its alerts; the row stays with when it was removed
+    removal = re.search(r'action="(/alerts/thresholds/[0-9]+/remove)"', nurse.get("/alerts").text)
+    assert removal is not None
+    assert nurse.post(removal.group(1), data={"csrf_token": token}).status_code == 303
+    after = nurse.get(f"/alerts?as_of={TODAY}").text
+    assert "No open alerts." in after and "No thresholds set" in after
+    with care_world.engine.connect() as conn:
+        kept = conn.execute(select(schema.alert_thresholds.c.removed_at)).all()
+    assert kept and all(r.removed_at is not None for r in kept)
 
 
 @pytest.mark.parametrize("role", ["biller", "integration"])

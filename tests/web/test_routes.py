@@ -31,6 +31,7 @@ WEB_ROUTES: dict[tuple[str, str], str | P] = {
     ("GET", "/alerts"): P.ALERTS_READ,
     ("POST", "/alerts/{alert_id}/acknowledge"): P.ALERTS_WRITE,
     ("POST", "/alerts/thresholds"): P.ALERTS_WRITE,
+    ("POST", "/alerts/thresholds/{threshold_id}/remove"): P.ALERTS_WRITE,
     ("GET", "/admin"): P.ADMIN_USERS,
     ("POST", "/admin/users"): P.ADMIN_USERS,
     ("POST", "/admin/users/{user_id}/role"): P.ADMIN_USERS,

@@ -24,12 +24,13 @@ from caretally.web.routes.common import (
     page_response,
     redirect,
 )
-from caretally.web.viewmodels import Flash
+from caretally.web.viewmodels import Flash, Link
 from caretally.web.views import ReadingRow
 
 router = APIRouter(include_in_schema=False)
 AlertId = Annotated[str, Path(pattern=r"^[0-9]{1,12}-[0-9]{1,12}$")]
 AsOf = Annotated[str, Query(max_length=10)]
+ThresholdId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 def _answer(
@@ -66,8 +67,15 @@ def _answer(
                 a.raised_at,
             )
         )
-    thresholds = [
-        t for th in alerts.list_thresholds(service.engine, viewer.actor) for t, _ in threshold_bands(th)
+    stored = alerts.list_thresholds(service.engine, viewer.actor)
+    thresholds = [t for th in stored for t, _ in threshold_bands(th)]
+    removable = [
+        Link(
+            " and ".join(band.label for _, band in threshold_bands(th)) + f" ({th.program})",
+            f"/alerts/thresholds/{th.threshold_id}/remove",
+            th.patient_id,
+        )
+        for th in stored
     ]
     writer = viewer.may(Permission.ALERTS_WRITE)
     page = pages.alerts_page(
@@ -77,6 +85,7 @@ def _answer(
         may_acknowledge=writer,
         as_of=as_of,
         window=(last - timedelta(days=alerts.WINDOW_DAYS), last),
+        remove=removable if writer else (),
     )
     flashes = (Flash("error", "The threshold was not added: see the form."),) if errors else ()
     return page_response(
@@ -146,3 +155,12 @@ def add_threshold(request: Request, viewer: AlertsWriter, service: ServiceDep, f
         field = "measure" if exc.code in ("invalid_measure", "invalid_program") else "bounds"
         return _answer(request, viewer, service, errors={field: exc.message}, values=values, status=422)
     return redirect(request, "/alerts", flash="Threshold added.")
+
+
+@router.post("/alerts/thresholds/{threshold_id}/remove")
+def remove_threshold(
+    request: Request, threshold_id: ThresholdId, viewer: AlertsWriter, service: ServiceDep
+) -> RedirectResponse:
+    """The threshold stops raising alerts; its row stays (who set it, when it was removed)."""
+    alerts.remove_threshold(service.engine, viewer.actor, threshold_id)
+    return redirect(request, "/alerts", flash="Threshold removed.")

@@ -1,0 +1,319 @@
+"""The bulk reader for readings.csv: Arrow parses and checks whole blocks of rows at once.
+
+Readings run to millions per import; parsing each row in Python and checking it cell by
+cell costs a few microseconds a row even on the fast path (``fastpath.clean_batch``).
+Here pyarrow's CSV reader splits a block of the file (a few MB) in C, and vector
+expressions (``pyarrow.compute``) find the rows that are plainly clean and build their
+stored columns. Every other row is handed back, with its physical line and its cells,
+to the row-by-row path, so the rows that are refused are judged and reported by the
+same code as before (``clean_batch``, then ``check_row``): the report does not change.
+
+What makes a row "plainly clean" is deliberately narrow, so that the vector checks are
+easy to hold to ``clean_batch``: every cell printable ASCII without surrounding spaces
+(``reading_id`` may be empty), lengths within the limits, a known transmission, a UTC
+timestamp ``YYYY-MM-DDTHH:MM:SSZ`` (year 1900–2199) that reads back the same, an accepted
+patient, a device of that patient, a patient-local date not before the birth date and no
+later than the import clock allows. Local dates come per (zone, UTC hour), exactly as
+``LocalDays`` computes them; an hour that holds a local midnight or an offset change
+sends its rows down the row path.
+
+Line numbers stay exact because a block goes to Arrow only when each of its lines is one
+record: no NUL, no carriage return except before a line feed, no blank line, valid UTF-8,
+and as many rows as lines (then Arrow's rows and the file's lines correspond one to one).
+A line with a quote must read into the same cells through ``csv.reader`` as through Arrow.
+A quote-free block with a row of the wrong width is split in Python the way
+``sources._csv_batches`` splits a quote-free line. Anything else (a quoted cell spanning
+lines, a bare carriage return, bytes that are not UTF-8) hands the rest of the file to
+``sources._csv_batches``, which reads it as before.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+
+from caretally.ingest.fastpath import (
+    ID_MAX,
+    NO_EXTRA,
+    NO_LATER_BOUND,
+    READING_STORED,
+    TRANSMISSIONS,
+    TYPE_MAX,
+    UNIT_MAX,
+    VALUE_MAX,
+    Item,
+    LocalDays,
+    _whole_hour_date,
+    stored_instant,
+)
+from caretally.ingest.references import ReferenceIndex
+from caretally.ingest.sources import csv_batches_from
+
+#: Bytes per block handed to Arrow (cut at a line end). Big enough that Arrow's per-call
+#: cost vanishes, small enough that a block's columns stay a few tens of MB.
+BLOCK_BYTES = 8 << 20
+BOM = b"\xef\xbb\xbf"
+_STAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+@dataclass(frozen=True, slots=True)
+class Clean:
+    """Rows the vector checks accepted: stored columns (``READING_STORED``) and their lines."""
+
+    table: pa.Table
+    lines: pa.Array
+
+
+#: What ``read_readings`` yields: accepted rows, or rows for the row-by-row path.
+Piece = Clean | list[Item]
+
+
+def data_start(path: Path) -> tuple[int, int] | None:
+    """Byte offset and line number of the first data line, when the header is one plain line.
+
+    ``None`` (read the whole file row by row) when the header has a quote or a carriage
+    return other than a CRLF ending, since only then is it certain to end at the first
+    line feed.
+    """
+    with path.open("rb") as handle:
+        first = handle.readline(1 << 20)
+    if not first.endswith(b"\n"):
+        return None
+    body = first[:-1]
+    if body.endswith(b"\r"):
+        body = body[:-1]
+    if b'"' in body or b"\r" in body or b"\0" in body:
+        return None
+    return len(first), 2
+
+
+def _simple(block: bytes) -> bool:
+    """True when no line of ``block`` is blank, holds a NUL or a bare CR, or is not UTF-8.
+
+    Quotes are judged after parsing (``_same_as_csv``).
+    """
+    if b"\0" in block or block.startswith(b"\n") or block.startswith(b"\r\n"):
+        return False
+    if b"\n\n" in block or b"\n\r\n" in block:
+        return False
+    if b"\r" in block and block.count(b"\r") != block.count(b"\r\n"):
+        return False
+    if not block.isascii():
+        try:
+            block.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
+def _same_as_csv(block: bytes, table: pa.Table) -> bool:
+    """True when every line holding a quote reads, through ``csv.reader`` as ``_csv_batches``
+    reads it, into exactly the cells Arrow gave its row (row i is line i: checked before).
+
+    A quoted cell that spans lines, a quote ``csv`` refuses in strict mode, or any other
+    difference in reading makes it false, and the caller hands the rest of the file to the
+    row path, which then says what ``csv`` says.
+    """
+    lines = block.split(b"\n")
+    at = [i for i, text in enumerate(lines) if b'"' in text]
+    if not at:
+        return True
+    given = zip(*(column.to_pylist() for column in table.take(at).columns), strict=True)
+    for i, cells in zip(at, given, strict=True):
+        try:
+            found = next(csv.reader([lines[i].decode("utf-8") + "\n"], strict=True), [])
+        except csv.Error:
+            return False
+        if found != list(cells):
+            return False
+    return True
+
+
+def _split(block: bytes, first_line: int) -> list[Item]:
+    """A simple block's rows split in Python, exactly as ``_csv_batches`` splits quote-free lines."""
+    items: list[Item] = []
+    text = block.decode("utf-8")
+    for number, body in enumerate(text.split("\n"), start=first_line):
+        if body.endswith("\r"):
+            body = body[:-1]
+        if body:
+            items.append((number, body.split(","), None))
+    return items
+
+
+def read_blocks(
+    label: str,
+    path: Path,
+    width: int,
+    whole: Callable[[], Iterator[list[Item]]],
+    block_bytes: int = BLOCK_BYTES,
+) -> Iterator[tuple[int, pa.Table] | list[Item]]:
+    """The data rows of a CSV file: ``(first line, table of text cells)`` for blocks Arrow
+    parsed, lists of ``(line, cells, problem)`` items for the rest (in file order).
+
+    ``whole`` reads the whole file row by row (``Source.batches``), for a header that is
+    not one plain line.
+    """
+    start = data_start(path)
+    if start is None:
+        yield from whole()
+        return
+    offset, line = start
+    names = [f"c{i}" for i in range(width)]
+    read = pcsv.ReadOptions(column_names=names, use_threads=False, block_size=max(block_bytes, 1 << 16) * 2)
+    plain = pcsv.ParseOptions(quote_char=False, double_quote=False, escape_char=False)
+    quoting = pcsv.ParseOptions(
+        quote_char='"', double_quote=True, escape_char=False, newlines_in_values=False
+    )
+    convert = pcsv.ConvertOptions(
+        column_types=dict.fromkeys(names, pa.string()),
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        pending = b""
+        while True:
+            chunk = handle.read(block_bytes)
+            data = pending + chunk
+            if not data:
+                return
+            cut = data.rfind(b"\n") + 1 if chunk else len(data)
+            if cut == 0:  # no line end yet: read on (one line longer than a block)
+                pending = data
+                continue
+            block, pending = data[:cut], data[cut:]
+            if not _simple(block):
+                yield from csv_batches_from(label, path, offset, line - 1)
+                return
+            rows = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+            quoted = b'"' in block
+            try:
+                table = pcsv.read_csv(pa.py_buffer(block), read, quoting if quoted else plain, convert)
+            except pa.ArrowInvalid:
+                table = None
+            if quoted and (table is None or table.num_rows != rows or not _same_as_csv(block, table)):
+                yield from csv_batches_from(label, path, offset, line - 1)
+                return
+            if table is None or table.num_rows != rows:
+                yield _split(block, line)
+            else:
+                yield line, table
+            offset += len(block)
+            line += rows
+
+
+def _lookup(keys: pa.Array, get: Callable[[str], str | None]) -> pa.Array:
+    """``get(key)`` for every key (null for ``None``), computed once per distinct key."""
+    distinct = pc.unique(keys)
+    values = pa.array([get(k) for k in distinct.to_pylist()], pa.string())
+    return values.take(pc.index_in(keys, value_set=distinct))
+
+
+def check_table(
+    table: pa.Table,
+    first_line: int,
+    positions: Sequence[int | None],
+    index: ReferenceIndex,
+    days: LocalDays,
+) -> tuple[Clean, list[Item]]:
+    """The block's plainly clean rows in stored form, and every other row as an item.
+
+    ``positions`` gives the column of each of the eight reading cells (``READING_CELLS``
+    order; ``None`` for a missing ``reading_id`` column).
+    """
+    count = table.num_rows
+    cols = table.columns
+    rid_at = positions[0]
+    rid = cols[rid_at] if rid_at is not None else pa.repeat("", count)
+    patient, device, stamp, kind, value, unit, transmission = (cols[p] for p in positions[1:])  # type: ignore[index]
+
+    def plain(column: Any, limit: int, *, empty: bool = False) -> Any:
+        """Printable ASCII (``isprintable`` holds, ``strip`` changes nothing), 1..limit long."""
+        size = pc.binary_length(column)
+        fits = (
+            pc.less_equal(size, limit) if empty else pc.and_(pc.greater(size, 0), pc.less_equal(size, limit))
+        )
+        spaced = pc.or_(pc.starts_with(column, " "), pc.ends_with(column, " "))
+        return pc.and_(pc.and_(pc.ascii_is_printable(column), fits), pc.invert(spaced))
+
+    ok = pc.and_(plain(rid, ID_MAX, empty=True), pc.and_(plain(patient, ID_MAX), plain(device, ID_MAX)))
+    ok = pc.and_(ok, pc.and_(plain(kind, TYPE_MAX), plain(unit, UNIT_MAX)))
+    ok = pc.and_(ok, plain(value, VALUE_MAX))
+    mode = pc.ascii_lower(transmission)
+    ok = pc.and_(ok, pc.is_in(mode, value_set=pa.array(list(TRANSMISSIONS), pa.string())))
+    # ``YYYY-MM-DDTHH:MM:SSZ`` naming a real instant: Arrow's parse, written back, gives the
+    # same day and clock (a 30 February or a 60th second would roll over to another).
+    day = pc.utf8_slice_codeunits(stamp, 0, 10)
+    clock = pc.utf8_slice_codeunits(stamp, 11, 19)
+    shaped = pc.and_(pc.equal(pc.binary_length(stamp), 20), pc.ends_with(stamp, "Z"))
+    shaped = pc.and_(shaped, pc.equal(pc.utf8_slice_codeunits(stamp, 10, 11), "T"))
+    shaped = pc.and_(shaped, pc.and_(pc.greater_equal(stamp, "1900"), pc.less(stamp, "2200")))
+    parsed = pc.strptime(stamp, format=_STAMP_FORMAT, unit="s", error_is_null=True)
+    again = pc.cast(parsed, pa.string())
+    ok = pc.and_(
+        ok,
+        pc.fill_null(pc.and_(shaped, pc.equal(again, pc.binary_join_element_wise(day, clock, " "))), False),
+    )
+    text = pc.binary_join_element_wise(day, " ", clock, ".000000", "")
+    latest = NO_LATER_BOUND if index.not_after is None else stored_instant(index.not_after)
+    ok = pc.and_(ok, pc.less_equal(text, latest))
+
+    patients, devices = index.patients, index.devices
+    tz = _lookup(patient, lambda p: None if p in patients.rejected else patients.known.get(p))
+    owner = _lookup(device, lambda d: None if d in devices.rejected else devices.known.get(d))
+    ok = pc.and_(ok, pc.fill_null(pc.equal(owner, patient), False))
+    ok = pc.and_(ok, pc.is_valid(tz))
+
+    hour = pc.utf8_slice_codeunits(text, 0, 13)
+    zone_hour = pc.binary_join_element_wise(pc.fill_null(tz, ""), hour, "|")
+    distinct = pc.unique(pc.filter(zone_hour, ok))
+    dates: list[str | None] = []
+    for key in distinct.to_pylist():
+        name, at = key.split("|")
+        hours = days.zones.setdefault(name, {})
+        if at not in hours:
+            hours[at] = _whole_hour_date(name, at)
+        dates.append(hours[at])
+    local = pa.array(dates, pa.string()).take(pc.index_in(zone_hour, value_set=distinct))
+    ok = pc.and_(ok, pc.is_valid(local))  # hours with two local dates take the row path
+    birth = _lookup(patient, index.births.get)
+    ok = pc.and_(ok, pc.fill_null(pc.greater_equal(local, birth), True))
+    ok = pc.fill_null(ok, False)
+
+    lines = pa.array(range(first_line, first_line + count), pa.int64())
+    rest_at = pc.indices_nonzero(pc.invert(ok))
+    rest: list[Item] = []
+    if len(rest_at):
+        other = table.take(rest_at)
+        cells = zip(*(c.to_pylist() for c in other.columns), strict=True)
+        rest = [
+            (line, list(row), None) for line, row in zip(lines.take(rest_at).to_pylist(), cells, strict=True)
+        ]
+
+    has_id = pc.not_equal(rid, "")
+    # ``reading_key`` without a reading_id: ``device|YYYY-MM-DDTHH:MM:SS+00:00|type``.
+    synthetic = pc.binary_join_element_wise(device, "|", day, "T", clock, "+00:00|", kind, "")
+    columns = {
+        "reading_key": pc.if_else(has_id, rid, synthetic),
+        "reading_id": pc.if_else(has_id, rid, pa.scalar(None, pa.string())),
+        "patient_id": patient,
+        "device_id": device,
+        "measured_at": text,
+        "local_date": local,
+        "type": kind,
+        "value": value,
+        "unit": unit,
+        "transmission": mode,
+        "extra": pa.repeat(NO_EXTRA, count),
+    }
+    assert tuple(columns) == READING_STORED
+    clean = pa.table(columns).filter(ok)
+    return Clean(clean, lines.filter(ok)), rest
