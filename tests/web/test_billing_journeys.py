@@ -11,8 +11,8 @@ that database, so it must keep the users it finds (and say so), then:
   the packet views in the Audit access log;
 - a nurse (care staff) has no Month close link and gets a 403 page at its address.
 
-Screenshots of Month close, Leakage and the packet go to ``$CARETALLY_SCREENSHOTS`` (the
-README's come from ``CARETALLY_SCREENSHOTS=docs/screenshots``), else to the test's folder.
+Screenshots of Month close, Leakage and the packet go to ``docs/screenshots`` with
+``CARETALLY_SCREENSHOTS=1`` (the README's), else to the test's folder.
 """
 
 from __future__ import annotations
@@ -62,8 +62,12 @@ def server(demo: tuple[str, dict[str, DemoUser], str], caretally_server: Callabl
     return started
 
 
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
 def shots(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("CARETALLY_SCREENSHOTS") or tmp_path)
+    """``docs/screenshots`` with ``CARETALLY_SCREENSHOTS=1`` (as test_served.py), else the test's folder."""
+    folder = SHOTS if os.environ.get("CARETALLY_SCREENSHOTS") == "1" else tmp_path
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
