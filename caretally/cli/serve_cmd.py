@@ -46,6 +46,14 @@ def register(app: typer.Typer) -> None:
         no_access_log: Annotated[
             bool, typer.Option("--no-access-log", help="Do not log one line per request.")
         ] = False,
+        demo: Annotated[
+            bool,
+            typer.Option(
+                "--demo",
+                help="Build the demo practice if missing (default ./caretally-demo), "
+                "add a user per role (passwords printed once), and serve it.",
+            ),
+        ] = False,
     ) -> None:
         """Run the HTTP API (OpenAPI at /api/v1/openapi.json, docs at /api/docs).
 
@@ -58,6 +66,11 @@ def register(app: typer.Typer) -> None:
         from caretally.api.app import DOCS_URL, create_app
         from caretally.api.settings import SettingsError, load_settings
 
+        users = None
+        if demo:
+            from caretally.cli.serve_demo import prepare_demo
+
+            db_url, users, _built = prepare_demo(db_url)
         try:
             settings = load_settings(
                 database_url=db_url,
@@ -77,6 +90,10 @@ def register(app: typer.Typer) -> None:
             highlight=False,
             soft_wrap=True,
         )
+        if users is not None:
+            from caretally.cli.serve_demo import print_users
+
+            print_users(users, where)
         uvicorn.run(
             application,
             host=settings.host,

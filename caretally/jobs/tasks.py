@@ -34,8 +34,7 @@ T = TypeVar("T")
 
 
 def run_month_job(queue: JobQueue, job_id: str) -> None:
-    from caretally.billing.payers import PayerRules
-    from caretally.billing.run import BillingSettings, bill_month
+    from caretally.billing.run import bill_month
     from caretally.dates import parse_month
     from caretally.errors import ProblemsError, Refusal
     from caretally.rules.families.common import UnsupportedOption
@@ -54,12 +53,16 @@ def run_month_job(queue: JobQueue, job_id: str) -> None:
             jobs.record_progress(queue.engine, job_id, queue.worker_id, done, total)
 
     try:
+        from caretally.services.practice import run_settings
+
+        # The organization's locality and payer overlays (Admin → Practice settings).
+        billing_settings, payer_rules = run_settings(queue.engine, job.org_id)
         result = bill_month(
             queue.engine,
             job.org_id,
             parse_month(job.month),
-            PayerRules.load(),
-            BillingSettings(),
+            payer_rules,
+            billing_settings,
             progress=progress,
         )
     except Refusal as exc:

@@ -133,6 +133,7 @@ class PatientMonthView:
     thresholds: list[Threshold]
     entries: list[TimeRecord]
     later: list[tuple[PatientMonthFacts, list[Decision]]] = field(default_factory=list)
+    run_id: str | None = None  # the run whose decisions are shown (None: live)
 
 
 @dataclass(frozen=True)
@@ -453,7 +454,17 @@ def patient_month_view(engine: Engine, actor: Actor, patient_id: str, *, as_of: 
         note.detail = {"month": f"{as_of:%Y-%m}", "source": "run" if run else "live"}
         book = rules.for_payer(facts.payer)
         return PatientMonthView(
-            patient, facts, decisions, shown, source, book.for_date, readings, thresholds, entries, later
+            patient,
+            facts,
+            decisions,
+            shown,
+            source,
+            book.for_date,
+            readings,
+            thresholds,
+            entries,
+            later,
+            run_id=run.run_id if run is not None else None,
         )
 
     return audit.audited_call(engine, actor, "patient.view", f"patients/{patient_id}", work)

@@ -550,3 +550,19 @@ alert_acknowledgements = Table(
     Column("entry_id", String(64)),
     Index("uq_alert_acknowledgements", "org_id", "reading_key", "threshold_id", unique=True),
 )
+
+#: Per organization: the practice settings an admin keeps on the Admin page (issue 12). The
+#: practice identity is the TOML text ``settings_practice.parse_practice`` reads (the same
+#: keys as a practice file, docs/exports.md); locality and payer overlays are what its month
+#: runs are priced and judged with.
+practice_settings = Table(
+    "practice_settings",
+    metadata,
+    Column("org_id", String(64), primary_key=True),
+    Column("identity_toml", Text),
+    Column("locality", String(32)),
+    Column("payer_overlays", JSON),
+    Column("updated_by", String(120), nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    ForeignKeyConstraint(["org_id"], ["organizations.org_id"]),
+)

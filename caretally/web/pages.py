@@ -47,6 +47,7 @@ from caretally.web.viewmodels import (
     Pager,
     PatientPage,
     PatientsPage,
+    PracticeSettingsPage,
     SignInPage,
     Stat,
     Timer,
@@ -1065,3 +1066,63 @@ def _link_form(
             ),
         ),
     )
+
+
+# --------------------------------------------------------------------------------------
+# Practice settings (admin)
+# --------------------------------------------------------------------------------------
+
+
+def practice_settings_page(
+    *,
+    identity_toml: str,
+    locality: str,
+    payer_overlays: str,
+    identity_name: str | None,
+    source: str,
+    updated: str | None,
+    errors: Mapping[str, str] | None = None,
+    action: str = "/admin/practice",
+    thresholds_href: str = "/alerts",
+) -> PracticeSettingsPage:
+    """The stored practice settings and a form to change them (the 837P uses the identity)."""
+
+    errors = errors or {}
+    current: tuple[tuple[str, Cell], ...] = (
+        ("837P identity", identity_name or Badge("None yet", Tone.WARN)),
+        ("Identity comes from", source),
+        ("Locality", locality or "National amounts (no locality)"),
+        ("Payer overlays", payer_overlays.replace("\n", ", ") or "None (Medicare rules for every payer)"),
+        ("Last changed", updated or "Never"),
+    )
+    form = Form(
+        action=action,
+        submit="Save practice settings",
+        fields=(
+            Field(
+                "identity_toml",
+                "Practice identity (TOML)",
+                kind="textarea",
+                value=identity_toml,
+                hint="the keys of a practice file (docs/exports.md): [practice], [submitter], "
+                "[receiver], [payers.…], [fees]; empty uses the server's file",
+                error=errors.get("identity_toml"),
+            ),
+            Field(
+                "locality",
+                "Locality",
+                value=locality,
+                hint="Medicare locality as ST-NN (e.g. CO-01); empty for national amounts",
+                error=errors.get("locality"),
+            ),
+            Field(
+                "payer_overlays",
+                "Payer overlays",
+                kind="textarea",
+                value=payer_overlays,
+                hint="payer=overlay, one a line (e.g. commercial=commercial-generic)",
+                error=errors.get("payer_overlays"),
+            ),
+        ),
+    )
+    return PracticeSettingsPage(current, form, Link("Alert thresholds", thresholds_href))

@@ -301,6 +301,7 @@ class DecisionView:
     gaps: tuple[str, ...] = ()
     rule_year: str = ""
     anchor: str = ""
+    packet_href: str | None = None  # a billed line of a stored run: its audit packet
 
 
 @dataclass(frozen=True)
@@ -424,6 +425,12 @@ class MonthClosePage:
     job: JobProgress | None = None
     start: Form | None = None
     lock: Form | None = None
+    #: Every claim line with a link to its packet (the auditor's way in).
+    line_list: DataTable | None = None
+    #: JSON progress of the running job, polled by app.js (the meta refresh is the fallback).
+    job_url: str | None = None
+    #: A one-line note on the run (a failed job, the proposed year to accept).
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -498,3 +505,12 @@ class PatientsPage:
     search: Form  # GET
     table: DataTable
     pager: Pager | None = None
+
+
+@dataclass(frozen=True)
+class PracticeSettingsPage:
+    """Admin → Practice settings: what is stored now, and the form to change it."""
+
+    current: tuple[tuple[str, Cell], ...]
+    form: Form
+    thresholds: Link

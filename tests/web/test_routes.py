@@ -39,6 +39,19 @@ WEB_ROUTES: dict[tuple[str, str], str | P] = {
     ("POST", "/admin/practitioner-links"): P.ADMIN_USERS,
     ("POST", "/admin/tokens"): P.ADMIN_TOKENS,
     ("POST", "/admin/tokens/{token_id}/revoke"): P.ADMIN_TOKENS,
+    # Billing (h-webbill): month close, leakage, packets, practice settings.
+    ("GET", "/month-close"): P.RUNS_READ,
+    ("GET", "/month-close/jobs/{job_id}"): P.RUNS_READ,
+    ("POST", "/month-close/{month}/runs"): P.RUNS_WRITE,
+    ("POST", "/month-close/{month}/lock"): P.RUNS_LOCK,
+    ("GET", "/month-close/{month}/claims"): P.CLAIMS_EXPORT,
+    ("GET", "/month-close/{month}/explanations"): P.CLAIMS_EXPORT,
+    ("GET", "/leakage"): P.LEAKAGE_READ,
+    ("GET", "/claims/{run_id}/lines/{number}"): P.RUNS_READ,
+    ("GET", "/claims/{run_id}/lines/{number}/packet.json"): P.RUNS_READ,
+    ("GET", "/claims/{run_id}/packet"): P.RUNS_READ,
+    ("GET", "/admin/practice"): P.ADMIN_SETTINGS,
+    ("POST", "/admin/practice"): P.ADMIN_SETTINGS,
 }
 
 

@@ -11,6 +11,7 @@ from caretally.api.deps import ClaimsExporter, RunsLocker, RunsReader, RunsWrite
 from caretally.api.routes.params import MONTH_PATTERN, Month
 from caretally.api.schemas import JobProgress, JobPublic, LockedRunPublic, LockRequest
 from caretally.services import closing, jobs
+from caretally.services import practice as practice_settings
 from caretally.services.errors import Unavailable
 
 router = APIRouter(tags=["month close"])
@@ -123,7 +124,8 @@ def claims(
 ) -> Response:
     practice = None
     if fmt in ("x12", "fhir"):
-        practice = closing.practice_identity(service.settings.practice_file, actor.org_id)
+        # The organization's practice settings (Admin page), else the server's practice file.
+        practice = practice_settings.claims_identity(service.engine, actor, service.settings.practice_file)
     made = closing.export_claims(service.engine, actor, month, fmt, practice=practice)
     return Response(
         content=made.content,

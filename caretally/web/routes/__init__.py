@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from caretally.web.routes import admin, alerts, audit, auth, care
+from caretally.web.routes import admin, alerts, audit, auth, billing, care, packets, practice
 
 ROUTERS: tuple[APIRouter, ...] = (auth.router, care.router, alerts.router, audit.router, admin.router)
+ROUTERS += (billing.router, packets.router, practice.router)

@@ -25,7 +25,7 @@ from caretally.web.routes.common import (
     page_response,
     redirect,
 )
-from caretally.web.viewmodels import Flash
+from caretally.web.viewmodels import Flash, Link
 
 router = APIRouter(include_in_schema=False)
 UserId = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -52,7 +52,7 @@ def _answer(
         ("Organization id", org),
         ("Session ends after", f"{service.settings.session_idle_minutes} minutes without activity"),
         ("Alert thresholds", f"{len(thresholds)} in force (set on the Alerts page)"),
-        ("837P identity, locality, payer overlays", "the practice file (docs/exports.md)"),
+        ("837P identity, locality, payer overlays", Link("Edit practice settings", "/admin/practice")),
     )
     page = pages.admin_page(
         users=[pages.UserRecord(str(u.user_id), u.email, u.display_name, u.role, u.active) for u in users],

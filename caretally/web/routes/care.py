@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Path, Query, Request
@@ -222,6 +222,8 @@ def patient(
         later=found.later,
         correct_href=correct_href if viewer.may(Permission.TIME_WRITE) else None,
     )
+    if found.run_id is not None and viewer.may(Permission.RUNS_READ):
+        page = with_packet_links(page, found.run_id, patient_id, found.decision_json)
     layout = viewer.layout(found.patient.name, current="patients", breadcrumbs=patient_crumbs(found.patient))
     return page_response(request, "patient", layout, page)
 
@@ -424,3 +426,19 @@ def correct(
             submit="Save correction",
         )
     return redirect(request, f"/patients/{patient_id}/time", flash=f"Time entry {entry_id} corrected.")
+
+
+def with_packet_links(page: Any, run_id: str, patient_id: str, decisions: list[dict[str, Any]]) -> Any:
+    """Each billed decision of a stored run links to its claim line's packet (issue 12)."""
+    from dataclasses import replace
+
+    from caretally.web.routes.packets import packet_link
+
+    billed = {(d["program"], d["code"]): d["enrollment_id"] for d in decisions if d["status"] == "billable"}
+    linked = tuple(
+        replace(d, packet_href=packet_link(run_id, patient_id, d.code, billed[(d.program, d.code)]))
+        if (d.program, d.code) in billed
+        else d
+        for d in page.decisions
+    )
+    return replace(page, decisions=linked)

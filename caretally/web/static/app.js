@@ -70,3 +70,33 @@
     start();
   }
 })();
+
+// 5. Month close: follow a running month-run job (the page also refreshes itself every
+//    few seconds without scripts); reload once it ends, to show the run.
+(function () {
+  "use strict";
+  function follow() {
+    var bar = document.querySelector("progress[data-job-url]");
+    if (!bar || !window.fetch) { return; }
+    var refresh = document.querySelector("meta[http-equiv=refresh]");
+    if (refresh) { refresh.parentNode.removeChild(refresh); }
+    var text = document.querySelector("[data-job-text]");
+    function poll() {
+      window.fetch(bar.getAttribute("data-job-url"), { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (job) {
+          if (!job) { window.location.reload(); return; }
+          bar.max = job.total || 1; bar.value = job.done;
+          if (text) { text.textContent = job.text; }
+          if (job.finished) { window.location.reload(); } else { window.setTimeout(poll, 1000); }
+        })
+        .catch(function () { window.setTimeout(poll, 3000); });
+    }
+    window.setTimeout(poll, 500);
+  }
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", follow);
+  } else {
+    follow();
+  }
+})();
