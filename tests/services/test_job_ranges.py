@@ -144,3 +144,66 @@ def test_three_workers_bill_a_month_as_one_process_does(db_url: str, redis_url: 
     assert split["summary"] == one["summary"]
     assert (split["engine_version"], split["settings"]) == (one["engine_version"], one["settings"])
     engine.dispose()
+
+
+def test_a_range_whose_worker_is_killed_is_evaluated_again(
+    db_url: str, redis_url: str, practice: Path
+) -> None:
+    """SIGKILL a worker while it holds a range: the range is queued again, the run is whole."""
+    engine = open_database(db_url, "default")
+    assert import_bundle(engine, "default", practice).ok()
+    huey = make_huey(db_url, redis_url=redis_url)
+    huey.flush()
+    queue = JobQueue(huey, engine, heartbeat=1.0, range_size=40)
+    workers = _workers(db_url, redis_url, 3)
+    by_pid = {w.pid: w for w in workers}
+    actor = cli_actor("default")
+    killed: subprocess.Popen[str] | None = None
+    try:
+        job, _ = jobs.start_month_run(engine, actor, queue, MONTH)
+        deadline = time.monotonic() + 90
+        while killed is None:
+            assert time.monotonic() < deadline, "no worker other than the coordinator took a range"
+            with engine.connect() as conn:
+                coordinator = conn.execute(
+                    select(schema.jobs.c.worker).where(schema.jobs.c.job_id == job.job_id)
+                ).scalar_one()
+            for index in range(3):
+                holder = huey.storage.peek_data(f"caretally:claim:{job.job_id}:{index}")
+                staged = huey.storage.peek_data(f"caretally:range:{job.job_id}:{index}")
+                if (
+                    not isinstance(holder, bytes)
+                    or isinstance(staged, bytes)
+                    or holder.decode() == coordinator
+                ):
+                    continue
+                pid = int(holder.decode().split(":")[1])
+                killed = by_pid[pid]
+                killed.kill()
+                killed.wait(30)  # reaped: its pid is gone, as a dead process's is
+                break
+            assert not jobs.get_job(engine, actor, queue, job.job_id).finished
+            time.sleep(0.005)
+        while not (job := jobs.get_job(engine, actor, queue, job.job_id)).finished:
+            assert time.monotonic() < deadline, f"the split run did not finish: {job}"
+            time.sleep(0.05)
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.terminate()
+        logs = [w.communicate(timeout=30)[1] for w in workers]
+        huey.flush()
+    assert killed.returncode == -9
+    assert job.state == jobs.SUCCEEDED and job.run_id is not None, (job, logs)
+    assert any("queued again" in text for text in logs), logs
+    split = _stored(engine, job.run_id)
+    _forget(engine, job.run_id)
+    alone = bill_month(engine, "default", parse_month(MONTH), PayerRules.load(), BillingSettings())
+    one = _stored(engine, alone.run_id)
+    assert split["digests"] == one["digests"]
+    assert (split["lines"], split["decisions"], split["summary"]) == (
+        one["lines"],
+        one["decisions"],
+        one["summary"],
+    )
+    engine.dispose()
