@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -206,4 +207,37 @@ def test_a_range_whose_worker_is_killed_is_evaluated_again(
         one["decisions"],
         one["summary"],
     )
+    engine.dispose()
+
+
+def test_one_consumer_on_the_embedded_queue_finishes_a_split_run_alone(
+    sqlite_url: str, tmp_path: Path, practice: Path
+) -> None:
+    """No other worker: the coordinator evaluates every range itself, staged in huey's SQLite file."""
+    from caretally.jobs.queue import BackgroundConsumer
+
+    engine = open_database(sqlite_url, "default")
+    assert import_bundle(engine, "default", practice).ok()
+    huey = make_huey(sqlite_url, queue_file=tmp_path / "jobs.queue")
+    queue = JobQueue(huey, engine, heartbeat=1.0, range_size=25)
+    consumer = BackgroundConsumer(queue)
+    consumer.start()
+    actor = cli_actor("default")
+    try:
+        job, _ = jobs.start_month_run(engine, actor, queue, MONTH)
+        deadline = time.monotonic() + 90
+        while not (job := jobs.get_job(engine, actor, queue, job.job_id)).finished:
+            assert time.monotonic() < deadline, f"the split run did not finish: {job}"
+            time.sleep(0.05)
+    finally:
+        consumer.stop()
+    assert job.state == jobs.SUCCEEDED and job.run_id is not None, job
+    # Nothing of the run is left in the queue's store once it is stored.
+    with sqlite3.connect(tmp_path / "jobs.queue") as db:
+        left = db.execute("SELECT key FROM kv WHERE key LIKE ?", (f"%{job.job_id}%",)).fetchall()
+    assert left == []
+    split = _stored(engine, job.run_id)
+    _forget(engine, job.run_id)
+    alone = bill_month(engine, "default", parse_month(MONTH), PayerRules.load(), BillingSettings())
+    assert _stored(engine, alone.run_id) == split
     engine.dispose()
