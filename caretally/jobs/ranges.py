@@ -84,7 +84,9 @@ def _key(kind: str, job_id: str, index: int | None = None) -> str:
 
 def _get(queue: JobQueue, key: str) -> bytes | None:
     raw = queue.huey.storage.peek_data(key)
-    return raw if isinstance(raw, bytes | str) else None  # huey's EmptyData: not there
+    if isinstance(raw, str):
+        return raw.encode()
+    return raw if isinstance(raw, bytes) else None  # huey's EmptyData: not there
 
 
 def split(ids: list[str], size: int) -> list[list[str]]:
@@ -224,7 +226,7 @@ class Coordinator:
     def _staged(self, plan: Plan, index: int) -> bytes | None:
         error = _get(self.queue, _key("range-error", self.job_id, index))
         if error is not None:
-            raise RangeFailed(error.decode() if isinstance(error, bytes) else str(error))
+            raise RangeFailed(error.decode())
         return _get(self.queue, _key("range", self.job_id, index))
 
     def _watch(self, plan: Plan, attempts: list[int], finished: set[int], total: int) -> None:
@@ -233,8 +235,9 @@ class Coordinator:
         for index in range(len(plan.ranges)):
             if index in finished:
                 continue
-            if _get(self.queue, _key("range-error", self.job_id, index)) is not None:
-                return  # _staged raises it when the collector reaches it (or now, if first)
+            error = _get(self.queue, _key("range-error", self.job_id, index))
+            if error is not None:  # any failed range fails the run now: no point storing the rest
+                raise RangeFailed(error.decode())
             if _get(self.queue, _key("range", self.job_id, index)) is not None:
                 finished.add(index)
                 continue
