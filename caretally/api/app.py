@@ -69,7 +69,7 @@ def _job_queue(settings: Settings, url: str, engine: Any) -> Any:
         huey = make_huey(url, redis_url=settings.redis_url, queue_file=settings.queue_file)
     except QueueUnavailable as exc:
         raise SettingsError(exc.message, exc.hint) from None
-    return JobQueue(huey, engine, heartbeat=settings.job_heartbeat_seconds)
+    return JobQueue(huey, engine, heartbeat=settings.job_heartbeat_seconds, range_size=settings.range_size)
 
 
 def _background_consumer(settings: Settings, queue: Any) -> Any:

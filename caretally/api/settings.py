@@ -66,6 +66,9 @@ class Settings(BaseSettings):
         default=None, description="Run a job consumer inside the server (default: yes unless Redis is set)"
     )
     job_heartbeat_seconds: float = Field(default=5.0, gt=0, le=300, description="Consumer heartbeat")
+    range_size: int | None = Field(
+        default=None, ge=1, description="Split month runs across workers in ranges of this many patients"
+    )
     practice_file: str | None = Field(
         default=None,
         description="Practice identity TOML for 837P/FHIR claims, or a folder of <org id>.toml files",

@@ -649,6 +649,7 @@ def bill_month(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     progress: Callable[[int, int], None] | None = None,
     on_wait: Callable[[str], None] | None = None,
+    ranges: Callable[[RangeRun], Iterable[_PatientResult]] | None = None,
 ) -> RunResult:
     """Bill ``month``: evaluate every patient, price the lines, store the run.
 
@@ -667,6 +668,10 @@ def bill_month(
     is wholly in the run or wholly out of it. ``progress(done, total)`` counts patients;
     ``progress(0, total)`` comes once the snapshot is taken, before any facts are read.
     ``on_wait`` hears when another run holds the month; ``RunError`` if it held it too long.
+
+    ``ranges`` replaces :func:`map_month` as the source of patient results (in patient
+    order): ``caretally.jobs.ranges`` has other worker processes evaluate the ranges with
+    :func:`patient_result`, and this run stores what they made exactly as its own.
     """
     require_json_text(engine)
     settings = settings or BillingSettings()
@@ -718,33 +723,25 @@ def bill_month(
                 line_rows.clear()
 
         def evaluate(facts: PatientMonthFacts, decisions: list[Decision]) -> _PatientResult:
-            part = RunSummary()
-            _summarise(part, facts, decisions, rules)
-            # Serialized here (in the worker, when there are workers), stored and digested as is.
-            decisions_text = JsonText(stored_text(decisions))
-            billable = sum(1 for d in decisions if d.status is Status.BILLABLE)
-            return _PatientResult(
-                patient_id=facts.patient_id,
-                facts_digest=hashlib.sha256(repr(facts).encode()).hexdigest(),
-                decisions_json=decisions_text,
-                billable=billable,
-                lines=claim_lines_for(facts, decisions, rules, settings, directory, run_id),
-                summary=part,
-                decisions_digest=decisions_digest_part(facts.patient_id, billable, decisions_text),
-            )
+            return patient_result(facts, decisions, rules, settings, directory, run_id)
 
         problems: list[Problem] = []
         counted = _PatientCount(progress)
-        for result in map_month(
-            reader,
-            org_id,
-            month,
-            rules,
-            evaluate,
-            problems=problems,
-            snapshot=held.snapshot,
-            progress=counted.seen,
-        ):
+        results = (
+            map_month(
+                reader,
+                org_id,
+                month,
+                rules,
+                evaluate,
+                problems=problems,
+                snapshot=held.snapshot,
+                progress=counted.seen,
+            )
+            if ranges is None
+            else ranges(RangeRun(reader, held.snapshot, org_id, month, run_id, problems, counted.seen))
+        )
+        for result in results:
             input_hash.update(result.facts_digest.encode())
             decisions_hash.update(result.decisions_digest.encode())
             summary.absorb(result.summary)
@@ -952,6 +949,44 @@ class _PatientResult:
     lines: list[ClaimLine]
     summary: RunSummary
     decisions_digest: str = ""
+
+
+def patient_result(
+    facts: PatientMonthFacts,
+    decisions: list[Decision],
+    rules: PayerRules,
+    settings: BillingSettings,
+    directory: _Directory,
+    run_id: str,
+) -> _PatientResult:
+    """One patient's share of a run, made wherever the patient was evaluated (this
+    process, a forked worker, or another ``caretally worker``), stored and digested as is."""
+    part = RunSummary()
+    _summarise(part, facts, decisions, rules)
+    decisions_text = JsonText(stored_text(decisions))
+    billable = sum(1 for d in decisions if d.status is Status.BILLABLE)
+    return _PatientResult(
+        patient_id=facts.patient_id,
+        facts_digest=hashlib.sha256(repr(facts).encode()).hexdigest(),
+        decisions_json=decisions_text,
+        billable=billable,
+        lines=claim_lines_for(facts, decisions, rules, settings, directory, run_id),
+        summary=part,
+        decisions_digest=decisions_digest_part(facts.patient_id, billable, decisions_text),
+    )
+
+
+@dataclass(frozen=True)
+class RangeRun:
+    """What a run hands its ``ranges`` source: its snapshot, its id, where problems go."""
+
+    reader: Engine
+    snapshot: str | None
+    org_id: str
+    month: Period
+    run_id: str
+    problems: list[Problem]
+    progress: Callable[[int, int], None]
 
 
 def _line_row(run_id: str, org_id: str, key: str, line: ClaimLine) -> dict[str, Any]:

@@ -28,6 +28,15 @@ RedisOption = Annotated[
 WorkersOption = Annotated[
     int, typer.Option("--workers", min=1, max=32, help="Consumer processes, one job at a time each.")
 ]
+RangeSizeOption = Annotated[
+    int | None,
+    typer.Option(
+        "--range-size",
+        min=1,
+        help="Split the month runs this worker starts into range tasks of this many patients, "
+        "evaluated by every worker of the queue (default: $CARETALLY_RANGE_SIZE, else one process).",
+    ),
+]
 
 
 def _logging(level: str) -> None:
@@ -43,14 +52,19 @@ def _logging(level: str) -> None:
 
 def register(app: typer.Typer) -> None:
     @app.command("worker")
-    def worker(db_url: DbOption = None, redis: RedisOption = None, workers: WorkersOption = 1) -> None:
+    def worker(
+        db_url: DbOption = None,
+        redis: RedisOption = None,
+        workers: WorkersOption = 1,
+        range_size: RangeSizeOption = None,
+    ) -> None:
         """Run queued month-close jobs (month runs started over HTTP) until stopped."""
         from caretally.api.settings import SettingsError, load_settings
         from caretally.jobs.queue import QueueUnavailable, make_huey, queue_file_for, run_consumer
         from caretally.store.db import resolve_url, shown_url
 
         try:
-            settings = load_settings(database_url=db_url, redis_url=redis)
+            settings = load_settings(database_url=db_url, redis_url=redis, range_size=range_size)
         except SettingsError as exc:
             raise UserError(exc.message, exc.hint, 2) from None
         url = resolve_url(settings.database_url)
@@ -77,7 +91,12 @@ def register(app: typer.Typer) -> None:
             from caretally.store.db import make_engine
 
             huey = make_huey(url, redis_url=settings.redis_url, queue_file=settings.queue_file)
-            return JobQueue(huey, make_engine(url), heartbeat=settings.job_heartbeat_seconds)
+            return JobQueue(
+                huey,
+                make_engine(url),
+                heartbeat=settings.job_heartbeat_seconds,
+                range_size=settings.range_size,
+            )
 
         if workers == 1:
             run_consumer(build)

@@ -39,6 +39,7 @@ from sqlalchemy.exc import ArgumentError
 log = logging.getLogger("caretally.jobs")
 
 MONTH_RUN_TASK = "caretally.month_run"
+RANGE_TASK = "caretally.month_range"
 QUEUE_SUFFIX = ".queue"
 #: The queue file's folder when the database is not a SQLite file and no Redis is set: the
 #: system's temporary folder, where every process of this machine finds the same file.
@@ -157,6 +158,7 @@ class JobQueue:
         *,
         heartbeat: float = HEARTBEAT_SECONDS,
         stale_after: float | None = None,
+        range_size: int | None = None,
     ) -> None:
         self.huey = huey
         self.engine = engine
@@ -168,18 +170,35 @@ class JobQueue:
         self._stop_beating = threading.Event()
         self._last_progress: dict[str, float] = {}
         self._month_run = huey.task(name=MONTH_RUN_TASK)(self._run_month)
+        #: Patients per range task when a month run is split across workers (``caretally.jobs.ranges``);
+        #: ``None``: the consumer that takes the job runs it all in its own process.
+        self.range_size = range_size
+        self._month_range = huey.task(name=RANGE_TASK)(self._run_range)
 
     # -- tasks ---------------------------------------------------------------------------
 
-    def _run_month(self, job_id: str) -> None:
+    def _run_month(self, job_id: str, range_size: int | None = None) -> None:
         from caretally.jobs.tasks import run_month_job
 
-        run_month_job(self, job_id)
+        run_month_job(self, job_id, range_size or self.range_size)
+
+    def _run_range(self, job_id: str, index: int) -> None:
+        from caretally.jobs.ranges import run_range
+
+        run_range(self, job_id, index)
+
+    def enqueue_range(self, job_id: str, index: int) -> None:
+        """One range of a split month run (``caretally.jobs.ranges``) for any consumer."""
+        self._month_range(job_id, index)
 
     def enqueue_month_run(self, job_id: str) -> None:
-        """Put the job on the queue; raises ``QueueUnavailable`` when the broker is down."""
+        """Put the job on the queue; raises ``QueueUnavailable`` when the broker is down.
+
+        The job carries this queue's ``range_size``: the process that starts a run decides
+        whether it is split across workers (a consumer's own setting applies otherwise).
+        """
         try:
-            self._month_run(job_id)
+            self._month_run(job_id, self.range_size)
         except Exception as exc:
             raise QueueUnavailable(
                 f"the job queue refused the job: {type(exc).__name__}",

@@ -33,7 +33,9 @@ WRITE_ATTEMPTS = 120
 T = TypeVar("T")
 
 
-def run_month_job(queue: JobQueue, job_id: str) -> None:
+def run_month_job(queue: JobQueue, job_id: str, range_size: int | None = None) -> None:
+    """Run the job's month run: in this process, or split in ranges of ``range_size``
+    patients across every consumer of the queue (``caretally.jobs.ranges``)."""
     from caretally.billing.run import bill_month
     from caretally.dates import parse_month
     from caretally.errors import ProblemsError, Refusal
@@ -52,6 +54,9 @@ def run_month_job(queue: JobQueue, job_id: str) -> None:
         if queue.put_progress(job_id, done, total) and on_row:
             jobs.record_progress(queue.engine, job_id, queue.worker_id, done, total)
 
+    from caretally.jobs.ranges import Coordinator, RangeFailed
+
+    split = Coordinator(queue, job_id, range_size, progress) if range_size else None
     try:
         from caretally.services.practice import run_settings
 
@@ -63,8 +68,11 @@ def run_month_job(queue: JobQueue, job_id: str) -> None:
             parse_month(job.month),
             payer_rules,
             billing_settings,
-            progress=progress,
+            progress=None if split else progress,
+            ranges=split,
         )
+    except RangeFailed as exc:
+        _failed(queue, job_id, "range_failed", f"{exc.args[0]}; nothing was stored")
     except Refusal as exc:
         _failed(queue, job_id, exc.problem.code, exc.problem.message)
     except ProblemsError as exc:
