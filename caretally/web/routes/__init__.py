@@ -8,5 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from caretally.web.routes import admin, alerts, audit, auth, care
+from caretally.web.routes import compliance as compliance_page
 
 ROUTERS: tuple[APIRouter, ...] = (auth.router, care.router, alerts.router, audit.router, admin.router)
+ROUTERS += (compliance_page.router,)
