@@ -1055,7 +1055,7 @@ def _measure_view(m: Mapping[str, Any], links: bool, rows: int) -> MeasureView:
         empty="No threshold was published for this measure; the national figure is beside the practice's.",
     )
     finding_table = DataTable(
-        caption=f"{mid} findings: {count(len(findings), 'finding')}",
+        caption=f"{mid}: {count(len(findings), 'finding')}",
         columns=(
             Column("Patient"),
             Column("Severity", nowrap=True),
@@ -1074,7 +1074,7 @@ def _measure_view(m: Mapping[str, Any], links: bool, rows: int) -> MeasureView:
         empty="No findings.",
     )
     line_table = DataTable(
-        caption=f"{mid} claim lines behind the findings: {count(len(lines), 'line')}",
+        caption=f"{mid}: {count(len(lines), 'claim line')} behind the findings",
         columns=(
             Column("Patient"),
             Column("Code"),
@@ -1187,7 +1187,7 @@ def compliance_page(
         ("Visits read", f"{sources['visits']:,}"),
         (
             "In the OIG's 2025 population",
-            views.yes_no(population["routine_rpm_biller"]),
+            "Yes" if population["routine_rpm_biller"] else "No",
         ),
         ("Population means", population["routine_definition"]),
         (

@@ -39,6 +39,8 @@ WEB_ROUTES: dict[tuple[str, str], str | P] = {
     ("POST", "/admin/practitioner-links"): P.ADMIN_USERS,
     ("POST", "/admin/tokens"): P.ADMIN_TOKENS,
     ("POST", "/admin/tokens/{token_id}/revoke"): P.ADMIN_TOKENS,
+    ("GET", "/compliance"): P.COMPLIANCE_READ,
+    ("GET", "/compliance/scan.json"): P.COMPLIANCE_READ,
 }
 
 
