@@ -1140,7 +1140,7 @@ def compliance_page(
     overview = DataTable(
         caption="OIG measures: this practice beside the national figure",
         columns=(
-            Column("Measure"),
+            Column("Measure", wide=True),
             Column("Status", nowrap=True),
             Column("This practice", wide=True),
             Column("National (OIG)", wide=True),
