@@ -32,6 +32,7 @@ PAGES: tuple[Page, ...] = (
     Page("alerts", "Alerts", "/alerts", "alerts:read"),
     Page("month_close", "Month close", "/month-close", "runs:read"),
     Page("leakage", "Leakage", "/leakage", "leakage:read"),
+    Page("compliance", "Compliance", "/compliance", "compliance:read"),
     Page("audit", "Audit", "/audit", "audit:read"),
     Page("admin", "Admin", "/admin", "admin:users"),
 )

@@ -7,12 +7,15 @@ page can be built and checked from real engine output in a test, with no server.
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
+
+from markupsafe import Markup, escape
 
 from caretally.billing.run import LineChange, StoredRun
 from caretally.leakage import BUCKETS, LeakageReport
@@ -33,6 +36,7 @@ from caretally.web.viewmodels import (
     Cell,
     ChartPanel,
     Column,
+    CompliancePage,
     DataTable,
     ErrorPage,
     Field,
@@ -41,6 +45,7 @@ from caretally.web.viewmodels import (
     LeakagePage,
     Link,
     LogTimePage,
+    MeasureView,
     MonthClosePage,
     Option,
     PacketPage,
@@ -954,6 +959,263 @@ def audit_page(
         empty="No events match.",
     )
     return AuditPage(search, table, pager)
+
+
+# --------------------------------------------------------------------------------------
+# Compliance: the OIG measure scan (caretally.services.compliance.scan's report)
+# --------------------------------------------------------------------------------------
+
+#: A scan status in words and a shape (docs/compliance.md, "Status").
+SCAN_STATUS: dict[str, Badge] = {
+    "flagged": Badge("Flagged", Tone.BAD),
+    "findings": Badge("Findings to review", Tone.WARN),
+    "clear": Badge("Clear", Tone.GOOD),
+    "not_judged": Badge("Not judged", Tone.NEUTRAL),
+    "not_computable": Badge("Not computable", Tone.NEUTRAL),
+}
+SEVERITY = {"high": Badge("High", Tone.WARN), "info": Badge("Info", Tone.NEUTRAL)}
+MONTH_NAMES = tuple((f"{m:02d}", date(2000, m, 1).strftime("%B")) for m in range(1, 13))
+#: Rows shown per table of a measure; the JSON download always has them all.
+SCAN_ROWS = 100
+_URL = re.compile(r"https?://[^\s;]+")
+
+
+def _cited(text: str) -> Markup:
+    """A citation with its web addresses as links (the rest escaped)."""
+    out, at = Markup(""), 0
+    for found in _URL.finditer(text):
+        url = found.group(0)
+        out += escape(text[at : found.start()]) + Markup('<a href="{0}">{0}</a>').format(url)
+        at = found.end()
+    return out + escape(text[at:])
+
+
+def _scan_status(status: str) -> Badge:
+    return SCAN_STATUS.get(status, Badge(status.replace("_", " ").capitalize(), Tone.NEUTRAL))
+
+
+def _scan_picker(action: str, year: int, month: str | None, first: int, last: int) -> Form:
+    chosen = month[5:7] if month else ""
+    return Form(
+        action=action,
+        submit="Scan",
+        method="get",
+        fields=(
+            Field(
+                "year",
+                "Year",
+                kind="number",
+                value=str(year),
+                required=True,
+                inputmode="numeric",
+                min=str(first),
+                max=str(last),
+            ),
+            Field(
+                "month",
+                "Month",
+                kind="select",
+                options=_options((("", "Whole year"), *MONTH_NAMES), chosen),
+                hint="Optional: scan one month of the year",
+            ),
+        ),
+    )
+
+
+def _patient_cell(patient_id: str | None, links: bool, *, none: str = "Practice") -> Cell:
+    if patient_id is None:
+        return none
+    return Link(patient_id, patient_href(patient_id)) if links else patient_id
+
+
+def _measure_view(m: Mapping[str, Any], links: bool, rows: int) -> MeasureView:
+    mid = m["id"]
+    findings = list(m["findings"])
+    seen: set[tuple[str, int]] = set()
+    lines: list[tuple[str, Mapping[str, Any]]] = []
+    for f in findings:
+        # A practice-level finding (B1's spike month) names its patients in the line order.
+        named = f["values"].get("patients", []) if f["patient_id"] is None else []
+        for i, line in enumerate(f["lines"]):
+            key = (line["run_id"], line["line_id"])
+            if key not in seen:
+                seen.add(key)
+                lines.append((f["patient_id"] or (named[i] if i < len(named) else None), line))
+    facts: list[tuple[str, Cell]] = [
+        ("This practice", m["practice"]),
+        ("National (OIG)", m["national"]),
+        ("How it is judged", m["explanation"]),
+        ("Counted per", m["unit"]),
+    ]
+    facts += [(f"Option {name}", str(value)) for name, value in m["options"].items()]
+    facts += [("What the measure counts", m["doc"]), ("Source", _cited(m["citation"]))]
+    thresholds = DataTable(
+        caption=f"{mid} thresholds (source: see Source above)",
+        columns=(Column("Threshold"), Column("Value", numeric=True), Column("Meaning", wide=True)),
+        rows=tuple((name, str(t["value"]), t["doc"]) for name, t in m["thresholds"].items()),
+        empty="No threshold was published for this measure; the national figure is beside the practice's.",
+    )
+    finding_table = DataTable(
+        caption=f"{mid}: {count(len(findings), 'finding')}",
+        columns=(
+            Column("Patient"),
+            Column("Severity", nowrap=True),
+            Column("Evidence", wide=True),
+            Column("Claim lines", numeric=True),
+        ),
+        rows=tuple(
+            (
+                _patient_cell(f["patient_id"], links),
+                SEVERITY.get(f["severity"], Badge(f["severity"], Tone.NEUTRAL)),
+                f["evidence"],
+                len(f["lines"]),
+            )
+            for f in findings[:rows]
+        ),
+        empty="No findings.",
+    )
+    line_table = DataTable(
+        caption=f"{mid}: {count(len(lines), 'claim line')} behind the findings",
+        columns=(
+            Column("Patient"),
+            Column("Code"),
+            Column("Units", numeric=True),
+            Column("Date of service", nowrap=True),
+            Column("Billing NPI"),
+            Column("Diagnoses"),
+            Column("Expected payment", numeric=True),
+            Column("Run"),
+            Column("Line", numeric=True),
+        ),
+        rows=tuple(
+            (
+                _patient_cell(patient, links, none="—"),
+                line["code"],
+                line["units"],
+                long_date(date.fromisoformat(line["date_of_service"])),
+                line["billing_npi"] or "—",
+                ", ".join(line["diagnoses"]) or "—",
+                money(Decimal(line["expected_payment"])),
+                f"{line['run_id'][:8]} ({line['run_status']})",
+                line["line_id"],
+            )
+            for patient, line in lines[:rows]
+        ),
+        empty="No claim lines.",
+    )
+    cut = [
+        f"the first {rows} of {n} {what}"
+        for n, what in ((len(findings), "findings"), (len(lines), "claim lines"))
+        if n > rows
+    ]
+    note = f"Showing {' and '.join(cut)}; the JSON download has them all." if cut else None
+    return MeasureView(
+        measure_id=mid,
+        title=m["title"],
+        anchor=f"measure-{mid.lower()}",
+        status=_scan_status(m["status"]),
+        facts=tuple(facts),
+        thresholds=thresholds,
+        findings=finding_table,
+        lines=line_table,
+        note=note,
+    )
+
+
+def compliance_page(
+    report: Mapping[str, Any],
+    *,
+    patient_links: bool,
+    json_href: str,
+    action: str = "/compliance",
+    years: tuple[int, int] = (1900, 2200),
+    rows: int = SCAN_ROWS,
+) -> CompliancePage:
+    """The scan report (``services.compliance.scan``) as a page, every figure from it.
+
+    ``patient_links`` is whether the viewer may open patient pages (a biller may not:
+    the ids are shown as text rather than as links that would refuse).
+    """
+    measures = tuple(_measure_view(m, patient_links, rows) for m in report["measures"])
+    by_id = {m["id"]: m for m in report["measures"]}
+    overview = DataTable(
+        caption="OIG measures: this practice beside the national figure",
+        columns=(
+            Column("Measure", wide=True),
+            Column("Status", nowrap=True),
+            Column("This practice", wide=True),
+            Column("National (OIG)", wide=True),
+            Column("Findings", numeric=True),
+        ),
+        rows=tuple(
+            (
+                Link(f"{v.measure_id} {v.title}", f"#{v.anchor}"),
+                v.status,
+                by_id[v.measure_id]["practice"],
+                by_id[v.measure_id]["national"],
+                len(by_id[v.measure_id]["findings"]),
+            )
+            for v in measures
+        ),
+    )
+    flagged = list(report["flagged"])
+    with_findings = [m["id"] for m in report["measures"] if m["status"] == "findings"]
+    window = report["window"]
+    span = views.month_words(report["month"]) if report["month"] else str(report["year"])
+    summary = (
+        f"{span}: "
+        + (f"flagged on {', '.join(flagged)}" if flagged else "no measure flagged")
+        + (f"; findings to review on {', '.join(with_findings)}" if with_findings else "")
+        + "."
+    )
+    population = report["population"]
+    sources = report["sources"]
+    stats = (
+        Stat("Measures flagged", f"{len(flagged)} of {len(measures)}"),
+        Stat("RPM enrollees", f"{population['rpm_enrollees']:,}"),
+        Stat("RPM services", f"{population['rpm_services']:,}"),
+        Stat("CCM lines", f"{population['ccm_lines']:,}"),
+    )
+    classification = report["classification"]
+    source_facts: tuple[tuple[str, Cell], ...] = (
+        (
+            "Dates scanned",
+            f"{long_date(date.fromisoformat(window['start']))} – "
+            f"{long_date(date.fromisoformat(window['end']))}",
+        ),
+        ("What was read", sources["what"]),
+        ("Claim lines read", f"{sources['claim_lines']:,}"),
+        ("Visits read", f"{sources['visits']:,}"),
+        (
+            "In the OIG's 2025 population",
+            "Yes" if population["routine_rpm_biller"] else "No",
+        ),
+        ("Population means", population["routine_definition"]),
+        (
+            "Chronic conditions judged by",
+            f"{classification['name']}, table {classification['table']} "
+            f"({classification['package']} {classification['version']})",
+        ),
+    )
+    runs = DataTable(
+        caption="Runs read (the current run of each month)",
+        columns=(Column("Month"), Column("Run"), Column("Status")),
+        rows=tuple(
+            (views.month_words(r["month"]), r["run_id"], views.status_badge(r["status"]))
+            for r in sources["runs"]
+        ),
+        empty="No run in these dates: bill a month first.",
+    )
+    return CompliancePage(
+        picker=_scan_picker(action, report["year"], report["month"], *years),
+        summary=summary,
+        stats=stats,
+        overview=overview,
+        measures=measures,
+        sources=source_facts,
+        runs=runs,
+        json_href=json_href,
+    )
 
 
 # --------------------------------------------------------------------------------------

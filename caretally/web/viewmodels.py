@@ -459,6 +459,33 @@ class AuditPage:
 
 
 @dataclass(frozen=True)
+class MeasureView:
+    """One OIG measure of a compliance scan: the practice beside the nation, and the evidence."""
+
+    measure_id: str
+    title: str
+    anchor: str
+    status: Badge  # text and shape: flagged is never told by colour alone
+    facts: tuple[tuple[str, Cell], ...]  # practice, national, how judged, unit, options, citation
+    thresholds: DataTable
+    findings: DataTable
+    lines: DataTable
+    note: str | None = None  # e.g. "the first 100 of 340 findings; the JSON has all"
+
+
+@dataclass(frozen=True)
+class CompliancePage:
+    picker: Form  # GET: year and (optional) month
+    summary: str
+    stats: tuple[Stat, ...]
+    overview: DataTable
+    measures: tuple[MeasureView, ...]
+    sources: tuple[tuple[str, Cell], ...]
+    runs: DataTable
+    json_href: str
+
+
+@dataclass(frozen=True)
 class UserRow:
     user_id: str
     email: str

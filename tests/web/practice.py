@@ -35,6 +35,8 @@ from caretally.dates import add_months, parse_month
 from caretally.ingest import import_bundle
 from caretally.leakage import leakage_report
 from caretally.model import Decision, PatientMonthFacts, Payer, Program
+from caretally.services import compliance
+from caretally.services.context import cli_actor
 from caretally.store import schema
 from caretally.store.db import DEFAULT_ORG, open_database
 from caretally.synth import SynthConfig, synthesize
@@ -475,6 +477,16 @@ def all_pages(practice: Practice) -> Iterator[Rendered]:
         ),
     )
 
+    # The OIG measure scan of the practice's year, through the service as /compliance runs it.
+    report = compliance.scan(practice.engine, cli_actor(DEFAULT_ORG), FIRST_MONTH.year)
+    yield Rendered(
+        "compliance",
+        "pages/compliance.html",
+        _layout(practice, f"Compliance scan, {FIRST_MONTH.year}", "auditor", "compliance"),
+        pages.compliance_page(
+            report, patient_links=True, json_href=f"/compliance/scan.json?year={FIRST_MONTH.year}"
+        ),
+    )
     yield Rendered(
         "admin",
         "pages/admin.html",

@@ -21,12 +21,14 @@ GRANTS: dict[str, frozenset[str]] = {
             "leakage:read",
             "audit:read",
             "admin:users",
+            "compliance:read",
         }
     ),
     "care_staff": frozenset({"worklist:read", "patients:read", "alerts:read"}),
-    "biller": frozenset({"runs:read", "leakage:read"}),
+    "biller": frozenset({"runs:read", "leakage:read", "compliance:read"}),
     "auditor": frozenset(
         {"worklist:read", "patients:read", "alerts:read", "runs:read", "leakage:read", "audit:read"}
+        | {"compliance:read"}
     ),
     "integration": frozenset(),
 }

@@ -7,7 +7,7 @@ import pytest
 from caretally.web.nav import PAGES, home_for, may_view, navigation
 from tests.web import roles
 
-NAMES = ["Worklist", "Patients", "Alerts", "Month close", "Leakage", "Audit", "Admin"]
+NAMES = ["Worklist", "Patients", "Alerts", "Month close", "Leakage", "Compliance", "Audit", "Admin"]
 
 
 def test_page_names_are_the_contract() -> None:
@@ -19,8 +19,8 @@ def test_page_names_are_the_contract() -> None:
     [
         ("admin", NAMES),
         ("care_staff", ["Worklist", "Patients", "Alerts"]),
-        ("biller", ["Month close", "Leakage"]),
-        ("auditor", ["Worklist", "Patients", "Alerts", "Month close", "Leakage", "Audit"]),
+        ("biller", ["Month close", "Leakage", "Compliance"]),
+        ("auditor", ["Worklist", "Patients", "Alerts", "Month close", "Leakage", "Compliance", "Audit"]),
         ("integration", []),
         ("no-such-role", []),
     ],

@@ -39,6 +39,7 @@ PAGE_NAMES = (
     "admin",
     "audit",
     "forbidden",
+    "compliance",
 )
 
 

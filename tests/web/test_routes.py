@@ -52,6 +52,8 @@ WEB_ROUTES: dict[tuple[str, str], str | P] = {
     ("GET", "/claims/{run_id}/packet"): P.RUNS_READ,
     ("GET", "/admin/practice"): P.ADMIN_SETTINGS,
     ("POST", "/admin/practice"): P.ADMIN_SETTINGS,
+    ("GET", "/compliance"): P.COMPLIANCE_READ,
+    ("GET", "/compliance/scan.json"): P.COMPLIANCE_READ,
 }
 
 
