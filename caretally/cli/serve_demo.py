@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 
 from caretally.cli.common import console
 from caretally.dates import add_months, month_of, parse_month
@@ -126,6 +126,19 @@ def link_nurse(engine: Engine, users: list[DemoUser]) -> None:
         care.link_practitioner(engine, cli_actor(DEFAULT_ORG), user_id, ranked[0].practitioner_id)
 
 
+#: What the header says for the demo organization (the import names it by its id).
+DEMO_ORG_NAME = "Caretally demo clinic"
+
+
+def name_demo_org(engine: Engine) -> None:
+    """Give the demo organization a readable name, unless someone has named it already."""
+    o = schema.organizations
+    with engine.begin() as conn:
+        conn.execute(
+            update(o).where(o.c.org_id == DEFAULT_ORG, o.c.name == DEFAULT_ORG).values(name=DEMO_ORG_NAME)
+        )
+
+
 def prepare_demo(
     url: str | None, *, patients: int = 200, months: int = 3, seed: int = 7
 ) -> tuple[str, list[DemoUser], bool]:
@@ -144,6 +157,7 @@ def prepare_demo(
             practice.save_settings(
                 engine, actor, identity_toml=practice.demo_identity_toml(), locality="", payer_overlays=""
             )
+        name_demo_org(engine)
         users = ensure_users(engine)
         link_nurse(engine, users)
     finally:
