@@ -81,12 +81,19 @@ class ServiceMiddleware:
         status_holder: dict[str, int] = {}
         response_started = False
 
+        cacheable = str(scope.get("path", "")).startswith("/static/")
+
         async def send_wrapper(message: Message) -> None:
             nonlocal response_started
             if message["type"] == "http.response.start":
                 response_started = True
                 status_holder["status"] = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                sent = list(message.get("headers", []))
+                sent.append((b"x-request-id", request_id.encode()))
+                if cacheable is False and not any(k.lower() == b"cache-control" for k, _ in sent):
+                    # Answers may carry PHI: no browser or proxy keeps a copy.
+                    sent.append((b"cache-control", b"no-store"))
+                message["headers"] = sent
             await send(message)
 
         limit = self.upload_limit if scope.get("path") in self.upload_paths else self.body_limit

@@ -206,3 +206,11 @@ def test_the_audit_trail_filters_by_patient_actor_and_time(world: World, client:
         headers=world.auth("north", "auditor"),
     ).json()
     assert page["items"][-1]["seq"] > following["items"][0]["seq"]
+
+
+def test_answers_that_may_hold_phi_are_kept_by_no_cache(world: World, client: TestClient) -> None:
+    nurse = world.auth("north", "care_staff")
+    for path in (f"{V1}/patients/north-P1", f"{V1}/patients", f"{V1}/patients/nobody"):
+        answer = client.get(path, headers=nurse)
+        assert answer.headers["cache-control"] == "no-store", path
+    assert client.get(f"{V1}/patients").headers["cache-control"] == "no-store"  # a refusal too
