@@ -71,16 +71,12 @@ class Clean:
     lines: pa.Array
 
 
-#: What ``read_readings`` yields: accepted rows, or rows for the row-by-row path.
-Piece = Clean | list[Item]
-
-
 def data_start(path: Path) -> tuple[int, int] | None:
     """Byte offset and line number of the first data line, when the header is one plain line.
 
-    ``None`` (read the whole file row by row) when the header has a quote or a carriage
-    return other than a CRLF ending, since only then is it certain to end at the first
-    line feed.
+    ``None`` (read the whole file row by row) when the header has a quote, a NUL or a
+    carriage return other than a CRLF ending: only a plain header line is certain to end
+    at the first line feed, as ``csv.reader`` reads it.
     """
     with path.open("rb") as handle:
         first = handle.readline(1 << 20)
