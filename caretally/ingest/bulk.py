@@ -1,4 +1,5 @@
-"""The bulk reader for readings.csv: Arrow parses and checks whole blocks of rows at once.
+"""The bulk reader for readings.csv and time_entries.csv: Arrow parses and checks whole
+blocks of rows at once (``check_table`` for readings, ``check_time_entries``).
 
 Readings run to millions per import; parsing each row in Python and checking it cell by
 cell costs a few microseconds a row even on the fast path (``fastpath.clean_batch``).
