@@ -1,4 +1,5 @@
-"""The bulk reader for readings.csv: Arrow parses and checks whole blocks of rows at once.
+"""The bulk reader for readings.csv and time_entries.csv: Arrow parses and checks whole
+blocks of rows at once (``check_table`` for readings, ``check_time_entries``).
 
 Readings run to millions per import; parsing each row in Python and checking it cell by
 cell costs a few microseconds a row even on the fast path (``fastpath.clean_batch``).
@@ -39,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
+from caretally.ingest.cleaning import TEXT_MAX
 from caretally.ingest.fastpath import (
     ID_MAX,
     NO_EXTRA,
@@ -55,6 +57,7 @@ from caretally.ingest.fastpath import (
 )
 from caretally.ingest.references import ReferenceIndex
 from caretally.ingest.sources import csv_batches_from
+from caretally.model import Modality, Program
 
 #: Bytes per block handed to Arrow (cut at a line end). Big enough that Arrow's per-call
 #: cost vanishes, small enough that a block's columns stay a few tens of MB.
@@ -71,16 +74,12 @@ class Clean:
     lines: pa.Array
 
 
-#: What ``read_readings`` yields: accepted rows, or rows for the row-by-row path.
-Piece = Clean | list[Item]
-
-
 def data_start(path: Path) -> tuple[int, int] | None:
     """Byte offset and line number of the first data line, when the header is one plain line.
 
-    ``None`` (read the whole file row by row) when the header has a quote or a carriage
-    return other than a CRLF ending, since only then is it certain to end at the first
-    line feed.
+    ``None`` (read the whole file row by row) when the header has a quote, a NUL or a
+    carriage return other than a CRLF ending: only a plain header line is certain to end
+    at the first line feed, as ``csv.reader`` reads it.
     """
     with path.open("rb") as handle:
         first = handle.readline(1 << 20)
@@ -289,14 +288,7 @@ def check_table(
     ok = pc.fill_null(ok, False)
 
     lines = pa.array(range(first_line, first_line + count), pa.int64())
-    rest_at = pc.indices_nonzero(pc.invert(ok))
-    rest: list[Item] = []
-    if len(rest_at):
-        other = table.take(rest_at)
-        cells = zip(*(c.to_pylist() for c in other.columns), strict=True)
-        rest = [
-            (line, list(row), None) for line, row in zip(lines.take(rest_at).to_pylist(), cells, strict=True)
-        ]
+    rest = _rest(table, lines, ok)
 
     has_id = pc.not_equal(rid, "")
     # ``reading_key`` without a reading_id: ``device|YYYY-MM-DDTHH:MM:SS+00:00|type``.
@@ -317,3 +309,185 @@ def check_table(
     assert tuple(columns) == READING_STORED
     clean = pa.table(columns).filter(ok)
     return Clean(clean, lines.filter(ok)), rest
+
+
+# --- time entries ----------------------------------------------------------------------
+
+#: The time-entry cells ``check_time_entries`` reads (absent optional columns are empty).
+TIME_CELLS: tuple[str, ...] = (
+    "entry_id",
+    "patient_id",
+    "practitioner_id",
+    "program",
+    "started_at",
+    "seconds",
+    "minutes",
+    "activity",
+    "interactive",
+    "modality",
+    "note",
+)
+#: ``check_time_entry``'s stored columns, in the table's order (``FileSpec.stored``).
+TIME_STORED: tuple[str, ...] = (
+    "entry_id",
+    "patient_id",
+    "practitioner_id",
+    "program",
+    "started_at",
+    "local_date",
+    "seconds",
+    "activity",
+    "interactive",
+    "modality",
+    "note",
+    "extra",
+)
+_WALL_FORMAT = "%Y-%m-%dT%H:%M:%S"
+_TRUE = ("true", "yes", "1")
+_FALSE = ("false", "no", "0")
+
+
+def _canonical(column: Any, spelled: Sequence[str]) -> Any:
+    """The canonical spelling of a case-insensitive enum cell; null when not one of them."""
+    lowered = pa.array([s.lower() for s in spelled], pa.string())
+    return pa.array(list(spelled), pa.string()).take(pc.index_in(pc.utf8_lower(column), value_set=lowered))
+
+
+def check_time_entries(
+    table: pa.Table,
+    first_line: int,
+    positions: dict[str, int | None],
+    index: ReferenceIndex,
+    days: LocalDays,
+) -> tuple[Clean, list[Item]]:
+    """Time entries as ``check_table`` takes readings: plainly clean rows in stored form.
+
+    Plainly clean: ids printable ASCII 1–64 long; ``started_at`` written
+    ``YYYY-MM-DDTHH:MM:SS`` with ``Z`` or ``±HH:MM`` (year 1900–2199) naming a real wall
+    clock; a duration as whole seconds or as whole minutes (not both), above 0 and at most
+    12 hours; ``interactive`` one of true/yes/1/false/no/0; program and modality empty or
+    a known value (a modality when interactive); activity and note printable ASCII within
+    the text limit; a known patient and practitioner, and for a program the patient's
+    enrollment in it; a UTC hour with one local date. Anything else takes the row path.
+    """
+    count = table.num_rows
+    empty = pa.repeat("", count)
+
+    def cell(name: str) -> Any:
+        at = positions.get(name)
+        return table.column(at) if at is not None else empty
+
+    def plain(column: Any, limit: int, *, blank: bool = False) -> Any:
+        size = pc.binary_length(column)
+        spaced = pc.or_(pc.starts_with(column, " "), pc.ends_with(column, " "))
+        good = pc.and_(pc.and_(pc.ascii_is_printable(column), pc.less_equal(size, limit)), pc.invert(spaced))
+        return good if blank else pc.and_(good, pc.greater(size, 0))
+
+    entry, patient, practitioner = cell("entry_id"), cell("patient_id"), cell("practitioner_id")
+    ok = pc.and_(plain(entry, ID_MAX), pc.and_(plain(patient, ID_MAX), plain(practitioner, ID_MAX)))
+    activity, note = cell("activity"), cell("note")
+    ok = pc.and_(ok, pc.and_(plain(activity, TEXT_MAX), plain(note, TEXT_MAX, blank=True)))
+
+    raw_program = cell("program")
+    program = _canonical(raw_program, [p.value for p in Program])
+    has_program = pc.not_equal(raw_program, "")
+    ok = pc.and_(ok, pc.or_(pc.invert(has_program), pc.is_valid(program)))
+    raw_modality = cell("modality")
+    modality = _canonical(raw_modality, [m.value for m in Modality])
+    has_modality = pc.not_equal(raw_modality, "")
+    ok = pc.and_(ok, pc.or_(pc.invert(has_modality), pc.is_valid(modality)))
+    flag = pc.utf8_lower(cell("interactive"))
+    interactive = pc.is_in(flag, value_set=pa.array(_TRUE))
+    ok = pc.and_(ok, pc.or_(interactive, pc.is_in(flag, value_set=pa.array(_FALSE))))
+    ok = pc.and_(ok, pc.or_(pc.invert(interactive), has_modality))
+
+    seconds_raw, minutes_raw = cell("seconds"), cell("minutes")
+    by_seconds = pc.and_(pc.match_substring_regex(seconds_raw, r"^[0-9]{1,5}$"), pc.equal(minutes_raw, ""))
+    by_minutes = pc.and_(pc.match_substring_regex(minutes_raw, r"^[0-9]{1,3}$"), pc.equal(seconds_raw, ""))
+    digits = pc.if_else(by_seconds, seconds_raw, pc.if_else(by_minutes, minutes_raw, "0"))
+    amount = pc.cast(pc.fill_null(digits, "0"), pa.int64())
+    seconds = pc.if_else(by_minutes, pc.multiply(amount, 60), amount)
+    ok = pc.and_(ok, pc.or_(by_seconds, by_minutes))
+    ok = pc.and_(ok, pc.and_(pc.greater(seconds, 0), pc.less_equal(seconds, 12 * 3600)))
+
+    stamp = cell("started_at")
+    size = pc.binary_length(stamp)
+    wall = pc.utf8_slice_codeunits(stamp, 0, 19)
+    zulu = pc.and_(pc.equal(size, 20), pc.ends_with(stamp, "Z"))
+    sign = pc.utf8_slice_codeunits(stamp, 19, 20)
+    hh, mm = pc.utf8_slice_codeunits(stamp, 20, 22), pc.utf8_slice_codeunits(stamp, 23, 25)
+    offset_shape = pc.and_(pc.equal(size, 25), pc.is_in(sign, value_set=pa.array(["+", "-"])))
+    offset_shape = pc.and_(offset_shape, pc.equal(pc.utf8_slice_codeunits(stamp, 22, 23), ":"))
+    two_digits = r"^[0-5][0-9]$"
+    offset_shape = pc.and_(offset_shape, pc.match_substring_regex(mm, two_digits))
+    offset_shape = pc.and_(offset_shape, pc.match_substring_regex(hh, r"^([01][0-9]|2[0-3])$"))
+    shaped = pc.and_(pc.or_(zulu, offset_shape), pc.equal(pc.utf8_slice_codeunits(stamp, 10, 11), "T"))
+    shaped = pc.and_(shaped, pc.and_(pc.greater_equal(stamp, "1900"), pc.less(stamp, "2200")))
+    parsed = pc.strptime(wall, format=_WALL_FORMAT, unit="s", error_is_null=True)
+    again = pc.binary_join_element_wise(
+        pc.utf8_slice_codeunits(stamp, 0, 10), pc.utf8_slice_codeunits(stamp, 11, 19), " "
+    )
+    ok = pc.and_(ok, pc.fill_null(pc.and_(shaped, pc.equal(pc.cast(parsed, pa.string()), again)), False))
+    safe = pc.and_(offset_shape, pc.fill_null(ok, False))
+    minutes_off = pc.add(
+        pc.multiply(pc.cast(pc.if_else(safe, hh, "0"), pa.int64()), 60),
+        pc.cast(pc.if_else(safe, mm, "0"), pa.int64()),
+    )
+    signed = pc.if_else(pc.equal(sign, "-"), pc.negate(minutes_off), minutes_off)
+    shift = pc.cast(pc.multiply(pc.if_else(safe, signed, 0), 60), pa.duration("s"))
+    utc = pc.subtract(pc.fill_null(parsed, pa.scalar(0, pa.timestamp("s"))), shift)
+    text = pc.binary_join_element_wise(pc.cast(utc, pa.string()), ".000000", "")
+
+    patients, practitioners = index.patients, index.practitioners
+    tz = _lookup(patient, lambda p: None if p in patients.rejected else patients.known.get(p))
+    ok = pc.and_(ok, pc.is_valid(tz))
+    performer = _lookup(
+        practitioner, lambda p: None if p in practitioners.rejected else practitioners.known.get(p)
+    )
+    ok = pc.and_(ok, pc.is_valid(performer))
+    pair = pc.binary_join_element_wise(patient, pc.fill_null(program, ""), "|")
+    enrolled = _lookup(pair, lambda k: "1" if tuple(k.split("|", 1)) in index.enrolled else None)
+    ok = pc.and_(ok, pc.or_(pc.invert(has_program), pc.is_valid(enrolled)))
+
+    hour = pc.utf8_slice_codeunits(text, 0, 13)
+    zone_hour = pc.binary_join_element_wise(pc.fill_null(tz, ""), hour, "|")
+    ok = pc.fill_null(ok, False)
+    distinct = pc.unique(pc.filter(zone_hour, ok))
+    dates: list[str | None] = []
+    for key in distinct.to_pylist():
+        name, at = key.split("|")
+        hours = days.zones.setdefault(name, {})
+        if at not in hours:
+            hours[at] = _whole_hour_date(name, at)
+        dates.append(hours[at])
+    local = pa.array(dates, pa.string()).take(pc.index_in(zone_hour, value_set=distinct))
+    ok = pc.fill_null(pc.and_(ok, pc.is_valid(local)), False)
+
+    lines = pa.array(range(first_line, first_line + count), pa.int64())
+    rest = _rest(table, lines, ok)
+    null = pa.scalar(None, pa.string())
+    columns = {
+        "entry_id": entry,
+        "patient_id": patient,
+        "practitioner_id": practitioner,
+        "program": pc.if_else(has_program, program, null),
+        "started_at": text,
+        "local_date": local,
+        "seconds": seconds,
+        "activity": activity,
+        "interactive": interactive,
+        "modality": pc.if_else(has_modality, modality, null),
+        "note": pc.if_else(pc.not_equal(note, ""), note, null),
+        "extra": pa.repeat(NO_EXTRA, count),
+    }
+    assert tuple(columns) == TIME_STORED
+    return Clean(pa.table(columns).filter(ok), lines.filter(ok)), rest
+
+
+def _rest(table: pa.Table, lines: pa.Array, ok: Any) -> list[Item]:
+    """The rows ``ok`` does not hold, as ``(line, cells, None)`` items for the row path."""
+    at = pc.indices_nonzero(pc.invert(ok))
+    if not len(at):
+        return []
+    cells = zip(*(c.to_pylist() for c in table.take(at).columns), strict=True)
+    return [(line, list(row), None) for line, row in zip(lines.take(at).to_pylist(), cells, strict=True)]

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -451,6 +451,15 @@ def _check_file(
             direct=direct,
             block_bytes=block_bytes,
         )
+    if (
+        spec.stem == "time_entries"
+        and not file_error
+        and block_bytes
+        and source.path is not None
+        and source.header is not None
+        and all(name in spec.columns for name in source.header)
+    ):
+        return _time_entries_in_bulk(conn, source, index, today, problems, rejected, warnings, block_bytes)
     counts = FileCounts()
     stage = Stage(conn, spec)
     keyed = source.header is None
@@ -481,6 +490,83 @@ def _check_file(
             stage.add(buffer)
             buffer = []
     stage.add(buffer)
+    return _FileResult(counts, stage, source, entries)
+
+
+def _time_entries_in_bulk(
+    conn: Any,
+    source: Source,
+    index: ReferenceIndex,
+    today: date,
+    problems: list[Problem],
+    rejected: list[RejectedRow],
+    warnings: list[Problem],
+    block_bytes: int,
+) -> _FileResult:
+    """time_entries.csv through Arrow (``bulk.check_time_entries``); rows it does not take,
+    and whole files it cannot read in blocks, get ``_check_record`` as in ``_check_file``."""
+    spec = FILES["time_entries"]
+    assert source.path is not None and source.header is not None and source.batches is not None
+    assert spec.stored == bulk.TIME_STORED
+    header = source.header
+    counts = FileCounts()
+    stage = Stage(conn, spec)
+    entries: list[Entry] = []
+    positions = {name: header.index(name) if name in header else None for name in bulk.TIME_CELLS}
+    days = LocalDays()
+
+    def row_path(batch: list[Item]) -> None:
+        buffer: list[dict[str, Any]] = []
+        for line, cells, problem in batch:
+            counts.read += 1
+            record = csv_record(source.label, header, line, cells, problem)
+            staged = _check_record(spec, record, index, today, problems, rejected, "", warnings, keyed=False)
+            if staged is None:
+                counts.rejected += 1
+                continue
+            entries.append(
+                Entry(
+                    staged["entry_id"],
+                    staged["practitioner_id"],
+                    staged["started_at"],
+                    staged["seconds"],
+                    staged["local_date"],
+                    (record.file, record.line),
+                )
+            )
+            buffer.append(staged)
+        stage.add(buffer)
+
+    for piece in bulk.read_blocks(source.label, source.path, len(header), source.batches, block_bytes):
+        if isinstance(piece, list):
+            row_path(piece)
+            continue
+        first, table = piece
+        clean, rest = bulk.check_time_entries(table, first, positions, index, days)
+        counts.read += clean.table.num_rows
+        stage.add_arrow(clean.table, clean.lines)
+        taken = clean.table
+        for entry_id, performer, started, seconds, local, line in zip(
+            taken["entry_id"].to_pylist(),
+            taken["practitioner_id"].to_pylist(),
+            taken["started_at"].to_pylist(),
+            taken["seconds"].to_pylist(),
+            taken["local_date"].to_pylist(),
+            clean.lines.to_pylist(),
+            strict=True,
+        ):
+            entries.append(
+                Entry(
+                    entry_id,
+                    performer,
+                    datetime.fromisoformat(started).replace(tzinfo=UTC),
+                    seconds,
+                    date.fromisoformat(local),
+                    (source.label, line),
+                )
+            )
+        row_path(rest)
+    entries.sort(key=lambda e: e.where[1] if e.where else 0)  # file order, as the row path makes it
     return _FileResult(counts, stage, source, entries)
 
 

@@ -30,6 +30,7 @@ from caretally.ingest.references import ReferenceIndex
 from caretally.store import schema
 from caretally.store.db import ensure_org, open_database
 from caretally.synth import SynthConfig, synthesize
+from tests.ingest.bundles import DR_NPI
 
 #: Patients: id → (zone, birth date). Lord Howe moves by half an hour at DST, Kathmandu is
 #: +05:45, St John's -03:30, Chatham +12:45/+13:45; BORN is born on a leap day.
@@ -201,10 +202,11 @@ def _outcome(engine: Engine, org: str, folder: Path, block: int) -> tuple[Any, .
         now=CLOCK - timedelta(hours=24),
         bulk_block_bytes=block,
     )
-    r = schema.readings
-    columns = [c for c in r.columns if c.name not in ("id", "org_id")]
-    with engine.connect() as conn:
-        stored = sorted(conn.execute(select(*columns).where(r.c.org_id == org)).all())
+    stored = []
+    for r in (schema.readings, schema.time_entries):
+        columns = [c for c in r.columns if c.name not in ("id", "org_id")]
+        with engine.connect() as conn:
+            stored.append(sorted(conn.execute(select(*columns).where(r.c.org_id == org)).all()))
     counts = {stem: c.to_json() for stem, c in report.counts.items()}
     return report.ok(), counts, report.problems, report.warnings, report.rejected_rows, stored
 
@@ -278,6 +280,146 @@ def _two_dates(tz: str, stamp: str) -> bool:
         (start + timedelta(minutes=59, seconds=59)).astimezone(ZoneInfo(tz)),
     )
     return a.date() != b.date() or a.utcoffset() != b.utcoffset()
+
+
+# --- time entries ---------------------------------------------------------------------------
+
+TIME_COLUMNS = (
+    "entry_id",
+    "patient_id",
+    "practitioner_id",
+    "program",
+    "started_at",
+    "seconds",
+    "minutes",
+    "activity",
+    "interactive",
+    "modality",
+    "note",
+)
+#: Few instants, so one performer's entries overlap (warnings) and DST and odd offsets meet.
+STARTS = [
+    "2026-03-08T07:30:00Z",
+    "2026-03-08T01:45:00-06:00",
+    "2026-03-08T13:15:00+05:45",
+    "2026-04-04T14:40:00Z",
+    "2026-03-01T18:10:00Z",
+    "2026-03-01T23:59:59-03:30",
+    "2026-03-02T07:00:00+13:45",
+    "2024-02-29T10:00:00Z",
+    "2026-11-01T06:00:00Z",
+    "2026-03-08T08:00:00-00:00",
+]
+BAD_STARTS = [
+    "2026-02-30T10:00:00-05:00",
+    "2026-03-08T02:30:00",
+    "2026-03-08T02:30:00+24:00",
+    "2026-03-08T02:30:00+0545",
+    "2026-03-08 02:30:00-06:00",
+    "2026-03-08t02:30:00z",
+    "1899-12-31T23:00:00Z",
+    "2026-03-08T10:00:00.5Z",
+]
+
+
+def _time_practice(folder: Path) -> None:
+    _practice_files(folder)
+    (folder / "practitioners.csv").write_text(
+        f"practitioner_id,npi,name,credential\nDR1,{DR_NPI},Ada Moreno,MD\nRN1,,Cy Park,RN\nBAD,,Bo Gus,XYZ\n"
+    )
+    (folder / "enrollments.csv").write_text(
+        "enrollment_id,patient_id,program,start_date,billing_practitioner_id,diagnoses\n"
+        "E1,P1,RPM,2024-01-01,DR1,I10\nE2,P2,CCM,2024-01-01,DR1,I10;E11.9\nE3,P3,RPM,2024-01-01,BAD,I10\n"
+    )
+
+
+ENROLLED = {"P1": ["RPM", "rpm"], "P2": ["CCM", "ccm"]}
+
+
+@st.composite
+def time_rows(draw: st.DrawFn) -> dict[str, Any]:
+    """Coherent entries nine cells in ten (program of the patient's enrollment, one way of
+    giving the duration, a modality when interactive), so that the bulk path takes many."""
+    patient = draw(_mostly(["P1", "P2", "P3", "P4", "P5", "BORN"], [REJECTED, "P9", ""]))
+    program = draw(_mostly(["", *ENROLLED.get(patient, [""])], ["XYZ", "APCM", " RPM", "RPM", "CCM"]))
+    seconds, minutes = draw(
+        _mostly(
+            [("600", ""), ("0090", ""), ("43200", ""), ("", "10"), ("1800", "")],
+            [("", ""), ("0", ""), ("43201", ""), ("+60", ""), ("600", "10"), ("", "721"), ("6e2", "")],
+        )
+    )
+    interactive, modality = draw(
+        _mostly(
+            [("true", "phone"), ("Yes", "Video"), ("false", ""), ("0", "in_person"), ("false", "phone")],
+            [("true", ""), ("maybe", "phone"), ("", ""), ("false", "fax"), ("true", " phone")],
+        )
+    )
+    return {
+        "entry_id": draw(_mostly([f"T{next(_serial)}"], ["T-dup", " T1", "T" * 65, ""])),
+        "patient_id": patient,
+        "practitioner_id": draw(_mostly(["DR1", "RN1"], ["BAD", "NOPE", ""])),
+        "program": program,
+        "started_at": draw(_mostly(STARTS, BAD_STARTS)),
+        "seconds": seconds,
+        "minutes": minutes,
+        "activity": draw(_mostly(["review", "data interpretation"], ["", "a" * 4001, "call\u200b"])),
+        "interactive": interactive,
+        "modality": modality,
+        "note": draw(
+            _mostly(["", "Left voicemail, follow-up.", "ok"], ["x" * 4001, " n", "caf\u00e9", "  "])
+        ),
+        "_shape": draw(st.sampled_from(["plain"] * 60 + ["quoted"] * 8 + ["short", "spanning"])),
+    }
+
+
+def _write_time_entries(path: Path, rows: list[dict[str, Any]], layout: dict[str, Any]) -> None:
+    header = [c for c in TIME_COLUMNS if layout["reading_id"] or c != "minutes"]
+    if layout["reverse"]:
+        header = header[::-1]
+    end = layout["newline"]
+    out = [",".join(header)]
+    for row in rows:
+        cells = [row[c] for c in header]
+        shape = row["_shape"]
+        # A cell holding a comma must be quoted in any shape; the rest as the shape says.
+        quoted = ['"' + c.replace('"', '""') + '"' for c in cells]
+        if shape == "quoted":
+            out.append(",".join(quoted))
+        elif shape == "short":
+            out.append(",".join(quoted[:-1]))
+        elif shape == "spanning":
+            at = header.index("note")
+            quoted[at] = '"one' + end + 'two"'
+            out.append(",".join(quoted))
+        else:
+            out.append(",".join(q if "," in c else c for q, c in zip(quoted, cells, strict=True)))
+    if layout["blank_at"] is not None and rows:
+        out.insert(1 + layout["blank_at"] % len(rows), "")
+    data = (end.join(out) + (end if layout["final_newline"] else "")).encode("utf-8")
+    path.write_bytes((bulk.BOM if layout["bom"] else b"") + data)
+
+
+#: A blank line hands the rest of the file to the row path: rarer here, so that most files
+#: are read in Arrow blocks to the end.
+time_layouts = layouts.flatmap(
+    lambda layout: st.sampled_from([None, None, None, None, 0, 7]).map(lambda at: {**layout, "blank_at": at})
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(time_rows(), min_size=10, max_size=50), layout=time_layouts)
+def test_bulk_time_entries_equal_row_checker(
+    engine: Engine, rows: list[dict[str, Any]], layout: dict[str, Any]
+) -> None:
+    """Time entries both ways: same problems, overlap warnings, rejected rows, counts, rows
+    (``reading_id`` in the layout decides here whether the file has a minutes column)."""
+    folder = Path(tempfile.mkdtemp(prefix="ct-bulk-t-"))
+    _time_practice(folder)
+    _write_time_entries(folder / "time_entries.csv", rows, layout)
+    n = next(_serial)
+    by_rows = _outcome(engine, f"trows{n}", folder, 0)
+    in_bulk = _outcome(engine, f"tbulk{n}", folder, layout["block"])
+    assert in_bulk == by_rows
 
 
 # --- end to end: a synthetic practice both ways, on SQLite and PostgreSQL -----------------
