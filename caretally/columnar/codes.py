@@ -120,7 +120,9 @@ def _compile(year_id: int, year: RuleYear) -> tuple[list[CodeRow], YearRow, list
                 if "min_minutes" in rule.params:
                     first = max(first, _int(rule.value("min_minutes"), f"{code} min_minutes") or 0)
             timed = rule.family in ("treatment_management", "data_interpretation")
-            requires = bool(rule.get("requires_interactive")) if "requires_interactive" in rule.params else False
+            requires = (
+                bool(rule.get("requires_interactive")) if "requires_interactive" in rule.params else False
+            )
             rows.append(
                 CodeRow(
                     year=year_id,
@@ -135,7 +137,9 @@ def _compile(year_id: int, year: RuleYear) -> tuple[list[CodeRow], YearRow, list
                         _int(rule.value("min_minutes"), f"{code} min_minutes") if timed and not base else None
                     ),
                     max_minutes=(
-                        _int(rule.get("max_minutes"), f"{code} max_minutes", True) if timed and not base else None
+                        _int(rule.get("max_minutes"), f"{code} max_minutes", True)
+                        if timed and not base
+                        else None
                     ),
                     step_minutes=step,
                     base_code=base,

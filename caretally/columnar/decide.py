@@ -88,7 +88,9 @@ def decide_months(months: Iterable[tuple[PatientMonthFacts, RuleBook]]) -> Colum
             if pid not in decided:
                 continue
             decided[pid].append(
-                Outcome(eid, code, p_start, p_end, Status(status), units, dos, _payment(amounts[(y, code)], units))
+                Outcome(
+                    eid, code, p_start, p_end, Status(status), units, dos, _payment(amounts[(y, code)], units)
+                )
             )
     finally:
         con.close()
@@ -160,7 +162,16 @@ def _rows(rows: list[CodeRow] | list[YearRow] | list[RequirementRow], cls: type)
         elif n in ("performers", "modalities"):
             data[n] = [list(v) for v in data[n]]
             types[n] = pa.list_(pa.string())
-        elif n in ("program", "family", "code", "base_code", "rtm_kind", "device_dos", "setup_dos", "time_dos"):
+        elif n in (
+            "program",
+            "family",
+            "code",
+            "base_code",
+            "rtm_kind",
+            "device_dos",
+            "setup_dos",
+            "time_dos",
+        ):
             types[n] = pa.string()
         elif isinstance(data[n][0] if data[n] else None, bool) or n in (
             "requires_interactive",

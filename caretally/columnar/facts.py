@@ -66,7 +66,9 @@ class Compiled:
 class Columns:
     """The six tables as Python lists of columns (turned into Arrow tables by ``decide``)."""
 
-    pm: dict[str, list[Any]] = field(default_factory=lambda: _cols("pm patient_id month_start month_end as_of y"))
+    pm: dict[str, list[Any]] = field(
+        default_factory=lambda: _cols("pm patient_id month_start month_end as_of y")
+    )
     enr: dict[str, list[Any]] = field(
         default_factory=lambda: _cols(
             "pm eid program e_start e_end consent bp est visit data_from setup_day first_setup"
@@ -74,7 +76,9 @@ class Columns:
     )
     per: dict[str, list[Any]] = field(default_factory=lambda: _cols("pm eid p_start p_end prior y"))
     day: dict[str, list[Any]] = field(default_factory=lambda: _cols("pm eid d prior dev"))
-    dev: dict[str, list[Any]] = field(default_factory=lambda: _cols("pm eid device_id program kind setup_date"))
+    dev: dict[str, list[Any]] = field(
+        default_factory=lambda: _cols("pm eid device_id program kind setup_date")
+    )
     ent: dict[str, list[Any]] = field(
         default_factory=lambda: _cols("pm eid entry_id d seconds performer interactive modality ord")
     )
@@ -173,7 +177,9 @@ def add(columns: Columns, pm: int, facts: PatientMonthFacts, book: RuleBook, com
         for d in set(program.prior_days):
             _append(columns.day, pm, eid, d, True, None)
         for device in program.devices:
-            _append(columns.dev, pm, eid, device.device_id, str(device.program), device.kind, device.setup_date)
+            _append(
+                columns.dev, pm, eid, device.device_id, str(device.program), device.kind, device.setup_date
+            )
         for n, t in enumerate(sorted(facts.time, key=time_order)):
             if t.program != e.program:
                 continue

@@ -35,11 +35,11 @@ def check_agreement(facts: PatientMonthFacts, book: RuleBook) -> str | None:
         return result.flagged[facts.patient_id]
     mine = result.decided[facts.patient_id]
     theirs = engine_outcomes(facts, book)
-    assert mine == theirs, _diff(mine, theirs)
+    assert mine == theirs, diff(mine, theirs)
     return None
 
 
-def _diff(mine: list[Outcome], theirs: list[Outcome]) -> str:
+def diff(mine: list[Outcome], theirs: list[Outcome]) -> str:
     a, b = set(mine), set(theirs)
     lines = ["columnar ≠ engine"]
     lines += [f"  columnar only: {o}" for o in sorted(a - b, key=repr)]
