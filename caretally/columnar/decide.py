@@ -43,6 +43,10 @@ class Outcome:
     units: int
     date_of_service: date | None
     expected_payment: Decimal | None
+    #: What a claim line needs besides: who rendered it (units > 0 only) and the credentials
+    #: of everyone who furnished a counted minute of its service (``common.service_parts``).
+    rendering_practitioner_id: str | None = None
+    parts: tuple[str, ...] = ()
 
 
 @dataclass
@@ -83,15 +87,15 @@ def decide_months(months: Iterable[tuple[PatientMonthFacts, RuleBook]]) -> Colum
                 del decided[pid]
                 flagged[pid] = why
         amounts = {(c.year, c.code): c.amount for c in compiled.codes}
-        for pm, y, eid, code, p_start, p_end, status, units, dos in con.execute(DECISIONS).fetchall():
+        for row in con.execute(DECISIONS).fetchall():
+            pm, y, eid, code, p_start, p_end, status, units, dos, who, parts = row
             pid = ids[pm]
             if pid not in decided:
                 continue
-            decided[pid].append(
-                Outcome(
-                    eid, code, p_start, p_end, Status(status), units, dos, _payment(amounts[(y, code)], units)
-                )
-            )
+            pay = _payment(amounts[(y, code)], units)
+            who = who if units > 0 else None
+            outcome = Outcome(eid, code, p_start, p_end, Status(status), units, dos, pay, who, tuple(parts or ()))
+            decided[pid].append(outcome)
     finally:
         con.close()
     for outcomes in decided.values():
@@ -148,6 +152,9 @@ TYPES: dict[str, pa.DataType] = {
     "performer": pa.string(),
     "patient_id": pa.string(),
     "bp": pa.string(),
+    "practitioner_id": pa.string(),
+    "credential": pa.string(),
+    "raw_seconds": pa.int64(),
 }
 
 
@@ -226,7 +233,7 @@ SELECT p.pm, p.eid, p.p_start, p.p_end, p.kind, p.y, e.program, m.as_of, e.setup
        p.p_end > m.as_of AS is_open,
        (NOT (e.e_start <= p.p_end AND (e.e_end IS NULL OR e.e_end >= p.p_start))
         OR coalesce(r.consent AND (e.consent IS NULL OR e.consent > p.p_end), false)
-        OR coalesce(r.billing_practitioner AND e.bp = '', false)
+        OR coalesce(r.billing_practitioner AND coalesce(e.bp, '') = '', false)
         OR coalesce(r.established AND (NOT e.est OR (e.est IS NULL AND o.established_missing_fails)), false)
         OR coalesce(o.visit_required AND (e.visit IS NULL OR e.visit > p.p_end), false)) AS cfail
 FROM p JOIN enr e USING (pm, eid) JOIN pm m USING (pm)
@@ -352,7 +359,8 @@ FROM s;
 
 -- Time: each timed base code's pool (entries of its performers in its period and window).
 CREATE TEMP TABLE tpool AS
-SELECT w.pm, w.y, w.eid, w.p_start, c.code, t.entry_id, t.d, t.seconds, t.ord,
+SELECT w.pm, w.y, w.eid, w.p_start, c.code, t.entry_id, t.d, t.seconds, t.ord, t.practitioner_id,
+       t.performer, t.credential, t.raw_seconds,
        t.interactive AND t.modality IS NOT NULL AND list_contains(c.modalities, t.modality) AS call
 FROM w JOIN code c ON c.year = w.y AND c.program = w.program AND c.base_code IS NULL
      AND ((c.family = 'treatment_management' AND w.kind = 'month')
@@ -361,7 +369,20 @@ JOIN ent t ON t.pm = w.pm AND t.eid = w.eid AND t.d BETWEEN w.p_start AND w.p_en
      AND t.d BETWEEN w.w_first AND w.w_last AND list_contains(c.performers, t.performer);
 
 CREATE TEMP TABLE tsum AS
-SELECT pm, eid, p_start, code, sum(seconds) AS secs, bool_or(call) AS called FROM tpool GROUP BY ALL;
+SELECT pm, eid, p_start, code, sum(seconds) AS secs, bool_or(call) AS called,
+       list_sort(list(DISTINCT credential) FILTER (WHERE raw_seconds > 0)) AS parts
+FROM tpool GROUP BY ALL;
+
+-- Who rendered a timed service: most counted seconds (ties: lowest id); clinical staff
+-- render under the billing practitioner (``common.rendering_of``).
+CREATE TEMP TABLE trender AS
+SELECT pm, eid, p_start, code, practitioner_id, performer FROM (
+    SELECT pm, eid, p_start, code, practitioner_id, sum(seconds) AS secs,
+           arg_max(performer, ord) AS performer,
+           row_number() OVER (PARTITION BY pm, eid, p_start, code
+                              ORDER BY sum(seconds) DESC, practitioner_id) AS rn
+    FROM tpool GROUP BY pm, eid, p_start, code, practitioner_id
+) WHERE rn = 1;
 
 -- The running total's first day at a number of minutes (time_dos threshold_day).
 CREATE TEMP TABLE trun AS
@@ -371,7 +392,8 @@ FROM tpool;
 CREATE TEMP TABLE dec_base AS
 WITH b AS (
     SELECT w.pm, w.y, w.eid, c.code, c.family, w.p_start, w.p_end, w.is_open, w.cfail, w.program,
-           coalesce(s.secs, 0) // 60 AS m, coalesce(s.called, false) AS called,
+           coalesce(s.secs, 0) // 60 AS m, coalesce(s.called, false) AS called, s.parts,
+           CASE WHEN r.performer = 'staff' THEN e.bp ELSE r.practitioner_id END AS who,
            c.min_minutes, c.max_minutes, c.max_units, c.requires_interactive,
            days_left(w.is_open, w.w_first, w.w_last, w.as_of) AS lft, o.time_dos, o.device_dos, w.w_last
     FROM w JOIN code c ON c.year = w.y AND c.program = w.program AND c.base_code IS NULL
@@ -379,8 +401,10 @@ WITH b AS (
               OR (c.family = 'data_interpretation' AND w.kind = 'device'))
     JOIN yr o ON o.year = w.y
     LEFT JOIN tsum s ON s.pm = w.pm AND s.eid = w.eid AND s.p_start = w.p_start AND s.code = c.code
+    LEFT JOIN trender r ON r.pm = w.pm AND r.eid = w.eid AND r.p_start = w.p_start AND r.code = c.code
+    JOIN enr e ON e.pm = w.pm AND e.eid = w.eid
 )
-SELECT pm, y, eid, code, family, p_start, p_end, is_open, cfail, m,
+SELECT pm, y, eid, code, family, p_start, p_end, is_open, cfail, m, who, parts,
        CASE WHEN max_minutes IS NOT NULL AND m > max_minutes THEN 'F'
             WHEN m >= min_minutes THEN 'P' WHEN lft > 0 THEN 'W' ELSE 'F' END AS v1,
        CASE WHEN NOT requires_interactive OR called THEN 'P' WHEN lft > 0 THEN 'W' ELSE 'F' END AS v2,
@@ -404,17 +428,21 @@ STATUS = """
 FINISH = f"""
 SELECT pm, y, eid, code, p_start, p_end, {STATUS} AS status,
        CASE WHEN ({STATUS}) = 'not_billable' OR 'W' IN (v1, v2, v3) THEN 0 ELSE draft_units END AS units,
-       CASE WHEN ({STATUS}) = 'billable' THEN dos END AS dos
+       CASE WHEN ({STATUS}) = 'billable' THEN dos END AS dos, {{extras}}
 FROM {{table}}
 """
 
+NONE = "NULL::VARCHAR AS who, NULL::VARCHAR[] AS parts"
+TIMED = "who, parts"
+
 DECISIONS = f"""
-WITH base AS ({FINISH.format(table="dec_base")}),
+WITH base AS ({FINISH.format(table="dec_base", extras=TIMED)}),
 addon AS (
     SELECT w.pm, w.y, w.eid, c.code, w.p_start, w.p_end, w.is_open, w.cfail,
            CASE WHEN b0.m >= c.first_minutes THEN (b0.m - c.base_min) // c.step_minutes ELSE 0 END AS supported,
            c.max_units AS cap, days_left(w.is_open, w.w_first, w.w_last, w.as_of) AS lft,
-           b.status AS base_status, b.units AS base_units, b.dos AS base_dos
+           b.status AS base_status, b.units AS base_units, b.dos AS base_dos,
+           CASE WHEN b.units > 0 THEN b.who END AS who, b.parts
     FROM w JOIN code c ON c.year = w.y AND c.program = w.program AND c.base_code IS NOT NULL
          AND c.family = 'treatment_management' AND w.kind = 'month'
     JOIN base b ON b.pm = w.pm AND b.eid = w.eid AND b.code = c.base_code AND b.p_start = w.p_start
@@ -427,13 +455,13 @@ dec_addon AS (
                 WHEN base_status = 'reachable' THEN 'W' ELSE 'F' END AS v2,
            'P' AS v3,
            CASE WHEN cap IS NULL THEN supported ELSE least(supported, cap) END AS draft_units,
-           base_dos AS dos
+           base_dos AS dos, who, parts
     FROM addon
 )
-{FINISH.format(table="dec_device")}
-UNION ALL {FINISH.format(table="dec_setup")}
+{FINISH.format(table="dec_device", extras=NONE)}
+UNION ALL {FINISH.format(table="dec_setup", extras=NONE)}
 UNION ALL SELECT * FROM base
-UNION ALL {FINISH.format(table="dec_addon")}
+UNION ALL {FINISH.format(table="dec_addon", extras=TIMED)}
 """
 
 # Flags that need counts: several RTM kinds reporting in one period (option
@@ -442,7 +470,7 @@ LATE_FLAGS = f"""
 SELECT DISTINCT pm, 'several RTM device kinds' FROM cnt WHERE kind IS NOT NULL AND n > 0
 GROUP BY pm, eid, p_start HAVING count(*) > 1
 UNION ALL
-SELECT DISTINCT pm, 'data interpretation claims money' FROM ({FINISH.format(table="dec_base")}) d
+SELECT DISTINCT pm, 'data interpretation claims money' FROM ({FINISH.format(table="dec_base", extras=TIMED)}) d
 JOIN code c ON c.year = d.y AND c.code = d.code
 WHERE c.family = 'data_interpretation' AND (d.status = 'billable' OR (d.status = 'reachable' AND d.units > 0))
 """

@@ -80,7 +80,9 @@ class Columns:
         default_factory=lambda: _cols("pm eid device_id program kind setup_date")
     )
     ent: dict[str, list[Any]] = field(
-        default_factory=lambda: _cols("pm eid entry_id d seconds performer interactive modality ord")
+        default_factory=lambda: _cols(
+            "pm eid entry_id d seconds performer interactive modality ord practitioner_id credential raw_seconds"
+        )
     )
 
 
@@ -136,6 +138,7 @@ def add(columns: Columns, pm: int, facts: PatientMonthFacts, book: RuleBook, com
     """Rows of one unflagged patient-month (see :func:`flag_of`)."""
     year = book.for_date(facts.month.end)
     y = compiled.year_id(year)
+    raw = {t.entry_id: t.seconds for t in facts.time}  # claim lines read the logged seconds
     if counts_once(year):
         facts = trim_overlaps(facts)  # pure: the same seconds the engine counts
     _append(columns.pm, pm, facts.patient_id, facts.month.start, facts.month.end, facts.as_of, y)
@@ -158,7 +161,7 @@ def add(columns: Columns, pm: int, facts: PatientMonthFacts, book: RuleBook, com
             e.start_date,
             e.end_date,
             e.consent_date,
-            e.billing_practitioner_id or "",
+            e.billing_practitioner_id,
             e.established_patient,
             e.initiating_visit_date,
             program.data_from,
@@ -194,6 +197,9 @@ def add(columns: Columns, pm: int, facts: PatientMonthFacts, book: RuleBook, com
                 t.interactive,
                 None if t.modality is None else str(t.modality),
                 n,
+                t.practitioner_id,
+                t.credential.upper(),
+                raw[t.entry_id],
             )
 
 

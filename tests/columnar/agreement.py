@@ -5,17 +5,23 @@ from __future__ import annotations
 from caretally.columnar.decide import Outcome, decide_months
 from caretally.model import Decision, PatientMonthFacts
 from caretally.rules.engine import evaluate_patient_month
+from caretally.rules.families.common import service_parts
 from caretally.rules.params import RuleBook
 
 
 def engine_outcomes(facts: PatientMonthFacts, book: RuleBook) -> list[Outcome]:
+    return outcomes_of(facts, evaluate_patient_month(facts, book), book)
+
+
+def outcomes_of(facts: PatientMonthFacts, ds: list[Decision], book: RuleBook) -> list[Outcome]:
+    """The engine's decisions reduced to what the columnar pass gives (claim-line parts too)."""
     return sorted(
-        (_outcome(d) for d in evaluate_patient_month(facts, book)),
+        (_outcome(d, service_parts(d, ds, facts, book.for_date(d.period.end))) for d in ds),
         key=lambda o: (o.enrollment_id, o.code, o.period_start),
     )
 
 
-def _outcome(d: Decision) -> Outcome:
+def _outcome(d: Decision, parts: tuple[str, ...]) -> Outcome:
     return Outcome(
         d.enrollment_id,
         d.code,
@@ -25,6 +31,8 @@ def _outcome(d: Decision) -> Outcome:
         d.units,
         d.date_of_service,
         d.expected_payment,
+        d.rendering_practitioner_id,
+        parts,
     )
 
 
