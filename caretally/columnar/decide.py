@@ -47,6 +47,8 @@ class Outcome:
     #: of everyone who furnished a counted minute of its service (``common.service_parts``).
     rendering_practitioner_id: str | None = None
     parts: tuple[str, ...] = ()
+    #: The rule ids of its failed or pending requirements, in the engine's order of reasons.
+    blocking: tuple[str, ...] = ()
 
 
 @dataclass
@@ -88,13 +90,16 @@ def decide_months(months: Iterable[tuple[PatientMonthFacts, RuleBook]]) -> Colum
                 flagged[pid] = why
         amounts = {(c.year, c.code): c.amount for c in compiled.codes}
         for row in con.execute(DECISIONS).fetchall():
-            pm, y, eid, code, p_start, p_end, status, units, dos, who, parts = row
+            pm, y, eid, code, p_start, p_end, status, units, dos, who, parts, checks = row
             pid = ids[pm]
             if pid not in decided:
                 continue
             pay = _payment(amounts[(y, code)], units)
             who = who if units > 0 else None
-            outcome = Outcome(eid, code, p_start, p_end, Status(status), units, dos, pay, who, tuple(parts or ()))
+            failed = tuple(checks.split(",")) if checks else ()
+            outcome = Outcome(
+                eid, code, p_start, p_end, Status(status), units, dos, pay, who, tuple(parts or ()), failed
+            )
             decided[pid].append(outcome)
     finally:
         con.close()
@@ -231,14 +236,16 @@ SELECT p.pm, p.eid, p.p_start, p.p_end, p.kind, p.y, e.program, m.as_of, e.setup
        greatest(p.p_start, e.e_start, coalesce(e.consent, e.e_start)) AS w_first,
        least(p.p_end, coalesce(e.e_end, p.p_end)) AS w_last,
        p.p_end > m.as_of AS is_open,
-       (NOT (e.e_start <= p.p_end AND (e.e_end IS NULL OR e.e_end >= p.p_start))
-        OR coalesce(r.consent AND (e.consent IS NULL OR e.consent > p.p_end), false)
-        OR coalesce(r.billing_practitioner AND coalesce(e.bp, '') = '', false)
-        OR coalesce(r.established AND (NOT e.est OR (e.est IS NULL AND o.established_missing_fails)), false)
-        OR coalesce(o.visit_required AND (e.visit IS NULL OR e.visit > p.p_end), false)) AS cfail
+       NOT (e.e_start <= p.p_end AND (e.e_end IS NULL OR e.e_end >= p.p_start)) AS c_enr,
+       coalesce(r.consent AND (e.consent IS NULL OR e.consent > p.p_end), false) AS c_consent,
+       coalesce(r.billing_practitioner AND coalesce(e.bp, '') = '', false) AS c_bp,
+       coalesce(r.established AND (NOT e.est OR (e.est IS NULL AND o.established_missing_fails)), false) AS c_est,
+       coalesce(o.visit_required AND (e.visit IS NULL OR e.visit > p.p_end), false) AS c_visit
 FROM p JOIN enr e USING (pm, eid) JOIN pm m USING (pm)
 LEFT JOIN req r ON r.year = p.y AND r.program = e.program
 LEFT JOIN yr o ON o.year = p.y;
+ALTER TABLE w ADD COLUMN cfail BOOLEAN;
+UPDATE w SET cfail = c_enr OR c_consent OR c_bp OR c_est OR c_visit;
 
 -- Days left in a window once the data known ends (0 for a closed period).
 CREATE MACRO days_left(is_open, first_day, last_day, as_of) AS
@@ -276,7 +283,8 @@ GROUP BY ALL;
 
 -- Device supply: tiers by day count; RTM by device kind.
 CREATE TEMP TABLE dec_device AS
-SELECT w.pm, w.y, w.eid, c.code, w.p_start, w.p_end, w.is_open, w.cfail,
+SELECT w.pm, w.y, w.eid, c.code, w.p_start, w.p_end, w.is_open, w.cfail, w.program,
+       w.c_enr, w.c_consent, w.c_bp, w.c_est, w.c_visit, c.max_days IS NOT NULL AND n.n > c.max_days AS over,
        CASE WHEN c.max_days IS NOT NULL AND n.n > c.max_days THEN 'F'
             WHEN n.n >= c.min_days THEN 'P'
             WHEN days_left(w.is_open, w.w_first, w.w_last, w.as_of) > 0
@@ -344,7 +352,7 @@ WITH s AS (
                       AND x.rn = s.need) END AS dos
     FROM setup_w s
 )
-SELECT pm, y, eid, code, p_start, p_end, is_open, cfail,
+SELECT pm, y, eid, code, p_start, p_end, is_open, cfail, program, c_enr, c_consent, c_bp, c_est, c_visit, stop,
        CASE WHEN setup_day IS NULL THEN 'P'
             WHEN stop = 'before' THEN 'F'
             WHEN stop = 'found' AND (ep_start <> p_start OR ep_end <> p_end) THEN 'F'
@@ -392,6 +400,7 @@ FROM tpool;
 CREATE TEMP TABLE dec_base AS
 WITH b AS (
     SELECT w.pm, w.y, w.eid, c.code, c.family, w.p_start, w.p_end, w.is_open, w.cfail, w.program,
+           w.c_enr, w.c_consent, w.c_bp, w.c_est, w.c_visit,
            coalesce(s.secs, 0) // 60 AS m, coalesce(s.called, false) AS called, s.parts,
            CASE WHEN r.performer = 'staff' THEN e.bp ELSE r.practitioner_id END AS who,
            c.min_minutes, c.max_minutes, c.max_units, c.requires_interactive,
@@ -405,6 +414,7 @@ WITH b AS (
     JOIN enr e ON e.pm = w.pm AND e.eid = w.eid
 )
 SELECT pm, y, eid, code, family, p_start, p_end, is_open, cfail, m, who, parts,
+       program, c_enr, c_consent, c_bp, c_est, c_visit, max_minutes IS NOT NULL AND m > max_minutes AS over,
        CASE WHEN max_minutes IS NOT NULL AND m > max_minutes THEN 'F'
             WHEN m >= min_minutes THEN 'P' WHEN lft > 0 THEN 'W' ELSE 'F' END AS v1,
        CASE WHEN NOT requires_interactive OR called THEN 'P' WHEN lft > 0 THEN 'W' ELSE 'F' END AS v2,
@@ -425,10 +435,40 @@ STATUS = """
          ELSE 'not_billable' END
 """
 
+# The blocking checks of a decision (failed or pending requirements), in the engine's order
+# of reasons: the common checks, then the family's (``_lost`` reads them for the summary).
+COMMON_CHECKS = """
+    CASE WHEN c_enr THEN 'common.enrollment_active' END, CASE WHEN c_consent THEN 'common.consent' END,
+    CASE WHEN c_bp THEN 'common.billing_practitioner' END,
+    CASE WHEN c_est THEN lower(program) || '.established_patient' END,
+    CASE WHEN c_visit THEN lower(program) || '.initiating_visit' END
+"""
+DEVICE_CHECKS = """
+    CASE WHEN v2 <> 'P' THEN 'rtm.device.kind' END,
+    CASE WHEN v1 <> 'P' THEN lower(program) || CASE WHEN over THEN '.device.max_days' ELSE '.device.min_days' END END
+"""
+SETUP_CHECKS = """
+    CASE WHEN v1 <> 'P' THEN lower(program) || CASE WHEN stop = 'before' THEN '.setup.before_data'
+                                                   ELSE '.setup.first_period' END END,
+    CASE WHEN v2 <> 'P' THEN lower(program) || '.setup.min_days' END,
+    CASE WHEN v3 <> 'P' THEN lower(program) || '.setup.device' END
+"""
+BASE_CHECKS = """
+    CASE WHEN v1 <> 'P' THEN lower(program)
+         || CASE WHEN family = 'data_interpretation' THEN '.interpretation.' ELSE '.tm.' END
+         || CASE WHEN over THEN 'max_minutes' ELSE 'min_minutes' END END,
+    CASE WHEN v2 <> 'P' THEN lower(program) || '.tm.interactive' END
+"""
+ADDON_CHECKS = """
+    CASE WHEN v1 <> 'P' THEN lower(program) || '.tm.add_on_minutes' END,
+    CASE WHEN v2 <> 'P' THEN lower(program) || '.tm.add_on_base' END
+"""
+
 FINISH = f"""
 SELECT pm, y, eid, code, p_start, p_end, {STATUS} AS status,
        CASE WHEN ({STATUS}) = 'not_billable' OR 'W' IN (v1, v2, v3) THEN 0 ELSE draft_units END AS units,
-       CASE WHEN ({STATUS}) = 'billable' THEN dos END AS dos, {{extras}}
+       CASE WHEN ({STATUS}) = 'billable' THEN dos END AS dos, {{extras}},
+       concat_ws(',', {COMMON_CHECKS}, {{checks}}) AS checks
 FROM {{table}}
 """
 
@@ -436,9 +476,10 @@ NONE = "NULL::VARCHAR AS who, NULL::VARCHAR[] AS parts"
 TIMED = "who, parts"
 
 DECISIONS = f"""
-WITH base AS ({FINISH.format(table="dec_base", extras=TIMED)}),
+WITH base AS ({FINISH.format(table="dec_base", extras=TIMED, checks=BASE_CHECKS)}),
 addon AS (
     SELECT w.pm, w.y, w.eid, c.code, w.p_start, w.p_end, w.is_open, w.cfail,
+           w.program, w.c_enr, w.c_consent, w.c_bp, w.c_est, w.c_visit,
            CASE WHEN b0.m >= c.first_minutes THEN (b0.m - c.base_min) // c.step_minutes ELSE 0 END AS supported,
            c.max_units AS cap, days_left(w.is_open, w.w_first, w.w_last, w.as_of) AS lft,
            b.status AS base_status, b.units AS base_units, b.dos AS base_dos,
@@ -449,7 +490,7 @@ addon AS (
     JOIN dec_base b0 ON b0.pm = w.pm AND b0.eid = w.eid AND b0.code = c.base_code AND b0.p_start = w.p_start
 ),
 dec_addon AS (
-    SELECT pm, y, eid, code, p_start, p_end, is_open, cfail,
+    SELECT pm, y, eid, code, p_start, p_end, is_open, cfail, program, c_enr, c_consent, c_bp, c_est, c_visit,
            CASE WHEN supported > 0 THEN 'P' WHEN lft > 0 THEN 'W' ELSE 'F' END AS v1,
            CASE WHEN base_status = 'billable' OR (base_status = 'reachable' AND base_units > 0) THEN 'P'
                 WHEN base_status = 'reachable' THEN 'W' ELSE 'F' END AS v2,
@@ -458,10 +499,10 @@ dec_addon AS (
            base_dos AS dos, who, parts
     FROM addon
 )
-{FINISH.format(table="dec_device", extras=NONE)}
-UNION ALL {FINISH.format(table="dec_setup", extras=NONE)}
+{FINISH.format(table="dec_device", extras=NONE, checks=DEVICE_CHECKS)}
+UNION ALL {FINISH.format(table="dec_setup", extras=NONE, checks=SETUP_CHECKS)}
 UNION ALL SELECT * FROM base
-UNION ALL {FINISH.format(table="dec_addon", extras=TIMED)}
+UNION ALL {FINISH.format(table="dec_addon", extras=TIMED, checks=ADDON_CHECKS)}
 """
 
 # Flags that need counts: several RTM kinds reporting in one period (option
@@ -470,7 +511,7 @@ LATE_FLAGS = f"""
 SELECT DISTINCT pm, 'several RTM device kinds' FROM cnt WHERE kind IS NOT NULL AND n > 0
 GROUP BY pm, eid, p_start HAVING count(*) > 1
 UNION ALL
-SELECT DISTINCT pm, 'data interpretation claims money' FROM ({FINISH.format(table="dec_base", extras=TIMED)}) d
+SELECT DISTINCT pm, 'data interpretation claims money' FROM ({FINISH.format(table="dec_base", extras=TIMED, checks=BASE_CHECKS)}) d
 JOIN code c ON c.year = d.y AND c.code = d.code
 WHERE c.family = 'data_interpretation' AND (d.status = 'billable' OR (d.status = 'reachable' AND d.units > 0))
 """

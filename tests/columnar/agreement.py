@@ -33,6 +33,7 @@ def _outcome(d: Decision, parts: tuple[str, ...]) -> Outcome:
         d.expected_payment,
         d.rendering_practitioner_id,
         parts,
+        tuple(r.rule_id for r in d.reasons if r.blocking),
     )
 
 
