@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated
 
+import click
 import typer
 from rich.table import Table
 
@@ -287,6 +288,18 @@ def _what_if(
         raise typer.Exit(1)
 
 
+EngineOption = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="full: the rules engine judges every patient-month; columnar: the columnar pass decides "
+        "the months it can decide exactly, in bulk, and the engine the rest (same claim lines; "
+        "reasons made on demand)",
+        click_type=click.Choice(["full", "columnar"]),
+    ),
+]
+
+
 def register(app: typer.Typer) -> None:
     @app.command("bill")
     def bill(
@@ -301,6 +314,7 @@ def register(app: typer.Typer) -> None:
         payer_rules: PayerRulesOption = None,
         what_if_rules: WhatIfOption = None,
         as_json: JsonOption = False,
+        engine_choice: EngineOption = "full",
     ) -> None:
         """Bill a month: decisions and priced claim lines for every enrolled patient, stored as a run.
 
@@ -330,7 +344,14 @@ def register(app: typer.Typer) -> None:
             engine = open_db(db_url, org)
             with progress_bar(f"billing {month}", show=not as_json) as progress:
                 result = bill_month(
-                    engine, org, period, rules, settings, progress=progress, on_wait=say_waiting
+                    engine,
+                    org,
+                    period,
+                    rules,
+                    settings,
+                    progress=progress,
+                    on_wait=say_waiting,
+                    engine_choice=engine_choice,
                 )
         except ProblemsError as exc:
             for p in exc.problems:

@@ -13,7 +13,9 @@ decide exactly gets a flag instead — the reason, in words — and goes to
 * a payer coverage overlay (covered diagnoses, prior authorization, yearly caps);
 * untagged time while the rule-year allocates it;
 * the CY2027 proposal that counts only employed staff (the engine, not the facts, knows
-  who is employed).
+  who is employed), and any proposed rule-year (its advisory rides on every decision);
+* time entries that overlap (cut to the minutes counted once, or another patient's): the
+  run summary lists them as warnings from the engine's reasons.
 
 Flags decided later, in SQL, because they need counts: several RTM device kinds
 reporting in one period, and 99091 claiming money beside the management codes.
@@ -125,6 +127,14 @@ def flag_of(facts: PatientMonthFacts, book: RuleBook, compiled: Compiled) -> str
     options = compiled.options[y]
     if options.coverage:
         return "payer coverage overlay"
+    if year.provisional:
+        return "proposed rule-year"  # every decision carries the provisional advisory
+    if any(not year.codes_for(p.enrollment.program) for p in facts.programs):
+        return "program without codes in the rule-year"
+    if any(t.other_patient_overlaps for t in facts.time) or (
+        counts_once(year) and any(t.logged_seconds is not None for t in trim_overlaps(facts).time)
+    ):
+        return "overlapping time"  # the run summary lists these as warnings
     if options.employed_only and facts.time:
         return "employed-staff proposal"
     if options.allocate_unassigned and any(
