@@ -206,14 +206,18 @@ def _map_range(id_range: tuple[str, str]) -> tuple[list[Any], list[Problem]]:
         engine.dispose()
 
 
-def _columnar_range(engine: Engine, job: _MapJob, id_range: tuple[str, str], problems: list[Problem]) -> list[Any]:
+def _columnar_range(
+    engine: Engine, job: _MapJob, id_range: tuple[str, str], problems: list[Problem]
+) -> list[Any]:
     """One range through the columnar pass; the months it flags through the engine, in patient order."""
     from caretally.columnar.decide import decide_months
 
     assert job.columnar is not None
     book = job.rules if isinstance(job.rules, PayerRules) else PayerRules(job.rules)
     facts_list = list(
-        _facts_by_payer_options(engine, job.org_id, job.month, book, job.as_of, job.patients, id_range, job.memo)
+        _facts_by_payer_options(
+            engine, job.org_id, job.month, book, job.as_of, job.patients, id_range, job.memo
+        )
     )
     result = decide_months((f, book.for_payer(f.payer)) for f in facts_list)
     out: list[Any] = []

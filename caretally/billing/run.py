@@ -253,7 +253,9 @@ def _directory(engine: Engine, org_id: str) -> _Directory:
     )
 
 
-def _modifiers(d: Decision | _LineSource, directory: _Directory, year: RuleYear, parts: tuple[str, ...]) -> tuple[str, ...]:
+def _modifiers(
+    d: Decision | _LineSource, directory: _Directory, year: RuleYear, parts: tuple[str, ...]
+) -> tuple[str, ...]:
     """The line's modifiers, by the ``modifiers:`` rules of the rule-year that judged it.
 
     ``parts`` are the credentials of everyone who furnished a counted minute of the line's
@@ -360,7 +362,10 @@ def columnar_claim_lines(
         enrollment = enrollments[o.enrollment_id]
         billing_npi = enrollment.billing_npi
         source = _LineSource(
-            o.code, enrollment.program, o.rendering_practitioner_id, enrollment.billing_practitioner_id or None
+            o.code,
+            enrollment.program,
+            o.rendering_practitioner_id,
+            enrollment.billing_practitioner_id or None,
         )
         lines.append(
             ClaimLine(
@@ -626,8 +631,16 @@ def _explain_columnar(
     engine = bind if isinstance(bind, Engine) else bind.engine
     r = schema.billing_runs
     with _connected(bind) as conn:
-        run = conn.execute(select(r.c.org_id, r.c.month, r.c.settings).where(r.c.run_id == run_id)).one()
+        run = conn.execute(
+            select(r.c.org_id, r.c.month, r.c.settings, r.c.ruleset_hash).where(r.c.run_id == run_id)
+        ).one()
     rules = PayerRules.load(dict((run.settings or {}).get("payer_overlays") or {}))
+    if rules.content_hash != run.ruleset_hash:
+        message = (
+            f"the rules of run {run_id} are not the ones installed now: its reasons cannot be made again"
+        )
+        hint = "explain the month live (caretally explain without --run)"
+        raise RunError(run_problem("rules_changed", message, month=run.month, run_id=run_id, hint=hint))
     out: dict[str, list[dict[str, Any]]] = {}
     month = parse_month(run.month)
     for facts, decisions in evaluate_month(engine, run.org_id, month, rules, patients=set(stored)):
@@ -822,6 +835,19 @@ def _summarise_columnar(
         examples.update(lost)
 
 
+def _reloadable(rules: PayerRules, settings: BillingSettings) -> bool:
+    """Whether the run's rules can be loaded again from its stored settings (its overlays).
+
+    Reasons of a columnar month are made later, with those rules; rules handed in from
+    elsewhere (a rules folder of a test, an edited rule-year) could not be, so such a run
+    is judged wholly by the engine.
+    """
+    try:
+        return PayerRules.load(dict(settings.payer_overlays)).content_hash == rules.content_hash
+    except (ValueError, KeyError, OSError, MissingParameter):
+        return False
+
+
 def columnar_stored_text(outcomes: list[Outcome]) -> str:
     """A columnar month's stored decisions: one typed row per code, reasons on demand.
 
@@ -970,6 +996,8 @@ def bill_month(
 
         if engine_choice not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}")
+        if engine_choice == "columnar" and not _reloadable(rules, settings):
+            engine_choice = "full"  # reasons on demand need the run's rules again: judge it all now
         problems: list[Problem] = []
         counted = _PatientCount(progress)
         for result in map_month(

@@ -115,11 +115,6 @@ def _payment(amount: Decimal | None, units: int) -> Decimal | None:
     return Decimal("0.00") if amount is None else amount * units
 
 
-_TYPES = {
-    "pm": {"pm": pa.int64(), "as_of": pa.date32(), "month_start": pa.date32(), "month_end": pa.date32()},
-}
-
-
 def _table(cols: dict[str, list[object]], types: dict[str, pa.DataType]) -> pa.Table:
     return pa.table({name: pa.array(values, type=types.get(name)) for name, values in cols.items()})
 
@@ -239,7 +234,8 @@ SELECT p.pm, p.eid, p.p_start, p.p_end, p.kind, p.y, e.program, m.as_of, e.setup
        NOT (e.e_start <= p.p_end AND (e.e_end IS NULL OR e.e_end >= p.p_start)) AS c_enr,
        coalesce(r.consent AND (e.consent IS NULL OR e.consent > p.p_end), false) AS c_consent,
        coalesce(r.billing_practitioner AND coalesce(e.bp, '') = '', false) AS c_bp,
-       coalesce(r.established AND (NOT e.est OR (e.est IS NULL AND o.established_missing_fails)), false) AS c_est,
+       coalesce(r.established AND (NOT e.est OR (e.est IS NULL AND o.established_missing_fails)), false)
+           AS c_est,
        coalesce(o.visit_required AND (e.visit IS NULL OR e.visit > p.p_end), false) AS c_visit
 FROM p JOIN enr e USING (pm, eid) JOIN pm m USING (pm)
 LEFT JOIN req r ON r.year = p.y AND r.program = e.program
@@ -249,7 +245,8 @@ UPDATE w SET cfail = c_enr OR c_consent OR c_bp OR c_est OR c_visit;
 
 -- Days left in a window once the data known ends (0 for a closed period).
 CREATE MACRO days_left(is_open, first_day, last_day, as_of) AS
-    CASE WHEN is_open THEN greatest(0, date_diff('day', greatest(first_day, as_of + 1), last_day) + 1) ELSE 0 END;
+    CASE WHEN is_open THEN greatest(0, date_diff('day', greatest(first_day, as_of + 1), last_day) + 1)
+         ELSE 0 END;
 
 -- The device kinds each rule-year splits a program's device supply by (NULL: all days).
 CREATE TEMP TABLE kinds AS
@@ -277,7 +274,8 @@ FROM (
 CREATE TEMP TABLE cnt AS
 SELECT w.pm, w.eid, w.p_start, k.kind, count(c.d) AS n
 FROM w JOIN kinds k ON k.y = w.y AND k.program = w.program
-LEFT JOIN cday c ON c.pm = w.pm AND c.eid = w.eid AND c.p_start = w.p_start AND c.kind IS NOT DISTINCT FROM k.kind
+LEFT JOIN cday c ON c.pm = w.pm AND c.eid = w.eid AND c.p_start = w.p_start
+     AND c.kind IS NOT DISTINCT FROM k.kind
 WHERE w.kind = 'device'
 GROUP BY ALL;
 
@@ -303,7 +301,8 @@ SELECT w.pm, w.y, w.eid, c.code, w.p_start, w.p_end, w.is_open, w.cfail, w.progr
                   AND x.kind IS NOT DISTINCT FROM c.rtm_kind AND x.rn = c.min_days) END AS dos
 FROM w JOIN code c ON c.year = w.y AND c.program = w.program AND c.family = 'device_supply'
 JOIN yr o ON o.year = w.y
-JOIN cnt n ON n.pm = w.pm AND n.eid = w.eid AND n.p_start = w.p_start AND n.kind IS NOT DISTINCT FROM c.rtm_kind
+JOIN cnt n ON n.pm = w.pm AND n.eid = w.eid AND n.p_start = w.p_start
+     AND n.kind IS NOT DISTINCT FROM c.rtm_kind
 WHERE w.kind = 'device';
 
 -- Set-up: the episode's first period reaching the minimum after the set-up day.
@@ -325,12 +324,14 @@ GROUP BY w.pm, w.eid, w.p_start, w.p_end, w.data_from, w.as_of, c.min_days;
 
 CREATE TEMP TABLE episode AS
 SELECT pm, eid, stop, p_start, p_end FROM (
-    SELECT *, row_number() OVER (PARTITION BY pm, eid ORDER BY p_start) AS rn FROM ep_walk WHERE stop IS NOT NULL
+    SELECT *, row_number() OVER (PARTITION BY pm, eid ORDER BY p_start) AS rn
+    FROM ep_walk WHERE stop IS NOT NULL
 ) WHERE rn = 1;
 
 CREATE TEMP TABLE setup_w AS
 SELECT w.*, c.code, c.min_days AS need, c.max_units, o.setup_dos, o.device_dos,
-       CASE WHEN w.setup_day IS NOT NULL AND w.setup_day > w.w_first THEN w.setup_day ELSE w.w_first END AS s_first,
+       CASE WHEN w.setup_day IS NOT NULL AND w.setup_day > w.w_first THEN w.setup_day ELSE w.w_first END
+           AS s_first,
        ep.stop, ep.p_start AS ep_start, ep.p_end AS ep_end
 FROM w JOIN code c ON c.year = w.y AND c.program = w.program AND c.family = 'setup'
 JOIN yr o ON o.year = w.y
@@ -340,11 +341,13 @@ WHERE w.kind = 'device';
 CREATE TEMP TABLE sday AS
 SELECT s.pm, s.eid, s.p_start, x.d, row_number() OVER (PARTITION BY s.pm, s.eid, s.p_start ORDER BY x.d) AS rn
 FROM setup_w s JOIN (SELECT DISTINCT pm, eid, d FROM day WHERE NOT prior) x
-  ON x.pm = s.pm AND x.eid = s.eid AND x.d BETWEEN s.p_start AND s.p_end AND x.d BETWEEN s.s_first AND s.w_last;
+  ON x.pm = s.pm AND x.eid = s.eid AND x.d BETWEEN s.p_start AND s.p_end
+ AND x.d BETWEEN s.s_first AND s.w_last;
 
 CREATE TEMP TABLE dec_setup AS
 WITH s AS (
-    SELECT s.*, (SELECT count(*) FROM sday x WHERE x.pm = s.pm AND x.eid = s.eid AND x.p_start = s.p_start) AS n,
+    SELECT s.*,
+           (SELECT count(*) FROM sday x WHERE x.pm = s.pm AND x.eid = s.eid AND x.p_start = s.p_start) AS n,
            days_left(s.is_open, s.s_first, s.w_last, s.as_of) AS lft,
            CASE WHEN s.setup_dos = 'setup_date' THEN s.first_setup
                 WHEN s.device_dos = 'period_end' THEN s.p_end
@@ -352,7 +355,8 @@ WITH s AS (
                       AND x.rn = s.need) END AS dos
     FROM setup_w s
 )
-SELECT pm, y, eid, code, p_start, p_end, is_open, cfail, program, c_enr, c_consent, c_bp, c_est, c_visit, stop,
+SELECT pm, y, eid, code, p_start, p_end, is_open, cfail, program, c_enr, c_consent, c_bp, c_est, c_visit,
+       stop,
        CASE WHEN setup_day IS NULL THEN 'P'
             WHEN stop = 'before' THEN 'F'
             WHEN stop = 'found' AND (ep_start <> p_start OR ep_end <> p_end) THEN 'F'
@@ -445,7 +449,8 @@ COMMON_CHECKS = """
 """
 DEVICE_CHECKS = """
     CASE WHEN v2 <> 'P' THEN 'rtm.device.kind' END,
-    CASE WHEN v1 <> 'P' THEN lower(program) || CASE WHEN over THEN '.device.max_days' ELSE '.device.min_days' END END
+    CASE WHEN v1 <> 'P' THEN lower(program)
+         || CASE WHEN over THEN '.device.max_days' ELSE '.device.min_days' END END
 """
 SETUP_CHECKS = """
     CASE WHEN v1 <> 'P' THEN lower(program) || CASE WHEN stop = 'before' THEN '.setup.before_data'
@@ -480,7 +485,8 @@ WITH base AS ({FINISH.format(table="dec_base", extras=TIMED, checks=BASE_CHECKS)
 addon AS (
     SELECT w.pm, w.y, w.eid, c.code, w.p_start, w.p_end, w.is_open, w.cfail,
            w.program, w.c_enr, w.c_consent, w.c_bp, w.c_est, w.c_visit,
-           CASE WHEN b0.m >= c.first_minutes THEN (b0.m - c.base_min) // c.step_minutes ELSE 0 END AS supported,
+           CASE WHEN b0.m >= c.first_minutes THEN (b0.m - c.base_min) // c.step_minutes ELSE 0 END
+               AS supported,
            c.max_units AS cap, days_left(w.is_open, w.w_first, w.w_last, w.as_of) AS lft,
            b.status AS base_status, b.units AS base_units, b.dos AS base_dos,
            CASE WHEN b.units > 0 THEN b.who END AS who, b.parts
@@ -511,7 +517,8 @@ LATE_FLAGS = f"""
 SELECT DISTINCT pm, 'several RTM device kinds' FROM cnt WHERE kind IS NOT NULL AND n > 0
 GROUP BY pm, eid, p_start HAVING count(*) > 1
 UNION ALL
-SELECT DISTINCT pm, 'data interpretation claims money' FROM ({FINISH.format(table="dec_base", extras=TIMED, checks=BASE_CHECKS)}) d
+SELECT DISTINCT pm, 'data interpretation claims money'
+FROM ({FINISH.format(table="dec_base", extras=TIMED, checks=BASE_CHECKS)}) d
 JOIN code c ON c.year = d.y AND c.code = d.code
 WHERE c.family = 'data_interpretation' AND (d.status = 'billable' OR (d.status = 'reachable' AND d.units > 0))
 """

@@ -83,7 +83,8 @@ class Columns:
     )
     ent: dict[str, list[Any]] = field(
         default_factory=lambda: _cols(
-            "pm eid entry_id d seconds performer interactive modality ord practitioner_id credential raw_seconds"
+            "pm eid entry_id d seconds performer interactive modality ord"
+            " practitioner_id credential raw_seconds"
         )
     )
 
