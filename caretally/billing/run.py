@@ -21,6 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from caretally import __version__
@@ -868,7 +869,7 @@ def columnar_stored_text(outcomes: list[Outcome]) -> str:
         }
         for o in outcomes
     ]
-    return json.dumps({"shape": COLUMNAR_SHAPE, "decisions": rows}, separators=(",", ":"))
+    return orjson.dumps({"shape": COLUMNAR_SHAPE, "decisions": rows}).decode()
 
 
 #: The stored form of a month the columnar pass decided (see :func:`columnar_stored_text`).

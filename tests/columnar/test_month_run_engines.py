@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import select
 
 import caretally.billing.evaluate as evaluate
+from caretally.billing.integrity import verify_database
 from caretally.billing.payers import PayerRules
 from caretally.billing.run import (
     COLUMNAR_SHAPE,
@@ -79,6 +80,7 @@ def test_both_engines_give_the_same_lines_summary_and_decisions(
     decided = _columnar_rows(engine, col.run_id)
     assert _columnar_rows(engine, full.run_id) == 0
     assert 100 <= decided < 500, f"the columnar pass decided {decided} of 500 patient-months"
+    assert verify_database(engine, "columnar").ok, "db verify recomputes the columnar run's digests"
     mine = stored_decisions(engine, col.run_id)
     theirs = stored_decisions(engine, full.run_id)
     assert mine == theirs
