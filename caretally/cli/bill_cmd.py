@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
-import click
 import typer
 from rich.table import Table
 
@@ -288,14 +288,20 @@ def _what_if(
         raise typer.Exit(1)
 
 
+class EngineChoice(StrEnum):
+    """``--engine``: who judges the patient-months of a month run."""
+
+    FULL = "full"
+    COLUMNAR = "columnar"
+
+
 EngineOption = Annotated[
-    str,
+    EngineChoice,
     typer.Option(
         "--engine",
         help="full: the rules engine judges every patient-month; columnar: the columnar pass decides "
         "the months it can decide exactly, in bulk, and the engine the rest (same claim lines; "
         "reasons made on demand)",
-        click_type=click.Choice(["full", "columnar"]),
     ),
 ]
 
@@ -314,7 +320,7 @@ def register(app: typer.Typer) -> None:
         payer_rules: PayerRulesOption = None,
         what_if_rules: WhatIfOption = None,
         as_json: JsonOption = False,
-        engine_choice: EngineOption = "full",
+        engine_choice: EngineOption = EngineChoice.FULL,
     ) -> None:
         """Bill a month: decisions and priced claim lines for every enrolled patient, stored as a run.
 
@@ -351,7 +357,7 @@ def register(app: typer.Typer) -> None:
                     settings,
                     progress=progress,
                     on_wait=say_waiting,
-                    engine_choice=engine_choice,
+                    engine_choice=engine_choice.value,
                 )
         except ProblemsError as exc:
             for p in exc.problems:
