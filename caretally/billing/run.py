@@ -620,16 +620,15 @@ def _typed(d: Mapping[str, Any]) -> tuple[Any, ...]:
 def _explain_columnar(
     bind: Bind, run_id: str, stored: Mapping[str, tuple[str, dict[str, Any]]]
 ) -> dict[str, list[dict[str, Any]]]:
-    """The engine's decisions for months the columnar pass stored, checked against the run.
+    """The engine's decisions for months the columnar pass stored, made from their snapshots.
 
-    The facts are read again; they must have the digest the run stored (else the month
-    changed since, and the reasons of the stored run cannot be made: a ``RunError``), and
-    every code must have the stored status, units, date of service and payment.
+    Each snapshot must have the facts digest the run stored, the run's rules must be the
+    ones installed now (``rules_changed`` otherwise), and every code must come out with
+    the stored status, units, date of service, payment and rendering practitioner.
     """
-    from caretally.billing.evaluate import evaluate_month
-    from caretally.dates import parse_month
+    from caretally.columnar.snapshot import decode_facts
+    from caretally.rules.engine import evaluate_patient_month
 
-    engine = bind if isinstance(bind, Engine) else bind.engine
     r = schema.billing_runs
     with _connected(bind) as conn:
         run = conn.execute(
@@ -637,28 +636,20 @@ def _explain_columnar(
         ).one()
     rules = PayerRules.load(dict((run.settings or {}).get("payer_overlays") or {}))
     if rules.content_hash != run.ruleset_hash:
-        message = (
-            f"the rules of run {run_id} are not the ones installed now: its reasons cannot be made again"
-        )
+        message = f"the rules of run {run_id} are not the ones installed now: its reasons cannot be made"
         hint = "explain the month live (caretally explain without --run)"
         raise RunError(run_problem("rules_changed", message, month=run.month, run_id=run_id, hint=hint))
     out: dict[str, list[dict[str, Any]]] = {}
-    month = parse_month(run.month)
-    for facts, decisions in evaluate_month(engine, run.org_id, month, rules, patients=set(stored)):
-        digest, value = stored[facts.patient_id]
+    for patient_id, (digest, value) in stored.items():
+        facts = decode_facts(value["facts"])
         if hashlib.sha256(repr(facts).encode()).hexdigest() != digest:
-            message = f"the data of patient {facts.patient_id} for {run.month} changed since run {run_id}"
-            hint = "explain the month live (caretally explain without --run), or bill it again"
-            raise RunError(run_problem("facts_changed", message, month=run.month, run_id=run_id, hint=hint))
-        made = [decision_to_json(d) for d in decisions]
-        if [_typed(m) for m in made] != [_typed(row) for row in value["decisions"]]:
-            message = f"the engine does not reproduce the stored decisions of patient {facts.patient_id}"
+            message = f"the stored facts of patient {patient_id} in run {run_id} do not match their digest"
             raise RunError(run_problem("explain_mismatch", message, month=run.month, run_id=run_id))
-        out[facts.patient_id] = made
-    missing = set(stored) - set(out)
-    if missing:
-        message = f"patient {min(missing)} has no facts for {run.month} any more"
-        raise RunError(run_problem("facts_changed", message, month=run.month, run_id=run_id))
+        made = [decision_to_json(d) for d in evaluate_patient_month(facts, rules.for_payer(facts.payer))]
+        if [_typed(m) for m in made] != [_typed(row) for row in value["decisions"]]:
+            message = f"the engine does not reproduce the stored decisions of patient {patient_id}"
+            raise RunError(run_problem("explain_mismatch", message, month=run.month, run_id=run_id))
+        out[patient_id] = made
     return out
 
 
@@ -849,12 +840,15 @@ def _reloadable(rules: PayerRules, settings: BillingSettings) -> bool:
         return False
 
 
-def columnar_stored_text(outcomes: list[Outcome]) -> str:
-    """A columnar month's stored decisions: one typed row per code, reasons on demand.
+def columnar_stored_text(outcomes: list[Outcome], facts: PatientMonthFacts) -> str:
+    """A columnar month's stored decisions: one typed row per code and a snapshot of the facts.
 
-    ``stored_decisions`` re-runs the engine for the patient when a reader asks for the
-    reasons, and checks that the facts and every status are still the stored ones.
+    ``stored_decisions`` runs the engine on the snapshot when a reader asks for the
+    reasons (so they are the run's, whatever was imported since), and checks that the
+    snapshot has the stored facts digest and that every status comes out as stored.
     """
+    from caretally.columnar.snapshot import encode
+
     rows = [
         {
             "enrollment_id": o.enrollment_id,
@@ -869,7 +863,7 @@ def columnar_stored_text(outcomes: list[Outcome]) -> str:
         }
         for o in outcomes
     ]
-    return orjson.dumps({"shape": COLUMNAR_SHAPE, "decisions": rows}).decode()
+    return orjson.dumps({"shape": COLUMNAR_SHAPE, "decisions": rows, "facts": encode(facts)}).decode()
 
 
 #: The stored form of a month the columnar pass decided (see :func:`columnar_stored_text`).
@@ -889,7 +883,7 @@ def bill_month(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     progress: Callable[[int, int], None] | None = None,
     on_wait: Callable[[str], None] | None = None,
-    engine_choice: str = "full",
+    engine_choice: str = "columnar",
 ) -> RunResult:
     """Bill ``month``: evaluate every patient, price the lines, store the run.
 
@@ -983,7 +977,7 @@ def bill_month(
         def columnar(facts: PatientMonthFacts, outcomes: list[Outcome]) -> _PatientResult:
             part = RunSummary()
             _summarise_columnar(part, facts, outcomes, rules, examples)
-            decisions_text = JsonText(columnar_stored_text(outcomes))
+            decisions_text = JsonText(columnar_stored_text(outcomes, facts))
             billable = sum(1 for o in outcomes if o.status is Status.BILLABLE)
             return _PatientResult(
                 patient_id=facts.patient_id,

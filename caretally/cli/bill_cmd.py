@@ -299,9 +299,9 @@ EngineOption = Annotated[
     EngineChoice,
     typer.Option(
         "--engine",
-        help="full: the rules engine judges every patient-month; columnar: the columnar pass decides "
-        "the months it can decide exactly, in bulk, and the engine the rest (same claim lines; "
-        "reasons made on demand)",
+        help="columnar (default): the columnar pass decides the months it can decide exactly, in bulk, "
+        "and the engine the rest (same claim lines; reasons made on demand); full: the rules engine "
+        "judges every patient-month",
     ),
 ]
 
@@ -320,7 +320,7 @@ def register(app: typer.Typer) -> None:
         payer_rules: PayerRulesOption = None,
         what_if_rules: WhatIfOption = None,
         as_json: JsonOption = False,
-        engine_choice: EngineOption = EngineChoice.FULL,
+        engine_choice: EngineOption = EngineChoice.COLUMNAR,
     ) -> None:
         """Bill a month: decisions and priced claim lines for every enrolled patient, stored as a run.
 

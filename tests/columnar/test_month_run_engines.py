@@ -87,22 +87,38 @@ def test_both_engines_give_the_same_lines_summary_and_decisions(
     engine.dispose()
 
 
-def test_reasons_on_demand_refuse_when_the_facts_changed(bundle: Path, sqlite_url: str) -> None:
-    """A columnar month's reasons come from today's facts: changed facts are refused, not mixed."""
+def test_reasons_on_demand_are_the_runs_after_the_data_changed(bundle: Path, sqlite_url: str) -> None:
+    """A columnar month's reasons come from its stored facts snapshot, not today's data;
+    a snapshot that no longer matches its digest is refused, never shown."""
     engine = open_database(sqlite_url)
     assert import_bundle(engine, "default", bundle).ok()
     run = bill_month(engine, "default", MONTH, PayerRules.load(), engine_choice="columnar")
     d = schema.run_decisions
     with engine.connect() as conn:
         rows = conn.execute(select(d.c.patient_id, d.c.decisions).where(d.c.run_id == run.run_id)).all()
-    patient = next(pid for pid, v in rows if isinstance(v, dict) and v.get("shape") == COLUMNAR_SHAPE)
-    assert stored_decisions(engine, run.run_id, patient)  # explained: the facts are the run's
+    patient = next(
+        pid
+        for pid, v in rows
+        if isinstance(v, dict)
+        and v.get("shape") == COLUMNAR_SHAPE
+        and any(x["units"] for x in v["decisions"])
+    )
+    before = stored_decisions(engine, run.run_id, patient)
+    assert before and all(x["reasons"] for x in before)
     e = schema.enrollments
     with engine.begin() as conn:
         conn.execute(
             e.update().where(e.c.org_id == "default", e.c.patient_id == patient).values(consent_date=None)
         )
+    assert stored_decisions(engine, run.run_id, patient) == before, "the run's reasons, not today's"
+
+    value = next(v for pid, v in rows if pid == patient)
+    value["facts"][4] = "2026-03-30"  # the snapshot's as_of, tampered with
+    with engine.begin() as conn:
+        conn.execute(
+            d.update().where(d.c.run_id == run.run_id, d.c.patient_id == patient).values(decisions=value)
+        )
     with pytest.raises(RunError) as caught:
         stored_decisions(engine, run.run_id, patient)
-    assert caught.value.problem.code == "facts_changed"
+    assert caught.value.problem.code == "explain_mismatch"
     engine.dispose()
