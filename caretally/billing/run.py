@@ -887,9 +887,10 @@ def bill_month(
 ) -> RunResult:
     """Bill ``month``: evaluate every patient, price the lines, store the run.
 
-    ``engine_choice`` ``columnar`` decides the patient-months the columnar pass can decide
-    exactly in bulk (:mod:`caretally.columnar`) and the rest with the engine; the claim
-    lines are the same either way, and a columnar month's reasons are made on demand.
+    ``engine_choice`` ``columnar`` (the default) decides the patient-months the columnar
+    pass can decide exactly in bulk (:mod:`caretally.columnar`) and the rest with the
+    engine; ``full`` uses the engine for all. The claim lines are the same either way, and
+    a columnar month's reasons are made on demand from its stored facts snapshot.
 
     Same data, rules and settings as the month's current run → nothing is stored and the
     result says ``unchanged``. A changed current draft is superseded by the new run; a
