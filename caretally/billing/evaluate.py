@@ -171,6 +171,9 @@ class _MapJob:
     snapshot: str | None = None
     #: Facts every range would otherwise read again; each worker fills its own copy.
     memo: dict[Any, Any] = field(default_factory=dict)
+    #: With the columnar pass (``bill --engine columnar``): ``columnar(facts, outcomes)`` for
+    #: the patient-months it decides; ``fn`` gets the engine's decisions for the flagged rest.
+    columnar: Callable[[PatientMonthFacts, list[Any]], Any] | None = None
 
 
 _JOB: _MapJob | None = None
@@ -186,6 +189,8 @@ def _map_range(id_range: tuple[str, str], job: _MapJob | None = None) -> tuple[l
     engine = make_engine(job.url, snapshot=job.snapshot)
     problems: list[Problem] = []
     try:
+        if job.columnar is not None:
+            return _columnar_range(engine, job, id_range, problems), problems
         results = [
             job.fn(facts, decisions)
             for facts, decisions in evaluate_month(
@@ -205,6 +210,35 @@ def _map_range(id_range: tuple[str, str], job: _MapJob | None = None) -> tuple[l
         engine.dispose()
 
 
+def _columnar_range(
+    engine: Engine, job: _MapJob, id_range: tuple[str, str], problems: list[Problem]
+) -> list[Any]:
+    """One range through the columnar pass; the months it flags through the engine, in patient order."""
+    from caretally.columnar.decide import decide_months
+
+    assert job.columnar is not None
+    book = job.rules if isinstance(job.rules, PayerRules) else PayerRules(job.rules)
+    facts_list = list(
+        _facts_by_payer_options(
+            engine, job.org_id, job.month, book, job.as_of, job.patients, id_range, job.memo
+        )
+    )
+    result = decide_months((f, book.for_payer(f.payer)) for f in facts_list)
+    out: list[Any] = []
+    for facts in facts_list:
+        outcomes = result.decided.get(facts.patient_id)
+        if outcomes is not None:
+            out.append(job.columnar(facts, outcomes))
+            continue
+        try:
+            decisions = evaluate_patient_month(facts, book.for_payer(facts.payer))
+        except (MissingParameter, UnsupportedOption) as exc:
+            problems.append(patient_problem(facts.patient_id, exc))
+            decisions = []
+        out.append(job.fn(facts, decisions))
+    return out
+
+
 def map_month(
     engine: Engine,
     org_id: str,
@@ -217,6 +251,7 @@ def map_month(
     problems: list[Problem] | None = None,
     snapshot: str | None = None,
     progress: Progress | None = None,
+    columnar: Callable[[PatientMonthFacts, list[Any]], T] | None = None,
 ) -> Iterator[T]:
     """``fn(facts, decisions)`` for every patient-month, in patient order.
 
@@ -226,6 +261,10 @@ def map_month(
     The rules engine is pure, so a worker's answer is the one the parent would have given.
     Problems of single patients go to ``problems`` (see :func:`evaluate_month`); without a
     list, the first one is raised once its range is done.
+
+    ``columnar`` switches on the columnar pass (:mod:`caretally.columnar`): each range's
+    patient-months are decided in bulk and ``columnar(facts, outcomes)`` gets the ones it
+    decides; ``fn(facts, decisions)`` gets the engine's decisions for the months it flags.
 
     ``snapshot`` (a PostgreSQL exported snapshot, see ``store.db.serial_transaction``)
     makes every range — in this process or a worker — read that one snapshot, the one
@@ -238,7 +277,7 @@ def map_month(
     ids = [i for i in patients_in_month(engine, org_id, month, lookback) if patients is None or i in patients]
     ranges = [(ids[i], ids[min(i + BATCH, len(ids)) - 1]) for i in range(0, len(ids), BATCH)]
     url = engine.url.render_as_string(hide_password=False)
-    job = _MapJob(url, org_id, month, rules, as_of, patients, fn, snapshot)
+    job = _MapJob(url, org_id, month, rules, as_of, patients, fn, snapshot, columnar=columnar)
     counted = _Counter(len(ids), progress)
     if len(ids) < PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
         # In-process: the job travels as an argument, so concurrent threads stay apart.

@@ -19,15 +19,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import orjson
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from caretally import __version__
 from caretally.billing.evaluate import map_month
 from caretally.billing.payers import PayerRules
 from caretally.billing.pricing import Pricing, price
-from caretally.billing.serialize import stored_decisions_json, stored_text
+from caretally.billing.serialize import decision_to_json, stored_decisions_json, stored_text
 from caretally.errors import UNUSABLE_SETTINGS, Problem, Refusal
 from caretally.model import (
     ClaimLine,
@@ -39,6 +40,9 @@ from caretally.model import (
     Status,
 )
 from caretally.rules.families.common import layer_name, service_parts
+
+if TYPE_CHECKING:
+    from caretally.columnar.decide import Outcome
 from caretally.rules.params import MissingParameter, RuleBook, RuleYear
 from caretally.store import schema
 from caretally.store.db import (
@@ -256,7 +260,9 @@ def _directory(engine: Engine, org_id: str) -> _Directory:
     )
 
 
-def _modifiers(d: Decision, directory: _Directory, year: RuleYear, parts: tuple[str, ...]) -> tuple[str, ...]:
+def _modifiers(
+    d: Decision | _LineSource, directory: _Directory, year: RuleYear, parts: tuple[str, ...]
+) -> tuple[str, ...]:
     """The line's modifiers, by the ``modifiers:`` rules of the rule-year that judged it.
 
     ``parts`` are the credentials of everyone who furnished a counted minute of the line's
@@ -269,7 +275,7 @@ def _modifiers(d: Decision, directory: _Directory, year: RuleYear, parts: tuple[
     return year.modifiers_for(d.program, d.code, credentials, parts)
 
 
-def _rendering_npi(d: Decision, directory: _Directory, billing_npi: str | None) -> str | None:
+def _rendering_npi(d: Decision | _LineSource, directory: _Directory, billing_npi: str | None) -> str | None:
     """The rendering provider: the practitioner who furnished it when they have an NPI.
 
     Clinical staff work incident to the billing practitioner, so their lines render
@@ -321,6 +327,71 @@ def claim_lines_for(
                 run_id=run_id,
                 enrollment_id=d.enrollment_id,
                 program=d.program,
+                payer=payer,
+                member_id=member_id,
+            )
+        )
+    return lines
+
+
+@dataclass(frozen=True, slots=True)
+class _LineSource:
+    """What a claim line reads of a decision the columnar pass made (no reasons needed)."""
+
+    code: str
+    program: Program
+    rendering_practitioner_id: str | None
+    billing_practitioner_id: str | None
+
+
+def columnar_claim_lines(
+    facts: PatientMonthFacts,
+    outcomes: Iterable[Outcome],
+    rules: PayerRules,
+    settings: BillingSettings,
+    directory: _Directory,
+    run_id: str,
+) -> list[ClaimLine]:
+    """:func:`claim_lines_for` over the columnar pass's outcomes: the same lines, field for field.
+
+    The outcome carries what the engine's reasons would have given the line: who rendered
+    it and the credentials of everyone who furnished a counted minute (modifiers).
+    """
+    payer, member_id = directory.members[facts.patient_id]
+    enrollments = {p.enrollment.enrollment_id: p.enrollment for p in facts.programs}
+    book = rules.for_payer(payer)
+    lines = []
+    for o in outcomes:
+        if o.status is not Status.BILLABLE or o.units <= 0 or o.date_of_service is None:
+            continue
+        year = book.for_date(o.period_end)
+        cost = price(year.code(o.code), year, o.units, settings.pricing)
+        enrollment = enrollments[o.enrollment_id]
+        billing_npi = enrollment.billing_npi
+        source = _LineSource(
+            o.code,
+            enrollment.program,
+            o.rendering_practitioner_id,
+            enrollment.billing_practitioner_id or None,
+        )
+        lines.append(
+            ClaimLine(
+                patient_id=facts.patient_id,
+                code=o.code,
+                units=o.units,
+                date_of_service=o.date_of_service,
+                period_start=o.period_start,
+                period_end=o.period_end,
+                billing_npi=billing_npi,
+                rendering_npi=_rendering_npi(source, directory, billing_npi),
+                diagnosis_codes=tuple(enrollment.diagnoses[:4]),
+                place_of_service=settings.place_of_service,
+                modifiers=_modifiers(source, directory, year, o.parts),
+                charge=cost.charge,
+                expected_payment=cost.expected_payment,
+                run_id=run_id,
+                enrollment_id=o.enrollment_id,
+                program=enrollment.program,
                 payer=payer,
                 member_id=member_id,
             )
@@ -513,12 +584,79 @@ def stored_line(r: Mapping[str, Any]) -> ClaimLine:
 
 
 def stored_decisions(engine: Bind, run_id: str, patient_id: str | None = None) -> list[dict[str, Any]]:
+    """The stored decisions of a run (of one patient), as :func:`decision_to_json` dicts.
+
+    A month the columnar pass decided is stored as typed rows without reasons; its
+    reasons are made now, by the engine on that patient's facts (:func:`_explain_columnar`).
+    """
     d = schema.run_decisions
-    stmt = select(d.c.decisions).where(d.c.run_id == run_id).order_by(d.c.patient_id)
+    stmt = select(d.c.patient_id, d.c.facts_digest, d.c.decisions).where(d.c.run_id == run_id)
+    stmt = stmt.order_by(d.c.patient_id)
     if patient_id is not None:
         stmt = stmt.where(d.c.patient_id == patient_id)
     with _connected(engine) as conn:
-        return [item for (decisions,) in conn.execute(stmt) for item in stored_decisions_json(decisions)]
+        rows = conn.execute(stmt).all()
+    columnar = {
+        pid: (digest, value)
+        for pid, digest, value in rows
+        if isinstance(value, dict) and value.get("shape") == COLUMNAR_SHAPE
+    }
+    explained = _explain_columnar(engine, run_id, columnar) if columnar else {}
+    out: list[dict[str, Any]] = []
+    for pid, _, value in rows:
+        out.extend(explained[pid] if pid in columnar else stored_decisions_json(value))
+    return out
+
+
+def _typed(d: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The fields a columnar row stores, from it or from a :func:`decision_to_json` dict."""
+    return (
+        d["enrollment_id"],
+        d["code"],
+        d["period"]["start"],
+        d["period"]["end"],
+        d["status"],
+        d["units"],
+        d["date_of_service"],
+        d["expected_payment"],
+        d["rendering_practitioner_id"],
+    )
+
+
+def _explain_columnar(
+    bind: Bind, run_id: str, stored: Mapping[str, tuple[str, dict[str, Any]]]
+) -> dict[str, list[dict[str, Any]]]:
+    """The engine's decisions for months the columnar pass stored, made from their snapshots.
+
+    Each snapshot must have the facts digest the run stored, the run's rules must be the
+    ones installed now (``rules_changed`` otherwise), and every code must come out with
+    the stored status, units, date of service, payment and rendering practitioner.
+    """
+    from caretally.columnar.snapshot import decode_facts
+    from caretally.rules.engine import evaluate_patient_month
+
+    r = schema.billing_runs
+    with _connected(bind) as conn:
+        run = conn.execute(
+            select(r.c.org_id, r.c.month, r.c.settings, r.c.ruleset_hash).where(r.c.run_id == run_id)
+        ).one()
+    rules = PayerRules.load(dict((run.settings or {}).get("payer_overlays") or {}))
+    if rules.content_hash != run.ruleset_hash:
+        message = f"the rules of run {run_id} are not the ones installed now: its reasons cannot be made"
+        hint = "explain the month live (caretally explain without --run)"
+        raise RunError(run_problem("rules_changed", message, month=run.month, run_id=run_id, hint=hint))
+    out: dict[str, list[dict[str, Any]]] = {}
+    for patient_id, (digest, value) in stored.items():
+        facts = decode_facts(value["facts"])
+        if hashlib.sha256(repr(facts).encode()).hexdigest() != digest:
+            message = f"the stored facts of patient {patient_id} in run {run_id} do not match their digest"
+            raise RunError(run_problem("explain_mismatch", message, month=run.month, run_id=run_id))
+        made = [decision_to_json(d) for d in evaluate_patient_month(facts, rules.for_payer(facts.payer))]
+        if [_typed(m) for m in made] != [_typed(row) for row in value["decisions"]]:
+            message = f"the engine does not reproduce the stored decisions of patient {patient_id}"
+            raise RunError(run_problem("explain_mismatch", message, month=run.month, run_id=run_id))
+        out[patient_id] = made
+    return out
 
 
 # ----------------------------------------------------------------------------------------
@@ -639,6 +777,108 @@ def _lost(decisions: list[Decision], book: RuleBook) -> list[Decision]:
     return out
 
 
+def _lost_outcomes(outcomes: list[Outcome], book: RuleBook) -> list[Outcome]:
+    """:func:`_lost` over the columnar pass's outcomes (their ``blocking`` rule ids)."""
+    groups: dict[tuple[str, frozenset[str]], list[Outcome]] = defaultdict(list)
+    for o in outcomes:
+        year = book.for_date(o.period_end)
+        if o.code not in year.codes or year.is_add_on(o.code):
+            continue
+        groups[(o.enrollment_id, year.either_or_group(o.code))].append(o)
+    out = []
+    for os_ in groups.values():
+        if any(o.status is not Status.NOT_BILLABLE for o in os_):
+            continue
+        candidates = [o for o in os_ if o.blocking and not any(f.endswith(".kind") for f in o.blocking)]
+        if candidates:
+            year = book.for_date(candidates[0].period_end)
+            out.append(
+                min(
+                    candidates,
+                    key=lambda o: (len(o.blocking), _amount_or_last(year.codes[o.code].amount), o.code),
+                )
+            )
+    return out
+
+
+def _summarise_columnar(
+    summary: RunSummary,
+    facts: PatientMonthFacts,
+    outcomes: list[Outcome],
+    rules: PayerRules,
+    examples: set[str],
+) -> None:
+    """:func:`_summarise` for a month the columnar pass decided.
+
+    It never decides a month with warnings or a proposed rule-year (those are flagged), so
+    what is left is counting. The one sentence the summary keeps per failed rule (its
+    example) comes from the engine, run for a patient only when this process has not
+    seen that rule fail yet: patients arrive in order, so the first example is the same.
+    """
+    summary.patients += 1
+    summary.decisions += len(outcomes)
+    if facts.payer is not Payer.MEDICARE and not rules.has_overlay(facts.payer):
+        summary.payers_on_medicare_rules[facts.payer.value] += 1
+    _undecided(summary, facts, rules)
+    summary.reachable += sum(1 for o in outcomes if o.status is Status.REACHABLE)
+    book = rules.for_payer(facts.payer)
+    lost = [o.blocking[0] for o in _lost_outcomes(outcomes, book)]
+    summary.not_billable_reasons.update(lost)
+    if any(rule_id not in examples for rule_id in lost):
+        from caretally.rules.engine import evaluate_patient_month
+
+        for d in _lost(evaluate_patient_month(facts, book), book):
+            r = next(r for r in d.reasons if r.blocking)
+            summary.reason_examples.setdefault(r.rule_id, r.message)
+        examples.update(lost)
+
+
+def _reloadable(rules: PayerRules, settings: BillingSettings) -> bool:
+    """Whether the run's rules can be loaded again from its stored settings (its overlays).
+
+    Reasons of a columnar month are made later, with those rules; rules handed in from
+    elsewhere (a rules folder of a test, an edited rule-year) could not be, so such a run
+    is judged wholly by the engine.
+    """
+    try:
+        return PayerRules.load(dict(settings.payer_overlays)).content_hash == rules.content_hash
+    except (ValueError, KeyError, OSError, MissingParameter):
+        return False
+
+
+def columnar_stored_text(outcomes: list[Outcome], facts: PatientMonthFacts) -> str:
+    """A columnar month's stored decisions: one typed row per code and a snapshot of the facts.
+
+    ``stored_decisions`` runs the engine on the snapshot when a reader asks for the
+    reasons (so they are the run's, whatever was imported since), and checks that the
+    snapshot has the stored facts digest and that every status comes out as stored.
+    """
+    from caretally.columnar.snapshot import encode
+
+    rows = [
+        {
+            "enrollment_id": o.enrollment_id,
+            "code": o.code,
+            "period": {"start": o.period_start.isoformat(), "end": o.period_end.isoformat()},
+            "status": o.status.value,
+            "units": o.units,
+            "date_of_service": o.date_of_service.isoformat() if o.date_of_service else None,
+            "expected_payment": None if o.expected_payment is None else str(o.expected_payment),
+            "rendering_practitioner_id": o.rendering_practitioner_id,
+            "blocking": list(o.blocking),
+        }
+        for o in outcomes
+    ]
+    return orjson.dumps({"shape": COLUMNAR_SHAPE, "decisions": rows, "facts": encode(facts)}).decode()
+
+
+#: The stored form of a month the columnar pass decided (see :func:`columnar_stored_text`).
+COLUMNAR_SHAPE = "columnar/1"
+#: ``bill --engine``: the full engine for every month, or the columnar pass with the engine
+#: for the months it flags.
+ENGINES = ("full", "columnar")
+
+
 def bill_month(
     engine: Engine,
     org_id: str,
@@ -650,8 +890,14 @@ def bill_month(
     progress: Callable[[int, int], None] | None = None,
     on_wait: Callable[[str], None] | None = None,
     ranges: Callable[[RangeRun], Iterable[_PatientResult]] | None = None,
+    engine_choice: str = "full",
 ) -> RunResult:
     """Bill ``month``: evaluate every patient, price the lines, store the run.
+
+    ``engine_choice`` ``columnar`` (the default) decides the patient-months the columnar
+    pass can decide exactly in bulk (:mod:`caretally.columnar`) and the rest with the
+    engine; ``full`` uses the engine for all. The claim lines are the same either way, and
+    a columnar month's reasons are made on demand from its stored facts snapshot.
 
     Same data, rules and settings as the month's current run → nothing is stored and the
     result says ``unchanged``. A changed current draft is superseded by the new run; a
@@ -725,6 +971,27 @@ def bill_month(
         def evaluate(facts: PatientMonthFacts, decisions: list[Decision]) -> _PatientResult:
             return patient_result(facts, decisions, rules, settings, directory, run_id)
 
+        examples: set[str] = set()
+
+        def columnar(facts: PatientMonthFacts, outcomes: list[Outcome]) -> _PatientResult:
+            part = RunSummary()
+            _summarise_columnar(part, facts, outcomes, rules, examples)
+            decisions_text = JsonText(columnar_stored_text(outcomes, facts))
+            billable = sum(1 for o in outcomes if o.status is Status.BILLABLE)
+            return _PatientResult(
+                patient_id=facts.patient_id,
+                facts_digest=hashlib.sha256(repr(facts).encode()).hexdigest(),
+                decisions_json=decisions_text,
+                billable=billable,
+                lines=columnar_claim_lines(facts, outcomes, rules, settings, directory, run_id),
+                summary=part,
+                decisions_digest=decisions_digest_part(facts.patient_id, billable, decisions_text),
+            )
+
+        if engine_choice not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}")
+        if engine_choice == "columnar" and not _reloadable(rules, settings):
+            engine_choice = "full"  # reasons on demand need the run's rules again: judge it all now
         problems: list[Problem] = []
         counted = _PatientCount(progress)
         results = (
@@ -737,6 +1004,7 @@ def bill_month(
                 problems=problems,
                 snapshot=held.snapshot,
                 progress=counted.seen,
+                columnar=columnar if engine_choice == "columnar" else None,
             )
             if ranges is None
             else ranges(RangeRun(reader, held.snapshot, org_id, month, run_id, problems, counted.seen))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -287,6 +288,25 @@ def _what_if(
         raise typer.Exit(1)
 
 
+class EngineChoice(StrEnum):
+    """``--engine``: who judges the patient-months of a month run."""
+
+    FULL = "full"
+    COLUMNAR = "columnar"
+
+
+EngineOption = Annotated[
+    EngineChoice,
+    typer.Option(
+        "--engine",
+        help="full (default): the rules engine judges every patient-month and stores its reasons; "
+        "columnar: the columnar pass decides the months it can decide exactly, in bulk, and the "
+        "engine the rest (same claim lines; reasons made on demand from a facts snapshot, refused "
+        "once the run's rules can no longer be loaded)",
+    ),
+]
+
+
 def register(app: typer.Typer) -> None:
     @app.command("bill")
     def bill(
@@ -301,6 +321,7 @@ def register(app: typer.Typer) -> None:
         payer_rules: PayerRulesOption = None,
         what_if_rules: WhatIfOption = None,
         as_json: JsonOption = False,
+        engine_choice: EngineOption = EngineChoice.FULL,
     ) -> None:
         """Bill a month: decisions and priced claim lines for every enrolled patient, stored as a run.
 
@@ -330,7 +351,14 @@ def register(app: typer.Typer) -> None:
             engine = open_db(db_url, org)
             with progress_bar(f"billing {month}", show=not as_json) as progress:
                 result = bill_month(
-                    engine, org, period, rules, settings, progress=progress, on_wait=say_waiting
+                    engine,
+                    org,
+                    period,
+                    rules,
+                    settings,
+                    progress=progress,
+                    on_wait=say_waiting,
+                    engine_choice=engine_choice.value,
                 )
         except ProblemsError as exc:
             for p in exc.problems:

@@ -1,0 +1,221 @@
+"""Patient-months as columns: the tables the columnar pass joins, and why a month is flagged.
+
+Each ``PatientMonthFacts`` becomes rows of six tables (patient-months, enrollments,
+periods, data days, devices, credited time entries). A patient-month the pass cannot
+decide exactly gets a flag instead — the reason, in words — and goes to
+``evaluate_patient_month``:
+
+* several enrollments (allocation of time across programs, one-practitioner and
+  program-pair concurrency rules);
+* a program other than RPM or RTM, or a rule-year with codes of another family;
+* billing history (once-per-episode set-up, billed device windows, 99091's months);
+* a rule-year the compiler could not read, or several rule-years for the month's periods;
+* a payer coverage overlay (covered diagnoses, prior authorization, yearly caps);
+* untagged time while the rule-year allocates it;
+* the CY2027 proposal that counts only employed staff (the engine, not the facts, knows
+  who is employed), and any proposed rule-year (its advisory rides on every decision);
+* time entries that overlap (cut to the minutes counted once, or another patient's): the
+  run summary lists them as warnings from the engine's reasons.
+
+Flags decided later, in SQL, because they need counts: several RTM device kinds
+reporting in one period, and 99091 claiming money beside the management codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from caretally.columnar.codes import CodeRow, NotCompilable, RequirementRow, YearRow, compile_year
+from caretally.model import PatientMonthFacts, Program
+from caretally.rules.families.common import time_order
+from caretally.rules.intervals import counts_once, trim_overlaps
+from caretally.rules.params import MissingParameter, RuleBook, RuleYear
+
+PROGRAMS = frozenset({Program.RPM, Program.RTM})
+
+
+@dataclass
+class Compiled:
+    """Rule-years compiled so far, keyed by identity (rule-years are cached objects)."""
+
+    ids: dict[int, int | None] = field(default_factory=dict)
+    years: list[RuleYear] = field(default_factory=list)
+    codes: list[CodeRow] = field(default_factory=list)
+    options: dict[int, YearRow] = field(default_factory=dict)
+    requirements: list[RequirementRow] = field(default_factory=list)
+
+    def year_id(self, year: RuleYear) -> int | None:
+        key = id(year)
+        if key in self.ids:
+            return self.ids[key]
+        number = len(self.years)
+        self.years.append(year)  # held, so the id is never reused
+        try:
+            codes, options, reqs = compile_year(number, year)
+        except NotCompilable:
+            self.ids[key] = None
+            return None
+        self.codes.extend(codes)
+        self.options[number] = options
+        self.requirements.extend(reqs)
+        self.ids[key] = number
+        return number
+
+
+@dataclass
+class Columns:
+    """The six tables as Python lists of columns (turned into Arrow tables by ``decide``)."""
+
+    pm: dict[str, list[Any]] = field(
+        default_factory=lambda: _cols("pm patient_id month_start month_end as_of y")
+    )
+    enr: dict[str, list[Any]] = field(
+        default_factory=lambda: _cols(
+            "pm eid program e_start e_end consent bp est visit data_from setup_day first_setup"
+        )
+    )
+    per: dict[str, list[Any]] = field(default_factory=lambda: _cols("pm eid p_start p_end prior y"))
+    day: dict[str, list[Any]] = field(default_factory=lambda: _cols("pm eid d prior dev"))
+    dev: dict[str, list[Any]] = field(
+        default_factory=lambda: _cols("pm eid device_id program kind setup_date")
+    )
+    ent: dict[str, list[Any]] = field(
+        default_factory=lambda: _cols(
+            "pm eid entry_id d seconds performer interactive modality ord"
+            " practitioner_id credential raw_seconds"
+        )
+    )
+
+
+def _cols(names: str) -> dict[str, list[Any]]:
+    return {n: [] for n in names.split()}
+
+
+def _append(table: dict[str, list[Any]], *values: Any) -> None:
+    for column, value in zip(table.values(), values, strict=True):
+        column.append(value)
+
+
+def flag_of(facts: PatientMonthFacts, book: RuleBook, compiled: Compiled) -> str | None:
+    """Why the columnar pass cannot decide this patient-month exactly (None: it can)."""
+    if len(facts.programs) > 1:
+        return "several enrollments"
+    if any(p.enrollment.program not in PROGRAMS for p in facts.programs):
+        return "program not decided by the columnar pass"
+    if facts.billed_history:
+        return "billing history"
+    try:
+        year = book.for_date(facts.month.end)
+        periods = [d for p in facts.programs for d in p.device_periods]
+        years = {id(book.for_date(d.end)) for d in periods} | {id(year)}
+    except MissingParameter:
+        return "no rule-year"
+    if len(years) > 1:
+        return "several rule-years"
+    for p in facts.programs:
+        for prior in p.prior_periods:
+            try:
+                earlier = book.for_date(prior.end)
+            except MissingParameter:
+                continue  # the engine cannot judge that period either: "before the data"
+            if compiled.year_id(earlier) is None:
+                return "rule-year not compilable"
+    y = compiled.year_id(year)
+    if y is None:
+        return "rule-year not compilable"
+    options = compiled.options[y]
+    if options.coverage:
+        return "payer coverage overlay"
+    if year.provisional:
+        return "proposed rule-year"  # every decision carries the provisional advisory
+    if any(not year.codes_for(p.enrollment.program) for p in facts.programs):
+        return "program without codes in the rule-year"
+    if any(t.other_patient_overlaps for t in facts.time) or (
+        counts_once(year) and any(t.logged_seconds is not None for t in trim_overlaps(facts).time)
+    ):
+        return "overlapping time"  # the run summary lists these as warnings
+    if options.employed_only and facts.time:
+        return "employed-staff proposal"
+    if options.allocate_unassigned and any(
+        t.program is None and facts.month.contains(t.local_date) for t in facts.time
+    ):
+        return "untagged time"
+    return None
+
+
+def add(columns: Columns, pm: int, facts: PatientMonthFacts, book: RuleBook, compiled: Compiled) -> None:
+    """Rows of one unflagged patient-month (see :func:`flag_of`)."""
+    year = book.for_date(facts.month.end)
+    y = compiled.year_id(year)
+    raw = {t.entry_id: t.seconds for t in facts.time}  # claim lines read the logged seconds
+    if counts_once(year):
+        facts = trim_overlaps(facts)  # pure: the same seconds the engine counts
+    _append(columns.pm, pm, facts.patient_id, facts.month.start, facts.month.end, facts.as_of, y)
+    for program in facts.programs:
+        e = program.enrollment
+        eid = e.enrollment_id
+        setup = sorted(
+            d.setup_date
+            for d in program.devices
+            if d.program == e.program
+            and d.setup_date is not None
+            and d.setup_date >= e.start_date
+            and (e.end_date is None or d.setup_date <= e.end_date)
+        )
+        _append(
+            columns.enr,
+            pm,
+            eid,
+            str(e.program),
+            e.start_date,
+            e.end_date,
+            e.consent_date,
+            e.billing_practitioner_id,
+            e.established_patient,
+            e.initiating_visit_date,
+            program.data_from,
+            setup[0] if setup else None,
+            setup[0] if setup else None,
+        )
+        current = set(program.device_periods)
+        for p in program.device_periods:
+            _append(columns.per, pm, eid, p.start, p.end, False, _year(book, p.end, compiled))
+        for p in program.prior_periods:
+            if p not in current:
+                _append(columns.per, pm, eid, p.start, p.end, True, _year(book, p.end, compiled))
+        for d, devices in program.data_days.items():
+            for device in devices or (None,):
+                _append(columns.day, pm, eid, d, False, device)
+        for d in set(program.prior_days):
+            _append(columns.day, pm, eid, d, True, None)
+        for device in program.devices:
+            _append(
+                columns.dev, pm, eid, device.device_id, str(device.program), device.kind, device.setup_date
+            )
+        for n, t in enumerate(sorted(facts.time, key=time_order)):
+            if t.program != e.program:
+                continue
+            _append(
+                columns.ent,
+                pm,
+                eid,
+                t.entry_id,
+                t.local_date,
+                t.seconds,
+                str(t.performer),
+                t.interactive,
+                None if t.modality is None else str(t.modality),
+                n,
+                t.practitioner_id,
+                t.credential.upper(),
+                raw[t.entry_id],
+            )
+
+
+def _year(book: RuleBook, day: date, compiled: Compiled) -> int | None:
+    try:
+        return compiled.year_id(book.for_date(day))
+    except MissingParameter:
+        return None
