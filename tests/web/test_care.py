@@ -62,6 +62,17 @@ def test_worklist_is_a_ranked_table_with_filters_and_is_audited(care_world: Care
     assert read and set(shown) <= set(read[0].patient_ids) | {p for e in read for p in e.patient_ids}
 
 
+def test_a_patients_rows_sit_together_on_the_worklist(care_world: CareWorld) -> None:
+    """A patient with RPM has a 30-day device row and a calendar-month row: time and the
+    call land on the month row, so it must be beside the device row, not pages away."""
+    nurse = care_world.signed_in("care_staff")
+    for query in ("", "&program=RPM"):
+        shown = worklist_rows(nurse.get(f"/worklist?as_of={TODAY}{query}").text)
+        runs = [pid for i, pid in enumerate(shown) if i == 0 or shown[i - 1] != pid]
+        assert len(runs) == len(set(runs)), f"a patient's rows are apart: {shown}"
+        assert len(shown) > len(runs), "some patient has two open periods"
+
+
 def test_patients_are_found_by_name_and_paged(care_world: CareWorld) -> None:
     nurse = care_world.signed_in("care_staff")
     html = nurse.get("/patients").text
