@@ -1223,6 +1223,11 @@ def compliance_page(
 # --------------------------------------------------------------------------------------
 
 
+#: What the add-user and create-token forms start on: the least privilege of each.
+DEFAULT_USER_ROLE = "care_staff"
+DEFAULT_TOKEN_ROLE = "integration"
+
+
 def admin_page(
     *,
     users: Sequence[UserRecord],
@@ -1233,11 +1238,28 @@ def admin_page(
     add_user_errors: Mapping[str, str] | None = None,
     practitioners: Sequence[tuple[str, str]] = (),
     links: Mapping[str, str] | None = None,
+    self_user_id: str | None = None,
 ) -> AdminPage:
     """``practitioners`` (id, words) and ``links`` (user id → practitioner id) add the form
-    that says which practitioner a user logs time as."""
+    that says which practitioner a user logs time as, and a column that shows it.
+
+    The add-user and token forms start on the least privilege (care staff, integration):
+    a hurried admin who leaves the choice alone must not hand out the admin role. The
+    signed-in admin gets no Deactivate button on their own row (the service refuses it).
+    """
     errors = add_user_errors or {}
     role_options = tuple(Option(r, ROLE_LABELS.get(r, r)) for r in roles)
+    user_roles = tuple(Option(o.value, o.label, o.value == DEFAULT_USER_ROLE) for o in role_options)
+    token_roles = tuple(Option(o.value, o.label, o.value == DEFAULT_TOKEN_ROLE) for o in role_options)
+    people = dict(practitioners)
+    linked = links or {}
+
+    def practitioner_words(user_id: str) -> str:
+        pid = linked.get(user_id)
+        if pid is None:
+            return "Not linked (cannot log time)"
+        return f"{people.get(pid, pid)}, {pid}" if pid in people else pid
+
     add_user = Form(
         action="/admin/users",
         submit="Add user",
@@ -1247,7 +1269,7 @@ def admin_page(
                 "email", "Email", kind="email", required=True, error=errors.get("email"), autocomplete="off"
             ),
             Field("display_name", "Display name", required=True, error=errors.get("display_name")),
-            Field("role", "Role", kind="select", options=role_options, error=errors.get("role")),
+            Field("role", "Role", kind="select", options=user_roles, error=errors.get("role")),
             Field(
                 "password",
                 "Initial password",
@@ -1265,7 +1287,7 @@ def admin_page(
         legend="Create an API token",
         fields=(
             Field("name", "Token name", required=True, hint="Who or what uses it, e.g. Tenovi webhook."),
-            Field("role", "Token role", kind="select", options=role_options, id="f-token-role"),
+            Field("role", "Token role", kind="select", options=token_roles, id="f-token-role"),
         ),
     )
     return AdminPage(
@@ -1279,6 +1301,8 @@ def admin_page(
                 u.active,
                 f"/admin/users/{u.user_id}/role",
                 f"/admin/users/{u.user_id}/deactivate",
+                is_self=u.user_id == self_user_id,
+                practitioner=practitioner_words(u.user_id),
             )
             for u in users
         ),

@@ -495,6 +495,8 @@ class UserRow:
     active: bool
     change_role_url: str
     deactivate_url: str
+    is_self: bool = False  # the signed-in admin: no Deactivate button for their own account
+    practitioner: str = "Not linked"  # whom the user logs time as, in words
 
 
 @dataclass(frozen=True)

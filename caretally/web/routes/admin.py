@@ -64,6 +64,7 @@ def _answer(
         add_user_errors=errors,
         practitioners=care.practitioner_choices(engine, org),
         links={str(k): v for k, v in links.items()},
+        self_user_id=str(viewer.actor.user_id) if viewer.actor.user_id is not None else None,
     )
     layout = viewer.layout("Admin", current="admin", flashes=flashes)
     return page_response(request, "admin", layout, page, status=status)
