@@ -577,6 +577,17 @@ def timer_action(
 # --------------------------------------------------------------------------------------
 
 
+#: Why time is refused to an account without a practitioner, and exactly how to fix it:
+#: a user made at the command line has no link until someone makes one, and the words
+#: must say who can (an admin) and where (the Admin page's form, or the CLI at creation).
+NO_PRACTITIONER = "your account is not linked to a practitioner, so time cannot be saved as anyone"
+NO_PRACTITIONER_HINT = (
+    "ask an admin to link it: in the web app, Admin page, form “Who logs time as which"
+    " practitioner”, choose your email and your practitioner, then Link practitioner"
+    " (at the terminal, a new account gets its link with caretally users add --practitioner ID)"
+)
+
+
 def _linked_practitioner(conn: Any, actor: Actor) -> str | None:
     if actor.user_id is None:
         return None
@@ -703,11 +714,7 @@ def log_time(
         patient = require_patient(conn, actor.org_id, patient_id)
         practitioner = _linked_practitioner(conn, actor)
     if practitioner is None:
-        raise Conflict(
-            "your account is not linked to a practitioner, so time cannot be logged as anyone",
-            hint="ask an admin to link your account to your practitioner id (Admin page)",
-            code="no_practitioner",
-        )
+        raise Conflict(NO_PRACTITIONER, hint=NO_PRACTITIONER_HINT, code="no_practitioner")
     entry_id = f"web-{uuid.uuid4().hex[:20]}"
     record = _record_for(patient, practitioner, given, entry_id)
 

@@ -210,7 +210,11 @@ def test_time_without_a_linked_practitioner_is_refused_with_the_way_out(care_wor
     admin = care_world.signed_in("admin")  # admins may log time, but this one is not linked
     pid = worklist_rows(admin.get(f"/worklist?as_of={TODAY}").text)[0]
     page = admin.get(f"/patients/{pid}/time")
-    assert "not linked to a practitioner" in page.text
+    shown = unescape(page.text)
+    # the page says who links the account and where, before the user types anything
+    assert "not linked to a practitioner" in shown
+    assert "ask an admin to link it" in shown and "Admin page" in shown
+    assert "“Who logs time as which practitioner”" in shown and "Link practitioner" in shown
     answer = admin.post(
         f"/patients/{pid}/time",
         data={
@@ -224,6 +228,11 @@ def test_time_without_a_linked_practitioner_is_refused_with_the_way_out(care_wor
         },
     )
     assert answer.status_code == 409 and "Ask an admin" in answer.text
+    refused = unescape(answer.text)
+    assert "“Who logs time as which practitioner”" in refused and "--practitioner ID" in refused
+    # the form it names is on the Admin page, with the button it names
+    admin_page = unescape(admin.get("/admin").text)
+    assert "Who logs time as which practitioner" in admin_page and ">Link practitioner</button>" in admin_page
 
 
 def test_a_form_without_its_token_changes_nothing(care_world: CareWorld) -> None:

@@ -260,7 +260,8 @@ def _log_time_answer(
     if found.practitioner_id is None:
         notes.append(
             Flash(
-                "info", "Your account is not linked to a practitioner yet: ask an admin before saving time."
+                "info",
+                f"{care.NO_PRACTITIONER[0].upper()}{care.NO_PRACTITIONER[1:]}: {care.NO_PRACTITIONER_HINT}.",
             )
         )
     locked = (
