@@ -393,7 +393,7 @@ def patient_page(
         calendars=tuple(calendars),
         minutes=tuple(minutes),
         readings=tuple(reading_panels),
-        time_log=views.time_log_table(entries, correct_href=correct_href),
+        time_log=views.time_log_table(entries, correct_href=correct_href, tz=patient.timezone),
         decisions=views.decision_views(decision_json),
         decisions_source=decisions_source,
         month=f"{facts.month.start:%B %Y}",
@@ -454,9 +454,17 @@ def log_time_page(
     correct_href: Callable[[str], str] | None = None,
     hidden: Sequence[tuple[str, str]] = (),
     submit: str = "Save time",
+    now_local: str = "",
 ) -> LogTimePage:
-    """The timer and the entry form. After a stop, ``values`` carries the timer's minutes."""
-    values = values or {}
+    """The timer and the entry form. After a stop, ``values`` carries the timer's minutes.
+
+    "Started at" is typed in the patient's zone (the service reads it so), and its hint
+    names that zone; a manual entry starts on ``now_local`` (now, in that zone) so the
+    nurse only corrects it rather than guessing the format from an empty box.
+    """
+    values = dict(values or {})
+    if "started_at" not in values and now_local:
+        values["started_at"] = now_local
     errors = errors or {}
 
     def f(name: str, label: str, **kw: Any) -> Field:
@@ -477,7 +485,13 @@ def log_time_page(
                 ),
             ),
             f("activity", "Activity", hint="What was done, e.g. reviewed readings, medication adjustment."),
-            f("started_at", "Started at", kind="datetime-local", required=True),
+            f(
+                "started_at",
+                "Started at",
+                kind="datetime-local",
+                required=True,
+                hint=f"In the patient's time zone, {patient.timezone}.",
+            ),
             f("minutes", "Minutes", kind="number", required=True, min="1", max="960", inputmode="numeric"),
             Field(
                 "interactive",
@@ -499,7 +513,7 @@ def log_time_page(
         patient_label=f"{patient.name} ({patient.patient_id})",
         timer=timer,
         entry=entry,
-        recent=views.time_log_table(entries, correct_href=correct_href),
+        recent=views.time_log_table(entries, correct_href=correct_href, tz=patient.timezone),
         locked_note=locked_note,
     )
 

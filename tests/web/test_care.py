@@ -8,8 +8,9 @@ works on its own patients so their order does not matter.
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from html import unescape
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
@@ -204,6 +205,43 @@ def test_a_correction_is_an_audited_amendment(care_world: CareWorld) -> None:
         ).one()
     assert change.old_values == {"seconds": 420} and change.new_values == {"seconds": 540}
     assert change.actor.startswith("user:")
+
+
+def test_log_time_speaks_the_patients_zone_and_starts_at_now(care_world: CareWorld) -> None:
+    """ "Started at" is read in the patient's zone: the form says which, starts on now in
+    it, and the time log shows entries on the same clock (not UTC)."""
+    nurse = care_world.signed_in("care_staff")
+    shown = worklist_rows(nurse.get(f"/worklist?as_of={TODAY}").text)
+    with care_world.engine.connect() as conn:
+        zones = dict(conn.execute(select(schema.patients.c.patient_id, schema.patients.c.timezone)).all())
+    pid = next(p for p in shown if zones[p] not in ("UTC", "Etc/UTC"))
+    tz = zones[pid]
+    page = unescape(nurse.get(f"/patients/{pid}/time").text)
+    assert f"In the patient's time zone, {tz}." in page
+    field = re.search(r'<input[^>]*name="started_at"[^>]*>', page)
+    assert field, "no Started at input"
+    prefilled = re.search(r'value="([^"]*)"', field.group(0))
+    assert prefilled and prefilled.group(1), "a manual entry starts with a time"
+    now_there = datetime.now(UTC).astimezone(ZoneInfo(tz)).replace(tzinfo=None, second=0, microsecond=0)
+    assert abs(datetime.fromisoformat(prefilled.group(1)) - now_there) <= timedelta(minutes=2)
+    # an entry typed at 07:05 the patient's time is listed at 07:05, under a header naming the zone
+    saved = nurse.post(
+        f"/patients/{pid}/time",
+        data={
+            "csrf_token": csrf_of(page),
+            "patient_id": pid,
+            "program": "",
+            "activity": "zone check",
+            "started_at": f"{TODAY}T07:05",
+            "minutes": "6",
+            "note": "",
+        },
+    )
+    assert saved.status_code == 303
+    patient = unescape(nurse.get(f"/patients/{pid}?as_of={TODAY}").text)
+    assert f"When (patient's time, {tz})" in patient and "When (UTC)" not in patient
+    row = next(r for r in re.findall(r"<tr>(.*?)</tr>", patient, re.S) if "zone check" in r)
+    assert f"{TODAY:%b} {TODAY.day} 07:05" in re.sub(r"<[^>]+>", " ", row)
 
 
 def test_time_without_a_linked_practitioner_is_refused_with_the_way_out(care_world: CareWorld) -> None:

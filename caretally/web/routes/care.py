@@ -281,6 +281,7 @@ def _log_time_answer(
         correct_href=correct_href,
         hidden=hidden,
         submit=submit,
+        now_local=care.local_input(datetime.now(UTC), found.patient.timezone),
     )
     crumbs = patient_crumbs(found.patient, (title, None))
     layout = viewer.layout(title, current="patients", breadcrumbs=crumbs, flashes=notes)
