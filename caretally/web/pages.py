@@ -21,6 +21,7 @@ from caretally.billing.run import LineChange, StoredRun
 from caretally.leakage import BUCKETS, LeakageReport
 from caretally.model import ClaimLine, Decision, Modality, PatientMonthFacts, Program, Status
 from caretally.rules.params import RuleBook, RuleYear
+from caretally.services.permissions import Permission, Role, allowed
 from caretally.web import views
 from caretally.web.charts import day_calendar, leakage_trend, minutes_bar, readings_chart
 from caretally.web.nav import ROLE_LABELS
@@ -1268,10 +1269,15 @@ def admin_page(
     people = dict(practitioners)
     linked = links or {}
 
-    def practitioner_words(user_id: str) -> str:
+    def practitioner_words(user_id: str, role: str) -> str:
         pid = linked.get(user_id)
         if pid is None:
-            return "Not linked (cannot log time)"
+            known = role in {r.value for r in Role}
+            return (
+                "Not linked (cannot log time)"
+                if known and allowed(Role(role), Permission.TIME_WRITE)
+                else "—"
+            )
         return f"{people.get(pid, pid)}, {pid}" if pid in people else pid
 
     add_user = Form(
@@ -1316,7 +1322,7 @@ def admin_page(
                 f"/admin/users/{u.user_id}/role",
                 f"/admin/users/{u.user_id}/deactivate",
                 is_self=u.user_id == self_user_id,
-                practitioner=practitioner_words(u.user_id),
+                practitioner=practitioner_words(u.user_id, u.role),
             )
             for u in users
         ),

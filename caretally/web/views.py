@@ -144,7 +144,7 @@ def worklist_table(
     today: date,
     patient_href: Callable[[str], str],
     names: Mapping[str, str] | None = None,
-    caption: str = "Open periods, most valuable step per staff minute first",
+    caption: str = "Open periods, most valuable step per staff minute first, each patient's periods together",
 ) -> DataTable:
     """The worklist as a table: who, which period, how far along, and the next step in words."""
     names = names or {}
