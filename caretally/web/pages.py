@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from markupsafe import Markup, escape
 
@@ -516,6 +517,12 @@ def log_time_page(
         entry=entry,
         recent=views.time_log_table(entries, correct_href=correct_href, tz=patient.timezone),
         locked_note=locked_note,
+        running_since=(
+            f"{day_and_time(timer.started_at.astimezone(ZoneInfo(patient.timezone)))}"
+            f" ({views.zone_words(patient.timezone)})"
+            if timer.started_at is not None
+            else ""
+        ),
     )
 
 
@@ -1254,6 +1261,7 @@ def admin_page(
     practitioners: Sequence[tuple[str, str]] = (),
     links: Mapping[str, str] | None = None,
     self_user_id: str | None = None,
+    add_user_role: str | None = None,
 ) -> AdminPage:
     """``practitioners`` (id, words) and ``links`` (user id → practitioner id) add the form
     that says which practitioner a user logs time as, and a column that shows it.
@@ -1264,7 +1272,8 @@ def admin_page(
     """
     errors = add_user_errors or {}
     role_options = tuple(Option(r, ROLE_LABELS.get(r, r)) for r in roles)
-    user_roles = tuple(Option(o.value, o.label, o.value == DEFAULT_USER_ROLE) for o in role_options)
+    picked = add_user_role if add_user_role in {o.value for o in role_options} else DEFAULT_USER_ROLE
+    user_roles = tuple(Option(o.value, o.label, o.value == picked) for o in role_options)
     token_roles = tuple(Option(o.value, o.label, o.value == DEFAULT_TOKEN_ROLE) for o in role_options)
     people = dict(practitioners)
     linked = links or {}

@@ -370,6 +370,7 @@ class LogTimePage:
     entry: Form
     recent: DataTable
     locked_note: str | None = None  # a locked month refuses new time: name the run
+    running_since: str = ""  # when the running timer started, on the patient's clock
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ def test_admin_adds_a_user_who_can_then_sign_in(web: WebWorld) -> None:
         },
     )
     assert weak.status_code == 422 and 'aria-invalid="true"' in weak.text and "15 characters" in weak.text
+    assert _selected(weak.text, "Role") == ["auditor"]  # the choice survives the refusal
     added = admin.post(
         "/admin/users",
         data={

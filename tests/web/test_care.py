@@ -218,6 +218,12 @@ def test_log_time_speaks_the_patients_zone_and_starts_at_now(care_world: CareWor
     tz = zones[pid]
     page = unescape(nurse.get(f"/patients/{pid}/time").text)
     assert f"In the patient's time zone, {tz}." in page
+    # a running timer's start is on the same clock
+    token = csrf_of(page)
+    nurse.post(f"/patients/{pid}/timer", data={"csrf_token": token, "action": "start"})
+    running = unescape(nurse.get(f"/patients/{pid}/time").text)
+    assert f"(patient's time, {tz})" in running.split("Running since", 1)[1].split("</p>", 1)[0]
+    nurse.post(f"/patients/{pid}/timer", data={"csrf_token": token, "action": "stop"})
     field = re.search(r'<input[^>]*name="started_at"[^>]*>', page)
     assert field, "no Started at input"
     prefilled = re.search(r'value="([^"]*)"', field.group(0))
