@@ -64,28 +64,55 @@ def register(app: typer.Typer) -> None:
         name: Annotated[
             str | None, typer.Option("--name", help="Display name (default: from the email).")
         ] = None,
+        practitioner: Annotated[
+            str | None,
+            typer.Option(
+                "--practitioner",
+                help="The practitioner id this user logs time as (care staff need one to save time).",
+            ),
+        ] = None,
         db_url: DbOption = None,
         org: OrgOption = DEFAULT_ORG_ID,
         as_json: JsonOption = False,
     ) -> None:
-        """Add a user to an organization; the password needs at least 15 characters."""
-        from caretally.services import accounts
+        """Add a user to an organization; the password needs at least 15 characters.
+
+        With ``--practitioner`` the user is linked at once, so a nurse can log time
+        without waiting for an admin to link them on the web Admin page.
+        """
+        from caretally.services import accounts, care
         from caretally.services.context import cli_actor
 
         password = _password(password_stdin)
         engine = open_db(db_url, DEFAULT_ORG_ID)
+        actor = cli_actor(org)
+        if practitioner is not None and practitioner not in dict(care.practitioner_choices(engine, org)):
+            # checked first, so a typo does not leave a user behind without the link
+            raise UserError(
+                f"there is no practitioner {practitioner} in organization {org}",
+                "the ids come from the imported practitioners (caretally import); no user was added",
+            )
         with service_errors():
             user = accounts.add_user(
-                engine, cli_actor(org), email=email, password=password, role=role, display_name=name
+                engine, actor, email=email, password=password, role=role, display_name=name
             )
+            if practitioner is not None:
+                care.link_practitioner(engine, actor, user.user_id, practitioner)
         if as_json:
-            print_json(_user_json(user))
+            print_json({**_user_json(user), "practitioner_id": practitioner})
         else:
+            linked = f", logging time as {practitioner}" if practitioner else ""
             console.print(
-                f"User {user.user_id} ({user.email}) added to {user.org_id} as {user.role}.",
+                f"User {user.user_id} ({user.email}) added to {user.org_id} as {user.role}{linked}.",
                 markup=False,
                 highlight=False,
             )
+            if practitioner is None and user.role == "care_staff":
+                typer.echo(
+                    "note: not linked to a practitioner, so they cannot save time until an admin links"
+                    " them on the web Admin page (or add them with --practitioner ID).",
+                    err=True,
+                )
 
     @group.command("deactivate")
     def deactivate(

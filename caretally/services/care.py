@@ -14,7 +14,7 @@ names its run.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -286,6 +286,21 @@ def thresholds_for(conn: Any, org_id: str, patient_id: str | None = None) -> lis
 # --------------------------------------------------------------------------------------
 
 
+def patients_together(rows: Sequence[Any]) -> list[Any]:
+    """The ranked rows with each patient's rows moved up beside their best-ranked one.
+
+    A patient in RPM has a 30-day device period and a calendar month open at once (99454
+    on one, 99457 on the other), and they rank far apart: the nurse who logs the month's
+    call from the device row then finds that row unchanged (its minutes and call state are
+    the period's) while the row that did change is pages away. Kept together, the rows
+    of one patient read as one piece of work; patients keep the order of their best row.
+    """
+    first: dict[str, int] = {}
+    for i, r in enumerate(rows):
+        first.setdefault(r.patient_id, i)
+    return sorted(rows, key=lambda r: first[r.patient_id])
+
+
 def worklist_view(
     engine: Engine,
     actor: Actor,
@@ -334,6 +349,7 @@ def worklist_view(
             open_rows = [r for r in rows if r.next_step is not None]
             if staff:
                 open_rows = [r for r in open_rows if assigned.get(r.enrollment_id) == staff]
+            open_rows = patients_together(open_rows)
             page = open_rows[offset : offset + size]
             ids = sorted({r.patient_id for r in page})
             names = {
@@ -561,6 +577,17 @@ def timer_action(
 # --------------------------------------------------------------------------------------
 
 
+#: Why time is refused to an account without a practitioner, and exactly how to fix it:
+#: a user made at the command line has no link until someone makes one, and the words
+#: must say who can (an admin) and where (the Admin page's form, or the CLI at creation).
+NO_PRACTITIONER = "your account is not linked to a practitioner, so time cannot be saved as anyone"
+NO_PRACTITIONER_HINT = (
+    "ask an admin to link it: in the web app, Admin page, form “Who logs time as which"
+    " practitioner”, choose your email and your practitioner, then Link practitioner"
+    " (at the terminal, a new account gets its link with caretally users add --practitioner ID)"
+)
+
+
 def _linked_practitioner(conn: Any, actor: Actor) -> str | None:
     if actor.user_id is None:
         return None
@@ -687,11 +714,7 @@ def log_time(
         patient = require_patient(conn, actor.org_id, patient_id)
         practitioner = _linked_practitioner(conn, actor)
     if practitioner is None:
-        raise Conflict(
-            "your account is not linked to a practitioner, so time cannot be logged as anyone",
-            hint="ask an admin to link your account to your practitioner id (Admin page)",
-            code="no_practitioner",
-        )
+        raise Conflict(NO_PRACTITIONER, hint=NO_PRACTITIONER_HINT, code="no_practitioner")
     entry_id = f"web-{uuid.uuid4().hex[:20]}"
     record = _record_for(patient, practitioner, given, entry_id)
 

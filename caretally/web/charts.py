@@ -362,6 +362,44 @@ def _scale_end(top: float) -> int:
     return int(math.ceil((top * 1.08) / step) * step)
 
 
+#: A tier's label starts this far left of its tick (the met/not-met mark comes first).
+LABEL_LEAD = 26
+#: Vertical distance between two rows of tier labels.
+LABEL_ROW = 20
+#: Space kept between two labels on one row.
+LABEL_GAP = 8
+
+
+def _label_width(code: str, size: float = 12) -> float:
+    """A generous width for a tier label: the mark, then the code at ~0.62 em a character.
+
+    Generous on purpose: the layout must never let labels touch, whatever font the
+    browser picks from the ``system-ui`` stack.
+    """
+    return LABEL_LEAD + len(code) * size * 0.62
+
+
+def _label_rows(spans: Sequence[tuple[float, float]]) -> list[int]:
+    """A row for each label (``(left, width)``, in tick order): the first row it fits in.
+
+    Codes that share a tick (99487 and 99437 at 60 minutes) or ticks close together
+    (20, 30 and 40 on a 130-minute scale) would print over each other on one line, so
+    a label that would touch one already placed goes down a row, with a leader line.
+    """
+    ends: list[float] = []  # per row, the right edge of its last label
+    rows = []
+    for left_edge, width in spans:
+        for row, end in enumerate(ends):
+            if left_edge >= end + LABEL_GAP:
+                ends[row] = left_edge + width
+                rows.append(row)
+                break
+        else:
+            ends.append(left_edge + width)
+            rows.append(len(ends) - 1)
+    return rows
+
+
 def minutes_bar(
     minutes: int,
     tiers: Sequence[Tier],
@@ -411,18 +449,38 @@ def minutes_bar(
                 font_weight="700",
             )
         )
-    for t in ordered:
-        tx = x(t.minutes)
+    for m in sorted({t.minutes for t in ordered}):
+        tx = x(m)
         body.append(_line(tx, bar_y - 8, tx, bar_y + bar_h + 8, stroke=INK, stroke_width=2))
-        body.append(_text(tx, bar_y - 14, f"{t.minutes}", size=12, anchor="middle", font_weight="600"))
-        mark_y = bar_y + bar_h + 24
+        body.append(_text(tx, bar_y - 14, f"{m}", size=12, anchor="middle", font_weight="600"))
+    rows = _label_rows([(x(t.minutes) - LABEL_LEAD, _label_width(t.code)) for t in ordered])
+    first_y = bar_y + bar_h + 24
+    for t, row in zip(ordered, rows, strict=True):
+        tx = x(t.minutes)
+        mark_y = first_y + row * LABEL_ROW
+        if row:  # a leader from the tick down to a label pushed to a lower row
+            body.append(
+                _line(
+                    tx,
+                    bar_y + bar_h + 8,
+                    tx,
+                    mark_y - 13,
+                    stroke=MUTED,
+                    stroke_width=1,
+                    stroke_dasharray="2 2",
+                )
+            )
         met = minutes >= t.minutes
         body.append(_check(tx - 20, mark_y - 4, 9, TEAL) if met else _open_circle(tx - 20, mark_y - 4, 4.5))
-        body.append(_text(tx - 12, mark_y, t.code, size=12))
-    body.append(_text(left, bar_y + bar_h + 44, "0", size=11, fill=MUTED))
-    body.append(_text(left + bar_w, bar_y + bar_h + 44, f"{end} min", size=11, anchor="end", fill=MUTED))
+        # a white halo keeps a leader line passing behind a label from crossing its letters
+        body.append(
+            _text(tx - 12, mark_y, t.code, size=12, stroke=PAPER, stroke_width=4, paint_order="stroke")
+        )
+    axis_y = first_y + (max(rows, default=0) + 1) * LABEL_ROW
+    body.append(_text(left, axis_y, "0", size=11, fill=MUTED))
+    body.append(_text(left + bar_w, axis_y, f"{end} min", size=11, anchor="end", fill=MUTED))
 
-    cy = bar_y + bar_h + 70
+    cy = axis_y + 26
     if interactive is None:
         call = "No live call needed for these codes"
         icon = _open_circle(left + 8, cy - 4, 6, MUTED)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from markupsafe import Markup, escape
 
@@ -21,6 +22,7 @@ from caretally.billing.run import LineChange, StoredRun
 from caretally.leakage import BUCKETS, LeakageReport
 from caretally.model import ClaimLine, Decision, Modality, PatientMonthFacts, Program, Status
 from caretally.rules.params import RuleBook, RuleYear
+from caretally.services.permissions import Permission, Role, allowed
 from caretally.web import views
 from caretally.web.charts import day_calendar, leakage_trend, minutes_bar, readings_chart
 from caretally.web.nav import ROLE_LABELS
@@ -393,7 +395,7 @@ def patient_page(
         calendars=tuple(calendars),
         minutes=tuple(minutes),
         readings=tuple(reading_panels),
-        time_log=views.time_log_table(entries, correct_href=correct_href),
+        time_log=views.time_log_table(entries, correct_href=correct_href, tz=patient.timezone),
         decisions=views.decision_views(decision_json),
         decisions_source=decisions_source,
         month=f"{facts.month.start:%B %Y}",
@@ -454,9 +456,17 @@ def log_time_page(
     correct_href: Callable[[str], str] | None = None,
     hidden: Sequence[tuple[str, str]] = (),
     submit: str = "Save time",
+    now_local: str = "",
 ) -> LogTimePage:
-    """The timer and the entry form. After a stop, ``values`` carries the timer's minutes."""
-    values = values or {}
+    """The timer and the entry form. After a stop, ``values`` carries the timer's minutes.
+
+    "Started at" is typed in the patient's zone (the service reads it so), and its hint
+    names that zone; a manual entry starts on ``now_local`` (now, in that zone) so the
+    nurse only corrects it rather than guessing the format from an empty box.
+    """
+    values = dict(values or {})
+    if "started_at" not in values and now_local:
+        values["started_at"] = now_local
     errors = errors or {}
 
     def f(name: str, label: str, **kw: Any) -> Field:
@@ -477,7 +487,13 @@ def log_time_page(
                 ),
             ),
             f("activity", "Activity", hint="What was done, e.g. reviewed readings, medication adjustment."),
-            f("started_at", "Started at", kind="datetime-local", required=True),
+            f(
+                "started_at",
+                "Started at",
+                kind="datetime-local",
+                required=True,
+                hint=f"In the patient's time zone, {patient.timezone}.",
+            ),
             f("minutes", "Minutes", kind="number", required=True, min="1", max="960", inputmode="numeric"),
             Field(
                 "interactive",
@@ -499,8 +515,14 @@ def log_time_page(
         patient_label=f"{patient.name} ({patient.patient_id})",
         timer=timer,
         entry=entry,
-        recent=views.time_log_table(entries, correct_href=correct_href),
+        recent=views.time_log_table(entries, correct_href=correct_href, tz=patient.timezone),
         locked_note=locked_note,
+        running_since=(
+            f"{day_and_time(timer.started_at.astimezone(ZoneInfo(patient.timezone)))}"
+            f" ({views.zone_words(patient.timezone)})"
+            if timer.started_at is not None
+            else ""
+        ),
     )
 
 
@@ -1223,6 +1245,11 @@ def compliance_page(
 # --------------------------------------------------------------------------------------
 
 
+#: What the add-user and create-token forms start on: the least privilege of each.
+DEFAULT_USER_ROLE = "care_staff"
+DEFAULT_TOKEN_ROLE = "integration"
+
+
 def admin_page(
     *,
     users: Sequence[UserRecord],
@@ -1233,11 +1260,35 @@ def admin_page(
     add_user_errors: Mapping[str, str] | None = None,
     practitioners: Sequence[tuple[str, str]] = (),
     links: Mapping[str, str] | None = None,
+    self_user_id: str | None = None,
+    add_user_role: str | None = None,
 ) -> AdminPage:
     """``practitioners`` (id, words) and ``links`` (user id → practitioner id) add the form
-    that says which practitioner a user logs time as."""
+    that says which practitioner a user logs time as, and a column that shows it.
+
+    The add-user and token forms start on the least privilege (care staff, integration):
+    a hurried admin who leaves the choice alone must not hand out the admin role. The
+    signed-in admin gets no Deactivate button on their own row (the service refuses it).
+    """
     errors = add_user_errors or {}
     role_options = tuple(Option(r, ROLE_LABELS.get(r, r)) for r in roles)
+    picked = add_user_role if add_user_role in {o.value for o in role_options} else DEFAULT_USER_ROLE
+    user_roles = tuple(Option(o.value, o.label, o.value == picked) for o in role_options)
+    token_roles = tuple(Option(o.value, o.label, o.value == DEFAULT_TOKEN_ROLE) for o in role_options)
+    people = dict(practitioners)
+    linked = links or {}
+
+    def practitioner_words(user_id: str, role: str) -> str:
+        pid = linked.get(user_id)
+        if pid is None:
+            known = role in {r.value for r in Role}
+            return (
+                "Not linked (cannot log time)"
+                if known and allowed(Role(role), Permission.TIME_WRITE)
+                else "—"
+            )
+        return f"{people.get(pid, pid)}, {pid}" if pid in people else pid
+
     add_user = Form(
         action="/admin/users",
         submit="Add user",
@@ -1247,7 +1298,7 @@ def admin_page(
                 "email", "Email", kind="email", required=True, error=errors.get("email"), autocomplete="off"
             ),
             Field("display_name", "Display name", required=True, error=errors.get("display_name")),
-            Field("role", "Role", kind="select", options=role_options, error=errors.get("role")),
+            Field("role", "Role", kind="select", options=user_roles, error=errors.get("role")),
             Field(
                 "password",
                 "Initial password",
@@ -1265,7 +1316,7 @@ def admin_page(
         legend="Create an API token",
         fields=(
             Field("name", "Token name", required=True, hint="Who or what uses it, e.g. Tenovi webhook."),
-            Field("role", "Token role", kind="select", options=role_options, id="f-token-role"),
+            Field("role", "Token role", kind="select", options=token_roles, id="f-token-role"),
         ),
     )
     return AdminPage(
@@ -1279,6 +1330,8 @@ def admin_page(
                 u.active,
                 f"/admin/users/{u.user_id}/role",
                 f"/admin/users/{u.user_id}/deactivate",
+                is_self=u.user_id == self_user_id,
+                practitioner=practitioner_words(u.user_id, u.role),
             )
             for u in users
         ),

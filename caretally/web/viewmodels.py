@@ -370,6 +370,7 @@ class LogTimePage:
     entry: Form
     recent: DataTable
     locked_note: str | None = None  # a locked month refuses new time: name the run
+    running_since: str = ""  # when the running timer started, on the patient's clock
 
 
 @dataclass(frozen=True)
@@ -495,6 +496,8 @@ class UserRow:
     active: bool
     change_role_url: str
     deactivate_url: str
+    is_self: bool = False  # the signed-in admin: no Deactivate button for their own account
+    practitioner: str = "Not linked"  # whom the user logs time as, in words
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from caretally.leakage import BUCKETS, LeakageReport
 from caretally.model import (
@@ -143,7 +144,7 @@ def worklist_table(
     today: date,
     patient_href: Callable[[str], str],
     names: Mapping[str, str] | None = None,
-    caption: str = "Open periods, most valuable step per staff minute first",
+    caption: str = "Open periods, most valuable step per staff minute first, each patient's periods together",
 ) -> DataTable:
     """The worklist as a table: who, which period, how far along, and the next step in words."""
     names = names or {}
@@ -380,16 +381,28 @@ class TimeLogRow:
     modality: str | None
 
 
+def zone_words(tz: str) -> str:
+    """The patient's zone as a page names it: ``patient's time, America/New_York``."""
+    return f"patient's time, {tz}"
+
+
 def time_log_table(
     entries: Iterable[TimeLogRow],
     *,
     caption: str = "Time logged this month",
     correct_href: Callable[[str], str] | None = None,
+    tz: str | None = None,
 ) -> DataTable:
-    """The time log; with ``correct_href`` each row links to its correction form."""
+    """The time log; with ``correct_href`` each row links to its correction form.
+
+    ``tz`` is the patient's zone: entries are typed in it ("Started at" on Log time), so
+    the log shows them in it too and says so in its header — one clock on one page.
+    Without it, instants are shown in UTC.
+    """
+    zone = ZoneInfo(tz) if tz else UTC
     rows = [
         (
-            day_and_time(e.started_at),
+            day_and_time(e.started_at.astimezone(zone)),
             f"{e.performer} ({e.credential})",
             e.program or "Unassigned",
             e.activity or "—",
@@ -405,7 +418,7 @@ def time_log_table(
     return DataTable(
         caption=f"{caption} ({count(total // 60, 'minute')})",
         columns=(
-            Column("When (UTC)"),
+            Column(f"When ({zone_words(tz)})" if tz else "When (UTC)"),
             Column("Who"),
             Column("Program"),
             Column("Activity"),

@@ -80,3 +80,38 @@ def test_first_admin_and_token_from_the_command_line(tmp_path: Path, cli) -> Non
     verified = cli("audit", "verify", db=db)
     assert verified.returncode == 0, verified.stderr
     assert "acme: 5 event(s), chain intact" in verified.stdout
+
+
+def test_a_care_staff_user_is_linked_to_a_practitioner_when_added(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import insert
+
+    from caretally.services import care
+    from caretally.store import schema
+
+    db = f"sqlite:///{tmp_path / 'caretally.db'}"
+    assert cli("orgs", "add", "acme", "--name", "Acme Clinic", db=db).returncode == 0
+    engine = open_database(db)
+    with engine.begin() as conn:  # a practitioner as an import stores it
+        conn.execute(
+            insert(schema.practitioners).values(
+                org_id="acme",
+                practitioner_id="PRV9",
+                name="Ann Lee",
+                credential="RN",
+                performer_class="staff",
+            )
+        )
+    add = ["users", "add", "--password-stdin", "--role", "care_staff", "--org", "acme"]
+    typo = cli(*add, "--email", "ann@acme.example", "--practitioner", "PRV8", stdin=PASSWORD, db=db)
+    assert typo.returncode == 1 and "no practitioner PRV8" in typo.stderr
+    assert "Traceback" not in typo.stderr
+    assert accounts.list_users(engine, "acme") == []  # nobody was added without the link
+    made = cli(*add, "--email", "ann@acme.example", "--practitioner", "PRV9", stdin=PASSWORD, db=db)
+    assert made.returncode == 0, made.stderr
+    assert "added to acme as care_staff, logging time as PRV9." in made.stdout
+    (ann,) = accounts.list_users(engine, "acme")
+    assert care.linked_practitioners(engine, "acme") == {ann.user_id: "PRV9"}
+    # without the option the user is added unlinked, and the terminal says what that means
+    bare = cli(*add, "--email", "bob@acme.example", stdin=PASSWORD, db=db)
+    assert bare.returncode == 0 and "cannot save time until an admin links" in bare.stderr
+    assert len(care.linked_practitioners(engine, "acme")) == 1

@@ -7,7 +7,7 @@ from html import unescape
 
 from caretally.services import accounts, audit
 from caretally.services.context import cli_actor
-from tests.web.webapp import ORG, PASSWORD, WebWorld, csrf_of, email_of
+from tests.web.webapp import ORG, PASSWORD, CareWorld, WebWorld, csrf_of, email_of
 
 
 def _user_id(world: WebWorld, email: str) -> int:
@@ -30,6 +30,7 @@ def test_admin_adds_a_user_who_can_then_sign_in(web: WebWorld) -> None:
         },
     )
     assert weak.status_code == 422 and 'aria-invalid="true"' in weak.text and "15 characters" in weak.text
+    assert _selected(weak.text, "Role") == ["auditor"]  # the choice survives the refusal
     added = admin.post(
         "/admin/users",
         data={
@@ -108,3 +109,37 @@ def test_the_access_log_searches_by_patient_user_and_date(web: WebWorld) -> None
     assert "audit.read" in mine and "patients/P-1" not in mine
     assert "No events match." in auditor.get("/audit", params={"from": "2001-01-01", "to": "2001-01-02"}).text
     assert web.signed_in("care_staff").get("/audit").status_code == 403
+
+
+def _selected(html: str, label: str) -> list[str]:
+    """The values selected in the select labelled ``label``."""
+    fid = re.search(rf'<label for="([^"]+)"[^>]*>{re.escape(label)}</label>', html)
+    assert fid, f"no control labelled {label!r}"
+    body = re.search(rf'<select id="{fid.group(1)}"[^>]*>(.*?)</select>', html, re.S)
+    assert body, f"{label!r} is not a select"
+    return re.findall(r'<option value="([^"]*)" selected', body.group(1))
+
+
+def test_admin_forms_start_on_the_least_privilege_and_show_who_logs_time_as_whom(
+    care_world: CareWorld,
+) -> None:
+    admin = care_world.signed_in("admin")
+    html = admin.get("/admin").text
+    assert _selected(html, "Role") == ["care_staff"]
+    assert _selected(html, "Token role") == ["integration"]
+    # no Deactivate for the signed-in admin's own account; the others have one
+    assert f'Deactivate<span class="visually-hidden"> {email_of("admin")}</span>' not in html
+    assert f'Deactivate<span class="visually-hidden"> {email_of("biller")}</span>' in html
+    # the users table says which practitioner each user logs time as
+    assert ">Practitioner</th>" in html
+    rows = {
+        unescape(re.sub(r"<[^>]+>", " ", r)).split()[1]: unescape(re.sub(r"<[^>]+>", " ", r))
+        for r in re.findall(r"<tr>\s*<th scope=\"row\">(.*?)</tr>", html, re.S)
+        if "@" in r
+    }
+    nurse = next(text for text in rows.values() if email_of("care_staff") in text)
+    assert care_world.nurse_practitioner in nurse
+    admin_row = next(text for text in rows.values() if email_of("admin") in text)
+    assert "Not linked (cannot log time)" in admin_row
+    biller = next(text for text in rows.values() if email_of("biller") in text)
+    assert "Not linked" not in biller  # a biller never logs time: nothing to link

@@ -8,8 +8,9 @@ works on its own patients so their order does not matter.
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from html import unescape
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
@@ -60,6 +61,17 @@ def test_worklist_is_a_ranked_table_with_filters_and_is_audited(care_world: Care
     assert len(worklist_rows(narrowed)) <= len(shown)
     read = events(care_world, "worklist.read")
     assert read and set(shown) <= set(read[0].patient_ids) | {p for e in read for p in e.patient_ids}
+
+
+def test_a_patients_rows_sit_together_on_the_worklist(care_world: CareWorld) -> None:
+    """A patient with RPM has a 30-day device row and a calendar-month row: time and the
+    call land on the month row, so it must be beside the device row, not pages away."""
+    nurse = care_world.signed_in("care_staff")
+    for query in ("", "&program=RPM"):
+        shown = worklist_rows(nurse.get(f"/worklist?as_of={TODAY}{query}").text)
+        runs = [pid for i, pid in enumerate(shown) if i == 0 or shown[i - 1] != pid]
+        assert len(runs) == len(set(runs)), f"a patient's rows are apart: {shown}"
+        assert len(shown) > len(runs), "some patient has two open periods"
 
 
 def test_patients_are_found_by_name_and_paged(care_world: CareWorld) -> None:
@@ -195,11 +207,58 @@ def test_a_correction_is_an_audited_amendment(care_world: CareWorld) -> None:
     assert change.actor.startswith("user:")
 
 
+def test_log_time_speaks_the_patients_zone_and_starts_at_now(care_world: CareWorld) -> None:
+    """ "Started at" is read in the patient's zone: the form says which, starts on now in
+    it, and the time log shows entries on the same clock (not UTC)."""
+    nurse = care_world.signed_in("care_staff")
+    shown = worklist_rows(nurse.get(f"/worklist?as_of={TODAY}").text)
+    with care_world.engine.connect() as conn:
+        zones = dict(conn.execute(select(schema.patients.c.patient_id, schema.patients.c.timezone)).all())
+    pid = next(p for p in shown if zones[p] not in ("UTC", "Etc/UTC"))
+    tz = zones[pid]
+    page = unescape(nurse.get(f"/patients/{pid}/time").text)
+    assert f"In the patient's time zone, {tz}." in page
+    # a running timer's start is on the same clock
+    token = csrf_of(page)
+    nurse.post(f"/patients/{pid}/timer", data={"csrf_token": token, "action": "start"})
+    running = unescape(nurse.get(f"/patients/{pid}/time").text)
+    assert f"(patient's time, {tz})" in running.split("Running since", 1)[1].split("</p>", 1)[0]
+    nurse.post(f"/patients/{pid}/timer", data={"csrf_token": token, "action": "stop"})
+    field = re.search(r'<input[^>]*name="started_at"[^>]*>', page)
+    assert field, "no Started at input"
+    prefilled = re.search(r'value="([^"]*)"', field.group(0))
+    assert prefilled and prefilled.group(1), "a manual entry starts with a time"
+    now_there = datetime.now(UTC).astimezone(ZoneInfo(tz)).replace(tzinfo=None, second=0, microsecond=0)
+    assert abs(datetime.fromisoformat(prefilled.group(1)) - now_there) <= timedelta(minutes=2)
+    # an entry typed at 07:05 the patient's time is listed at 07:05, under a header naming the zone
+    saved = nurse.post(
+        f"/patients/{pid}/time",
+        data={
+            "csrf_token": csrf_of(page),
+            "patient_id": pid,
+            "program": "",
+            "activity": "zone check",
+            "started_at": f"{TODAY}T07:05",
+            "minutes": "6",
+            "note": "",
+        },
+    )
+    assert saved.status_code == 303
+    patient = unescape(nurse.get(f"/patients/{pid}?as_of={TODAY}").text)
+    assert f"When (patient's time, {tz})" in patient and "When (UTC)" not in patient
+    row = next(r for r in re.findall(r"<tr>(.*?)</tr>", patient, re.S) if "zone check" in r)
+    assert f"{TODAY:%b} {TODAY.day} 07:05" in re.sub(r"<[^>]+>", " ", row)
+
+
 def test_time_without_a_linked_practitioner_is_refused_with_the_way_out(care_world: CareWorld) -> None:
     admin = care_world.signed_in("admin")  # admins may log time, but this one is not linked
     pid = worklist_rows(admin.get(f"/worklist?as_of={TODAY}").text)[0]
     page = admin.get(f"/patients/{pid}/time")
-    assert "not linked to a practitioner" in page.text
+    shown = unescape(page.text)
+    # the page says who links the account and where, before the user types anything
+    assert "not linked to a practitioner" in shown
+    assert "ask an admin to link it" in shown and "Admin page" in shown
+    assert "“Who logs time as which practitioner”" in shown and "Link practitioner" in shown
     answer = admin.post(
         f"/patients/{pid}/time",
         data={
@@ -213,6 +272,11 @@ def test_time_without_a_linked_practitioner_is_refused_with_the_way_out(care_wor
         },
     )
     assert answer.status_code == 409 and "Ask an admin" in answer.text
+    refused = unescape(answer.text)
+    assert "“Who logs time as which practitioner”" in refused and "--practitioner ID" in refused
+    # the form it names is on the Admin page, with the button it names
+    admin_page = unescape(admin.get("/admin").text)
+    assert "Who logs time as which practitioner" in admin_page and ">Link practitioner</button>" in admin_page
 
 
 def test_a_form_without_its_token_changes_nothing(care_world: CareWorld) -> None:

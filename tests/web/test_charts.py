@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -262,3 +263,55 @@ def test_leakage_segments_differ_by_pattern_as_well_as_colour() -> None:
     root = parse(a_leakage_trend())
     patterns = {p.get("id") for p in root.iter(f"{SVG}pattern")}
     assert patterns == {"leak-test-r1", "leak-test-r2"}  # the first reason is solid, the others patterned
+
+
+def ccm_bar(minutes: int) -> Chart:
+    """The CCM ladder as the patient page draws it: tiers from the 2026 rule-year."""
+    from caretally.web import views
+    from tests.rules.factories import medicare
+
+    year = medicare().for_date(date(2026, 12, 31))
+    codes = ["99487", "99489", "99490", "99439", "99491", "99437"]
+    tiers = views.minute_tiers(year, codes, minutes)
+    assert len({t.minutes for t in tiers}) < len(tiers), "the ladder has codes sharing a tick"
+    return minutes_bar(minutes, tiers, interactive=None, chart_id="min-ccm")
+
+
+def code_labels(root: ET.Element, codes: set[str]) -> list[tuple[str, float, float]]:
+    found = []
+    for t in root.iter(f"{SVG}text"):
+        words = "".join(t.itertext())
+        if words.split(" ")[0] in codes:
+            found.append((words, float(t.get("x", "0")), float(t.get("y", "0"))))
+    return found
+
+
+@pytest.mark.parametrize("minutes", [0, 35, 95])
+def test_minutes_bar_code_labels_never_share_a_line_and_a_place(minutes: int) -> None:
+    chart = ccm_bar(minutes)
+    labels = code_labels(parse(chart), {"99487", "99489", "99490", "99439", "99491", "99437"})
+    assert {w for w, _, _ in labels} >= {"99487", "99489", "99490", "99439", "99491", "99437"}
+    # a code's text takes at least 0.55 em a character at 12 px: two on one line must not touch
+    for i, (a, ax, ay) in enumerate(labels):
+        for b, bx, by in labels[i + 1 :]:
+            if ay == by:
+                first, second = sorted([(ax, a), (bx, b)])
+                assert first[0] + len(first[1]) * 12 * 0.55 < second[0] - 12, (a, b, ax, bx, ay)
+
+
+def test_minutes_bar_labels_do_not_overlap_in_chromium(page) -> None:  # type: ignore[no-untyped-def]
+    """Measured by the browser: no two texts of the CCM bar intersect, in the font it picks."""
+    chart = ccm_bar(35)
+    page.set_content(f"<!doctype html><html><body>{chart.svg}</body></html>")
+    boxes = page.evaluate(
+        """() => [...document.querySelectorAll('svg text')].map(t => {
+            const b = t.getBBox(); return [t.textContent, b.x, b.y, b.width, b.height];
+        })"""
+    )
+    assert len(boxes) > 10
+    for i, (a, ax, ay, aw, ah) in enumerate(boxes):
+        for b, bx, by, bw, bh in boxes[i + 1 :]:
+            apart = ax + aw <= bx or bx + bw <= ax or ay + ah <= by or by + bh <= ay
+            assert apart, f"{a!r} overlaps {b!r}"
+    if os.environ.get("CARETALLY_SCREENSHOTS") == "1":
+        page.locator("svg").screenshot(path="/tmp/webfix/ccm-bar.png")

@@ -114,11 +114,14 @@ def test_a_nurse_works_the_worklist_times_a_call_and_sees_the_row_change(page: P
         expect(header.get_by_role("columnheader", name=name)).to_be_visible()
     shot(page, "worklist")
     rows = table.get_by_role("row")
-    target = rows.filter(has_text=re.compile("live call|more minutes")).first
+    # a month row that still needs its live call: its minutes and call state must change
+    target = rows.filter(has_text=re.compile("live call")).filter(has_text="Not yet").first
     expect(target).to_be_visible()
     link = target.get_by_role("rowheader").get_by_role("link")
     patient_id = link.get_attribute("href").rsplit("/", 1)[-1]  # type: ignore[union-attr]
-    before = target.inner_text()
+    # cells after the row header: Program, Deadline, Days, Minutes, Live call, Next step …
+    program, deadline, _, minutes_before, call_before = target.get_by_role("cell").all_inner_texts()[:5]
+    assert call_before.strip() == "Not yet"
     link.click()
     # the patient's page as of the same day
     page.goto(served.url(f"/patients/{patient_id}?as_of={TODAY}"))
@@ -155,10 +158,17 @@ def test_a_nurse_works_the_worklist_times_a_call_and_sees_the_row_change(page: P
     page.get_by_label("Program").select_option("RPM")
     page.get_by_role("button", name="Show").click()
     table = page.get_by_role("table", name=re.compile("^Open periods"))
-    after = table.get_by_role("row").filter(has=page.locator(f'a[href="/patients/{patient_id}"]'))
-    if after.count():
-        assert after.first.inner_text() != before
-    # else the period has nothing left to gain: the row left the worklist, a change too
+    # the same row (patient, program, deadline) now counts the 25 minutes and the call
+    same = (
+        table.get_by_role("row")
+        .filter(has=page.locator(f'a[href="/patients/{patient_id}"]'))
+        .filter(has=page.get_by_role("cell", name=program, exact=True))
+        .filter(has=page.get_by_role("cell", name=deadline, exact=True))
+    )
+    expect(same).to_have_count(1)
+    cells = same.get_by_role("cell").all_inner_texts()
+    assert int(cells[3]) == int(minutes_before.strip() if minutes_before.strip().isdigit() else 0) + 25
+    assert cells[4].strip() == "Done"
 
 
 def test_a_nurse_cannot_reach_audit_or_month_close(page: Page, served: Server) -> None:

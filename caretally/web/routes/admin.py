@@ -41,6 +41,7 @@ def _answer(
     errors: dict[str, str] | None = None,
     flashes: tuple[Flash, ...] = (),
     status: int = 200,
+    add_user_role: str | None = None,
 ) -> HTMLResponse:
     engine, org = service.engine, viewer.actor.org_id
     users = accounts.list_users(engine, org)
@@ -64,6 +65,8 @@ def _answer(
         add_user_errors=errors,
         practitioners=care.practitioner_choices(engine, org),
         links={str(k): v for k, v in links.items()},
+        self_user_id=str(viewer.actor.user_id) if viewer.actor.user_id is not None else None,
+        add_user_role=add_user_role,
     )
     layout = viewer.layout("Admin", current="admin", flashes=flashes)
     return page_response(request, "admin", layout, page, status=status)
@@ -104,6 +107,7 @@ def add_user(request: Request, viewer: UsersAdmin, service: ServiceDep, form: Po
             errors={field: exc.message},
             flashes=(Flash("error", "The user was not added: see the form."),),
             status=422 if isinstance(exc, InvalidInput) else 409,
+            add_user_role=form_text(form, "role"),  # the admin's choice stands on the form
         )
     return redirect(request, "/admin", flash=f"Added {made.email}.")
 

@@ -260,7 +260,8 @@ def _log_time_answer(
     if found.practitioner_id is None:
         notes.append(
             Flash(
-                "info", "Your account is not linked to a practitioner yet: ask an admin before saving time."
+                "info",
+                f"{care.NO_PRACTITIONER[0].upper()}{care.NO_PRACTITIONER[1:]}: {care.NO_PRACTITIONER_HINT}.",
             )
         )
     locked = (
@@ -280,6 +281,7 @@ def _log_time_answer(
         correct_href=correct_href,
         hidden=hidden,
         submit=submit,
+        now_local=care.local_input(datetime.now(UTC), found.patient.timezone),
     )
     crumbs = patient_crumbs(found.patient, (title, None))
     layout = viewer.layout(title, current="patients", breadcrumbs=crumbs, flashes=notes)
