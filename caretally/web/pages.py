@@ -309,7 +309,7 @@ def patient_page(
     bands: Mapping[str, Sequence[Band]],
     entries: Sequence[TimeLogRow],
     today: date,
-    log_time_href: str,
+    log_time_href: str | None,
     later: Sequence[tuple[PatientMonthFacts, Sequence[Decision]]] = (),
     correct_href: Callable[[str], str] | None = None,
 ) -> PatientPage:

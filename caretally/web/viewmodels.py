@@ -358,7 +358,7 @@ class PatientPage:
     decisions: tuple[DecisionView, ...]
     decisions_source: str  # which run (or live data) the decisions come from
     month: str
-    log_time_href: str
+    log_time_href: str | None  # None: the viewer may not log time (a biller, an auditor)
     band_note: str = "Alert bands are the practice's configured thresholds, not medical advice."
 
 

@@ -12,7 +12,6 @@ from datetime import UTC, date, datetime, timedelta
 from html import unescape
 from zoneinfo import ZoneInfo
 
-import pytest
 from sqlalchemy import select
 
 from caretally.services import audit
@@ -339,11 +338,15 @@ def test_alerts_come_from_thresholds_and_close_when_acknowledged(care_world: Car
     assert kept and all(r.removed_at is not None for r in kept)
 
 
-@pytest.mark.parametrize("role", ["biller", "integration"])
-def test_roles_without_care_permissions_get_403_pages(care_world: CareWorld, role: str) -> None:
-    if role == "integration":
-        return  # an integration account cannot sign in to pages (tests/web/test_app.py)
-    biller = care_world.signed_in(role)
+def test_a_biller_reads_a_patients_month_but_not_the_care_pages(care_world: CareWorld) -> None:
+    """An integration account cannot sign in to pages at all (tests/web/test_app.py)."""
+    nurse = care_world.signed_in("care_staff")
+    pid = worklist_rows(nurse.get(f"/worklist?as_of={TODAY}&program=RPM").text)[0]
+    biller = care_world.signed_in("biller")
     assert biller.get(f"/worklist?as_of={TODAY}").status_code == 403
     assert biller.get("/patients").status_code == 403
     assert biller.get("/alerts").status_code == 403
+    assert biller.get(f"/patients/{pid}/time").status_code == 403
+    month = biller.get(f"/patients/{pid}?as_of={TODAY}")  # why a code was or was not billed
+    assert month.status_code == 200 and "<details" in month.text
+    assert f'href="/patients/{pid}/time"' not in month.text  # no link to a page it may not use

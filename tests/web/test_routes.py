@@ -22,7 +22,7 @@ WEB_ROUTES: dict[tuple[str, str], str | P] = {
     ("GET", "/audit"): P.AUDIT_READ,
     ("GET", "/worklist"): P.WORKLIST_READ,
     ("GET", "/patients"): P.PATIENTS_READ,
-    ("GET", "/patients/{patient_id}"): P.PATIENTS_READ,
+    ("GET", "/patients/{patient_id}"): P.EXPLAIN_READ,
     ("GET", "/patients/{patient_id}/time"): P.TIME_WRITE,
     ("POST", "/patients/{patient_id}/time"): P.TIME_WRITE,
     ("POST", "/patients/{patient_id}/timer"): P.TIME_WRITE,

@@ -19,6 +19,7 @@ from caretally.services.errors import InvalidInput
 from caretally.services.permissions import Permission
 from caretally.web import pages, views
 from caretally.web.routes.common import (
+    ExplainViewer,
     PatientsViewer,
     PostedForm,
     ServiceDep,
@@ -201,10 +202,12 @@ def patients(
 def patient(
     request: Request,
     patient_id: PatientId,
-    viewer: PatientsViewer,
+    viewer: ExplainViewer,
     service: ServiceDep,
     as_of: Annotated[str, Query(max_length=10)] = "",
 ) -> HTMLResponse:
+    # A patient's month is its decisions with their evidence (explain:read): a biller who
+    # follows an example patient from Month close reads why a code was not billed.
     day = _day(as_of) or _today()
     found = care.patient_month_view(service.engine, viewer.actor, patient_id, as_of=day)
     page = pages.patient_page(
@@ -218,7 +221,7 @@ def patient(
         bands=bands_by_measure(found.thresholds),
         entries=time_rows(found.entries),
         today=day,
-        log_time_href=f"/patients/{patient_id}/time",
+        log_time_href=f"/patients/{patient_id}/time" if viewer.may(Permission.TIME_WRITE) else None,
         later=found.later,
         correct_href=correct_href if viewer.may(Permission.TIME_WRITE) else None,
     )
