@@ -106,6 +106,10 @@ def flag_of(facts: PatientMonthFacts, book: RuleBook, compiled: Compiled) -> str
         return "program not decided by the columnar pass"
     if facts.billed_history:
         return "billing history"
+    if facts.death_date is not None:
+        return "date of death"  # patient.death: nothing dated after it is billed
+    if facts.visits:
+        return "visits"  # initiating visit from visits, 99091 on an E/M day
     try:
         year = book.for_date(facts.month.end)
         periods = [d for p in facts.programs for d in p.device_periods]

@@ -74,7 +74,11 @@ def test_both_engines_give_the_same_lines_summary_and_decisions(
     full, col = runs["full"], runs["columnar"]
     assert full.lines, "the practice bills something"
     assert _line_bytes(full.lines) == _line_bytes(col.lines)
-    assert full.summary.to_json() == col.summary.to_json()
+    # readings_through is where each organization's readings end in the shared table (the
+    # second import's ids come after the first's): a fact of the store, not of the engines.
+    full_summary, col_summary = full.summary.to_json(), col.summary.to_json()
+    assert full_summary.pop("readings_through") < col_summary.pop("readings_through")
+    assert full_summary == col_summary
     assert full.summary.not_billable_reasons == col.summary.not_billable_reasons
     assert full.summary.reason_examples == col.summary.reason_examples
     decided = _columnar_rows(engine, col.run_id)
