@@ -582,7 +582,8 @@ month_touches = Table(
 )
 
 #: What a stored run had seen of ``month_touches`` (the highest id in its snapshot) and
-#: of the billing history of earlier months (a digest of their runs' ids and statuses):
+#: of the billing history of earlier months (a digest of their runs' ids and statuses),
+#: and each patient's share of its decisions digest:
 #: an incremental run against it re-evaluates what changed after, or runs in full.
 run_touch_marks = Table(
     "run_touch_marks",
@@ -591,4 +592,7 @@ run_touch_marks = Table(
     Column("org_id", String(64), nullable=False),
     Column("touches_through", Integer, nullable=False),
     Column("history_key", String(64), nullable=False),
+    # patient id → its share of the run's decisions_digest, so a run that carries a
+    # patient forward digests it without reading its stored decisions.
+    Column("decision_parts", JSON, nullable=False),
 )

@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("org_id", sa.String(length=64), nullable=False),
         sa.Column("touches_through", sa.Integer(), nullable=False),
         sa.Column("history_key", sa.String(length=64), nullable=False),
+        sa.Column("decision_parts", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("run_id", name=op.f("pk_run_touch_marks")),
     )
 
