@@ -20,7 +20,7 @@ from sqlalchemy import Engine, String, cast, select
 from caretally.billing.incremental import bill_month_incremental
 from caretally.billing.payers import PayerRules
 from caretally.billing.records import void_run
-from caretally.billing.run import RunResult, bill_month
+from caretally.billing.run import BillingSettings, RunResult, bill_month
 from caretally.dates import parse_month
 from caretally.ingest import import_bundle, import_records
 from caretally.ingest.time_entries import create_time_entries
@@ -67,13 +67,12 @@ def _ingest_round(engine: Engine, rng: random.Random, round_no: int) -> None:
     """A few more reading days, one more time entry and one retracted reading, all in April."""
     rd, te = schema.readings, schema.time_entries
     with engine.connect() as conn:
+        april = (date(2026, 4, 1), date(2026, 4, 30))
         readings = conn.execute(
-            select(rd).where(rd.c.org_id == ORG, rd.c.local_date >= date(2026, 4, 1), rd.c.local_date < date(2026, 5, 1))
-            .order_by(rd.c.reading_id)
+            select(rd).where(rd.c.org_id == ORG, rd.c.local_date.between(*april)).order_by(rd.c.reading_id)
         ).mappings().all()  # fmt: skip
         entries = conn.execute(
-            select(te).where(te.c.org_id == ORG, te.c.local_date >= date(2026, 4, 1), te.c.local_date < date(2026, 5, 1))
-            .order_by(te.c.entry_id)
+            select(te).where(te.c.org_id == ORG, te.c.local_date.between(*april)).order_by(te.c.entry_id)
         ).mappings().all()  # fmt: skip
     new = []
     for i, base in enumerate(rng.sample(list(readings), 3)):
@@ -130,7 +129,8 @@ def test_incremental_runs_store_what_full_runs_store(db_url: str, bundle: Path) 
     assert first.outcome == "created" and first.summary.lines > 0
 
     again, how = bill_month_incremental(engine, ORG, period, rules)
-    assert (how.mode, how.evaluated, again.outcome, again.run_id) == ("unchanged", 0, "unchanged", first.run_id)
+    assert (how.mode, how.evaluated, again.outcome) == ("unchanged", 0, "unchanged")
+    assert again.run_id == first.run_id
 
     rng = random.Random(7)
     for round_no in range(3):
@@ -146,21 +146,29 @@ def test_incremental_runs_store_what_full_runs_store(db_url: str, bundle: Path) 
     engine.dispose()
 
 
-def test_a_bulk_import_or_changed_settings_make_the_full_run_and_say_why(sqlite_url: str, bundle: Path) -> None:
+def test_changed_settings_or_a_bulk_load_make_the_full_run_and_say_why(sqlite_url: str, bundle: Path) -> None:
     engine = open_database(sqlite_url, ORG)
     assert import_bundle(engine, ORG, bundle).ok()
     rules = PayerRules.load()
     period = parse_month(MONTH)
     bill_month(engine, ORG, period, rules)
-    from caretally.billing.run import BillingSettings
-
-    _, how = bill_month_incremental(engine, ORG, period, rules, BillingSettings(place_of_service="02"))
+    telehealth = BillingSettings(place_of_service="02")
+    _, how = bill_month_incremental(engine, ORG, period, rules, telehealth)
     assert how.mode == "full" and "settings" in how.reason
-    rows = [{"file": "readings", "id": "nope", "reason": "x"}]
-    import_records(engine, ORG, {"retractions": rows}, skip_invalid=True)  # refused: nothing touched
-    _, how = bill_month_incremental(engine, ORG, period, rules, BillingSettings(place_of_service="02"))
-    assert how.mode == "unchanged", how
-    assert import_bundle(engine, ORG, bundle).ok()  # a bulk import: not tracked row by row
-    _, how = bill_month_incremental(engine, ORG, period, rules, BillingSettings(place_of_service="02"))
-    assert how.mode in ("full", "unchanged") and ("whole organization" in how.reason or how.mode == "unchanged")
+    assert import_bundle(engine, ORG, bundle).ok()  # the same bundle again: nothing changed
+    _, how = bill_month_incremental(engine, ORG, period, rules, telehealth)
+    assert (how.mode, how.evaluated) == ("unchanged", 0), how
+    rd = schema.readings
+    with engine.connect() as conn:
+        base = conn.execute(
+            select(rd).where(rd.c.local_date == date(2026, 4, 15)).order_by(rd.c.reading_id)
+        ).first()
+    assert base is not None
+    reading = {
+        n: str(getattr(base, n)) for n in ("patient_id", "device_id", "type", "value", "unit", "transmission")
+    }
+    reading |= {"reading_id": "bulk-1", "measured_at": (base.measured_at + timedelta(minutes=5)).isoformat()}
+    assert import_records(engine, ORG, {"readings": [reading]}).stored  # not live: not tracked row by row
+    _, how = bill_month_incremental(engine, ORG, period, rules, telehealth)
+    assert how.mode == "full" and "whole organization" in how.reason, how
     engine.dispose()
