@@ -59,7 +59,7 @@ from caretally.billing.serialize import stored_decisions_json
 from caretally.billing.touchmarks import history_key, mark_run
 from caretally.errors import Problem
 from caretally.facts import patients_in_month
-from caretally.ingest.touches import EVERY
+from caretally.ingest.touches import EVERY, next_month
 from caretally.model import ClaimLine, Payer, Period
 from caretally.store import schema
 from caretally.store.db import require_json_text
@@ -148,19 +148,23 @@ def _base(
 
 
 def _touched(conn: Connection, org_id: str, month_text: str, since: int) -> set[str]:
-    """Patients touched after id ``since`` in ``month_text`` or before (earlier months can
-    carry into it: first reading days, prior periods); ``_Full`` for an organization-wide touch."""
+    """Patients touched after id ``since`` in ``month_text``, the month after, or before
+    (earlier months carry into it: first reading days, prior periods); ``_Full`` for an
+    organization-wide touch."""
     t = schema.month_touches
     rows = conn.execute(
         select(t.c.patient_id, t.c.month).where(t.c.org_id == org_id, t.c.id > since).distinct()
     ).all()
     out: set[str] = set()
+    # A device period with its date of service in the month may end in the next one
+    # (``device_dos=threshold_day``): readings there change the month's evidence.
+    through = next_month(month_text)
     for patient, month in rows:
         if patient == EVERY:
             raise _Full(
                 "a change since the last run touched the whole organization (a bulk import, a practitioner)"
             )
-        if month == EVERY or month <= month_text:
+        if month == EVERY or month <= through:
             out.add(patient)
     return out
 

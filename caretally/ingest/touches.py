@@ -27,7 +27,7 @@ EVERY = "*"
 _PINNED = frozenset({"readings", "time_entries", "visits", "enrollments", "devices", "patients"})
 
 
-def _next_month(month: str) -> str:
+def next_month(month: str) -> str:
     return add_months(date.fromisoformat(month + "-01"), 1).strftime("%Y-%m")
 
 
@@ -53,7 +53,7 @@ def touches_of(
     out: set[tuple[str, str]] = set()
     for patient, month in pinned:
         out.add((patient, month))
-        out.add((patient, _next_month(month)))
+        out.add((patient, next_month(month)))
     out.update((p, EVERY) for p in patients)
     if any(stem not in _PINNED and found for stem, found in changes.items()):
         out.add((EVERY, EVERY))
@@ -88,7 +88,7 @@ def _time_neighbours(conn: Connection, org_id: str, changes: Iterable[Change]) -
     out: set[tuple[str, str]] = set()
     for patient, day in rows:
         month = _day(day).strftime("%Y-%m")  # type: ignore[union-attr]
-        out.update({(patient, month), (patient, _next_month(month))})
+        out.update({(patient, month), (patient, next_month(month))})
     return out
 
 
