@@ -395,7 +395,8 @@ def _store(
     for start in range(0, len(all_lines), 5000):
         chunk = all_lines[start : start + 5000]
         conn.execute(insert(c), [_line_row(run_id, org_id, line_key(x), x) for x in chunk])
-    dropped = [p for p in before if p not in carried]
+    kept = set(carried)
+    dropped = [p for p in before if p not in kept]
     summary.decisions += int((previous.summary or {}).get("decisions", 0)) - _old_decision_count(
         conn, previous.run_id, dropped
     )
