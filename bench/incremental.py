@@ -7,7 +7,8 @@ seed=1, lead_in_days=29)``), imports it into a fresh SQLite file (and a PostgreS
 database with ``--pg-url``), bills March 2026 in full (the cold run, timed), posts one new
 reading day for 1% of the patients through the live readings path (as the API does), and
 times the incremental run; then voids it and times a full run of the same state, and checks
-that the two stored the same digests. Wall-clock seconds of the billing calls only.
+that the two stored the same digests. Wall-clock seconds of the billing calls only. On
+PostgreSQL the database is ANALYZEd after the import (as autovacuum would).
 """
 
 from __future__ import annotations
@@ -83,6 +84,12 @@ def measure(url: str, bundle: Path) -> dict[str, Any]:
 
     engine = open_database(url, ORG)
     assert import_bundle(engine, ORG, bundle).ok()
+    if engine.dialect.name == "postgresql":
+        # A bulk load leaves PostgreSQL without statistics until autovacuum gets to it
+        # (here it never did); without them the few-patient queries of the incremental
+        # run were planned as scans (5.3 s instead of 2.2 s at 10,000 patients).
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("ANALYZE"))
     rules = PayerRules.load()
     period = parse_month(MONTH)
     started = time.perf_counter()
