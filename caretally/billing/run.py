@@ -29,6 +29,7 @@ from caretally.billing.evaluate import map_month
 from caretally.billing.payers import PayerRules
 from caretally.billing.pricing import Pricing, price
 from caretally.billing.serialize import decision_to_json, stored_decisions_json, stored_text
+from caretally.billing.touchmarks import mark_run
 from caretally.errors import UNUSABLE_SETTINGS, Problem, Refusal
 from caretally.model import (
     ClaimLine,
@@ -75,6 +76,9 @@ class BillingSettings:
     place_of_service: str = "11"
     pricing: Pricing = field(default_factory=Pricing)
     payer_overlays: Mapping[str, str] = field(default_factory=dict)
+    #: Re-evaluate only the patients touched since the month's last run (``bill --incremental``,
+    #: ``billing.incremental``). How a run is made, not what it decides: not in ``to_json``.
+    incremental: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -933,6 +937,7 @@ def bill_month(
     settings_json = settings.to_json()
     decision_rows: list[dict[str, Any]] = []
     line_rows: list[dict[str, Any]] = []
+    parts: dict[str, str] = {}  # patient → decisions digest part, for the incremental run
     with (
         hold_month(engine, org_id, month_text, on_wait=on_wait) as held,
         _reading(held) as reader,
@@ -1012,6 +1017,7 @@ def bill_month(
         for result in results:
             input_hash.update(result.facts_digest.encode())
             decisions_hash.update(result.decisions_digest.encode())
+            parts[result.patient_id] = result.decisions_digest
             summary.absorb(result.summary)
             for line in result.lines:
                 key, content = line_key(line), line_content(line)
@@ -1061,6 +1067,7 @@ def bill_month(
                 changes,
             )
         changes = diff_lines(stored_line_contents(reader, amends), contents) if amends else []
+        mark_run(conn, org_id, month_text, run_id, parts)
         runs = schema.billing_runs
         conn.execute(
             update(runs)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from caretally.billing.incremental import bill_month_incremental
 from caretally.billing.run import LineChange, RunError, RunResult, bill_month, lock_month, provisional_json
 from caretally.cli.billing_options import (
     FeeScheduleOption,
@@ -40,6 +41,15 @@ from caretally.store.db import DEFAULT_ORG
 
 if TYPE_CHECKING:
     from caretally.billing.whatif import WhatIf
+
+IncrementalOption = Annotated[
+    bool,
+    typer.Option(
+        "--incremental",
+        help="Evaluate only the patients whose data changed since the month's last run; "
+        "a full run when that cannot be vouched for (the reason is printed).",
+    ),
+]
 
 SHOW_WARNINGS = 5
 WARNING_LABEL = {
@@ -322,6 +332,7 @@ def register(app: typer.Typer) -> None:
         what_if_rules: WhatIfOption = None,
         as_json: JsonOption = False,
         engine_choice: EngineOption = EngineChoice.FULL,
+        incremental: IncrementalOption = False,
     ) -> None:
         """Bill a month: decisions and priced claim lines for every enrolled patient, stored as a run.
 
@@ -329,7 +340,10 @@ def register(app: typer.Typer) -> None:
         service falls in it. Billing again on unchanged data stores nothing and says so; billing a
         locked month makes a new run that lists amendments and leaves the locked run untouched.
         With --what-if-rules YEAR the stored month is judged again by that rule-year and compared
-        with its current run, and nothing is stored.
+        with its current run, and nothing is stored. With --incremental only the patients whose
+        data changed since the month's last run are evaluated (the rest are carried forward), and
+        the stored run is the one a full run would store; when that cannot be vouched for, the
+        full run is made and the reason printed.
         """
         if what_if_rules is not None:
             others = [
@@ -345,21 +359,35 @@ def register(app: typer.Typer) -> None:
             ]
             _what_if(month, db_url, org, what_if_rules, gpci, as_json, others)
             return
+        if incremental and engine_choice is EngineChoice.COLUMNAR:
+            err_console.print(
+                "caretally: --incremental carries stored decisions forward; use it with --engine full",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(2)
         period = parse_month(month)
         try:
             settings, rules = settings_from(locality, fee_schedule, pos, qp, gpci, payer_rules)
             engine = open_db(db_url, org)
+            how = None
             with progress_bar(f"billing {month}", show=not as_json) as progress:
-                result = bill_month(
-                    engine,
-                    org,
-                    period,
-                    rules,
-                    settings,
-                    progress=progress,
-                    on_wait=say_waiting,
-                    engine_choice=engine_choice.value,
-                )
+                if incremental:
+                    result, how = bill_month_incremental(
+                        engine, org, period, rules, settings, progress=progress, on_wait=say_waiting
+                    )
+                else:
+                    result = bill_month(
+                        engine,
+                        org,
+                        period,
+                        rules,
+                        settings,
+                        progress=progress,
+                        on_wait=say_waiting,
+                        engine_choice=engine_choice.value,
+                    )
         except ProblemsError as exc:
             for p in exc.problems:
                 err_console.print(str(p))
@@ -367,8 +395,14 @@ def register(app: typer.Typer) -> None:
         except RunError as exc:
             raise refused(exc, as_json) from None
         if as_json:
-            print_json(result_json(result))
+            print_json(result_json(result) | ({"incremental": how.to_json()} if how else {}))
         else:
+            if how is not None:
+                err_console.print(
+                    f"incremental: {how.mode} ({how.reason}); {how.evaluated} patient(s) evaluated, "
+                    f"{how.carried} carried forward",
+                    soft_wrap=True,
+                )
             render_summary(result)
         if result.problems:
             # beancount's way: everyone else is billed and stored, every problem is listed, exit 1.

@@ -351,8 +351,15 @@ def _cross_patient_overlaps(
             select(t.c.practitioner_id)
             .where(t.c.org_id == org_id, t.c.patient_id.in_(sorted(patients)))
             .where(t.c.local_date >= start, t.c.local_date <= end)
+            .distinct()
         )
-        stmt = stmt.where(t.c.practitioner_id.in_(theirs))
+        # The performers first, then their entries: as one ``IN (subquery)`` PostgreSQL
+        # planned it at 38 s for 69 patients of 10,000 (the incremental month run).
+        with engine.connect() as conn:
+            performers = sorted({p for (p,) in conn.execute(theirs) if p is not None})
+        if not performers:
+            return {}
+        stmt = stmt.where(t.c.practitioner_id.in_(performers))
     by_performer: dict[str, list[tuple[Any, Any, str, str]]] = defaultdict(list)
     with engine.connect() as conn:
         for entry_id, patient_id, practitioner_id, started, seconds in conn.execute(stmt):

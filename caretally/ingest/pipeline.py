@@ -43,6 +43,7 @@ from caretally.ingest.report import FileCounts, ImportReport, RejectedRow
 from caretally.ingest.rows import FILES, ORDER, FileSpec, check_header, check_row, json_safe, reading_cells
 from caretally.ingest.sources import Record, Source, array_sources, csv_record, discover
 from caretally.ingest.staging import Change, DirectLoad, Duplicate, Stage
+from caretally.ingest.touches import record_changes
 from caretally.ingest.values import utc_now
 from caretally.store import schema
 from caretally.store.db import begin_write
@@ -295,6 +296,7 @@ def _run(
                     retracted.unchanged = retracted.read - retracted.rejected - deleted
                     if live:
                         outcomes[retractions.STEM] = _retraction_outcomes(to_retract, retract_lines, changes)
+                _record_touches(conn, org_id, live, changes, counts, now)
                 conn.execute(
                     insert(schema.import_batches).values(
                         batch_id=batch_id,
@@ -324,6 +326,25 @@ def _run(
         outcomes=outcomes,
         changes={stem: tuple(found) for stem, found in changes.items()},
     )
+
+
+def _record_touches(
+    conn: Connection,
+    org_id: str,
+    live: bool,
+    changes: Mapping[str, Sequence[Change]],
+    counts: Mapping[str, FileCounts],
+    now: datetime,
+) -> None:
+    """The patient-months this import changed, for ``bill --incremental`` (``ingest.touches``).
+
+    A live import tracks every record it changed; a bulk import does not, so one that
+    changed anything touches every patient-month and the next incremental run is a full one.
+    """
+    if live:
+        record_changes(conn, org_id, changes, now)
+    elif any(c.inserted or c.updated or getattr(c, "deleted", 0) for c in counts.values()):
+        record_changes(conn, org_id, None, now)
 
 
 def _apply_guard(

@@ -33,7 +33,8 @@ from caretally.ingest.pipeline import DEFAULT_CLOCK_SKEW
 from caretally.ingest.plausibility import Entry, stored_entries_near, time_warnings
 from caretally.ingest.references import Scope, load_from_database
 from caretally.ingest.rows import FILES, check_row, json_safe
-from caretally.ingest.staging import Stage
+from caretally.ingest.staging import Change, Stage
+from caretally.ingest.touches import record_changes
 from caretally.store import schema
 from caretally.store.db import begin_write
 
@@ -249,6 +250,7 @@ def _amend(
     conn.execute(
         update(t).where(t.c.org_id == org_id, t.c.entry_id == entry_id).values({n: new[n] for n in differs})
     )
+    record_changes(conn, org_id, {"time_entries": [Change(entry_id, dict(stored), new)]}, now)
     conn.execute(
         insert(schema.audit_changes).values(
             org_id=org_id,

@@ -62,15 +62,27 @@ def run_month_job(queue: JobQueue, job_id: str, range_size: int | None = None) -
 
         # The organization's locality and payer overlays (Admin → Practice settings).
         billing_settings, payer_rules = run_settings(queue.engine, job.org_id)
-        result = bill_month(
-            queue.engine,
-            job.org_id,
-            parse_month(job.month),
-            payer_rules,
-            billing_settings,
-            progress=None if split else progress,
-            ranges=split,
-        )
+        if billing_settings.incremental and not split:
+            from caretally.billing.incremental import bill_month_incremental
+
+            result, _how = bill_month_incremental(
+                queue.engine,
+                job.org_id,
+                parse_month(job.month),
+                payer_rules,
+                billing_settings,
+                progress=progress,
+            )
+        else:
+            result = bill_month(
+                queue.engine,
+                job.org_id,
+                parse_month(job.month),
+                payer_rules,
+                billing_settings,
+                progress=None if split else progress,
+                ranges=split,
+            )
     except RangeFailed as exc:
         _failed(queue, job_id, "range_failed", f"{exc.args[0]}; nothing was stored")
     except Refusal as exc:

@@ -566,3 +566,33 @@ practice_settings = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     ForeignKeyConstraint(["org_id"], ["organizations.org_id"]),
 )
+
+#: Which patient-months an ingest changed (issue 13 item 4), so ``bill --incremental``
+#: re-evaluates only those. ``patient_id`` "*" means every patient of the organization and
+#: ``month`` "*" every month of the patient: changes the run cannot pin to a patient-month
+#: (a practitioner, a patient row, a bulk load) make the next incremental run a full one.
+month_touches = Table(
+    "month_touches",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("org_id", String(64), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("month", String(7), nullable=False),
+    Index(None, "org_id", "id"),
+)
+
+#: What a stored run had seen of ``month_touches`` (the highest id in its snapshot) and
+#: of the billing history of earlier months (a digest of their runs' ids and statuses),
+#: and each patient's share of its decisions digest:
+#: an incremental run against it re-evaluates what changed after, or runs in full.
+run_touch_marks = Table(
+    "run_touch_marks",
+    metadata,
+    Column("run_id", String(36), primary_key=True),
+    Column("org_id", String(64), nullable=False),
+    Column("touches_through", Integer, nullable=False),
+    Column("history_key", String(64), nullable=False),
+    # patient id → its share of the run's decisions_digest, so a run that carries a
+    # patient forward digests it without reading its stored decisions.
+    Column("decision_parts", JSON, nullable=False),
+)
