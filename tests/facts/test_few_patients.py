@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import Engine, insert, select, update
 
 from caretally.dates import parse_month
+from caretally.facts import build
 from caretally.facts.build import FactsOptions, build_month_facts
 from caretally.ingest import import_bundle
 from caretally.ingest.values import MAX_SECONDS
@@ -75,8 +76,16 @@ def _facts(
     }
 
 
-@pytest.mark.parametrize("anchor", ["enrollment_start", "first_reading"])
-def test_each_patient_alone_equals_the_whole_month_build(db_url: str, practice: Path, anchor: str) -> None:
+@pytest.mark.parametrize(
+    ("anchor", "few_entries"),
+    [("enrollment_start", build.FEW_ENTRIES), ("first_reading", build.FEW_ENTRIES), ("enrollment_start", 0)],
+    ids=["by-interval", "first-reading-anchor", "by-performer"],
+)
+def test_each_patient_alone_equals_the_whole_month_build(
+    db_url: str, practice: Path, anchor: str, few_entries: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # few_entries=0 takes the other branch for a few patients: their performers' window.
+    monkeypatch.setattr(build, "FEW_ENTRIES", few_entries)
     engine = open_database(db_url, ORG)
     try:
         assert import_bundle(engine, ORG, practice).ok()
