@@ -22,7 +22,11 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_index("ix_readings_org_day", "readings", ["org_id", "local_date"])
-    op.create_index("ix_time_performer_start", "time_entries", ["org_id", "practitioner_id", "started_at"])
+    op.create_index(
+        "ix_time_performer_start",
+        "time_entries",
+        ["org_id", "practitioner_id", "started_at", "seconds", "local_date", "patient_id", "entry_id"],
+    )
 
 
 def downgrade() -> None:
