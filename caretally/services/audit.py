@@ -19,6 +19,7 @@ import base64
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -231,11 +232,42 @@ def record(
     detail: dict[str, Any] | None = None,
 ) -> None:
     """Append one event in its own transaction (work already done, or refused)."""
-    with engine.begin() as conn:
+    with _queued(engine), engine.begin() as conn:
         head = lock_head(conn, actor.org_id)
         append_locked(
             conn, head, actor, action, resource, outcome=outcome, patient_ids=patient_ids, detail=detail
         )
+
+
+_APPENDERS: dict[str, threading.Lock] = {}
+_APPENDERS_GUARD = threading.Lock()
+
+
+@contextmanager
+def _queued(engine: Engine) -> Iterator[None]:
+    """On SQLite, this process's appends wait their turn on a lock of ours first.
+
+    SQLite's busy handler makes a waiting writer sleep and retry (up to 100 ms a sleep),
+    so eight requests appending at once spent much of their time asleep after the lock
+    was free. Waiting here wakes the next one as soon as the previous append commits.
+    Nothing else changes: the append still takes SQLite's write lock, which is what
+    serialises writers of other processes, and a turn not had within the lock timeout is
+    tried regardless (SQLite's own wait and its error then apply, as before).
+    """
+    if engine.dialect.name != "sqlite":
+        yield
+        return
+    from caretally.store.db import lock_timeout
+
+    key = str(engine.url)
+    with _APPENDERS_GUARD:
+        lock = _APPENDERS.setdefault(key, threading.Lock())
+    got = lock.acquire(timeout=lock_timeout())
+    try:
+        yield
+    finally:
+        if got:
+            lock.release()
 
 
 @contextmanager
