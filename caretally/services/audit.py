@@ -232,7 +232,7 @@ def record(
     detail: dict[str, Any] | None = None,
 ) -> None:
     """Append one event in its own transaction (work already done, or refused)."""
-    with _queued(engine), engine.begin() as conn:
+    with queued_write(engine), engine.begin() as conn:
         head = lock_head(conn, actor.org_id)
         append_locked(
             conn, head, actor, action, resource, outcome=outcome, patient_ids=patient_ids, detail=detail
@@ -244,30 +244,32 @@ _APPENDERS_GUARD = threading.Lock()
 
 
 @contextmanager
-def _queued(engine: Engine) -> Iterator[None]:
-    """On SQLite, this process's appends wait their turn on a lock of ours first.
+def queued_write(engine: Engine) -> Iterator[None]:
+    """On SQLite, this process's appends (and live ingest) wait their turn on a lock of ours.
 
     SQLite's busy handler makes a waiting writer sleep and retry (up to 100 ms a sleep),
     so eight requests appending at once spent much of their time asleep after the lock
     was free. Waiting here wakes the next one as soon as the previous append commits.
+    Must hold exactly one write transaction, never another ``queued_write``.
     Nothing else changes: the append still takes SQLite's write lock, which is what
-    serialises writers of other processes, and a turn not had within the lock timeout is
-    tried regardless (SQLite's own wait and its error then apply, as before).
+    serialises writers of other processes; a turn not had within the lock timeout is the
+    ``LockTimeout`` SQLite's own wait would have ended in (503 ``database_busy`` for ingest).
     """
     if engine.dialect.name != "sqlite":
         yield
         return
-    from caretally.store.db import lock_timeout
+    from caretally.store.db import LockTimeout, lock_timeout
 
     key = str(engine.url)
     with _APPENDERS_GUARD:
         lock = _APPENDERS.setdefault(key, threading.Lock())
-    got = lock.acquire(timeout=lock_timeout())
+    wait = lock_timeout()
+    if not lock.acquire(timeout=wait):
+        raise LockTimeout(wait, "sqlite")
     try:
         yield
     finally:
-        if got:
-            lock.release()
+        lock.release()
 
 
 @contextmanager
