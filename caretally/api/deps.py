@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 
 from caretally.api.settings import Settings
 from caretally.services import accounts, audit
@@ -43,7 +44,9 @@ class Access:
     permission: Permission | None = None
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
+    """Async on purpose: FastAPI runs a plain ``def`` dependency in the thread pool, a hop
+    (and a wait for a free thread under load) per request for a dictionary lookup."""
     service: Service = request.app.state.service
     return service
 
@@ -95,9 +98,12 @@ CurrentActor = Annotated[Actor, Depends(current_actor)]
 def require(permission: Permission) -> Any:
     """A dependency that lets the request through only when the actor's role grants ``permission``."""
 
-    def dependency(request: Request, actor: CurrentActor, service: ServiceDep) -> Actor:
+    async def dependency(request: Request, actor: CurrentActor, service: ServiceDep) -> Actor:
+        # Async so an allowed request (nearly all) costs no thread-pool hop; the refusal's
+        # audit write is blocking and goes to the pool.
         if not actor.may(permission):
-            audit.record(
+            await run_in_threadpool(
+                audit.record,
                 service.engine,
                 actor,
                 "access.denied",

@@ -19,6 +19,7 @@ from sqlalchemy import Engine, String, and_, case, cast, false, func, literal, o
 from sqlalchemy.sql.elements import ColumnElement
 
 from caretally.dates import periods_ending_in, thirty_day_period
+from caretally.ingest.values import MAX_SECONDS
 from caretally.model import (
     BilledCode,
     DeviceFact,
@@ -45,6 +46,9 @@ BATCH = 2000
 #: Up to this many patients named by a caller (explain, a patient page, scenarios) are asked
 #: for by id; more are read with the organization and filtered, which is cheaper then.
 FEW_PATIENTS = 500
+#: Up to this many of those patients' entries, each entry's overlaps are looked up by time;
+#: more, and their performers' entries over the window are read at once.
+FEW_ENTRIES = 200
 
 #: Device-supply windows ending in a month can start up to 29 days before it.
 LOOKBACK = timedelta(days=29)
@@ -198,11 +202,14 @@ def _outside_assignment(r: Any, d: Any) -> ColumnElement[bool]:
     )
 
 
-def _first_reading_days(engine: Engine, org_id: str, options: FactsOptions) -> dict[str, date]:
+def _first_reading_days(
+    engine: Engine, org_id: str, options: FactsOptions, patients: set[str] | None = None
+) -> dict[str, date]:
     """First qualifying local date on or after each enrollment's start, per enrollment.
 
     Feeds the ``first_reading`` anchor: some payers count 30-day periods from the first
-    day of data rather than from enrollment.
+    day of data rather than from enrollment. A few named patients are asked for by id
+    (each enrollment's answer depends on its own patient's readings only).
     """
     r, d, e = schema.readings, schema.devices, schema.enrollments
     manual_ok = or_(r.c.transmission == "auto", _manual_counts(d, options))
@@ -222,6 +229,8 @@ def _first_reading_days(engine: Engine, org_id: str, options: FactsOptions) -> d
         .where(r.c.org_id == org_id, d.c.medical_device.is_(True), manual_ok, ~_outside_assignment(r, d))
         .group_by(e.c.enrollment_id)
     )
+    if patients is not None and len(patients) <= FEW_PATIENTS:
+        stmt = stmt.where(r.c.patient_id.in_(sorted(patients)))
     with engine.connect() as conn:
         return {eid: day for eid, day in conn.execute(stmt)}
 
@@ -258,12 +267,16 @@ def _first_activity(engine: Engine, org_id: str, enrollments: list[EnrollmentFac
 
 def _devices(engine: Engine, org_id: str, patients: Scope) -> dict[str, list[DeviceFact]]:
     d = schema.devices
-    stmt = select(d).where(d.c.org_id == org_id).order_by(d.c.patient_id, d.c.device_id)
+    # Ordered by patient only, each patient's devices sorted here: asked for ``patient_id,
+    # device_id``, SQLite (no statistics) walks the organization's whole primary key
+    # (org_id, device_id) to skip a sort, instead of the patient's index entries.
+    stmt = select(d).where(d.c.org_id == org_id).order_by(d.c.patient_id)
     if patients is not None:
         stmt = stmt.where(_in_scope(d.c.patient_id, patients))
     out: dict[str, list[DeviceFact]] = defaultdict(list)
     with engine.connect() as conn:
-        for row in conn.execute(stmt).mappings():
+        rows = sorted(conn.execute(stmt).mappings(), key=lambda row: (row["patient_id"], row["device_id"]))
+        for row in rows:
             out[row["patient_id"]].append(
                 DeviceFact(
                     device_id=row["device_id"],
@@ -336,8 +349,9 @@ def _cross_patient_overlaps(
     """Entry id → entries of *other* patients by the same performer whose intervals overlap.
 
     One performer cannot be with two patients at once, so such pairs are a compliance
-    warning. The sweep needs every entry of the performers involved, whoever the patient,
-    so it runs once per build over the organization (or over the performers of ``patients``).
+    warning. A month run sweeps every entry of the organization once. For a few patients
+    (explain, a patient page) only the entries that can overlap theirs are read: a busy
+    performer's whole month would otherwise cost seconds for one patient's read.
     """
     t = schema.time_entries
     stmt = select(t.c.entry_id, t.c.patient_id, t.c.practitioner_id, t.c.started_at, t.c.seconds).where(
@@ -346,6 +360,8 @@ def _cross_patient_overlaps(
         t.c.local_date <= end + timedelta(days=1),
         t.c.started_at.is_not(None),
     )
+    if patients is not None and len(patients) <= FEW_PATIENTS:
+        return _few_patient_overlaps(engine, org_id, start, end, patients, stmt)
     if patients is not None:
         theirs = (
             select(t.c.practitioner_id)
@@ -360,11 +376,61 @@ def _cross_patient_overlaps(
         if not performers:
             return {}
         stmt = stmt.where(t.c.practitioner_id.in_(performers))
-    by_performer: dict[str, list[tuple[Any, Any, str, str]]] = defaultdict(list)
     with engine.connect() as conn:
-        for entry_id, patient_id, practitioner_id, started, seconds in conn.execute(stmt):
-            ended = started + timedelta(seconds=int(seconds))
-            by_performer[practitioner_id].append((started, ended, entry_id, patient_id))
+        return _overlap_sweep(conn.execute(stmt))
+
+
+def _few_patient_overlaps(
+    engine: Engine, org_id: str, start: date, end: date, patients: set[str], window: Any
+) -> dict[str, tuple[str, ...]]:
+    """The overlaps of a few patients' entries (dated ``start``..``end``), read by interval.
+
+    An entry of another patient overlaps one of theirs only if it starts before that entry
+    ends and at most ``MAX_SECONDS`` (the longest entry the store accepts) before it
+    starts, so those ranges of the performer's entries (``ix_time_performer_start``) are
+    all the sweep needs. Pairs are judged by the same sweep as the whole-month build, whose
+    verdict on a pair depends only on the two entries, so the answers are the same.
+    """
+    t = schema.time_entries
+    own = window.where(t.c.patient_id.in_(sorted(patients)), t.c.local_date >= start, t.c.local_date <= end)
+    with engine.connect() as conn:
+        mine = conn.execute(own).all()
+        if len(mine) > FEW_ENTRIES:  # many entries: one pass over their performers is cheaper
+            theirs = sorted({row.practitioner_id for row in mine})
+            return _overlap_sweep(conn.execute(window.where(t.c.practitioner_id.in_(theirs))))
+        reach = timedelta(seconds=MAX_SECONDS)
+        dialect = engine.dialect.name
+        rows = {row.entry_id: row for row in mine}
+        for row in mine:  # one index range each (SQLite will not plan an OR of them as ranges)
+            near = window.where(
+                t.c.practitioner_id == row.practitioner_id,
+                t.c.started_at >= row.started_at - reach,
+                t.c.started_at <= row.started_at + timedelta(seconds=int(row.seconds)),
+                _ends_after(dialect, t, row.started_at - _SLACK),
+            )
+            rows.update((other.entry_id, other) for other in conn.execute(near))
+    return _overlap_sweep(rows.values())
+
+
+#: Margin on the SQL "ends after" test: it only thins the candidates (the sweep judges
+#: every pair exactly), so float rounding in it must never drop an entry that overlaps.
+_SLACK = timedelta(seconds=1)
+
+
+def _ends_after(dialect: str, t: Any, instant: Any) -> ColumnElement[bool]:
+    """Whether an entry ends after ``instant`` (start plus its seconds), in SQL."""
+    bound = literal(instant, schema.UtcDateTime())
+    if dialect == "postgresql":
+        return t.c.started_at + func.make_interval(0, 0, 0, 0, 0, 0, t.c.seconds) > bound
+    return func.julianday(t.c.started_at) + t.c.seconds / 86400.0 > func.julianday(bound)
+
+
+def _overlap_sweep(rows: Any) -> dict[str, tuple[str, ...]]:
+    """Sweep each performer's entries in start order: every pair of patients that overlaps."""
+    by_performer: dict[str, list[tuple[Any, Any, str, str]]] = defaultdict(list)
+    for entry_id, patient_id, practitioner_id, started, seconds in rows:
+        ended = started + timedelta(seconds=int(seconds))
+        by_performer[practitioner_id].append((started, ended, entry_id, patient_id))
     found: dict[str, set[str]] = defaultdict(set)
     for entries in by_performer.values():
         entries.sort()
@@ -400,17 +466,24 @@ def _patients(
     return {pid: person for pid, person in known.items() if pid in ids}
 
 
-def _deaths(engine: Engine, org_id: str, memo: dict[Any, Any] | None = None) -> dict[str, date]:
-    """Patient id → date of death, for the patients who have one (few; read once per run)."""
+def _deaths(
+    engine: Engine, org_id: str, memo: dict[Any, Any] | None = None, patients: set[str] | None = None
+) -> dict[str, date]:
+    """Patient id → date of death, for the patients who have one (few; read once per run).
+
+    A few named patients read once (no ``memo``) are asked for by id: a patient's read must
+    not scan the organization's patients.
+    """
+    pt = schema.patients
+    stmt = select(pt.c.patient_id, pt.c.death_date).where(pt.c.org_id == org_id, pt.c.death_date.is_not(None))
 
     def read() -> dict[str, date]:
-        pt = schema.patients
-        stmt = select(pt.c.patient_id, pt.c.death_date).where(
-            pt.c.org_id == org_id, pt.c.death_date.is_not(None)
-        )
         with engine.connect() as conn:
             return {pid: day for pid, day in conn.execute(stmt)}
 
+    if memo is None and patients is not None and len(patients) <= FEW_PATIENTS:
+        stmt = stmt.where(pt.c.patient_id.in_(sorted(patients)))
+        return read()
     return _shared(memo, ("deaths", org_id), read)
 
 
@@ -676,7 +749,9 @@ def build_month_facts(
     ]
     if not enrollments:
         return
-    firsts = _first_reading_days(engine, org_id, options) if options.anchor == "first_reading" else {}
+    firsts = (
+        _first_reading_days(engine, org_id, options, patients) if options.anchor == "first_reading" else {}
+    )
     anchors: dict[str, date | None] = {}
     for e in enrollments:
         if options.anchor == "first_reading":
@@ -703,7 +778,7 @@ def build_month_facts(
         ("overlaps", org_id, window_start, known_to, None if patients is None else frozenset(patients)),
         lambda: _cross_patient_overlaps(engine, org_id, window_start, known_to, patients),
     )
-    deaths = _deaths(engine, org_id, memo)
+    deaths = _deaths(engine, org_id, memo, patients)
     ordered = sorted(by_patient)
     for start in range(0, len(ordered), BATCH):
         batch = ordered[start : start + BATCH]

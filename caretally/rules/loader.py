@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -1052,7 +1053,14 @@ def load_rulebook(
     content of the imported layers, so an import is seen by the next call.
     """
     where = resolve_rules_dir(rules_dir)
-    return _load_rulebook(payer, overlay, root, where, layers_fingerprint(where))
+    fingerprint = layers_fingerprint(where)
+    # One loader at a time: the server's first requests arrive together, and without the
+    # lock each of them parsed every rule file before the cache held the result.
+    with _LOADING:
+        return _load_rulebook(payer, overlay, root, where, fingerprint)
+
+
+_LOADING = threading.RLock()
 
 
 @functools.lru_cache(maxsize=32)

@@ -19,6 +19,7 @@ import base64
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -231,11 +232,44 @@ def record(
     detail: dict[str, Any] | None = None,
 ) -> None:
     """Append one event in its own transaction (work already done, or refused)."""
-    with engine.begin() as conn:
+    with queued_write(engine), engine.begin() as conn:
         head = lock_head(conn, actor.org_id)
         append_locked(
             conn, head, actor, action, resource, outcome=outcome, patient_ids=patient_ids, detail=detail
         )
+
+
+_APPENDERS: dict[str, threading.Lock] = {}
+_APPENDERS_GUARD = threading.Lock()
+
+
+@contextmanager
+def queued_write(engine: Engine) -> Iterator[None]:
+    """On SQLite, this process's appends (and live ingest) wait their turn on a lock of ours.
+
+    SQLite's busy handler makes a waiting writer sleep and retry (up to 100 ms a sleep),
+    so eight requests appending at once spent much of their time asleep after the lock
+    was free. Waiting here wakes the next one as soon as the previous append commits.
+    Must hold exactly one write transaction, never another ``queued_write``.
+    Nothing else changes: the append still takes SQLite's write lock, which is what
+    serialises writers of other processes; a turn not had within the lock timeout is the
+    ``LockTimeout`` SQLite's own wait would have ended in (503 ``database_busy`` for ingest).
+    """
+    if engine.dialect.name != "sqlite":
+        yield
+        return
+    from caretally.store.db import LockTimeout, lock_timeout
+
+    key = str(engine.url)
+    with _APPENDERS_GUARD:
+        lock = _APPENDERS.setdefault(key, threading.Lock())
+    wait = lock_timeout()
+    if not lock.acquire(timeout=wait):
+        raise LockTimeout(wait, "sqlite")
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @contextmanager

@@ -157,7 +157,8 @@ def _audited_write(
     """Run one ingest call, record it with the patients it changed, refuse what stored nothing."""
 
     def work(note: audit.AuditNote) -> LiveResult:
-        result = ingest()
+        with audit.queued_write(engine):  # one write transaction (and its retries), in turn
+            result = ingest()
         counts = {k: v for k, v in result.counts.items() if v}
         note.detail = {
             "batch_id": result.batch_id,

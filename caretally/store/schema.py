@@ -185,6 +185,9 @@ readings = Table(
     Index("uq_readings_key", "org_id", "reading_key", unique=True),
     # Serves the facts query: distinct local dates per patient and device over a window.
     Index("ix_readings_patient_day", "org_id", "patient_id", "local_date", "device_id", "transmission"),
+    # Where the organization's data begins (MIN(local_date)) without reading all of it:
+    # a one-patient month read needs it (migration 0015).
+    Index("ix_readings_org_day", "org_id", "local_date"),
 )
 
 time_entries = Table(
@@ -205,6 +208,18 @@ time_entries = Table(
     Column("extra", JSON),
     PrimaryKeyConstraint("org_id", "entry_id"),
     Index("ix_time_patient_day", "org_id", "patient_id", "local_date"),
+    # A performer's entries around an instant: the overlap check of a few patients (0015).
+    # Covering (what the check reads and filters on), so a range needs no table lookups.
+    Index(
+        "ix_time_performer_start",
+        "org_id",
+        "practitioner_id",
+        "started_at",
+        "seconds",
+        "local_date",
+        "patient_id",
+        "entry_id",
+    ),
 )
 
 visits = Table(
