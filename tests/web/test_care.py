@@ -350,3 +350,4 @@ def test_a_biller_reads_a_patients_month_but_not_the_care_pages(care_world: Care
     month = biller.get(f"/patients/{pid}?as_of={TODAY}")  # why a code was or was not billed
     assert month.status_code == 200 and "<details" in month.text
     assert f'href="/patients/{pid}/time"' not in month.text  # no link to a page it may not use
+    assert 'href="/patients"' not in month.text and 'href="/month-close"' in month.text

@@ -227,7 +227,11 @@ def patient(
     )
     if found.run_id is not None and viewer.may(Permission.RUNS_READ):
         page = with_packet_links(page, found.run_id, patient_id, found.decision_json)
-    layout = viewer.layout(found.patient.name, current="patients", breadcrumbs=patient_crumbs(found.patient))
+    crumbs = patient_crumbs(found.patient)
+    if not viewer.may(Permission.PATIENTS_READ):  # a biller came from Month close: no link to a 403
+        back = [("Month close", "/month-close")] if viewer.may(Permission.RUNS_READ) else []
+        crumbs = [*back, (found.patient.name, None)]
+    layout = viewer.layout(found.patient.name, current="patients", breadcrumbs=crumbs)
     return page_response(request, "patient", layout, page)
 
 
