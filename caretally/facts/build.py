@@ -46,6 +46,13 @@ BATCH = 2000
 #: Up to this many patients named by a caller (explain, a patient page, scenarios) are asked
 #: for by id; more are read with the organization and filtered, which is cheaper then.
 FEW_PATIENTS = 500
+
+
+def _few(patients: set[str] | None) -> bool:
+    """Whether the caller named few enough patients to ask the store for them by id."""
+    return patients is not None and len(patients) <= FEW_PATIENTS
+
+
 #: Up to this many of those patients' entries, each entry's overlaps are looked up by time;
 #: more, and their performers' entries over the window are read at once.
 FEW_ENTRIES = 200
@@ -111,7 +118,7 @@ def _enrollment_rows(
     )
     if id_range is not None:
         stmt = stmt.where(e.c.patient_id.between(*id_range))
-    if patients is not None and len(patients) <= FEW_PATIENTS:
+    if _few(patients):
         # One patient's page or explain must not read the whole organization's enrollments.
         stmt = stmt.where(e.c.patient_id.in_(sorted(patients)))
     with engine.connect() as conn:
@@ -229,7 +236,7 @@ def _first_reading_days(
         .where(r.c.org_id == org_id, d.c.medical_device.is_(True), manual_ok, ~_outside_assignment(r, d))
         .group_by(e.c.enrollment_id)
     )
-    if patients is not None and len(patients) <= FEW_PATIENTS:
+    if _few(patients):
         stmt = stmt.where(r.c.patient_id.in_(sorted(patients)))
     with engine.connect() as conn:
         return {eid: day for eid, day in conn.execute(stmt)}
@@ -360,7 +367,7 @@ def _cross_patient_overlaps(
         t.c.local_date <= end + timedelta(days=1),
         t.c.started_at.is_not(None),
     )
-    if patients is not None and len(patients) <= FEW_PATIENTS:
+    if _few(patients):
         return _few_patient_overlaps(engine, org_id, start, end, patients, stmt)
     if patients is not None:
         theirs = (
@@ -449,20 +456,17 @@ def _overlap_sweep(rows: Any) -> dict[str, tuple[str, ...]]:
 def _patients(
     engine: Engine, org_id: str, ids: set[str], memo: dict[Any, Any] | None = None
 ) -> dict[str, tuple[Payer, str]]:
-    def everyone() -> dict[str, tuple[Payer, str]]:
-        pt = schema.patients
-        stmt = select(pt.c.patient_id, pt.c.payer, pt.c.timezone).where(pt.c.org_id == org_id)
+    pt = schema.patients
+    stmt = select(pt.c.patient_id, pt.c.payer, pt.c.timezone).where(pt.c.org_id == org_id)
+
+    def read() -> dict[str, tuple[Payer, str]]:
         with engine.connect() as conn:
             return {pid: (Payer(payer), tz) for pid, payer, tz in conn.execute(stmt)}
 
-    if memo is None and len(ids) <= FEW_PATIENTS:  # a few patients, once: ask for them only
-        pt = schema.patients
-        stmt = select(pt.c.patient_id, pt.c.payer, pt.c.timezone).where(
-            pt.c.org_id == org_id, pt.c.patient_id.in_(sorted(ids))
-        )
-        with engine.connect() as conn:
-            return {pid: (Payer(payer), tz) for pid, payer, tz in conn.execute(stmt)}
-    known = _shared(memo, ("patients", org_id), everyone)
+    if memo is None and _few(ids):  # a few patients, once: ask for them only
+        stmt = stmt.where(pt.c.patient_id.in_(sorted(ids)))
+        return read()
+    known = _shared(memo, ("patients", org_id), read)
     return {pid: person for pid, person in known.items() if pid in ids}
 
 
@@ -481,7 +485,7 @@ def _deaths(
         with engine.connect() as conn:
             return {pid: day for pid, day in conn.execute(stmt)}
 
-    if memo is None and patients is not None and len(patients) <= FEW_PATIENTS:
+    if memo is None and _few(patients):
         stmt = stmt.where(pt.c.patient_id.in_(sorted(patients)))
         return read()
     return _shared(memo, ("deaths", org_id), read)
