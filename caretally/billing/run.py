@@ -898,9 +898,9 @@ def bill_month(
 ) -> RunResult:
     """Bill ``month``: evaluate every patient, price the lines, store the run.
 
-    ``engine_choice`` ``columnar`` (the default) decides the patient-months the columnar
-    pass can decide exactly in bulk (:mod:`caretally.columnar`) and the rest with the
-    engine; ``full`` uses the engine for all. The claim lines are the same either way, and
+    ``engine_choice`` ``full`` (the default) uses the engine for every patient-month;
+    ``columnar`` decides the patient-months the columnar pass can decide exactly in bulk
+    (:mod:`caretally.columnar`) and the rest with the engine. The claim lines are the same either way, and
     a columnar month's reasons are made on demand from its stored facts snapshot.
 
     Same data, rules and settings as the month's current run → nothing is stored and the
