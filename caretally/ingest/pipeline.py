@@ -666,10 +666,14 @@ def _check_readings(
         with conn.begin_nested():
             direct = DirectLoad.open(conn, spec, org_id)
             if direct is not None:
-                counts = _feed_readings(
-                    spec, source, index, today, problems, rejected, warnings, direct, block_bytes
-                )
-                direct.complete()
+                try:
+                    counts = _feed_readings(
+                        spec, source, index, today, problems, rejected, warnings, direct, block_bytes
+                    )
+                    direct.complete()
+                except BaseException:
+                    direct.abort()
+                    raise
                 return _FileResult(counts, direct, source)
     except (IntegrityError, conn.dialect.dbapi.IntegrityError):
         del problems[problems_mark:]
