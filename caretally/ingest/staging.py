@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import ExitStack, suppress
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -408,8 +409,6 @@ class _OpenCopy:
     """
 
     def __init__(self, conn: Connection, table: str, names: Sequence[str]):
-        from contextlib import ExitStack
-
         from psycopg.copy import QueuedLibpqWriter
 
         driver = conn.connection.driver_connection
@@ -426,10 +425,9 @@ class _OpenCopy:
         self._stack.close()
 
     def abort(self) -> None:
-        try:
+        # The failure being handled is the one to report, not a second one from ending the COPY.
+        with suppress(Exception):
             self._stack.__exit__(RuntimeError, RuntimeError("direct load failed"), None)
-        except Exception:  # noqa: BLE001 - the failure being handled is the one to report
-            pass
 
 
 def _arrow_csv(data: Any) -> Any:
