@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from contextlib import ExitStack, suppress
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cache
