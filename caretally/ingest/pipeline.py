@@ -264,7 +264,9 @@ def _run(
                 for dup in result.stage.remove_duplicates():
                     _duplicate(result, dup, problems, rejected)
                 if result.entries:
-                    found = stored_entries_near(conn, org_id, result.entries)
+                    # A direct load was the organization's first: nothing of its own stored before.
+                    direct_load = isinstance(result.stage, DirectLoad)
+                    found = [] if direct_load else stored_entries_near(conn, org_id, result.entries)
                     warnings.extend(time_warnings(result.entries, found))
             if guard is not None:
                 _apply_guard(conn, org_id, guard, results, problems, rejected)
@@ -522,7 +524,13 @@ def _check_file(
         and source.header is not None
         and all(name in spec.columns for name in source.header)
     ):
-        return _time_entries_in_bulk(conn, source, index, today, problems, rejected, warnings, block_bytes)
+
+        def load(target: Stage | DirectLoad) -> _FileResult:
+            return _time_entries_in_bulk(
+                conn, source, index, today, problems, rejected, warnings, block_bytes, target
+            )
+
+        return _direct_or_staged(conn, org_id, spec, problems, rejected, warnings, load, direct=direct)
     counts = FileCounts()
     stage = Stage(conn, spec)
     keyed = source.header is None
@@ -565,6 +573,7 @@ def _time_entries_in_bulk(
     rejected: list[RejectedRow],
     warnings: list[Problem],
     block_bytes: int,
+    stage: Stage | DirectLoad,
 ) -> _FileResult:
     """time_entries.csv through Arrow (``bulk.check_time_entries``); rows it does not take,
     and whole files it cannot read in blocks, get ``_check_record`` as in ``_check_file``."""
@@ -573,7 +582,6 @@ def _time_entries_in_bulk(
     assert spec.stored == bulk.TIME_STORED
     header = source.header
     counts = FileCounts()
-    stage = Stage(conn, spec)
     entries: list[Entry] = []
     positions = {name: header.index(name) if name in header else None for name in bulk.TIME_CELLS}
     days = LocalDays()
@@ -698,32 +706,55 @@ def _check_readings(
     a direct load may drop the table's indexes, which concurrent requests must never see.
     """
     spec = FILES["readings"]
-    problems_mark, rejected_mark, warnings_mark = len(problems), len(rejected), len(warnings)
+
+    def load(target: Stage | DirectLoad) -> _FileResult:
+        counts = _feed_readings(spec, source, index, today, problems, rejected, warnings, target, block_bytes)
+        return _FileResult(counts, target, source)
+
+    return _direct_or_staged(conn, org_id, spec, problems, rejected, warnings, load, direct=direct)
+
+
+def _direct_or_staged(
+    conn: Any,
+    org_id: str,
+    spec: FileSpec,
+    problems: list[Problem],
+    rejected: list[RejectedRow],
+    warnings: list[Problem],
+    load: Callable[[Stage | DirectLoad], _FileResult],
+    *,
+    direct: bool,
+) -> _FileResult:
+    """``load`` the file straight into its table when the organization has no rows there yet,
+    else (or when the bundle repeats a key) through the staging table.
+
+    A direct load writes each row once instead of twice (stage, then merge). It runs under
+    a savepoint; if the bundle repeats a key, the table's unique index refuses it, the
+    savepoint is rolled back and the file is read again through the staging table, which
+    reports the repeats (rare: it takes an erroneous or overlapping export). A live request
+    (``direct=False``) always stages: a direct load may drop the table's indexes, which
+    concurrent requests must never see.
+    """
     if not direct:
-        stage = Stage(conn, spec)
-        counts = _feed_readings(spec, source, index, today, problems, rejected, warnings, stage, block_bytes)
-        return _FileResult(counts, stage, source)
+        return load(Stage(conn, spec))
+    problems_mark, rejected_mark, warnings_mark = len(problems), len(rejected), len(warnings)
     _ensure_transaction(conn)
     try:
         with conn.begin_nested():
-            direct = DirectLoad.open(conn, spec, org_id)
-            if direct is not None:
+            target = DirectLoad.open(conn, spec, org_id)
+            if target is not None:
                 try:
-                    counts = _feed_readings(
-                        spec, source, index, today, problems, rejected, warnings, direct, block_bytes
-                    )
-                    direct.complete()
+                    result = load(target)
+                    target.complete()
                 except BaseException:
-                    direct.abort()
+                    target.abort()
                     raise
-                return _FileResult(counts, direct, source)
+                return result
     except (IntegrityError, conn.dialect.dbapi.IntegrityError):
         del problems[problems_mark:]
         del rejected[rejected_mark:]
         del warnings[warnings_mark:]
-    stage = Stage(conn, spec)
-    counts = _feed_readings(spec, source, index, today, problems, rejected, warnings, stage, block_bytes)
-    return _FileResult(counts, stage, source)
+    return load(Stage(conn, spec))
 
 
 def _ensure_transaction(conn: Any) -> None:

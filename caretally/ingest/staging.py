@@ -132,17 +132,7 @@ class Stage:
         if self.dialect not in ("sqlite", "postgresql"):
             self.conn.execute(insert(self.table), list(rows))
         else:
-            convert = [
-                (i, c) for i, n in enumerate(names) if (c := _converter(self.table.c[n].type, self.dialect))
-            ]
-            get = itemgetter(*names)
-            tuples: list[Sequence[Any]] = []
-            for row in rows:
-                cells = list(get(row))
-                for i, c in convert:
-                    cells[i] = c(cells[i])
-                tuples.append(cells)
-            write_rows(self.conn, self.table.name, names, tuples)
+            write_rows(self.conn, self.table.name, names, _driver_rows(self.table, names, rows, self.dialect))
         self.count += len(rows)
 
     def add_stored(self, rows: Sequence[Sequence[Any]], lines: Sequence[int]) -> None:
@@ -297,18 +287,18 @@ class Stage:
 
 
 class DirectLoad:
-    """Readings of an organization that has none yet, written straight to the table.
+    """Readings or time entries of an organization that has none yet, written straight to the table.
 
     With nothing stored to compare against, the staging table's only job would be to
     find keys repeated inside the bundle, and the table's unique index finds those
     anyway: a repeat raises ``IntegrityError``, the caller rolls its savepoint back and
     reloads the file through ``Stage``, which reports each repeat. The common case (no
-    repeats) thus writes every reading once instead of twice.
+    repeats) thus writes every row once instead of twice.
 
     When the whole table is empty (a first bulk load) its indexes are dropped for the
     load and built again by ``complete`` (still inside the caller's savepoint): one sort
     per index costs less than keeping both up to date row by row. On PostgreSQL that
-    holds an exclusive lock on ``readings`` until the import commits, which only a
+    holds an exclusive lock on the table until the import commits, which only a
     first load can afford. Same interface as ``Stage`` so the pipeline treats both alike.
     """
 
@@ -332,7 +322,15 @@ class DirectLoad:
         return cls(conn, spec, org_id, rebuild_indexes=empty)
 
     def add(self, rows: Sequence[dict[str, Any]]) -> None:
-        raise TypeError("DirectLoad takes stored-form rows only (add_stored)")
+        """Rows given as values (``check_row`` output), as ``Stage.add`` takes them."""
+        if rows:
+            self._close_copy()
+            names = list(self.spec.stored)
+            dialect = self.conn.dialect.name
+            org = self.org_id
+            cells = [(org, *row) for row in _driver_rows(self.spec.table, names, rows, dialect)]
+            write_rows(self.conn, self.spec.table.name, ["org_id", *names], cells)
+            self.count += len(rows)
 
     def add_stored(self, rows: Sequence[Sequence[Any]], lines: Sequence[int]) -> None:
         if rows:
@@ -442,6 +440,21 @@ def _arrow_csv(data: Any) -> Any:
 
 #: Sort memory for PostgreSQL index builds after a first load (the default 64MB spills).
 INDEX_BUILD_MEMORY = "256MB"
+
+
+def _driver_rows(
+    table: Table, names: Sequence[str], rows: Sequence[dict[str, Any]], dialect: str
+) -> list[Sequence[Any]]:
+    """Value rows as tuples in the raw driver's terms (``_converter``), columns in ``names`` order."""
+    convert = [(i, c) for i, n in enumerate(names) if (c := _converter(table.c[n].type, dialect))]
+    get = itemgetter(*names)
+    tuples: list[Sequence[Any]] = []
+    for row in rows:
+        cells = list(get(row))
+        for i, c in convert:
+            cells[i] = c(cells[i])
+        tuples.append(cells)
+    return tuples
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
