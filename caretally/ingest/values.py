@@ -43,14 +43,19 @@ class FieldError(ValueError):
 
 
 def is_blank(value: Any) -> bool:
+    if type(value) is str:  # the common case first: every CSV cell is checked
+        return not value.strip()
     return value is None or (isinstance(value, str) and not value.strip())
 
 
 def text(value: Any, *, max_len: int | None = None) -> str:
     """Free text; numbers from JSON become their decimal spelling so CSV and JSON agree."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+    if type(value) is str:  # nearly every call (CSV cells): one test instead of three
+        result = value.strip()
+    elif isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
         raise FieldError("bad_text", f"expected text, got {type(value).__name__}")
-    result = value.strip() if isinstance(value, str) else str(value)
+    else:
+        result = value.strip() if isinstance(value, str) else str(value)
     if max_len is not None and len(result) > max_len:
         raise FieldError("too_long", f"{len(result)} characters, at most {max_len} allowed")
     return result
