@@ -52,12 +52,14 @@ def overlaps(entries: Iterable[Entry]) -> Iterator[tuple[Entry, Entry, int]]:
         by_performer[entry.practitioner_id].append(entry)
     for performer in sorted(by_performer):
         active: Entry | None = None
+        active_end = datetime.min  # each end computed once: a bulk import has 100,000s of entries
         for entry in sorted(by_performer[performer], key=lambda e: (e.started_at, e.entry_id)):
-            if active is not None and entry.started_at < active.ends_at:
-                shared = min(entry.ends_at, active.ends_at) - entry.started_at
+            end = entry.ends_at
+            if active is not None and entry.started_at < active_end:
+                shared = min(end, active_end) - entry.started_at
                 yield entry, active, int(shared.total_seconds())
-            if active is None or entry.ends_at > active.ends_at:
-                active = entry
+            if active is None or end > active_end:
+                active, active_end = entry, end
 
 
 def _clock(moment: datetime) -> str:

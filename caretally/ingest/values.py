@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from functools import cache
+from functools import cache, lru_cache
 from types import ModuleType
 from typing import Any
 
@@ -43,14 +43,19 @@ class FieldError(ValueError):
 
 
 def is_blank(value: Any) -> bool:
+    if type(value) is str:  # the common case first: every CSV cell is checked
+        return not value.strip()
     return value is None or (isinstance(value, str) and not value.strip())
 
 
 def text(value: Any, *, max_len: int | None = None) -> str:
     """Free text; numbers from JSON become their decimal spelling so CSV and JSON agree."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+    if type(value) is str:  # nearly every call (CSV cells): one test instead of three
+        result = value.strip()
+    elif isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
         raise FieldError("bad_text", f"expected text, got {type(value).__name__}")
-    result = value.strip() if isinstance(value, str) else str(value)
+    else:
+        result = value.strip() if isinstance(value, str) else str(value)
     if max_len is not None and len(result) > max_len:
         raise FieldError("too_long", f"{len(result)} characters, at most {max_len} allowed")
     return result
@@ -149,15 +154,29 @@ def icd10_billable(value: str) -> str:
     Claims must carry the most specific code, so a valid but non-leaf code gets its own
     error code (``icd10_not_billable``) apart from a code that does not exist at all.
     """
-    icd = _icd10()
-    bare = value.strip().upper().replace(".", "")
-    if not bare or not icd.is_valid_item(bare) or "-" in bare:
+    found = _icd10_lookup(value.strip().upper().replace(".", ""))
+    if found == _NOT_A_CODE:
         raise FieldError("bad_icd10", f"{value.strip()!r} is not an ICD-10-CM code")
-    if not icd.is_leaf(bare):
+    if found == _CATEGORY:
         raise FieldError(
             "icd10_not_billable",
             f"{value.strip()!r} is a category, not a billable code; use a more specific code",
         )
+    return found
+
+
+_NOT_A_CODE, _CATEGORY = "", "-"
+
+
+@lru_cache(maxsize=8192)
+def _icd10_lookup(bare: str) -> str:
+    """The dotted code, or ``_NOT_A_CODE`` / ``_CATEGORY``: a practice's enrollments repeat
+    a few hundred codes, and the library's lookups were a tenth of a bulk import's CPU."""
+    icd = _icd10()
+    if not bare or "-" in bare or not icd.is_valid_item(bare):
+        return _NOT_A_CODE
+    if not icd.is_leaf(bare):
+        return _CATEGORY
     return str(icd.add_dot(bare))
 
 
