@@ -336,7 +336,7 @@ def _store(
     month_text = month.start.strftime("%Y-%m")
     settings_json = settings.to_json()
     run_id = str(uuid.uuid4())
-    directory = _directory(reader, org_id)
+    directory = _directory(reader, org_id, redo if len(redo) <= CHUNK else None)
     runs = schema.billing_runs
     conn.execute(
         insert(runs).values(

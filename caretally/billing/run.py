@@ -246,15 +246,14 @@ class _Directory:
     credentials: Mapping[str, str]
 
 
-def _directory(engine: Engine, org_id: str) -> _Directory:
+def _directory(engine: Engine, org_id: str, patients: Iterable[str] | None = None) -> _Directory:
+    """Payers, member ids and practitioners for claim lines (``patients``: only theirs)."""
     p, pr = schema.patients, schema.practitioners
+    query = select(p.c.patient_id, p.c.payer, p.c.member_id).where(p.c.org_id == org_id)
+    if patients is not None:
+        query = query.where(p.c.patient_id.in_(sorted(patients)))
     with engine.connect() as conn:
-        members = {
-            r.patient_id: (Payer(r.payer), r.member_id)
-            for r in conn.execute(
-                select(p.c.patient_id, p.c.payer, p.c.member_id).where(p.c.org_id == org_id)
-            )
-        }
+        members = {r.patient_id: (Payer(r.payer), r.member_id) for r in conn.execute(query)}
         people = conn.execute(
             select(pr.c.practitioner_id, pr.c.npi, pr.c.credential).where(pr.c.org_id == org_id)
         ).all()

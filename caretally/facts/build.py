@@ -713,9 +713,31 @@ def _touches(enrollment: EnrollmentFact, month: Period, lookback: timedelta = LO
 def patients_in_month(
     engine: Engine, org_id: str, month: Period, lookback: timedelta = LOOKBACK
 ) -> list[str]:
-    """Sorted ids of the patients with an enrollment that can bill something in ``month``."""
-    rows = _enrollment_rows(engine, org_id, month.start - lookback, month)
-    return sorted({e.patient_id for e in rows if _touches(e, month, lookback)})
+    """Sorted ids of the patients with an enrollment that can bill something in ``month``.
+
+    The conditions of :func:`_enrollment_rows` and :func:`_touches` in one query that
+    returns ids only (an incremental run asks this for a whole practice every time).
+    """
+    e, p = schema.enrollments, schema.practitioners
+    stmt = (
+        select(e.c.patient_id)
+        .distinct()
+        .join(p, and_(p.c.org_id == e.c.org_id, p.c.practitioner_id == e.c.billing_practitioner_id))
+        .where(
+            e.c.org_id == org_id,
+            e.c.start_date <= month.end,
+            or_(
+                e.c.end_date.is_(None),
+                e.c.end_date >= month.start,
+                and_(
+                    e.c.program.in_(sorted(x.value for x in DEVICE_PROGRAMS)),
+                    e.c.end_date >= month.start - lookback,
+                ),
+            ),
+        )
+    )
+    with engine.connect() as conn:
+        return sorted(conn.execute(stmt).scalars())
 
 
 def build_month_facts(
@@ -765,7 +787,9 @@ def build_month_facts(
     by_patient: dict[str, list[EnrollmentFact]] = defaultdict(list)
     for e in enrollments:
         by_patient[e.patient_id].append(e)
-    people = _patients(engine, org_id, set(by_patient), memo)
+    # A few named patients (an incremental run's touched ones) are asked for by id even
+    # inside a month run's memo: the answer for them is the same, the read is O(them).
+    people = _patients(engine, org_id, set(by_patient), None if _few(patients) else memo)
     if payers is not None:  # this pass covers only some payers (their options shape the facts)
         by_patient = defaultdict(list, {p: es for p, es in by_patient.items() if people[p][0] in payers})
         if not by_patient:
@@ -782,7 +806,7 @@ def build_month_facts(
         ("overlaps", org_id, window_start, known_to, None if patients is None else frozenset(patients)),
         lambda: _cross_patient_overlaps(engine, org_id, window_start, known_to, patients),
     )
-    deaths = _deaths(engine, org_id, memo, patients)
+    deaths = _deaths(engine, org_id, None if _few(patients) else memo, patients)
     ordered = sorted(by_patient)
     for start in range(0, len(ordered), BATCH):
         batch = ordered[start : start + BATCH]
