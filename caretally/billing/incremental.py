@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -303,17 +303,38 @@ def _refer_decisions(conn: Connection, old_run: str, run_id: str, carried: Seque
 _LINE_COLUMNS = [c.name for c in schema.claim_lines.columns if c.name not in ("id", "run_id")]
 
 
-def _carry_lines(conn: Connection, old_run: str, run_id: str, carried: Sequence[str]) -> None:
-    """The carried patients' lines (consecutive in patient order) copied in SQL, in stored order."""
+def _carry_lines(
+    conn: Connection,
+    old_run: str,
+    run_id: str,
+    carried: Sequence[str],
+    ids: Mapping[str, list[int]],
+    position: Mapping[int, int],
+) -> None:
+    """The carried patients' lines (consecutive in patient order) copied in SQL, in stored order.
+
+    ``ids``: each patient's line ids in the base run; ``position``: each id's place among
+    the base run's lines. When the segment's lines are one unbroken stretch of the base
+    run's lines (no other patient's line between them, as when the base stored the same
+    patients in the same order), they are copied as one primary-key range; otherwise by
+    patient.
+    """
     c = schema.claim_lines
+    theirs = [x for patient in carried for x in ids.get(patient, ())]
+    if not theirs:
+        return
+    wanted = select(literal(run_id, c.c.run_id.type), *(c.c[name] for name in _LINE_COLUMNS))
+    columns = ["run_id", *_LINE_COLUMNS]
+    at = [position[x] for x in theirs]
+    if max(at) - min(at) + 1 == len(theirs):
+        low, high = min(theirs), max(theirs)
+        source = wanted.where(c.c.run_id == old_run, c.c.id.between(low, high)).order_by(c.c.id)
+        conn.execute(insert(c).from_select(columns, source))
+        return
     for start in range(0, len(carried), CHUNK):
         chunk = carried[start : start + CHUNK]
-        source = (
-            select(literal(run_id, c.c.run_id.type), *(c.c[name] for name in _LINE_COLUMNS))
-            .where(c.c.run_id == old_run, c.c.patient_id.in_(chunk))
-            .order_by(c.c.id)
-        )
-        conn.execute(insert(c).from_select(["run_id", *_LINE_COLUMNS], source))
+        source = wanted.where(c.c.run_id == old_run, c.c.patient_id.in_(chunk)).order_by(c.c.id)
+        conn.execute(insert(c).from_select(columns, source))
 
 
 def _store(
@@ -377,8 +398,12 @@ def _store(
     }
     c = schema.claim_lines
     old_lines: dict[str, list[ClaimLine]] = defaultdict(list)
+    old_ids: dict[str, list[int]] = defaultdict(list)
+    position: dict[int, int] = {}
     for row in conn.execute(select(c).where(c.c.run_id == previous.run_id).order_by(c.c.id)).mappings():
         old_lines[row["patient_id"]].append(stored_line(row, run_id))
+        old_ids[row["patient_id"]].append(row["id"])
+        position[row["id"]] = len(position)
     old_warnings: dict[str, list[RunWarning]] = defaultdict(list)
     for item in (previous.summary or {}).get("warnings") or []:
         old_warnings[item["patient_id"]].append(_warning(item))
@@ -439,7 +464,7 @@ def _store(
         conn.execute(insert(schema.run_decisions), decision_rows)
     for kind, items in steps:
         if kind == "carried":
-            _carry_lines(conn, previous.run_id, run_id, items)
+            _carry_lines(conn, previous.run_id, run_id, items, old_ids, position)
             continue
         for start in range(0, len(items), 5000):
             chunk = items[start : start + 5000]

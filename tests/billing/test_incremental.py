@@ -9,7 +9,9 @@ summary and all three digests. With nothing ingested the incremental run evaluat
 
 from __future__ import annotations
 
+import csv
 import random
+from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -133,6 +135,22 @@ def _ingest_round(engine: Engine, rng: random.Random, round_no: int) -> None:
     assert import_records(engine, ORG, {"retractions": [retraction]}, live=True, now=NOW).stored
 
 
+def _drop_a_patient(engine: Engine, bundle: Path, first: RunResult) -> str:
+    """Retract the only enrollment of a billed patient in the middle of the practice: the
+    patient leaves the month's population, and the lines of the base run around theirs
+    are no longer one stretch (the carry goes by patient)."""
+    with (bundle / "enrollments.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    counts = Counter(r["patient_id"] for r in rows)
+    billed = sorted({line.patient_id for line in first.lines})
+    middle = billed[len(billed) // 3 :]
+    row = next(r for r in rows if counts[r["patient_id"]] == 1 and r["patient_id"] in middle)
+    retraction = {"file": "enrollments", "id": row["enrollment_id"], "reason": "enrolled in error"}
+    done = import_records(engine, ORG, {"retractions": [retraction]}, live=True, now=NOW)
+    assert done.stored, [p.message for p in done.problems]
+    return row["patient_id"]
+
+
 def _full_of_same_state(engine: Engine, rules: PayerRules, incremental: RunResult) -> RunResult:
     void_run(engine, ORG, incremental.run_id)
     full = bill_month(engine, ORG, parse_month(MONTH), rules)
@@ -157,7 +175,11 @@ def test_incremental_runs_store_what_full_runs_store(db_url: str, bundle: Path) 
     rng = random.Random(7)
     for round_no in range(3):
         _ingest_round(engine, rng, round_no)
+        if round_no == 1:
+            gone = _drop_a_patient(engine, bundle, first)
         result, how = bill_month_incremental(engine, ORG, period, rules)
+        if round_no == 1:
+            assert gone not in {line.patient_id for line in result.lines}
         assert how.mode == "incremental", how
         assert 0 < how.evaluated < first.summary.patients and how.carried > 0, how
         assert result.outcome == "created"
