@@ -4,8 +4,9 @@ The run stored last for the month (its *base*) saw ``month_touches`` up to an id
 billing history of earlier months (``billing.touchmarks``). When the base was made with
 the same rules, engine and settings, and neither the history nor the organization as a
 whole changed since, only the patients touched after the base (and those entering the
-month's population) are evaluated; every other patient's stored decisions and claim lines
-are copied forward in SQL. The new run is stored exactly as a full run of the same data
+month's population) are evaluated; every other patient's decisions row refers to the row
+that holds its text (``run_decisions.stored_in``, read through ``run.decision_rows``)
+and its claim lines are copied forward in SQL, in patient order. The new run is stored exactly as a full run of the same data
 would store it: the same decisions, lines in the same order, summary and digests
 (``tests/billing/test_incremental.py`` proves it). Anything else is answered by the full
 run (:func:`caretally.billing.run.bill_month`), with the reason.
