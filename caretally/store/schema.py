@@ -301,7 +301,11 @@ run_decisions = Table(
     Column("patient_id", String(64), nullable=False),
     Column("facts_digest", String(64), nullable=False),
     Column("billable_count", Integer, nullable=False),
-    Column("decisions", JSON, nullable=False),
+    # NULL when ``stored_in`` names the run whose row of this patient holds the text: an
+    # incremental run refers to a carried patient's decisions instead of copying them
+    # (migration 0017); read them through ``billing.run.decision_rows``.
+    Column("decisions", JSON),
+    Column("stored_in", String(36)),
     PrimaryKeyConstraint("run_id", "patient_id"),
 )
 
