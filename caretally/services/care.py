@@ -29,6 +29,7 @@ from caretally.model import Decision, PatientMonthFacts, Program
 from caretally.services import audit
 from caretally.services.context import Actor
 from caretally.services.errors import Conflict, InvalidInput, NotFound
+from caretally.services.ingest import Touched, after_commit
 from caretally.services.months import (
     _engine_errors,
     _judging_errors,
@@ -696,7 +697,13 @@ def _refusal(problems: list[Problem]) -> InvalidInput:
 
 
 def log_time(
-    engine: Engine, actor: Actor, patient_id: str, given: TimeInput, *, now: datetime | None = None
+    engine: Engine,
+    actor: Actor,
+    patient_id: str,
+    given: TimeInput,
+    *,
+    now: datetime | None = None,
+    touched: Touched | None = None,
 ) -> str:
     """Store one time entry as the user's linked practitioner; answers its entry id."""
     from caretally.ingest.time_entries import create_time_entries
@@ -718,7 +725,9 @@ def log_time(
         note.detail = {"entry_id": entry_id, "minutes": record["minutes"]}
         return entry_id
 
-    return audit.audited_call(engine, actor, "time.create", f"patients/{patient_id}/time", work)
+    done = audit.audited_call(engine, actor, "time.create", f"patients/{patient_id}/time", work)
+    after_commit(touched, actor.org_id)
+    return done
 
 
 def time_entry(engine: Engine, actor: Actor, entry_id: str) -> TimeRecord:
@@ -733,7 +742,13 @@ def time_entry(engine: Engine, actor: Actor, entry_id: str) -> TimeRecord:
 
 
 def amend_time(
-    engine: Engine, actor: Actor, entry_id: str, given: TimeInput, *, now: datetime | None = None
+    engine: Engine,
+    actor: Actor,
+    entry_id: str,
+    given: TimeInput,
+    *,
+    now: datetime | None = None,
+    touched: Touched | None = None,
 ) -> str:
     """Correct a stored entry: an audited amendment (old and new values, who); a locked
     month — before or after the change — refuses it, naming the run. Answers the patient id."""
@@ -757,7 +772,9 @@ def amend_time(
         note.detail = {"entry_id": entry_id, "outcome": result.items[0].status if result.items else ""}
         return str(row.patient_id)
 
-    return audit.audited_call(engine, actor, "time.amend", f"time-entries/{entry_id}", work)
+    done = audit.audited_call(engine, actor, "time.amend", f"time-entries/{entry_id}", work)
+    after_commit(touched, actor.org_id)
+    return done
 
 
 # --------------------------------------------------------------------------------------

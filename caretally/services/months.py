@@ -225,6 +225,14 @@ def worklist(
     return audit.audited_call(engine, actor, "worklist.read", "worklist", work)
 
 
+def refresh_kept_worklists(engine: Engine, org_id: str) -> None:
+    """Bring every kept worklist of the organization up to the committed data (the task
+    the queue runs after an ingest; PHI-free: nothing is returned or logged)."""
+    from caretally import worklist_state
+
+    worklist_state.refresh_kept(engine, org_id, payer_rules)
+
+
 def leakage(engine: Engine, actor: Actor, month: str) -> dict[str, Any]:
     """``caretally leakage --json`` for the month: near misses valued, by reason."""
     period = month_period(month)
