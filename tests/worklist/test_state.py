@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, select
 
 import caretally.billing.evaluate as evaluate_module
 from caretally import worklist_state as ws
@@ -35,55 +35,11 @@ from caretally.model import Program
 from caretally.services.care import patients_together
 from caretally.store import schema
 from caretally.store.db import open_database
-from caretally.synth import SynthConfig, synthesize
 from caretally.worklist import WorklistRow, build_worklist
+from tests.worklist.conftest import AS_OF, ORG, copy_database, import_until
 
-ORG = "default"
-AS_OF = date(2026, 3, 20)
 NOW = datetime(2026, 3, 21, 12, 0, tzinfo=UTC)
 RULES = PayerRules.load()
-
-
-@pytest.fixture(scope="module")
-def practice(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wl-practice")
-    synthesize(SynthConfig(patients=60, start=date(2026, 2, 1), months=2, seed=23, lead_in_days=29), out)
-    return out
-
-
-def _import_until(engine: Engine, bundle: Path, last_utc_day: str) -> None:
-    import csv
-
-    def rows(stem: str) -> list[dict[str, str]]:
-        with (bundle / f"{stem}.csv").open(newline="", encoding="utf-8") as handle:
-            return list(csv.DictReader(handle))
-
-    records: dict[str, list[dict[str, str]]] = {
-        stem: rows(stem) for stem in ("patients", "practitioners", "enrollments", "devices")
-    }
-    records["readings"] = [r for r in rows("readings") if r["measured_at"][:10] < last_utc_day]
-    records["time_entries"] = [r for r in rows("time_entries") if r["started_at"][:10] < last_utc_day]
-    report = import_records(engine, ORG, records)  # type: ignore[arg-type]
-    assert report.ok(), report.problems[:5]
-
-
-@pytest.fixture(scope="module")
-def template(practice: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A SQLite file holding the practice as of the 20th, copied for each example."""
-    path = tmp_path_factory.mktemp("wl-template") / "caretally.db"
-    engine = open_database(f"sqlite:///{path}", ORG)
-    _import_until(engine, practice, "2026-03-20")
-    with engine.connect() as conn:
-        conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
-    engine.dispose()
-    return path
-
-
-def _copy(template: Path, folder: Path) -> Engine:
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / "caretally.db"
-    shutil.copy(template, target)
-    return open_database(f"sqlite:///{target}", ORG)
 
 
 def _ingest_round(engine: Engine, rng: random.Random, tag: str) -> None:
@@ -221,9 +177,9 @@ def _touched_after(engine: Engine, after: int) -> set[str]:
 )
 @given(seed=st.integers(0, 2**16), rounds=st.integers(1, 3))
 def test_kept_rows_are_the_cold_worklist_after_random_ingests(
-    template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int, rounds: int
+    kept_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int, rounds: int
 ) -> None:
-    engine = _copy(template, tmp_path / f"ex-{seed}-{rounds}")
+    engine = copy_database(kept_template, tmp_path / uuid.uuid4().hex)  # one folder per example
     counted = Evaluations(monkeypatch)
     first = ws.refresh(engine, ORG, AS_OF, RULES)
     assert first.mode == "full"
@@ -247,10 +203,12 @@ def test_kept_rows_are_the_cold_worklist_after_random_ingests(
     engine.dispose()
 
 
-def test_a_program_filter_is_the_program_rows_of_the_whole_worklist(template: Path, tmp_path: Path) -> None:
+def test_a_program_filter_is_the_program_rows_of_the_whole_worklist(
+    kept_template: Path, tmp_path: Path
+) -> None:
     """The kept state stores every program and readers filter; that equals asking the engine
     for one program, as ``build_worklist(program=…)`` (the former readers) did."""
-    engine = _copy(template, tmp_path)
+    engine = copy_database(kept_template, tmp_path)
     cold = build_worklist(engine, ORG, AS_OF, RULES)
     programs = {r.program for r in cold}
     assert {Program.RPM, Program.CCM} <= programs
@@ -261,8 +219,8 @@ def test_a_program_filter_is_the_program_rows_of_the_whole_worklist(template: Pa
     engine.dispose()
 
 
-def test_another_day_rule_book_history_or_a_bulk_load_rebuild(template: Path, tmp_path: Path) -> None:
-    engine = _copy(template, tmp_path)
+def test_another_day_rule_book_history_or_a_bulk_load_rebuild(kept_template: Path, tmp_path: Path) -> None:
+    engine = copy_database(kept_template, tmp_path)
     today = ws.refresh(engine, ORG, AS_OF, RULES)
     assert today.mode == "full"
 
@@ -301,11 +259,11 @@ def test_another_day_rule_book_history_or_a_bulk_load_rebuild(template: Path, tm
 
 
 def test_refreshes_of_touched_patients_only_on_both_databases(
-    db_url: str, practice: Path, monkeypatch: pytest.MonkeyPatch
+    db_url: str, kept_practice: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same agreement on PostgreSQL (``C``-collated ids, the SHARE-locked watermark)."""
     engine = open_database(db_url, ORG)
-    _import_until(engine, practice, "2026-03-20")
+    import_until(engine, kept_practice, "2026-03-20")
     counted = Evaluations(monkeypatch)
     first = ws.refresh(engine, ORG, AS_OF, RULES)
     everyone = counted.take()
