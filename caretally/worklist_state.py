@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, text, true, update
 
 from caretally.billing.payers import PayerRules
 from caretally.billing.run import engine_version
@@ -351,6 +351,11 @@ def _refresh_once(
                 update(_states).where(_states.c.org_id == org_id, _states.c.state_id == sid).values(**values)
             )
         conn.commit()
+    if patients is None and engine.dialect.name == "postgresql":
+        # A rebuilt state is a bulk load: without fresh statistics PostgreSQL plans the
+        # first page as a sort of every row (40 ms at 10,000 patients instead of 0.2 ms).
+        with engine.begin() as conn:
+            conn.execute(text("ANALYZE worklist_rows"))
     mode = "full" if patients is None else "incremental"
     return Refreshed(sid, mode, reason, len(found) if patients is None else len(patients), mark)
 
@@ -409,7 +414,7 @@ def _where(
 ) -> Any:
     parts = [_rows.c.org_id == org_id, _rows.c.state_id == sid]
     if open_only:
-        parts.append(_rows.c.is_open.is_(True))
+        parts.append(_rows.c.is_open == true())
     if program is not None:
         parts.append(_rows.c.program == program.value)
     if staff is not None:

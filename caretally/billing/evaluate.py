@@ -274,7 +274,8 @@ def map_month(
     global _JOB
     book = rules if isinstance(rules, PayerRules) else PayerRules(rules)
     lookback = max(facts_options(book.for_payer(p), month).lookback for p in Payer)
-    ids = [i for i in patients_in_month(engine, org_id, month, lookback) if patients is None or i in patients]
+    listed = patients_in_month(engine, org_id, month, lookback, patients)
+    ids = [i for i in listed if patients is None or i in patients]
     ranges = [(ids[i], ids[min(i + BATCH, len(ids)) - 1]) for i in range(0, len(ids), BATCH)]
     url = engine.url.render_as_string(hide_password=False)
     job = _MapJob(url, org_id, month, rules, as_of, patients, fn, snapshot, columnar=columnar)

@@ -711,10 +711,15 @@ def _touches(enrollment: EnrollmentFact, month: Period, lookback: timedelta = LO
 
 
 def patients_in_month(
-    engine: Engine, org_id: str, month: Period, lookback: timedelta = LOOKBACK
+    engine: Engine,
+    org_id: str,
+    month: Period,
+    lookback: timedelta = LOOKBACK,
+    patients: set[str] | None = None,
 ) -> list[str]:
-    """Sorted ids of the patients with an enrollment that can bill something in ``month``."""
-    rows = _enrollment_rows(engine, org_id, month.start - lookback, month)
+    """Sorted ids of the patients with an enrollment that can bill something in ``month``
+    (a few named ``patients`` are read by id, not from the whole organization's list)."""
+    rows = _enrollment_rows(engine, org_id, month.start - lookback, month, patients=patients)
     return sorted({e.patient_id for e in rows if _touches(e, month, lookback)})
 
 
