@@ -277,7 +277,7 @@ def map_month(
     book = rules if isinstance(rules, PayerRules) else PayerRules(rules)
     lookback = max(facts_options(book.for_payer(p), month).lookback for p in Payer)
     if population is None:
-        population = patients_in_month(engine, org_id, month, lookback)
+        population = patients_in_month(engine, org_id, month, lookback, patients)
     ids = [i for i in population if patients is None or i in patients]
     ranges = [(ids[i], ids[min(i + BATCH, len(ids)) - 1]) for i in range(0, len(ids), BATCH)]
     url = engine.url.render_as_string(hide_password=False)

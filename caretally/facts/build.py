@@ -745,12 +745,17 @@ def _touches(enrollment: EnrollmentFact, month: Period, lookback: timedelta = LO
 
 
 def patients_in_month(
-    engine: Engine, org_id: str, month: Period, lookback: timedelta = LOOKBACK
+    engine: Engine,
+    org_id: str,
+    month: Period,
+    lookback: timedelta = LOOKBACK,
+    patients: set[str] | None = None,
 ) -> list[str]:
     """Sorted ids of the patients with an enrollment that can bill something in ``month``.
 
     The conditions of :func:`_enrollment_rows` and :func:`_touches` in one query that
-    returns ids only (an incremental run asks this for a whole practice every time).
+    returns ids only (an incremental run asks this for a whole practice every time); a few
+    named ``patients`` are asked for by id.
     """
     e, p = schema.enrollments, schema.practitioners
     stmt = (
@@ -770,6 +775,9 @@ def patients_in_month(
             ),
         )
     )
+    if _few(patients):
+        assert patients is not None
+        stmt = stmt.where(e.c.patient_id.in_(sorted(patients)))
     with engine.connect() as conn:
         return sorted(conn.execute(stmt).scalars())
 
