@@ -1,7 +1,7 @@
 """a run's decisions row may point at the run that stores the patient's decisions
 
 Revision ID: 0017
-Revises: 0015
+Revises: 0016
 Create Date: 2026-12-07 12:15:00
 
 ``bill --incremental`` carries most patients' decisions unchanged from the run it builds
