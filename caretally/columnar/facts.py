@@ -14,8 +14,10 @@ decide exactly gets a flag instead — the reason, in words — and goes to
 * untagged time while the rule-year allocates it;
 * the CY2027 proposal that counts only employed staff (the engine, not the facts, knows
   who is employed), and any proposed rule-year (its advisory rides on every decision);
-* time entries that overlap (cut to the minutes counted once, or another patient's): the
-  run summary lists them as warnings from the engine's reasons.
+
+Time entries that overlap (cut to the minutes counted once, or another patient's) are
+decided: the pass counts the same trimmed seconds as the engine, and
+:func:`overlap_warnings` gives the run summary the notes the engine's decisions carry.
 
 Flags decided later, in SQL, because they need counts: several RTM device kinds
 reporting in one period, and 99091 claiming money beside the management codes.
@@ -29,7 +31,7 @@ from typing import Any
 
 from caretally.columnar.codes import CodeRow, NotCompilable, RequirementRow, YearRow, compile_year
 from caretally.model import PatientMonthFacts, Program
-from caretally.rules.families.common import time_order
+from caretally.rules.families.common import _entry_notes, time_order
 from caretally.rules.intervals import counts_once, trim_overlaps
 from caretally.rules.params import MissingParameter, RuleBook, RuleYear
 
@@ -136,10 +138,6 @@ def flag_of(facts: PatientMonthFacts, book: RuleBook, compiled: Compiled) -> str
         return "proposed rule-year"  # every decision carries the provisional advisory
     if any(not year.codes_for(p.enrollment.program) for p in facts.programs):
         return "program without codes in the rule-year"
-    if any(t.other_patient_overlaps for t in facts.time) or (
-        counts_once(year) and any(t.logged_seconds is not None for t in trim_overlaps(facts).time)
-    ):
-        return "overlapping time"  # the run summary lists these as warnings
     if options.employed_only and facts.time:
         return "employed-staff proposal"
     if options.allocate_unassigned and any(
@@ -223,3 +221,43 @@ def _year(book: RuleBook, day: date, compiled: Compiled) -> int | None:
         return compiled.year_id(book.for_date(day))
     except MissingParameter:
         return None
+
+
+#: The families whose decisions carry the overlap notes (``common.finish``, ``time_based``).
+TIMED_FAMILIES = frozenset({"treatment_management", "data_interpretation", "care_management"})
+
+
+def overlap_warnings(facts: PatientMonthFacts, book: RuleBook) -> list[tuple[str, str, str]]:
+    """The run summary's warnings of a month the pass decided: (rule id, message, entry).
+
+    The engine attaches an entry's overlap notes to every time-based decision whose period
+    holds it, and the summary lists each note once, in the order of the sorted decisions
+    (enrollment, code, period start); this walks the same order without making decisions.
+    """
+    year = book.for_date(facts.month.end)
+    if counts_once(year):
+        facts = trim_overlaps(facts)
+    if not any(t.logged_seconds is not None or t.other_patient_overlaps for t in facts.time):
+        return []
+    spans: list[tuple[str, str, date, date, Program]] = []
+    for p in facts.programs:
+        e = p.enrollment
+        for period in [facts.month, *p.device_periods]:
+            span_year = book.for_date(period.end)
+            for rule in span_year.codes_for(e.program):
+                monthly = rule.family in ("treatment_management", "care_management")
+                if rule.family not in TIMED_FAMILIES or monthly != (period is facts.month):
+                    continue
+                spans.append((e.enrollment_id, rule.code, period.start, period.end, e.program))
+    out: list[tuple[str, str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    entries = sorted(facts.time, key=time_order)
+    for _eid, _code, start, end, program in sorted(spans, key=lambda s: s[:3]):
+        for t in entries:
+            if t.program != program or not start <= t.local_date <= end:
+                continue
+            for r in _entry_notes(t, ""):
+                if (r.rule_id, t.entry_id) not in seen:
+                    seen.add((r.rule_id, t.entry_id))
+                    out.append((r.rule_id, r.message, t.entry_id))
+    return out

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from caretally.columnar.decide import decide_months
+from caretally.columnar.facts import overlap_warnings
 from caretally.dates import parse_month, periods_ending_in
 from caretally.model import (
     DeviceFact,
@@ -33,7 +34,8 @@ from caretally.model import (
     ProgramFacts,
     TimeFact,
 )
-from tests.columnar.agreement import diff, engine_outcomes
+from caretally.rules.engine import evaluate_patient_month
+from tests.columnar.agreement import diff, engine_outcomes, engine_warnings, outcomes_of
 from tests.rules.factories import enrollment, medicare
 from tests.rules.test_engine_properties import patient_months
 
@@ -101,7 +103,7 @@ def simple_months(draw: st.DrawFn) -> PatientMonthFacts:
     if current:
         first, last = current[0].start, current[-1].end
         span = (last - first).days + 1
-        size = st.integers(0, 31) if not typical else st.integers(10, 40)
+        size = st.integers(0, 31) if not typical else st.integers(2, 40)
         for o in draw(
             st.lists(st.integers(0, span - 1), min_size=min(draw(size), span), max_size=span, unique=True)
         ):
@@ -142,6 +144,10 @@ def simple_months(draw: st.DrawFn) -> PatientMonthFacts:
                 program=program if typical else draw(st.sampled_from([program, program, Program.CCM, None])),
                 interactive=True if typical else draw(st.booleans()),
                 modality=Modality.PHONE if typical else draw(st.none() | st.sampled_from(list(Modality))),
+                # Entries placed in a few hours of a few days, so one performer's entries overlap
+                # (cut to the minutes counted once) and some collide with another patient's.
+                started_at=draw(st.none() | _starts(first_day + timedelta(days=when))),
+                other_patient_overlaps=draw(st.sampled_from([(), (), (), ("X1",), ("X1", "X2")])),
             )
         )
     as_of = (
@@ -166,8 +172,16 @@ def simple_months(draw: st.DrawFn) -> PatientMonthFacts:
     )
 
 
+def _starts(day: date) -> st.SearchStrategy[datetime]:
+    return st.integers(0, 12).map(
+        lambda q: datetime(day.year, day.month, day.day, 9, tzinfo=UTC) + timedelta(minutes=5 * q)
+    )
+
+
 FLAGS: dict[str, Counter[str]] = {"simple": Counter(), "engine": Counter()}
 STATUSES: Counter[tuple[str, str]] = Counter()
+#: Decided months with and without overlap warnings (both must be compared).
+WARNED: Counter[bool] = Counter()
 
 
 def _agree_in_one_pass(months: list[PatientMonthFacts], name: str) -> None:
@@ -178,8 +192,11 @@ def _agree_in_one_pass(months: list[PatientMonthFacts], name: str) -> None:
         why = result.flagged.get(f.patient_id)
         FLAGS[name][why or "decided"] += 1
         if why is None:
-            mine, theirs = result.decided[f.patient_id], engine_outcomes(f, BOOK)
+            decisions = evaluate_patient_month(f, BOOK)
+            mine, theirs = result.decided[f.patient_id], outcomes_of(f, decisions, BOOK)
             assert mine == theirs, diff(mine, theirs)
+            assert overlap_warnings(f, BOOK) == engine_warnings(decisions)
+            WARNED[bool(engine_warnings(decisions))] += 1
             for o in mine:
                 STATUSES[(o.code, o.status.value)] += 1
 
@@ -216,6 +233,7 @@ def test_flag_rates_are_reported_and_leave_decided_months() -> None:
     for code in ("99470", "99458", "99091", "98981", "98977"):
         assert STATUSES[(code, "not_billable")], f"{code} not_billable never compared"
     assert sum(n for (_, status), n in STATUSES.items() if status == "reachable") >= 20
+    assert WARNED[True] >= 10, f"decided months with overlap warnings: {WARNED[True]}"
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
