@@ -29,13 +29,14 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from caretally.columnar.codes import PROGRAMS as DECIDED
 from caretally.columnar.codes import CodeRow, NotCompilable, RequirementRow, YearRow, compile_year
 from caretally.model import PatientMonthFacts, Program
 from caretally.rules.families.common import _entry_notes, time_order
 from caretally.rules.intervals import counts_once, trim_overlaps
 from caretally.rules.params import MissingParameter, RuleBook, RuleYear
 
-PROGRAMS = frozenset({Program.RPM, Program.RTM})
+PROGRAMS = frozenset(DECIDED)
 
 
 @dataclass
@@ -75,7 +76,7 @@ class Columns:
     )
     enr: dict[str, list[Any]] = field(
         default_factory=lambda: _cols(
-            "pm eid program e_start e_end consent bp est visit data_from setup_day first_setup"
+            "pm eid program e_start e_end consent bp est visit data_from setup_day first_setup ndx complexity"
         )
     )
     per: dict[str, list[Any]] = field(default_factory=lambda: _cols("pm eid p_start p_end prior y"))
@@ -180,6 +181,8 @@ def add(columns: Columns, pm: int, facts: PatientMonthFacts, book: RuleBook, com
             program.data_from,
             setup[0] if setup else None,
             setup[0] if setup else None,
+            len(dict.fromkeys(e.diagnoses)),
+            e.complexity,
         )
         current = set(program.device_periods)
         for p in program.device_periods:
