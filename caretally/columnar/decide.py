@@ -17,7 +17,7 @@ with ``evaluate_patient_month`` is a property test (tests/columnar).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 from datetime import date
 from decimal import Decimal
@@ -27,7 +27,9 @@ import pyarrow as pa
 
 from caretally.columnar.codes import CodeRow, RequirementRow, YearRow
 from caretally.columnar.facts import Columns, Compiled, add, flag_of
-from caretally.model import PatientMonthFacts, Status
+from caretally.model import PatientMonthFacts, Program, Status
+from caretally.rules.families.common import option_value
+from caretally.rules.families.concurrency import DIFFERENT_PRACTITIONERS, program_groups
 from caretally.rules.params import RuleBook, RuleYear
 
 
@@ -69,11 +71,21 @@ def decide_months(months: Iterable[tuple[PatientMonthFacts, RuleBook]]) -> Colum
     columns = Columns()
     flagged: dict[str, str] = {}
     ids: list[str] = []
+    several: dict[str, dict[str, Enrolled]] = {}
     for facts, book in months:
         why = flag_of(facts, book, compiled)
         if why is not None:
             flagged[facts.patient_id] = why
             continue
+        if len(facts.programs) > 1:
+            several[facts.patient_id] = {
+                p.enrollment.enrollment_id: Enrolled(
+                    p.enrollment.program,
+                    (p.enrollment.start_date, p.enrollment.enrollment_id),
+                    p.enrollment.billing_practitioner_id or None,
+                )
+                for p in facts.programs
+            }
         add(columns, len(ids), facts, book, compiled)
         ids.append(facts.patient_id)
     decided: dict[str, list[Outcome]] = {pid: [] for pid in ids}
@@ -90,7 +102,8 @@ def decide_months(months: Iterable[tuple[PatientMonthFacts, RuleBook]]) -> Colum
                 flagged[pid] = why
         amounts = {(c.year, c.code): c.amount for c in compiled.codes}
         care = {(c.year, c.code) for c in compiled.codes if c.family == "care_management"}
-        settle: dict[str, int] = {}  # patients with care-management codes → their rule-year
+        care_year: dict[str, int] = {}  # patients with care-management codes → their rule-year
+        years_of: dict[str, int] = {}
         for row in con.execute(DECISIONS).fetchall():
             pm, y, eid, code, p_start, p_end, status, units, dos, who, parts, checks = row
             pid = ids[pm]
@@ -104,11 +117,17 @@ def decide_months(months: Iterable[tuple[PatientMonthFacts, RuleBook]]) -> Colum
             )
             decided[pid].append(outcome)
             if (y, code) in care:
-                settle[pid] = y
+                care_year[pid] = y
+            years_of[pid] = y
     finally:
         con.close()
-    for pid, y in settle.items():
-        decided[pid] = settle_care(decided[pid], compiled.years[y])
+    for pid, y in care_year.items():
+        if pid not in several:
+            decided[pid] = settle(decided[pid], compiled.years[y], {})
+    for pid, enrolled in several.items():
+        if pid in decided:
+            year = compiled.years[years_of[pid]]
+            decided[pid] = settle(decided[pid], year, enrolled)
     for outcomes in decided.values():
         outcomes.sort(key=lambda o: (o.enrollment_id, o.code, o.period_start))
     return ColumnarResult(decided, flagged)
@@ -144,14 +163,28 @@ def _pay(os_: Iterable[Outcome]) -> Decimal:
     return sum((o.expected_payment or Decimal(0) for o in os_ if _counts(o)), Decimal(0))
 
 
-def settle_care(outcomes: list[Outcome], year: RuleYear) -> list[Outcome]:
-    """The month's care-management lanes settled as the engine settles them.
+@dataclass(frozen=True, slots=True)
+class Enrolled:
+    """What the concurrency passes read of an enrollment besides its outcomes."""
 
-    Per-code outcomes come from SQL (each lane judged on its own); what is left reads
-    several codes at once and few patients have it: ``care_management._one_lane`` (one
-    lane per program and month), then ``concurrency.exclusive_with`` and
-    ``concurrency.add_on_base`` within the enrollment. The months this runs on have one
-    enrollment (several go to the engine), so the other concurrency passes do not apply.
+    program: Program
+    start: tuple[date, str]  # start date, then id: the engine's tie order
+    billing_practitioner_id: str | None
+
+
+def settle(outcomes: list[Outcome], year: RuleYear, enrolled: dict[str, Enrolled]) -> list[Outcome]:
+    """The month's conflicts between codes and programs settled as the engine settles them.
+
+    Per-code outcomes come from SQL (each code judged on its own); what is left reads
+    several codes at once and only some patients have it: ``care_management._one_lane``
+    (one lane per program and month), then the concurrency passes the decided months can
+    meet — ``exclusive_with`` (one enrollment, or enrollments of one practitioner),
+    ``never_together`` and ``not_same_practitioner`` (program pairs of the rule-year) and
+    ``add_on_base``. ``enrolled`` is empty for a patient with one enrollment (the program
+    pairs cannot clash). Billing history, two enrollments of one program, payer coverage
+    and APCM/BHI/CoCM are flagged, so ``billed_windows``, ``one_practitioner``,
+    ``with_base`` and the yearly caps never apply; ``no_double_count`` cannot fire (each
+    entry is credited to its program's one enrollment, and only one lane bills).
     """
     out = sorted(outcomes, key=lambda o: (o.enrollment_id, o.code, o.period_start))
     for eid in dict.fromkeys(o.enrollment_id for o in out):
@@ -172,7 +205,9 @@ def settle_care(outcomes: list[Outcome], year: RuleYear) -> list[Outcome]:
                 for i in lanes[lane]:
                     if _counts(out[i]):
                         out[i] = _demote(out[i], f"{program}.lane", final)
-    out = _exclusive_with(out, year)
+    out = _exclusive_with(out, year, enrolled)
+    if enrolled:
+        out = _program_pairs(out, year, enrolled)
     return _add_on_base(out, year)
 
 
@@ -196,17 +231,20 @@ def _choose_lane(year: RuleYear, live: dict[str, list[Outcome]], order: list[str
     return min(live, key=lambda lane: (kind(lane), order.index(lane)))
 
 
-def _exclusive_with(out: list[Outcome], year: RuleYear) -> list[Outcome]:
-    """``concurrency.exclusive_with`` within one enrollment: the better-paying service stays."""
+def _exclusive_with(out: list[Outcome], year: RuleYear, enrolled: dict[str, Enrolled]) -> list[Outcome]:
+    """``concurrency.exclusive_with``: of two services that exclude each other, the better-paying stays."""
     services: dict[tuple[str, str, date], list[int]] = {}
     for i, o in enumerate(out):
-        base = year.bases_of(o.code)[0] if o.code in year.codes else o.code
-        services.setdefault((o.enrollment_id, base, o.period_start), []).append(i)
+        services.setdefault((o.enrollment_id, _base_of(o, out, year), o.period_start), []).append(i)
     live = [(k, v) for k, v in services.items() if any(_counts(out[i]) for i in v)]
-    ranked = sorted(live, key=lambda kv: (-_pay(out[i] for i in kv[1]), kv[0][0], kv[0][1], kv[0][2]))
+
+    def start(eid: str) -> tuple[date, str]:
+        return enrolled[eid].start if eid in enrolled else (date.min, eid)
+
+    ranked = sorted(live, key=lambda kv: (-_pay(out[i] for i in kv[1]), start(kv[0][0]), kv[0][1], kv[0][2]))
     kept: list[list[int]] = []
     for _key, members in ranked:
-        winner = next((k for k in kept if _conflicts(out, members, k, year)), None)
+        winner = next((k for k in kept if _conflicts(out, members, k, year, enrolled)), None)
         if winner is None:
             kept.append(members)
             continue
@@ -217,19 +255,105 @@ def _exclusive_with(out: list[Outcome], year: RuleYear) -> list[Outcome]:
     return out
 
 
-def _conflicts(out: list[Outcome], mine: list[int], theirs: list[int], year: RuleYear) -> bool:
+def _base_of(o: Outcome, out: list[Outcome], year: RuleYear) -> str:
+    """``concurrency._base_of``: the base an add-on goes with (the one its enrollment bills)."""
+    bases = year.bases_of(o.code) if o.code in year.codes else (o.code,)
+    if len(bases) == 1:
+        return bases[0]
+    mates = [
+        m
+        for m in out
+        if m.code in bases and m.enrollment_id == o.enrollment_id and m.period_start == o.period_start
+    ]
+    counting = [m.code for m in mates if _counts(m)]
+    return (counting or [m.code for m in mates] or list(bases))[0]
+
+
+def _same_biller(a: Outcome, b: Outcome, enrolled: dict[str, Enrolled]) -> bool:
+    """``concurrency._same_biller``: one enrollment, or one billing practitioner."""
+    if a.enrollment_id == b.enrollment_id:
+        return True
+    return (
+        enrolled[a.enrollment_id].billing_practitioner_id == enrolled[b.enrollment_id].billing_practitioner_id
+    )
+
+
+def _conflicts(
+    out: list[Outcome], mine: list[int], theirs: list[int], year: RuleYear, enrolled: dict[str, Enrolled]
+) -> bool:
     for i in mine:
         a = out[i]
         if not _counts(a):
             continue
         for j in theirs:
             b = out[j]
-            if not _counts(b) or a.enrollment_id != b.enrollment_id:
+            if not _counts(b) or not _same_biller(a, b, enrolled):
                 continue
             overlap = a.period_start <= b.period_end and b.period_start <= a.period_end
             if overlap and (b.code in year.excludes(a.code) or a.code in year.excludes(b.code)):
                 return True
     return False
+
+
+def _program_pairs(out: list[Outcome], year: RuleYear, enrolled: dict[str, Enrolled]) -> list[Outcome]:
+    """``concurrency.never_together``, then ``not_same_practitioner`` (with its option)."""
+    for group, _param in program_groups(year, "never_together"):
+        for n, a in enumerate(group):
+            for b in group[n + 1 :]:
+                out = _settle(out, a, b, enrolled, "concurrency.never_together", lambda x, y: True)
+
+    def same(x: Outcome, y: Outcome) -> bool:
+        return (
+            enrolled[x.enrollment_id].billing_practitioner_id
+            == enrolled[y.enrollment_id].billing_practitioner_id
+        )
+
+    for group, param in program_groups(year, "not_same_practitioner"):
+        blocked = False
+        if param.option is not None:
+            blocked = option_value(year, param.option, DIFFERENT_PRACTITIONERS) == "blocked"
+        for n, a in enumerate(group):
+            for b in group[n + 1 :]:
+                out = _settle(out, a, b, enrolled, "concurrency.not_same_practitioner", same)
+                if blocked:
+                    out = _settle(out, a, b, enrolled, "concurrency.not_same_practitioner", lambda x, y: True)
+    return out
+
+
+def _settle(
+    out: list[Outcome],
+    a: Program,
+    b: Program,
+    enrolled: dict[str, Enrolled],
+    rule_id: str,
+    related: Callable[[Outcome, Outcome], bool],
+) -> list[Outcome]:
+    """``concurrency._settle``: where two programs' counting codes clash, the one paying more stays."""
+    ia = [i for i, o in enumerate(out) if enrolled[o.enrollment_id].program == a and _counts(o)]
+    ib = [i for i, o in enumerate(out) if enrolled[o.enrollment_id].program == b and _counts(o)]
+    clash = [
+        (i, j)
+        for i in ia
+        for j in ib
+        if out[i].period_start <= out[j].period_end
+        and out[j].period_start <= out[i].period_end
+        and related(out[i], out[j])
+    ]
+    if not clash:
+        return out
+
+    def earliest(idx: list[int]) -> tuple[date, str]:
+        return min((enrolled[out[i].enrollment_id].start for i in idx), default=(date.max, ""))
+
+    pay_a, pay_b = _pay(out[i] for i in ia), _pay(out[j] for j in ib)
+    a_wins = (-pay_a, earliest(ia)) <= (-pay_b, earliest(ib))
+    win = ia if a_wins else ib
+    lose = sorted({j for _, j in clash}) if a_wins else sorted({i for i, _ in clash})
+    final = all(out[i].status is Status.BILLABLE for i in win)
+    out = list(out)
+    for i in lose:
+        out[i] = _demote(out[i], rule_id, final)
+    return out
 
 
 def _add_on_base(out: list[Outcome], year: RuleYear) -> list[Outcome]:

@@ -52,10 +52,13 @@ KINDS = {
 
 
 @st.composite
-def simple_months(draw: st.DrawFn) -> PatientMonthFacts:
-    """One RPM or RTM enrollment, as the columnar pass decides them (and some it must flag)."""
-    month = parse_month(draw(st.sampled_from(["2025-06", "2026-02", "2026-03", "2026-07", "2027-03"])))
-    program = draw(st.sampled_from([Program.RPM, Program.RTM, Program.CCM, Program.PCM]))
+def simple_months(
+    draw: st.DrawFn, month_text: str | None = None, program: Program | None = None, eid: str = "E0"
+) -> PatientMonthFacts:
+    """One RPM, RTM, CCM or PCM enrollment, as the columnar pass decides them (and some it must flag)."""
+    month = parse_month(month_text or draw(st.sampled_from(MONTHS)))
+    if program is None:
+        program = draw(st.sampled_from([Program.RPM, Program.RTM, Program.CCM, Program.PCM]))
     start = month.start - timedelta(days=draw(st.integers(0, 120)))
     end = draw(st.none() | st.integers(0, 150).map(lambda n: start + timedelta(days=n)))
     # Half the months are typical (consented, established, a closed month, dense data, calls),
@@ -70,7 +73,7 @@ def simple_months(draw: st.DrawFn) -> PatientMonthFacts:
     }[consent]
     enr = enrollment(
         program,
-        eid="E0",
+        eid=eid,
         start=start,
         end=end,
         consent=consent_day,
@@ -148,7 +151,7 @@ def simple_months(draw: st.DrawFn) -> PatientMonthFacts:
         when = draw(st.integers(0, (month.end - first_day).days))
         time.append(
             TimeFact(
-                entry_id=f"t{n}",
+                entry_id=f"{eid}t{n}",
                 local_date=first_day + timedelta(days=when),
                 seconds=draw(st.sampled_from(NEAR) | st.integers(0, (30 if monitored else 50) * 60)),
                 practitioner_id=draw(st.sampled_from(["P1", "P2", "S1", "T1"])),
@@ -191,7 +194,30 @@ def _starts(day: date) -> st.SearchStrategy[datetime]:
     )
 
 
-FLAGS: dict[str, Counter[str]] = {"simple": Counter(), "engine": Counter()}
+MONTHS = ["2025-06", "2026-02", "2026-03", "2026-07", "2027-03"]
+#: Program pairs of one patient: independent (RPM+CCM, the commonest), never together
+#: (RPM+RTM), not by the same practitioner (CCM+PCM), and others.
+PAIRS = [
+    (Program.RPM, Program.CCM),
+    (Program.RPM, Program.CCM),
+    (Program.RPM, Program.RTM),
+    (Program.CCM, Program.PCM),
+    (Program.CCM, Program.PCM),
+    (Program.RTM, Program.PCM),
+]
+
+
+@st.composite
+def two_program_months(draw: st.DrawFn) -> PatientMonthFacts:
+    """Two enrollments of different programs in one month, each drawn as :func:`simple_months`."""
+    month_text = draw(st.sampled_from(MONTHS))
+    a, b = draw(st.sampled_from(PAIRS))
+    first = draw(simple_months(month_text, a, "E1"))
+    second = draw(simple_months(month_text, b, "E2"))
+    return replace(first, programs=first.programs + second.programs, time=first.time + second.time)
+
+
+FLAGS: dict[str, Counter[str]] = {"simple": Counter(), "two": Counter(), "engine": Counter()}
 STATUSES: Counter[tuple[str, str]] = Counter()
 #: Every blocking rule id met on a decided month (the lane and exclusion passes among them).
 BLOCKING: Counter[str] = Counter()
@@ -222,6 +248,12 @@ def _agree_in_one_pass(months: list[PatientMonthFacts], name: str) -> None:
 @given(st.lists(simple_months(), min_size=1, max_size=12))
 def test_columnar_agrees_with_the_engine_on_simple_months(months: list[PatientMonthFacts]) -> None:
     _agree_in_one_pass(months, "simple")
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(st.lists(two_program_months(), min_size=1, max_size=8))
+def test_columnar_agrees_with_the_engine_on_two_programs(months: list[PatientMonthFacts]) -> None:
+    _agree_in_one_pass(months, "two")
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
@@ -369,3 +401,91 @@ def test_known_care_management_months_agree(facts: PatientMonthFacts, billed: di
     assert {o.code: o.units for o in mine if o.status == "billable"} == billed
     if not billed:
         assert any("concurrency.exclusive_with" in o.blocking for o in mine)
+
+
+def _pair(
+    month_text: str, as_of_day: int | None = None, other_practitioner: bool = False
+) -> PatientMonthFacts:
+    """CCM (35 practitioner minutes) beside PCM (40 practitioner minutes) of one or two practitioners."""
+    ccm = _care_month(month_text, None, [(P, 35)], as_of_day)
+    pcm = _care_month(month_text, None, [(P, 40)], as_of_day)
+    enr = replace(
+        pcm.programs[0].enrollment,
+        enrollment_id="E1",
+        program=Program.PCM,
+        billing_practitioner_id="P2" if other_practitioner else "P1",
+        diagnoses=("I10",),
+    )
+    time = tuple(
+        replace(
+            t, entry_id=f"u{t.entry_id}", program=Program.PCM, local_date=t.local_date + timedelta(days=3)
+        )
+        for t in pcm.time
+    )
+    return replace(
+        ccm, programs=(*ccm.programs, replace(pcm.programs[0], enrollment=enr)), time=ccm.time + time
+    )
+
+
+def _rpm_rtm() -> PatientMonthFacts:
+    """RPM and RTM both met in March 2026: never billed together, the better-paying stays."""
+    month = parse_month("2026-03")
+    start = date(2026, 3, 1)
+    programs = []
+    for program, kind, eid in ((Program.RPM, "blood_pressure", "E0"), (Program.RTM, "musculoskeletal", "E1")):
+        enr = enrollment(program, eid=eid, start=start)
+        programs.append(
+            ProgramFacts(
+                enrollment=enr,
+                device_periods=tuple(periods_ending_in(start, month)),
+                data_days={start + timedelta(days=i): (f"D{eid}",) for i in range(18)},
+                devices=(DeviceFact(f"D{eid}", program, kind, True, start, start, None),),
+            )
+        )
+    time = tuple(
+        TimeFact(
+            f"t{program}",
+            date(2026, 3, 5 + n),
+            25 * 60,
+            "S1",
+            PerformerClass.STAFF,
+            "RN",
+            program,
+            True,
+            Modality.PHONE,
+        )
+        for n, program in enumerate((Program.RPM, Program.RTM))
+    )
+    return PatientMonthFacts(
+        patient_id="PT1",
+        payer=Payer.MEDICARE,
+        timezone="America/Chicago",
+        month=month,
+        as_of=month.end,
+        programs=tuple(programs),
+        time=time,
+        billed_history=(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("facts", "rule_id"),
+    [
+        (_rpm_rtm(), "concurrency.never_together"),
+        (_pair("2025-06"), "concurrency.not_same_practitioner"),
+        (_pair("2026-03"), "concurrency.not_same_practitioner"),
+        (_pair("2025-06", as_of_day=20), "concurrency.not_same_practitioner"),
+        (_pair("2026-03", other_practitioner=True), None),
+    ],
+)
+def test_known_two_program_months_agree(facts: PatientMonthFacts, rule_id: str | None) -> None:
+    """Program pairs the rule-year keeps apart: both met, one stays (the property meets them rarely)."""
+    result = decide_months([(facts, BOOK)])
+    assert "PT1" in result.decided, result.flagged
+    mine, theirs = result.decided["PT1"], engine_outcomes(facts, BOOK)
+    assert mine == theirs, diff(mine, theirs)
+    met = {r for o in mine for r in o.blocking}
+    if rule_id is None:
+        assert not any(r.startswith("concurrency.n") for r in met)
+    else:
+        assert rule_id in met
