@@ -32,6 +32,9 @@ KNOWN: dict[str, str] = {
     "rules.provisional": ADVISORY,
     "time.overlap": ADVISORY,
     "time.overlap_other_patient": ADVISORY,
+    "time.unassigned": ADVISORY,  # allocation.py: entries no enrollment may count
+    "time.enrollment": ADVISORY,
+    "time.allocation": ADVISORY,
     "patient.death": "flagged: date of death",
     # set-up and device supply
     "{}.setup.before_data": DECIDED,

@@ -1,7 +1,7 @@
 """The columnar pass knows every rule id the engine's families can write.
 
-Reads the source of ``caretally/rules/families`` and lists every string that is spelled
-like a rule id (``word.word``, with ``{}`` where an f-string fills in a program or
+Reads the source of ``caretally/rules/families`` (and ``allocation.py``) and lists every
+string that is spelled like a rule id (``word.word``, with ``{}`` where an f-string fills in a program or
 prefix). Each must have a row in ``columnar.rule_ids.KNOWN`` saying whether the pass
 computes it, it is advisory, or the months where it can block are flagged — so a new
 check in a family fails here until someone decides how the columnar pass treats it.
@@ -30,7 +30,8 @@ def _pattern(node: ast.AST) -> str | None:
 def engine_rule_ids() -> dict[str, set[str]]:
     """Rule-id patterns in the families' source, with the modules that spell them."""
     found: dict[str, set[str]] = {}
-    for path in sorted(Path(families.__file__).parent.glob("*.py")):
+    rules_dir = Path(families.__file__).parent.parent
+    for path in [*sorted((rules_dir / "families").glob("*.py")), rules_dir / "allocation.py"]:
         for node in ast.walk(ast.parse(path.read_text())):
             p = _pattern(node)
             if p is not None and RULE_ID.match(p):
