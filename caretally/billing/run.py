@@ -835,8 +835,9 @@ def _summarise_columnar(
 ) -> None:
     """:func:`_summarise` for a month the columnar pass decided.
 
-    It never decides a month with warnings or a proposed rule-year (those are flagged), so
-    what is left is counting. The one sentence the summary keeps per failed rule (its
+    It never decides a month of a proposed rule-year (those are flagged); overlapping time
+    gives the same warnings the engine's reasons would (``columnar.facts.overlap_warnings``),
+    so what is left is counting. The one sentence the summary keeps per failed rule (its
     example) comes from the engine, run for a patient only when this process has not
     seen that rule fail yet: patients arrive in order, so the first example is the same.
     """
@@ -847,6 +848,10 @@ def _summarise_columnar(
     _undecided(summary, facts, rules)
     summary.reachable += sum(1 for o in outcomes if o.status is Status.REACHABLE)
     book = rules.for_payer(facts.payer)
+    from caretally.columnar.facts import overlap_warnings
+
+    for rule_id, message, entry in overlap_warnings(facts, book):
+        summary.warnings.append(RunWarning(rule_id, facts.patient_id, message, (entry,)))
     lost = [o.blocking[0] for o in _lost_outcomes(outcomes, book)]
     summary.not_billable_reasons.update(lost)
     if any(rule_id not in examples for rule_id in lost):
