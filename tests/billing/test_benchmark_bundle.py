@@ -9,7 +9,8 @@ code of today with the code of before, not with itself.
 
 The claim lines are compared as ``caretally export --format csv`` writes them, without
 the ``run_id`` column (a new id every run); the worklist as ``caretally worklist --as-of
-2026-03-20 --all --csv`` writes it.
+2026-03-20 --all --csv`` writes it after March is billed (a 99091 billed in March takes
+rows of the 30-day periods it overlaps off the worklist).
 
 Should a rule change on purpose alter these bytes, the golden file is remade by running
 the same commands and the reason goes in its ``why`` field — never by copying what this
@@ -48,11 +49,12 @@ ORG = "default"
 POSTED_AT = datetime(2026, 4, 2, 12, 0, tzinfo=UTC)
 
 
-def cli(*args: str) -> str:
+def cli(*args: str) -> bytes:
+    """The command's standard output, as bytes (a CSV's CRLF line ends kept)."""
     done = subprocess.run(
-        [sys.executable, "-m", "caretally.cli.main", *args], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "caretally.cli.main", *args], capture_output=True, check=False
     )
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, done.stderr[-2000:].decode(errors="replace")
     return done.stdout
 
 
@@ -70,8 +72,7 @@ def lines_digest(db: str, out: Path) -> tuple[int, str]:
 
 
 def worklist_digest(db: str) -> str:
-    shown = cli("worklist", "--as-of", AS_OF, "--all", "--csv", "--db", db)
-    return hashlib.sha256(shown.encode()).hexdigest()
+    return hashlib.sha256(cli("worklist", "--as-of", AS_OF, "--all", "--csv", "--db", db)).hexdigest()
 
 
 @dataclass
@@ -80,6 +81,7 @@ class Bundle:
     held_back: list[dict[str, str]]  # left out of ``partial``: the last day of 1% of patients
     partial: Path
     imported: Path  # SQLite file with the whole bundle imported, copied for each variant
+    billed: Path  # the same after ``caretally bill`` (the worklist reads the month's billing)
 
 
 @pytest.fixture(scope="module")
@@ -113,12 +115,15 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bundle]:
     report = import_bundle(engine, ORG, full)
     engine.dispose()
     assert report.ok(), [str(p) for p in report.problems[:3]]
-    yield Bundle(full, held, partial, imported)
+    billed = root / "billed.db"
+    shutil.copyfile(imported, billed)
+    cli("bill", "--month", MONTH, "--db", f"sqlite:///{billed}")
+    yield Bundle(full, held, partial, imported, billed)
 
 
-def _copy(bundle: Bundle, tmp_path: Path) -> str:
+def _copy(source: Path, tmp_path: Path) -> str:
     target = tmp_path / "db.sqlite"
-    shutil.copyfile(bundle.imported, target)
+    shutil.copyfile(source, target)
     return f"sqlite:///{target}"
 
 
@@ -129,8 +134,11 @@ def test_golden_digests_come_from_before_issue_13() -> None:
 
 @pytest.mark.parametrize("engine_choice", ["full", "columnar"])
 def test_month_run_lines_are_those_of_before(bundle: Bundle, tmp_path: Path, engine_choice: str) -> None:
-    db = _copy(bundle, tmp_path)
-    cli("bill", "--month", MONTH, "--engine", engine_choice, "--db", db)
+    if engine_choice == "full":
+        db = _copy(bundle.billed, tmp_path)  # billed by ``caretally bill`` (the default engine)
+    else:
+        db = _copy(bundle.imported, tmp_path)
+        cli("bill", "--month", MONTH, "--engine", engine_choice, "--db", db)
     rows, digest = lines_digest(db, tmp_path / "lines.csv")
     assert rows == GOLDEN["claim_lines"]
     assert digest == GOLDEN["claim_lines_csv_sha256_without_run_id"]
@@ -156,5 +164,22 @@ def test_incremental_run_after_late_readings_gives_lines_of_before(bundle: Bundl
 
 
 def test_worklist_rows_are_those_of_before(bundle: Bundle, tmp_path: Path) -> None:
-    db = _copy(bundle, tmp_path)
+    db = _copy(bundle.billed, tmp_path)
     assert worklist_digest(db) == GOLDEN["worklist_csv_sha256"]
+
+
+def test_kept_worklist_rows_are_those_of_before(bundle: Bundle, tmp_path: Path) -> None:
+    """The kept state (what the API and the web read) holds the rows of before, in order."""
+    from caretally import worklist_state
+    from caretally.billing.payers import PayerRules
+    from caretally.cli.common import write_csv
+    from caretally.cli.worklist_cmd import CSV_HEADER, csv_row
+
+    engine = open_database(_copy(bundle.billed, tmp_path), ORG)
+    kept = worklist_state.refresh(engine, ORG, date.fromisoformat(AS_OF), PayerRules.load())
+    with engine.connect() as conn:
+        rows = worklist_state.ranked(conn, ORG, kept.state_id, include_done=True)
+    engine.dispose()
+    shown = io.StringIO(newline="")
+    write_csv((csv_row(r) for r in rows), CSV_HEADER, out=shown)
+    assert hashlib.sha256(shown.getvalue().encode()).hexdigest() == GOLDEN["worklist_csv_sha256"]
