@@ -404,20 +404,34 @@ def forget_state(engine: Engine, org_id: str, sid: str) -> None:
 
 
 def refresh_kept(
-    engine: Engine, org_id: str, load: Callable[[Mapping[str, str]], PayerRules]
+    engine: Engine,
+    org_id: str,
+    load: Callable[[Mapping[str, str]], PayerRules],
+    today: date | None = None,
 ) -> list[Refreshed]:
     """Refresh every state the organization keeps (the task queue's job after an ingest).
 
     A state whose rule book no longer loads to the same content (rule files changed) is
-    dropped: the next reader builds the state of the rules in force.
+    dropped: the next reader builds the state of the rules in force. With ``today``, an
+    organization that keeps states gets today's built for each rule book it uses, so the
+    first reader of a new day finds it ready instead of waiting for a cold build.
     """
     out = []
-    for as_of, overlays, key in kept_states(engine, org_id):
+    kept = kept_states(engine, org_id)
+    books: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+    for as_of, overlays, key in kept:
         rules = load(overlays)
         if rules.content_hash != key:
             forget_state(engine, org_id, state_id(as_of, key))
             continue
+        books.setdefault(tuple(sorted(overlays.items())), overlays)
         out.append(refresh(engine, org_id, as_of, rules, overlays))
+    if today is not None:
+        have = {(as_of, key) for as_of, _, key in kept}
+        for overlays in books.values():
+            rules = load(overlays)
+            if (today, rules.content_hash) not in have:
+                out.append(refresh(engine, org_id, today, rules, overlays))
     return out
 
 
