@@ -195,10 +195,13 @@ def post_to_visible(url: str, org: str, as_of: date) -> dict[str, float]:
     states, touches = schema.worklist_states, schema.month_touches
 
     def caught_up() -> bool:
+        """The state of ``as_of`` (other days' states the task may also build are not waited for)."""
         with engine.connect() as conn:
             mark = conn.execute(select(func.max(touches.c.id)).where(touches.c.org_id == org)).scalar()
             kept = conn.execute(
-                select(func.min(states.c.touches_through)).where(states.c.org_id == org)
+                select(func.max(states.c.touches_through)).where(
+                    states.c.org_id == org, states.c.as_of == as_of
+                )
             ).scalar()
         return (kept or 0) >= (mark or 0)
 

@@ -18,14 +18,17 @@ keeps the order of one patient's rows that tie). PHI stays in the database.
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, text, true, update
 
+from caretally import worklist as worklist_module
 from caretally.billing.payers import PayerRules
 from caretally.billing.run import engine_version
 from caretally.billing.touchmarks import history_key
@@ -177,6 +180,20 @@ def patient_records(
 # --------------------------------------------------------------------------------------
 
 
+_VERSION: list[str] = []
+
+
+def state_version() -> str:
+    """The deciding engine's version plus a digest of the worklist code: a release that
+    changes how rows are made or ranked rebuilds every kept state."""
+    if not _VERSION:
+        digest = hashlib.sha256()
+        for module in (worklist_module, sys.modules[__name__]):
+            digest.update(Path(str(module.__file__)).read_bytes())
+        _VERSION.append(f"{engine_version()}+{digest.hexdigest()[:12]}")
+    return _VERSION[0]
+
+
 def state_id(as_of: date, rules_hash: str) -> str:
     return hashlib.sha256(f"{as_of.isoformat()}|{rules_hash}".encode()).hexdigest()[:32]
 
@@ -285,7 +302,7 @@ def _refresh_once(
     now: Callable[[], datetime],
 ) -> Refreshed | None:
     mark = touches_mark(engine, org_id)
-    version = engine_version()
+    version = state_version()
     with engine.connect() as conn:
         state = conn.execute(
             select(_states).where(_states.c.org_id == org_id, _states.c.state_id == sid)
@@ -387,20 +404,34 @@ def forget_state(engine: Engine, org_id: str, sid: str) -> None:
 
 
 def refresh_kept(
-    engine: Engine, org_id: str, load: Callable[[Mapping[str, str]], PayerRules]
+    engine: Engine,
+    org_id: str,
+    load: Callable[[Mapping[str, str]], PayerRules],
+    today: date | None = None,
 ) -> list[Refreshed]:
     """Refresh every state the organization keeps (the task queue's job after an ingest).
 
     A state whose rule book no longer loads to the same content (rule files changed) is
-    dropped: the next reader builds the state of the rules in force.
+    dropped: the next reader builds the state of the rules in force. With ``today``, an
+    organization that keeps states gets today's built for each rule book it uses, so the
+    first reader of a new day finds it ready instead of waiting for a cold build.
     """
     out = []
-    for as_of, overlays, key in kept_states(engine, org_id):
+    kept = kept_states(engine, org_id)
+    books: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+    for as_of, overlays, key in kept:
         rules = load(overlays)
         if rules.content_hash != key:
             forget_state(engine, org_id, state_id(as_of, key))
             continue
+        books.setdefault(tuple(sorted(overlays.items())), overlays)
         out.append(refresh(engine, org_id, as_of, rules, overlays))
+    if today is not None:
+        have = {(as_of, key) for as_of, _, key in kept}
+        for overlays in books.values():
+            rules = load(overlays)
+            if (today, rules.content_hash) not in have:
+                out.append(refresh(engine, org_id, today, rules, overlays))
     return out
 
 

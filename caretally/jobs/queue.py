@@ -196,9 +196,17 @@ class JobQueue:
         # Cleared before reading: an ingest committing from now on queues a refresh of its
         # own, and every one committed before is in what this refresh reads.
         self.huey.storage.delete_data(self._key("worklist-pending", org_id))
+        from datetime import UTC, datetime
+
         from caretally.services.months import refresh_kept_worklists
 
-        refresh_kept_worklists(self.engine, org_id)
+        try:
+            # The readers' default day is today in UTC (API and web alike).
+            refresh_kept_worklists(self.engine, org_id, datetime.now(UTC).date())
+        except Exception as exc:  # its message may name a patient: the type only, never a traceback
+            log.warning(
+                "the kept worklist could not be refreshed (%s); readers will build it", type(exc).__name__
+            )
 
     def enqueue_worklist_refresh(self, org_id: str) -> bool:
         """Queue a refresh of the organization's kept worklist unless one is waiting already.

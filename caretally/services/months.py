@@ -225,12 +225,13 @@ def worklist(
     return audit.audited_call(engine, actor, "worklist.read", "worklist", work)
 
 
-def refresh_kept_worklists(engine: Engine, org_id: str) -> None:
-    """Bring every kept worklist of the organization up to the committed data (the task
-    the queue runs after an ingest; PHI-free: nothing is returned or logged)."""
+def refresh_kept_worklists(engine: Engine, org_id: str, today: date | None = None) -> None:
+    """Bring every kept worklist of the organization up to the committed data, and build
+    ``today``'s if the organization keeps any (the task the queue runs after an ingest;
+    PHI-free: nothing is returned or logged)."""
     from caretally import worklist_state
 
-    worklist_state.refresh_kept(engine, org_id, payer_rules)
+    worklist_state.refresh_kept(engine, org_id, payer_rules, today)
 
 
 def leakage(engine: Engine, actor: Actor, month: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ the background refresh alone — and then reads it over HTTP.
 from __future__ import annotations
 
 import time
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,9 @@ def test_a_posted_reading_shows_in_the_worklist_within_five_seconds(server, tmp_
                     select(func.max(touches.c.id)).where(touches.c.org_id == "north")
                 ).scalar_one()
                 kept = conn.execute(
-                    select(func.max(states.c.touches_through)).where(states.c.org_id == "north")
+                    select(func.max(states.c.touches_through)).where(
+                        states.c.org_id == "north", states.c.as_of == date.fromisoformat(AS_OF)
+                    )
                 ).scalar_one()
             return int(kept or 0), int(mark or 0)
 

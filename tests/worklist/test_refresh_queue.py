@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -79,8 +80,11 @@ def test_embedded_queue_coalesces_a_burst_and_the_serve_consumer_refreshes(
     assert _state_mark(engine, kept.state_id) < ws.touches_mark(engine, ORG)
     consumer = BackgroundConsumer(queue)
     consumer.start()
+    today = datetime.now(UTC).date()
     try:
         _wait(lambda: _state_mark(engine, kept.state_id) == ws.touches_mark(engine, ORG))
+        # ... and today's state is built ahead of its first reader, for the rule book in use
+        _wait(lambda: (today, RULES.content_hash) in {(a, k) for a, _, k in ws.kept_states(engine, ORG)})
     finally:
         consumer.stop()
     assert queue.enqueue_worklist_refresh(ORG), "the task cleared its pending mark when it started"

@@ -245,6 +245,14 @@ def test_another_day_rule_book_history_or_a_bulk_load_rebuild(kept_template: Pat
     assert (again.mode, again.reason) == ("full", "the billing history of earlier months changed")
     assert_kept_equals_cold(engine, again.state_id)
 
+    with engine.begin() as conn:  # a state made by another release of the engine or worklist code
+        states = schema.worklist_states
+        conn.execute(
+            states.update().where(states.c.state_id == again.state_id).values(engine_version="0.0.9+old")
+        )
+    upgraded = ws.refresh(engine, ORG, AS_OF, RULES)
+    assert (upgraded.mode, upgraded.reason) == ("full", "the engine changed")
+
     mark = ws.touches_mark(engine, ORG)
     with engine.begin() as conn:  # what an untracked bulk load or a practitioner change records
         conn.execute(schema.month_touches.insert().values(org_id=ORG, patient_id="*", month="*"))
