@@ -74,19 +74,52 @@ def _child_bill(url: str, org: str, engine_choice: str) -> dict[str, Any]:
 
 
 def _child_flags(url: str) -> dict[str, Any]:
-    """Why the columnar pass flags the months it does not decide (facts built once, untimed)."""
+    """Why the columnar pass flags the months it does not decide, and how long the pass takes."""
+    m = measure(url, ORG, MONTH)
+    return {
+        "decided": m["decided"],
+        "flags": m["flagged"],
+        "facts_s": m["facts_seconds"],
+        "pass_s": m["seconds"],
+    }
+
+
+def measure(url: str, org: str, month: str, *, bill: bool = False) -> dict[str, Any]:
+    """The columnar pass on an already-imported database, for ``bench/run.py`` and the like.
+
+    Builds the month's facts (timed apart), runs the pass over every patient-month
+    (timed) and counts what it decided and why it flagged the rest. Read-only unless
+    ``bill``: then the month is also billed with ``--engine columnar`` (a stored run) and
+    its wall time reported as ``bill_seconds``.
+    """
     from caretally.billing.evaluate import _facts_by_payer_options
     from caretally.billing.payers import PayerRules
+    from caretally.billing.run import bill_month
     from caretally.columnar.decide import decide_months
     from caretally.dates import parse_month
     from caretally.store.db import open_database
 
-    engine = open_database(url, ORG)
+    engine = open_database(url, org)
     rules = PayerRules.load()
-    facts = _facts_by_payer_options(engine, ORG, parse_month(MONTH), rules, None, None, None, {})
+    period = parse_month(month)
+    began = time.perf_counter()
+    facts = _facts_by_payer_options(engine, org, period, rules, None, None, None, {})
+    facts_s = time.perf_counter() - began
+    began = time.perf_counter()
     result = decide_months((f, rules.for_payer(f.payer)) for f in facts)
+    out: dict[str, Any] = {
+        "facts_seconds": facts_s,
+        "seconds": time.perf_counter() - began,
+        "months": result.total,
+        "decided": len(result.decided),
+        "flagged": dict(Counter(result.flagged.values())),
+    }
+    if bill:
+        began = time.perf_counter()
+        bill_month(engine, org, period, rules, engine_choice="columnar")
+        out["bill_seconds"] = time.perf_counter() - began
     engine.dispose()
-    return {"decided": len(result.decided), "flags": dict(Counter(result.flagged.values()))}
+    return out
 
 
 def _database(label: str, url: str, bundle: Path, rows: list[list[str]], notes: list[str]) -> None:
@@ -113,7 +146,10 @@ def _database(label: str, url: str, bundle: Path, rows: list[list[str]], notes: 
     if label == "SQLite":
         flags = in_child(_child_flags, url)
         if "flags" in flags:
-            notes.append(f"columnar pass on {label}: decided {flags['decided']:,}; flagged {flags['flags']}")
+            notes.append(
+                f"columnar pass on {label}: decided {flags['decided']:,}; flagged {flags['flags']}; "
+                f"facts built in {flags['facts_s']:.2f} s, the pass over every month {flags['pass_s']:.2f} s"
+            )
 
 
 def _child_import_org(url: str, bundle: str, org: str) -> dict[str, Any]:

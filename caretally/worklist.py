@@ -332,22 +332,53 @@ def build_worklist(
     30-day device period open today may close next month. ``progress(done, total)``
     counts the patients of both passes (the second one's join the total when it starts).
     """
+    rows = [
+        row
+        for found in rows_by_patient(
+            engine, org_id, as_of, rules, program=program, patients=patients, progress=progress
+        ).values()
+        for row in found
+    ]
+    rows.sort(key=rank_key)
+    return rows
+
+
+def rank_key(row: WorklistRow) -> tuple[Decimal, date, Decimal, str, str]:
+    """The worklist's order: value per staff minute, deadline, value at stake; the sort is
+    stable, so rows of one patient and enrollment with equal keys keep the order
+    ``rows_by_patient`` gives them."""
+    return (-row.value_per_minute, row.period.end, -row.value_at_stake, row.patient_id, row.enrollment_id)
+
+
+def rows_by_patient(
+    engine: Engine,
+    org_id: str,
+    as_of: date,
+    rules: PayerRules,
+    *,
+    program: Program | None = None,
+    patients: set[str] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, list[WorklistRow]]:
+    """Each evaluated patient's worklist rows (possibly none), unranked: this month's, then
+    the next month's device periods. ``build_worklist`` ranks their union; the kept
+    worklist (``caretally.worklist_state``) stores them a patient at a time."""
     this_month = month_of(as_of)
-    rows: list[WorklistRow] = []
+    found_rows: dict[str, list[WorklistRow]] = {}
     with_devices: set[str] = set()
 
-    def this(facts: PatientMonthFacts, decisions: list[Decision]) -> tuple[str | None, list[WorklistRow]]:
+    def this(facts: PatientMonthFacts, decisions: list[Decision]) -> tuple[str, bool, list[WorklistRow]]:
         device_patient = any(p.enrollment.program in DEVICE_PROGRAMS for p in facts.programs)
         chosen = [d for d in decisions if program is None or d.program is program]
-        return (facts.patient_id if device_patient else None), rows_for(facts, chosen, rules, as_of)
+        return facts.patient_id, device_patient, rows_for(facts, chosen, rules, as_of)
 
-    def following(facts: PatientMonthFacts, decisions: list[Decision]) -> list[WorklistRow]:
+    def following(facts: PatientMonthFacts, decisions: list[Decision]) -> tuple[str, list[WorklistRow]]:
         chosen = [
             d
             for d in decisions
             if (program is None or d.program is program) and d.period.kind is not PeriodKind.CALENDAR_MONTH
         ]
-        return rows_for(facts, chosen, rules, as_of)
+        return facts.patient_id, rows_for(facts, chosen, rules, as_of)
 
     first_total = [0]
 
@@ -360,21 +391,18 @@ def build_worklist(
         if progress is not None:
             progress(first_total[0] + done, first_total[0] + total)
 
-    for device_patient, found in map_month(
+    for patient_id, device_patient, found in map_month(
         engine, org_id, this_month, rules, this, as_of=as_of, patients=patients, progress=first
     ):
-        rows.extend(found)
-        if device_patient is not None:
-            with_devices.add(device_patient)
+        found_rows[patient_id] = found
+        if device_patient:
+            with_devices.add(patient_id)
     # Next month only matters for 30-day device periods open today that close after this
     # month: evaluate just the patients with a device program, and keep just those periods.
     if with_devices:
         next_month = month_of(add_months(as_of, 1))
-        for found in map_month(
+        for patient_id, found in map_month(
             engine, org_id, next_month, rules, following, as_of=as_of, patients=with_devices, progress=second
         ):
-            rows.extend(found)
-    rows.sort(
-        key=lambda r: (-r.value_per_minute, r.period.end, -r.value_at_stake, r.patient_id, r.enrollment_id)
-    )
-    return rows
+            found_rows.setdefault(patient_id, []).extend(found)
+    return found_rows

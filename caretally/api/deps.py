@@ -8,6 +8,7 @@ without one. A refusal is recorded in the audit trail (``access.denied``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Annotated, Any
@@ -34,6 +35,12 @@ class Service:
     policy: accounts.SessionPolicy
     unpack: UnpackLimits
     queue: Any = None  # caretally.jobs.queue.JobQueue: month-close jobs (made by create_app)
+
+    @property
+    def touched(self) -> Callable[[str], object] | None:
+        """What an ingest route passes its service to run after the commit: queue a
+        refresh of the organization's kept worklist (``caretally.worklist_state``)."""
+        return None if self.queue is None else self.queue.enqueue_worklist_refresh
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import heapq
 import multiprocessing
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
@@ -252,6 +252,7 @@ def map_month(
     snapshot: str | None = None,
     progress: Progress | None = None,
     columnar: Callable[[PatientMonthFacts, list[Any]], T] | None = None,
+    population: Sequence[str] | None = None,
 ) -> Iterator[T]:
     """``fn(facts, decisions)`` for every patient-month, in patient order.
 
@@ -269,12 +270,15 @@ def map_month(
     ``snapshot`` (a PostgreSQL exported snapshot, see ``store.db.serial_transaction``)
     makes every range — in this process or a worker — read that one snapshot, the one
     ``engine`` reads. ``progress(done, total)`` counts patients: once before the first
-    range is read, then after each range.
+    range is read, then after each range. ``population``: the month's patients
+    (:func:`patients_in_month`) when the caller read them already in the same snapshot.
     """
     global _JOB
     book = rules if isinstance(rules, PayerRules) else PayerRules(rules)
     lookback = max(facts_options(book.for_payer(p), month).lookback for p in Payer)
-    ids = [i for i in patients_in_month(engine, org_id, month, lookback) if patients is None or i in patients]
+    if population is None:
+        population = patients_in_month(engine, org_id, month, lookback, patients)
+    ids = [i for i in population if patients is None or i in patients]
     ranges = [(ids[i], ids[min(i + BATCH, len(ids)) - 1]) for i in range(0, len(ids), BATCH)]
     url = engine.url.render_as_string(hide_password=False)
     job = _MapJob(url, org_id, month, rules, as_of, patients, fn, snapshot, columnar=columnar)

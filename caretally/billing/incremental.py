@@ -4,8 +4,9 @@ The run stored last for the month (its *base*) saw ``month_touches`` up to an id
 billing history of earlier months (``billing.touchmarks``). When the base was made with
 the same rules, engine and settings, and neither the history nor the organization as a
 whole changed since, only the patients touched after the base (and those entering the
-month's population) are evaluated; every other patient's stored decisions and claim lines
-are copied forward in SQL. The new run is stored exactly as a full run of the same data
+month's population) are evaluated; every other patient's decisions row refers to the row
+that holds its text (``run_decisions.stored_in``, read through ``run.decision_rows``)
+and its claim lines are copied forward in SQL, in patient order. The new run is stored exactly as a full run of the same data
 would store it: the same decisions, lines in the same order, summary and digests
 (``tests/billing/test_incremental.py`` proves it). Anything else is answered by the full
 run (:func:`caretally.billing.run.bill_month`), with the reason.
@@ -19,8 +20,8 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +45,7 @@ from caretally.billing.run import (
     _same_run,
     bill_month,
     current_run,
+    decision_rows,
     engine_version,
     hold_month,
     input_digest_of,
@@ -266,18 +268,25 @@ def _unchanged(previous: StoredRun, month_text: str, kept: list[ClaimLine]) -> R
 
 def _old_decision_count(conn: Connection, run_id: str, patients: Sequence[str]) -> int:
     d = schema.run_decisions
+    joined, value = decision_rows()
     total = 0
     for start in range(0, len(patients), CHUNK):
         chunk = patients[start : start + CHUNK]
-        rows = conn.execute(select(d.c.decisions).where(d.c.run_id == run_id, d.c.patient_id.in_(chunk)))
-        total += sum(len(stored_decisions_json(value)) for (value,) in rows)
+        rows = conn.execute(
+            select(value).select_from(joined).where(d.c.run_id == run_id, d.c.patient_id.in_(chunk))
+        )
+        total += sum(len(stored_decisions_json(v)) for (v,) in rows)
     return total
 
 
-def _copy_decisions(conn: Connection, old_run: str, run_id: str, carried: Sequence[str]) -> None:
-    """The carried patients' stored decisions, copied byte for byte inside the database."""
+def _refer_decisions(conn: Connection, old_run: str, run_id: str, carried: Sequence[str]) -> None:
+    """A row per carried patient that refers to the row holding its decisions, in SQL.
+
+    The text stays where it was stored (``stored_in``: the base run's row, or the row the
+    base itself referred to), so a carried patient costs a short row, not a 17 KB copy.
+    """
     d = schema.run_decisions
-    columns = ["run_id", "org_id", "patient_id", "facts_digest", "billable_count", "decisions"]
+    columns = ["run_id", "org_id", "patient_id", "facts_digest", "billable_count", "stored_in"]
     for start in range(0, len(carried), CHUNK):
         chunk = carried[start : start + CHUNK]
         source = select(
@@ -286,9 +295,47 @@ def _copy_decisions(conn: Connection, old_run: str, run_id: str, carried: Sequen
             d.c.patient_id,
             d.c.facts_digest,
             d.c.billable_count,
-            d.c.decisions,
+            func.coalesce(d.c.stored_in, d.c.run_id),
         ).where(d.c.run_id == old_run, d.c.patient_id.in_(chunk))
         conn.execute(insert(d).from_select(columns, source))
+
+
+#: ``claim_lines`` columns copied as they are when a line is carried (all but id and run id).
+_LINE_COLUMNS = [c.name for c in schema.claim_lines.columns if c.name not in ("id", "run_id")]
+
+
+def _carry_lines(
+    conn: Connection,
+    old_run: str,
+    run_id: str,
+    carried: Sequence[str],
+    ids: Mapping[str, list[int]],
+    position: Mapping[int, int],
+) -> None:
+    """The carried patients' lines (consecutive in patient order) copied in SQL, in stored order.
+
+    ``ids``: each patient's line ids in the base run; ``position``: each id's place among
+    the base run's lines. When the segment's lines are one unbroken stretch of the base
+    run's lines (no other patient's line between them, as when the base stored the same
+    patients in the same order), they are copied as one primary-key range; otherwise by
+    patient.
+    """
+    c = schema.claim_lines
+    theirs = [x for patient in carried for x in ids.get(patient, ())]
+    if not theirs:
+        return
+    wanted = select(literal(run_id, c.c.run_id.type), *(c.c[name] for name in _LINE_COLUMNS))
+    columns = ["run_id", *_LINE_COLUMNS]
+    at = [position[x] for x in theirs]
+    if max(at) - min(at) + 1 == len(theirs):
+        low, high = min(theirs), max(theirs)
+        source = wanted.where(c.c.run_id == old_run, c.c.id.between(low, high)).order_by(c.c.id)
+        conn.execute(insert(c).from_select(columns, source))
+        return
+    for start in range(0, len(carried), CHUNK):
+        chunk = carried[start : start + CHUNK]
+        source = wanted.where(c.c.run_id == old_run, c.c.patient_id.in_(chunk)).order_by(c.c.id)
+        conn.execute(insert(c).from_select(columns, source))
 
 
 def _store(
@@ -311,7 +358,7 @@ def _store(
     month_text = month.start.strftime("%Y-%m")
     settings_json = settings.to_json()
     run_id = str(uuid.uuid4())
-    directory = _directory(reader, org_id)
+    directory = _directory(reader, org_id, redo if len(redo) <= CHUNK else None)
     runs = schema.billing_runs
     conn.execute(
         insert(runs).values(
@@ -339,13 +386,25 @@ def _store(
     fresh = {
         r.patient_id: r
         for r in map_month(
-            reader, org_id, month, rules, evaluate, patients=redo, problems=problems, snapshot=snapshot
+            reader,
+            org_id,
+            month,
+            rules,
+            evaluate,
+            patients=redo,
+            problems=problems,
+            snapshot=snapshot,
+            population=population,
         )
     }
     c = schema.claim_lines
     old_lines: dict[str, list[ClaimLine]] = defaultdict(list)
+    old_ids: dict[str, list[int]] = defaultdict(list)
+    position: dict[int, int] = {}
     for row in conn.execute(select(c).where(c.c.run_id == previous.run_id).order_by(c.c.id)).mappings():
-        old_lines[row["patient_id"]].append(replace(stored_line(row), run_id=run_id))
+        old_lines[row["patient_id"]].append(stored_line(row, run_id))
+        old_ids[row["patient_id"]].append(row["id"])
+        position[row["id"]] = len(position)
     old_warnings: dict[str, list[RunWarning]] = defaultdict(list)
     for item in (previous.summary or {}).get("warnings") or []:
         old_warnings[item["patient_id"]].append(_warning(item))
@@ -356,6 +415,16 @@ def _store(
     parts: dict[str, str] = {}
     carried: list[str] = []
     decision_rows: list[dict[str, Any]] = []
+    # The lines are stored in patient order, as a full run stores them: runs of consecutive
+    # carried patients are copied in SQL, the re-evaluated patients' lines inserted between.
+    steps: list[tuple[str, list[Any]]] = []
+
+    def step(kind: str, items: Sequence[Any]) -> None:
+        if steps and steps[-1][0] == kind:
+            steps[-1][1].extend(items)
+        else:
+            steps.append((kind, list(items)))
+
     for patient in population:
         found = fresh.get(patient)
         if found is not None:
@@ -374,6 +443,7 @@ def _store(
                     "decisions": found.decisions_json,
                 }
             )
+            step("fresh", lines)
         elif patient in redo:
             continue  # a problem of the patient's: in ``problems``, as a full run has it
         else:
@@ -385,16 +455,21 @@ def _store(
             summary.warnings.extend(old_warnings.get(patient, ()))
             lines = old_lines.get(patient, [])
             carried.append(patient)
+            step("carried", [patient])
         for line in lines:
             lines_hash.update(line_digest_part(line_content(line)))
         _add_lines(summary, lines)
         all_lines.extend(lines)
-    _copy_decisions(conn, previous.run_id, run_id, carried)
+    _refer_decisions(conn, previous.run_id, run_id, carried)
     if decision_rows:
         conn.execute(insert(schema.run_decisions), decision_rows)
-    for start in range(0, len(all_lines), 5000):
-        chunk = all_lines[start : start + 5000]
-        conn.execute(insert(c), [_line_row(run_id, org_id, line_key(x), x) for x in chunk])
+    for kind, items in steps:
+        if kind == "carried":
+            _carry_lines(conn, previous.run_id, run_id, items, old_ids, position)
+            continue
+        for start in range(0, len(items), 5000):
+            chunk = items[start : start + 5000]
+            conn.execute(insert(c), [_line_row(run_id, org_id, line_key(x), x) for x in chunk])
     kept = set(carried)
     dropped = [p for p in before if p not in kept]
     summary.decisions += int((previous.summary or {}).get("decisions", 0)) - _old_decision_count(

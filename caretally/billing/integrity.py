@@ -17,9 +17,10 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Text, cast, select
+from sqlalchemy import Connection, Engine, select
 
 from caretally.billing.run import (
+    decision_rows,
     decisions_digest_part,
     input_digest_of,
     line_content,
@@ -174,8 +175,14 @@ def _decision_digests(conn: Connection, run_id: str) -> tuple[str, str]:
     d = schema.run_decisions
     parts: dict[str, tuple[str, str]] = {}
     # The stored text itself, not the document parsed from it: that is what was digested.
-    text = cast(d.c.decisions, Text)
-    query = select(d.c.patient_id, d.c.facts_digest, d.c.billable_count, text).where(d.c.run_id == run_id)
+    # A row that refers to another run's row (``stored_in``) is digested as that row's text,
+    # so an edit of a shared row shows in every run that refers to it.
+    joined, text = decision_rows(text=True)
+    query = (
+        select(d.c.patient_id, d.c.facts_digest, d.c.billable_count, text)
+        .select_from(joined)
+        .where(d.c.run_id == run_id)
+    )
     rows = conn.execute(query.execution_options(yield_per=_STREAM))
     for patient_id, facts_digest, billable, decisions in rows:
         parts[patient_id] = (decisions_digest_part(patient_id, billable, decisions), facts_digest)

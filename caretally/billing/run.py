@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, Text, and_, cast, func, insert, select, update
+from sqlalchemy.sql.expression import ColumnElement, FromClause
 
 from caretally import __version__
 from caretally.billing.evaluate import map_month
@@ -245,15 +246,14 @@ class _Directory:
     credentials: Mapping[str, str]
 
 
-def _directory(engine: Engine, org_id: str) -> _Directory:
+def _directory(engine: Engine, org_id: str, patients: Iterable[str] | None = None) -> _Directory:
+    """Payers, member ids and practitioners for claim lines (``patients``: only theirs)."""
     p, pr = schema.patients, schema.practitioners
+    query = select(p.c.patient_id, p.c.payer, p.c.member_id).where(p.c.org_id == org_id)
+    if patients is not None:
+        query = query.where(p.c.patient_id.in_(sorted(patients)))
     with engine.connect() as conn:
-        members = {
-            r.patient_id: (Payer(r.payer), r.member_id)
-            for r in conn.execute(
-                select(p.c.patient_id, p.c.payer, p.c.member_id).where(p.c.org_id == org_id)
-            )
-        }
+        members = {r.patient_id: (Payer(r.payer), r.member_id) for r in conn.execute(query)}
         people = conn.execute(
             select(pr.c.practitioner_id, pr.c.npi, pr.c.credential).where(pr.c.org_id == org_id)
         ).all()
@@ -563,8 +563,8 @@ def stored_lines(engine: Bind, run_id: str) -> list[ClaimLine]:
     return [stored_line(r) for r in rows]
 
 
-def stored_line(r: Mapping[str, Any]) -> ClaimLine:
-    """A ``claim_lines`` row as the line it was stored from."""
+def stored_line(r: Mapping[str, Any], run_id: str | None = None) -> ClaimLine:
+    """A ``claim_lines`` row as the line it was stored from (``run_id``: as another run's line)."""
     return ClaimLine(
         patient_id=r["patient_id"],
         code=r["code"],
@@ -579,12 +579,32 @@ def stored_line(r: Mapping[str, Any]) -> ClaimLine:
         modifiers=tuple(x for x in r["modifiers"].split(";") if x),
         charge=Decimal(str(r["charge"])).quantize(Decimal("0.01")),
         expected_payment=Decimal(str(r["expected_payment"])).quantize(Decimal("0.01")),
-        run_id=r["run_id"],
+        run_id=r["run_id"] if run_id is None else run_id,
         enrollment_id=r["enrollment_id"],
         program=Program(r["program"]),
         payer=Payer(r["payer"]),
         member_id=r["member_id"],
     )
+
+
+def decision_rows(text: bool = False) -> tuple[FromClause, ColumnElement[Any]]:
+    """``run_decisions`` joined to the rows it refers to, and the decisions each row stands for.
+
+    A carried patient's row of an incremental run holds no text of its own: ``stored_in``
+    names the run whose row of the same patient does (always the row with the text, never
+    another reference). Every reader selects the decisions through this, so a reference
+    and a copy read the same. ``text``: the stored JSON text itself (what was digested).
+    """
+    d = schema.run_decisions
+    source = d.alias("decisions_source")
+    joined = d.outerjoin(
+        source, and_(source.c.run_id == d.c.stored_in, source.c.patient_id == d.c.patient_id)
+    )
+    if text:
+        value: ColumnElement[Any] = func.coalesce(cast(source.c.decisions, Text), cast(d.c.decisions, Text))
+    else:
+        value = func.coalesce(source.c.decisions, d.c.decisions, type_=d.c.decisions.type)
+    return joined, value.label("decisions")
 
 
 def stored_decisions(engine: Bind, run_id: str, patient_id: str | None = None) -> list[dict[str, Any]]:
@@ -594,7 +614,8 @@ def stored_decisions(engine: Bind, run_id: str, patient_id: str | None = None) -
     reasons are made now, by the engine on that patient's facts (:func:`_explain_columnar`).
     """
     d = schema.run_decisions
-    stmt = select(d.c.patient_id, d.c.facts_digest, d.c.decisions).where(d.c.run_id == run_id)
+    joined, value = decision_rows()
+    stmt = select(d.c.patient_id, d.c.facts_digest, value).select_from(joined).where(d.c.run_id == run_id)
     stmt = stmt.order_by(d.c.patient_id)
     if patient_id is not None:
         stmt = stmt.where(d.c.patient_id == patient_id)
@@ -814,8 +835,9 @@ def _summarise_columnar(
 ) -> None:
     """:func:`_summarise` for a month the columnar pass decided.
 
-    It never decides a month with warnings or a proposed rule-year (those are flagged), so
-    what is left is counting. The one sentence the summary keeps per failed rule (its
+    It never decides a month of a proposed rule-year (those are flagged); overlapping time
+    gives the same warnings the engine's reasons would (``columnar.facts.overlap_warnings``),
+    so what is left is counting. The one sentence the summary keeps per failed rule (its
     example) comes from the engine, run for a patient only when this process has not
     seen that rule fail yet: patients arrive in order, so the first example is the same.
     """
@@ -826,6 +848,10 @@ def _summarise_columnar(
     _undecided(summary, facts, rules)
     summary.reachable += sum(1 for o in outcomes if o.status is Status.REACHABLE)
     book = rules.for_payer(facts.payer)
+    from caretally.columnar.facts import overlap_warnings
+
+    for rule_id, message, entry in overlap_warnings(facts, book):
+        summary.warnings.append(RunWarning(rule_id, facts.patient_id, message, (entry,)))
     lost = [o.blocking[0] for o in _lost_outcomes(outcomes, book)]
     summary.not_billable_reasons.update(lost)
     if any(rule_id not in examples for rule_id in lost):
@@ -898,9 +924,9 @@ def bill_month(
 ) -> RunResult:
     """Bill ``month``: evaluate every patient, price the lines, store the run.
 
-    ``engine_choice`` ``columnar`` (the default) decides the patient-months the columnar
-    pass can decide exactly in bulk (:mod:`caretally.columnar`) and the rest with the
-    engine; ``full`` uses the engine for all. The claim lines are the same either way, and
+    ``engine_choice`` ``full`` (the default) uses the engine for every patient-month;
+    ``columnar`` decides the patient-months the columnar pass can decide exactly in bulk
+    (:mod:`caretally.columnar`) and the rest with the engine. The claim lines are the same either way, and
     a columnar month's reasons are made on demand from its stored facts snapshot.
 
     Same data, rules and settings as the month's current run → nothing is stored and the

@@ -19,9 +19,11 @@ from caretally.rules.families.common import strings
 from caretally.rules.params import MissingParameter, RuleYear
 
 #: The families the columnar pass decides; a program with any other family is flagged.
-FAMILIES = ("setup", "device_supply", "treatment_management", "data_interpretation")
+FAMILIES = ("setup", "device_supply", "treatment_management", "data_interpretation", "care_management")
 #: Programs the columnar pass decides.
-PROGRAMS = (Program.RPM, Program.RTM)
+PROGRAMS = (Program.RPM, Program.RTM, Program.CCM, Program.PCM)
+#: Time-based families judged over the calendar month (the others: per 30-day period).
+MONTHLY = ("treatment_management", "care_management")
 
 
 class NotCompilable(ValueError):
@@ -48,6 +50,11 @@ class CodeRow:
     performers: tuple[str, ...]
     requires_interactive: bool
     modalities: tuple[str, ...]
+    #: Care management: the lane (its base's), the diagnoses needed and the complexity
+    #: required (``care_management.eligibility``); None where the code does not say.
+    lane: str | None = None
+    min_conditions: int | None = None
+    complexity: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +68,8 @@ class YearRow:
     employed_only: bool
     coverage: bool
     allocate_unassigned: bool
+    #: ``ccm_lane_order``: when money cannot choose a care-management lane (last words).
+    lane_order: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +128,9 @@ def _compile(year_id: int, year: RuleYear) -> tuple[list[CodeRow], YearRow, list
                 first = base_min + step
                 if "min_minutes" in rule.params:
                     first = max(first, _int(rule.value("min_minutes"), f"{code} min_minutes") or 0)
-            timed = rule.family in ("treatment_management", "data_interpretation")
+            timed = rule.family in ("treatment_management", "data_interpretation", "care_management")
+            care = rule.family == "care_management"
+            lane = str(year.code(base or code).value("lane")) if care else None
             requires = (
                 bool(rule.get("requires_interactive")) if "requires_interactive" in rule.params else False
             )
@@ -149,6 +160,17 @@ def _compile(year_id: int, year: RuleYear) -> tuple[list[CodeRow], YearRow, list
                     performers=strings(rule.get("performers")) if timed else (),
                     requires_interactive=requires,
                     modalities=strings(rule.value("interactive_modalities")) if requires else (),
+                    lane=lane,
+                    min_conditions=(
+                        _int(rule.value("min_chronic_conditions"), f"{code} min_chronic_conditions")
+                        if care and "min_chronic_conditions" in rule.params
+                        else None
+                    ),
+                    complexity=(
+                        str(rule.value("requires_complexity"))
+                        if care and rule.has("requires_complexity")
+                        else None
+                    ),
                 )
             )
     employed = year.options.get("staff_minutes_employed_only")
@@ -167,6 +189,7 @@ def _compile(year_id: int, year: RuleYear) -> tuple[list[CodeRow], YearRow, list
         employed_only=employed is not None and employed.value is True,
         coverage=bool(year.coverage),
         allocate_unassigned=bool(year.option("allocate_unassigned_time").value),
+        lane_order=strings(year.option("ccm_lane_order").value),
     )
     reqs = [
         RequirementRow(

@@ -17,8 +17,8 @@ with ``evaluate_patient_month`` is a property test (tests/columnar).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields, replace
 from datetime import date
 from decimal import Decimal
 
@@ -27,8 +27,10 @@ import pyarrow as pa
 
 from caretally.columnar.codes import CodeRow, RequirementRow, YearRow
 from caretally.columnar.facts import Columns, Compiled, add, flag_of
-from caretally.model import PatientMonthFacts, Status
-from caretally.rules.params import RuleBook
+from caretally.model import PatientMonthFacts, Program, Status
+from caretally.rules.families.common import option_value
+from caretally.rules.families.concurrency import DIFFERENT_PRACTITIONERS, program_groups
+from caretally.rules.params import RuleBook, RuleYear
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,11 +71,21 @@ def decide_months(months: Iterable[tuple[PatientMonthFacts, RuleBook]]) -> Colum
     columns = Columns()
     flagged: dict[str, str] = {}
     ids: list[str] = []
+    several: dict[str, dict[str, Enrolled]] = {}
     for facts, book in months:
         why = flag_of(facts, book, compiled)
         if why is not None:
             flagged[facts.patient_id] = why
             continue
+        if len(facts.programs) > 1:
+            several[facts.patient_id] = {
+                p.enrollment.enrollment_id: Enrolled(
+                    p.enrollment.program,
+                    (p.enrollment.start_date, p.enrollment.enrollment_id),
+                    p.enrollment.billing_practitioner_id or None,
+                )
+                for p in facts.programs
+            }
         add(columns, len(ids), facts, book, compiled)
         ids.append(facts.patient_id)
     decided: dict[str, list[Outcome]] = {pid: [] for pid in ids}
@@ -89,6 +101,9 @@ def decide_months(months: Iterable[tuple[PatientMonthFacts, RuleBook]]) -> Colum
                 del decided[pid]
                 flagged[pid] = why
         amounts = {(c.year, c.code): c.amount for c in compiled.codes}
+        care = {(c.year, c.code) for c in compiled.codes if c.family == "care_management"}
+        care_year: dict[str, int] = {}  # patients with care-management codes → their rule-year
+        years_of: dict[str, int] = {}
         for row in con.execute(DECISIONS).fetchall():
             pm, y, eid, code, p_start, p_end, status, units, dos, who, parts, checks = row
             pid = ids[pm]
@@ -101,11 +116,261 @@ def decide_months(months: Iterable[tuple[PatientMonthFacts, RuleBook]]) -> Colum
                 eid, code, p_start, p_end, Status(status), units, dos, pay, who, tuple(parts or ()), failed
             )
             decided[pid].append(outcome)
+            if (y, code) in care:
+                care_year[pid] = y
+            years_of[pid] = y
     finally:
         con.close()
+    for pid, y in care_year.items():
+        if pid not in several:
+            decided[pid] = settle(decided[pid], compiled.years[y], {})
+    for pid, enrolled in several.items():
+        if pid in decided:
+            year = compiled.years[years_of[pid]]
+            decided[pid] = settle(decided[pid], year, enrolled)
     for outcomes in decided.values():
         outcomes.sort(key=lambda o: (o.enrollment_id, o.code, o.period_start))
     return ColumnarResult(decided, flagged)
+
+
+# --------------------------------------------------------------------------------------
+# Care management: one lane per month, then the exclusions between services
+# --------------------------------------------------------------------------------------
+
+
+def _counts(o: Outcome) -> bool:
+    """``common.counts``: billable, or reachable with units."""
+    return o.status is Status.BILLABLE or (o.status is Status.REACHABLE and o.units > 0)
+
+
+def _demote(o: Outcome, rule_id: str, final: bool) -> Outcome:
+    """``common.demote`` on the typed outcome: the conflict joins the blocking checks."""
+    blocking = (*o.blocking, rule_id)
+    if final:
+        return replace(
+            o,
+            status=Status.NOT_BILLABLE,
+            units=0,
+            date_of_service=None,
+            expected_payment=None,
+            rendering_practitioner_id=None,
+            blocking=blocking,
+        )
+    return replace(o, status=Status.REACHABLE, date_of_service=None, blocking=blocking)
+
+
+def _pay(os_: Iterable[Outcome]) -> Decimal:
+    return sum((o.expected_payment or Decimal(0) for o in os_ if _counts(o)), Decimal(0))
+
+
+@dataclass(frozen=True, slots=True)
+class Enrolled:
+    """What the concurrency passes read of an enrollment besides its outcomes."""
+
+    program: Program
+    start: tuple[date, str]  # start date, then id: the engine's tie order
+    billing_practitioner_id: str | None
+
+
+def settle(outcomes: list[Outcome], year: RuleYear, enrolled: dict[str, Enrolled]) -> list[Outcome]:
+    """The month's conflicts between codes and programs settled as the engine settles them.
+
+    Per-code outcomes come from SQL (each code judged on its own); what is left reads
+    several codes at once and only some patients have it: ``care_management._one_lane``
+    (one lane per program and month), then the concurrency passes the decided months can
+    meet — ``exclusive_with`` (one enrollment, or enrollments of one practitioner),
+    ``never_together`` and ``not_same_practitioner`` (program pairs of the rule-year) and
+    ``add_on_base``. ``enrolled`` is empty for a patient with one enrollment (the program
+    pairs cannot clash). Billing history, two enrollments of one program, payer coverage
+    and APCM/BHI/CoCM are flagged, so ``billed_windows``, ``one_practitioner``,
+    ``with_base`` and the yearly caps never apply; ``no_double_count`` cannot fire (each
+    entry is credited to its program's one enrollment, and only one lane bills).
+    """
+    out = sorted(outcomes, key=lambda o: (o.enrollment_id, o.code, o.period_start))
+    for eid in dict.fromkeys(o.enrollment_id for o in out):
+        lanes: dict[str, list[int]] = {}
+        for i, o in enumerate(out):
+            rule = year.codes.get(o.code)
+            if o.enrollment_id == eid and rule is not None and rule.family == "care_management":
+                lanes.setdefault(str(year.code(year.base_of(o.code)).value("lane")), []).append(i)
+        order = sorted(lanes, key=lambda lane: min(out[i].code for i in lanes[lane]))
+        live = [lane for lane in order if any(_counts(out[i]) for i in lanes[lane])]
+        if len(live) <= 1:
+            continue
+        best = _choose_lane(year, {lane: [out[i] for i in lanes[lane]] for lane in live}, order)
+        final = all(out[i].status is Status.BILLABLE for i in lanes[best] if _counts(out[i]))
+        program = str(year.codes[out[lanes[best][0]].code].program).lower()
+        for lane in live:
+            if lane != best:
+                for i in lanes[lane]:
+                    if _counts(out[i]):
+                        out[i] = _demote(out[i], f"{program}.lane", final)
+    out = _exclusive_with(out, year, enrolled)
+    if enrolled:
+        out = _program_pairs(out, year, enrolled)
+    return _add_on_base(out, year)
+
+
+def _choose_lane(year: RuleYear, live: dict[str, list[Outcome]], order: list[str]) -> str:
+    """``care_management._choose_lane``: complex and met, else money, else ``ccm_lane_order``."""
+    for lane in order:
+        if lane in live and any(year.codes[o.code].get("requires_complexity") for o in live[lane]):
+            return lane
+
+    def unpriced(lane: str) -> bool:
+        return any(_counts(o) and year.codes[o.code].amount is None for o in live[lane])
+
+    priced = [lane for lane in live if not unpriced(lane)]
+    if priced:
+        return min(priced, key=lambda lane: (-_pay(live[lane]), order.index(lane)))
+    words = [str(w) for w in year.option("ccm_lane_order").value]
+
+    def kind(lane: str) -> int:
+        return next((rank for rank, word in enumerate(words) if lane.endswith(word)), len(words))
+
+    return min(live, key=lambda lane: (kind(lane), order.index(lane)))
+
+
+def _exclusive_with(out: list[Outcome], year: RuleYear, enrolled: dict[str, Enrolled]) -> list[Outcome]:
+    """``concurrency.exclusive_with``: of two services that exclude each other, the better-paying stays."""
+    services: dict[tuple[str, str, date], list[int]] = {}
+    for i, o in enumerate(out):
+        services.setdefault((o.enrollment_id, _base_of(o, out, year), o.period_start), []).append(i)
+    live = [(k, v) for k, v in services.items() if any(_counts(out[i]) for i in v)]
+
+    def start(eid: str) -> tuple[date, str]:
+        return enrolled[eid].start if eid in enrolled else (date.min, eid)
+
+    ranked = sorted(live, key=lambda kv: (-_pay(out[i] for i in kv[1]), start(kv[0][0]), kv[0][1], kv[0][2]))
+    kept: list[list[int]] = []
+    for _key, members in ranked:
+        winner = next((k for k in kept if _conflicts(out, members, k, year, enrolled)), None)
+        if winner is None:
+            kept.append(members)
+            continue
+        final = all(out[i].status is Status.BILLABLE for i in winner if _counts(out[i]))
+        for i in members:
+            if _counts(out[i]):
+                out[i] = _demote(out[i], "concurrency.exclusive_with", final)
+    return out
+
+
+def _base_of(o: Outcome, out: list[Outcome], year: RuleYear) -> str:
+    """``concurrency._base_of``: the base an add-on goes with (the one its enrollment bills)."""
+    bases = year.bases_of(o.code) if o.code in year.codes else (o.code,)
+    if len(bases) == 1:
+        return bases[0]
+    mates = [
+        m
+        for m in out
+        if m.code in bases and m.enrollment_id == o.enrollment_id and m.period_start == o.period_start
+    ]
+    counting = [m.code for m in mates if _counts(m)]
+    return (counting or [m.code for m in mates] or list(bases))[0]
+
+
+def _same_biller(a: Outcome, b: Outcome, enrolled: dict[str, Enrolled]) -> bool:
+    """``concurrency._same_biller``: one enrollment, or one billing practitioner."""
+    if a.enrollment_id == b.enrollment_id:
+        return True
+    return (
+        enrolled[a.enrollment_id].billing_practitioner_id == enrolled[b.enrollment_id].billing_practitioner_id
+    )
+
+
+def _conflicts(
+    out: list[Outcome], mine: list[int], theirs: list[int], year: RuleYear, enrolled: dict[str, Enrolled]
+) -> bool:
+    for i in mine:
+        a = out[i]
+        if not _counts(a):
+            continue
+        for j in theirs:
+            b = out[j]
+            if not _counts(b) or not _same_biller(a, b, enrolled):
+                continue
+            overlap = a.period_start <= b.period_end and b.period_start <= a.period_end
+            if overlap and (b.code in year.excludes(a.code) or a.code in year.excludes(b.code)):
+                return True
+    return False
+
+
+def _program_pairs(out: list[Outcome], year: RuleYear, enrolled: dict[str, Enrolled]) -> list[Outcome]:
+    """``concurrency.never_together``, then ``not_same_practitioner`` (with its option)."""
+    for group, _param in program_groups(year, "never_together"):
+        for n, a in enumerate(group):
+            for b in group[n + 1 :]:
+                out = _settle(out, a, b, enrolled, "concurrency.never_together", lambda x, y: True)
+
+    def same(x: Outcome, y: Outcome) -> bool:
+        return (
+            enrolled[x.enrollment_id].billing_practitioner_id
+            == enrolled[y.enrollment_id].billing_practitioner_id
+        )
+
+    for group, param in program_groups(year, "not_same_practitioner"):
+        blocked = False
+        if param.option is not None:
+            blocked = option_value(year, param.option, DIFFERENT_PRACTITIONERS) == "blocked"
+        for n, a in enumerate(group):
+            for b in group[n + 1 :]:
+                out = _settle(out, a, b, enrolled, "concurrency.not_same_practitioner", same)
+                if blocked:
+                    out = _settle(out, a, b, enrolled, "concurrency.not_same_practitioner", lambda x, y: True)
+    return out
+
+
+def _settle(
+    out: list[Outcome],
+    a: Program,
+    b: Program,
+    enrolled: dict[str, Enrolled],
+    rule_id: str,
+    related: Callable[[Outcome, Outcome], bool],
+) -> list[Outcome]:
+    """``concurrency._settle``: where two programs' counting codes clash, the one paying more stays."""
+    ia = [i for i, o in enumerate(out) if enrolled[o.enrollment_id].program == a and _counts(o)]
+    ib = [i for i, o in enumerate(out) if enrolled[o.enrollment_id].program == b and _counts(o)]
+    clash = [
+        (i, j)
+        for i in ia
+        for j in ib
+        if out[i].period_start <= out[j].period_end
+        and out[j].period_start <= out[i].period_end
+        and related(out[i], out[j])
+    ]
+    if not clash:
+        return out
+
+    def earliest(idx: list[int]) -> tuple[date, str]:
+        return min((enrolled[out[i].enrollment_id].start for i in idx), default=(date.max, ""))
+
+    pay_a, pay_b = _pay(out[i] for i in ia), _pay(out[j] for j in ib)
+    a_wins = (-pay_a, earliest(ia)) <= (-pay_b, earliest(ib))
+    win = ia if a_wins else ib
+    lose = sorted({j for _, j in clash}) if a_wins else sorted({i for i, _ in clash})
+    final = all(out[i].status is Status.BILLABLE for i in win)
+    out = list(out)
+    for i in lose:
+        out[i] = _demote(out[i], rule_id, final)
+    return out
+
+
+def _add_on_base(out: list[Outcome], year: RuleYear) -> list[Outcome]:
+    """``concurrency.add_on_base``: an add-on whose base no longer counts is not billed."""
+    for i, o in enumerate(out):
+        bases = year.bases_of(o.code) if o.code in year.codes else (o.code,)
+        if bases == (o.code,) or not _counts(o):
+            continue
+        if not any(
+            m.code in bases
+            and m.enrollment_id == o.enrollment_id
+            and m.period_start == o.period_start
+            and _counts(m)
+            for m in out
+        ):
+            out[i] = _demote(out[i], "concurrency.add_on_base", True)
+    return out
 
 
 def _payment(amount: Decimal | None, units: int) -> Decimal | None:
@@ -155,6 +420,8 @@ TYPES: dict[str, pa.DataType] = {
     "practitioner_id": pa.string(),
     "credential": pa.string(),
     "raw_seconds": pa.int64(),
+    "ndx": pa.int64(),
+    "complexity": pa.string(),
 }
 
 
@@ -166,7 +433,7 @@ def _rows(rows: list[CodeRow] | list[YearRow] | list[RequirementRow], cls: type)
         if n == "amount":
             data[n] = [None if v is None else str(v) for v in data[n]]
             types[n] = pa.string()
-        elif n in ("performers", "modalities"):
+        elif n in ("performers", "modalities", "lane_order"):
             data[n] = [list(v) for v in data[n]]
             types[n] = pa.list_(pa.string())
         elif n in (
@@ -178,6 +445,8 @@ def _rows(rows: list[CodeRow] | list[YearRow] | list[RequirementRow], cls: type)
             "device_dos",
             "setup_dos",
             "time_dos",
+            "lane",
+            "complexity",
         ):
             types[n] = pa.string()
         elif isinstance(data[n][0] if data[n] else None, bool) or n in (
@@ -375,7 +644,7 @@ SELECT w.pm, w.y, w.eid, w.p_start, c.code, t.entry_id, t.d, t.seconds, t.ord, t
        t.performer, t.credential, t.raw_seconds,
        t.interactive AND t.modality IS NOT NULL AND list_contains(c.modalities, t.modality) AS call
 FROM w JOIN code c ON c.year = w.y AND c.program = w.program AND c.base_code IS NULL
-     AND ((c.family = 'treatment_management' AND w.kind = 'month')
+     AND ((c.family IN ('treatment_management', 'care_management') AND w.kind = 'month')
           OR (c.family = 'data_interpretation' AND w.kind = 'device'))
 JOIN ent t ON t.pm = w.pm AND t.eid = w.eid AND t.d BETWEEN w.p_start AND w.p_end
      AND t.d BETWEEN w.w_first AND w.w_last AND list_contains(c.performers, t.performer);
@@ -408,9 +677,11 @@ WITH b AS (
            coalesce(s.secs, 0) // 60 AS m, coalesce(s.called, false) AS called, s.parts,
            CASE WHEN r.performer = 'staff' THEN e.bp ELSE r.practitioner_id END AS who,
            c.min_minutes, c.max_minutes, c.max_units, c.requires_interactive,
-           days_left(w.is_open, w.w_first, w.w_last, w.as_of) AS lft, o.time_dos, o.device_dos, w.w_last
+           days_left(w.is_open, w.w_first, w.w_last, w.as_of) AS lft, o.time_dos, o.device_dos, w.w_last,
+           c.min_conditions IS NOT NULL AND e.ndx < c.min_conditions AS c_cc,
+           c.complexity IS NOT NULL AND coalesce(e.complexity, '') <> c.complexity AS c_cx
     FROM w JOIN code c ON c.year = w.y AND c.program = w.program AND c.base_code IS NULL
-         AND ((c.family = 'treatment_management' AND w.kind = 'month')
+         AND ((c.family IN ('treatment_management', 'care_management') AND w.kind = 'month')
               OR (c.family = 'data_interpretation' AND w.kind = 'device'))
     JOIN yr o ON o.year = w.y
     LEFT JOIN tsum s ON s.pm = w.pm AND s.eid = w.eid AND s.p_start = w.p_start AND s.code = c.code
@@ -419,13 +690,15 @@ WITH b AS (
 )
 SELECT pm, y, eid, code, family, p_start, p_end, is_open, cfail, m, who, parts,
        program, c_enr, c_consent, c_bp, c_est, c_visit, max_minutes IS NOT NULL AND m > max_minutes AS over,
+       c_cc, c_cx,
        CASE WHEN max_minutes IS NOT NULL AND m > max_minutes THEN 'F'
             WHEN m >= min_minutes THEN 'P' WHEN lft > 0 THEN 'W' ELSE 'F' END AS v1,
        CASE WHEN NOT requires_interactive OR called THEN 'P' WHEN lft > 0 THEN 'W' ELSE 'F' END AS v2,
-       'P' AS v3,
+       CASE WHEN c_cc OR c_cx THEN 'F' ELSE 'P' END AS v3,
        CASE WHEN m >= min_minutes AND (max_minutes IS NULL OR m <= max_minutes) THEN max_units ELSE 0 END
            AS draft_units,
-       CASE WHEN (family = 'treatment_management' AND time_dos = 'month_end') THEN least(p_end, w_last_enr)
+       CASE WHEN (family IN ('treatment_management', 'care_management') AND time_dos = 'month_end')
+                THEN least(p_end, w_last_enr)
             WHEN (family = 'data_interpretation' AND device_dos = 'period_end') THEN p_end
             ELSE (SELECT min(r.d) FROM trun r WHERE r.pm = b.pm AND r.eid = b.eid AND r.p_start = b.p_start
                   AND r.code = b.code AND r.cum // 60 >= b.min_minutes) END AS dos
@@ -460,13 +733,21 @@ SETUP_CHECKS = """
 """
 BASE_CHECKS = """
     CASE WHEN v1 <> 'P' THEN lower(program)
-         || CASE WHEN family = 'data_interpretation' THEN '.interpretation.' ELSE '.tm.' END
+         || CASE WHEN family = 'data_interpretation' THEN '.interpretation.'
+                 WHEN family = 'care_management' THEN '.time.' ELSE '.tm.' END
          || CASE WHEN over THEN 'max_minutes' ELSE 'min_minutes' END END,
-    CASE WHEN v2 <> 'P' THEN lower(program) || '.tm.interactive' END
+    CASE WHEN v2 <> 'P' THEN lower(program) || '.tm.interactive' END,
+    CASE WHEN c_cc THEN lower(program) || '.chronic_conditions' END,
+    CASE WHEN c_cx THEN lower(program) || '.complexity' END
 """
+# Care management's eligibility comes before an add-on's minutes (``care_management.decide``).
 ADDON_CHECKS = """
-    CASE WHEN v1 <> 'P' THEN lower(program) || '.tm.add_on_minutes' END,
-    CASE WHEN v2 <> 'P' THEN lower(program) || '.tm.add_on_base' END
+    CASE WHEN c_cc THEN lower(program) || '.chronic_conditions' END,
+    CASE WHEN c_cx THEN lower(program) || '.complexity' END,
+    CASE WHEN v1 <> 'P' THEN lower(program)
+         || CASE WHEN family = 'care_management' THEN '.time.' ELSE '.tm.' END || 'add_on_minutes' END,
+    CASE WHEN v2 <> 'P' THEN lower(program)
+         || CASE WHEN family = 'care_management' THEN '.time.' ELSE '.tm.' END || 'add_on_base' END
 """
 
 FINISH = f"""
@@ -489,18 +770,22 @@ addon AS (
                AS supported,
            c.max_units AS cap, days_left(w.is_open, w.w_first, w.w_last, w.as_of) AS lft,
            b.status AS base_status, b.units AS base_units, b.dos AS base_dos,
-           CASE WHEN b.units > 0 THEN b.who END AS who, b.parts
+           CASE WHEN b.units > 0 THEN b.who END AS who, b.parts, c.family,
+           c.min_conditions IS NOT NULL AND e.ndx < c.min_conditions AS c_cc,
+           c.complexity IS NOT NULL AND coalesce(e.complexity, '') <> c.complexity AS c_cx
     FROM w JOIN code c ON c.year = w.y AND c.program = w.program AND c.base_code IS NOT NULL
-         AND c.family = 'treatment_management' AND w.kind = 'month'
+         AND c.family IN ('treatment_management', 'care_management') AND w.kind = 'month'
+    JOIN enr e ON e.pm = w.pm AND e.eid = w.eid
     JOIN base b ON b.pm = w.pm AND b.eid = w.eid AND b.code = c.base_code AND b.p_start = w.p_start
     JOIN dec_base b0 ON b0.pm = w.pm AND b0.eid = w.eid AND b0.code = c.base_code AND b0.p_start = w.p_start
 ),
 dec_addon AS (
     SELECT pm, y, eid, code, p_start, p_end, is_open, cfail, program, c_enr, c_consent, c_bp, c_est, c_visit,
+           family, c_cc, c_cx,
            CASE WHEN supported > 0 THEN 'P' WHEN lft > 0 THEN 'W' ELSE 'F' END AS v1,
            CASE WHEN base_status = 'billable' OR (base_status = 'reachable' AND base_units > 0) THEN 'P'
                 WHEN base_status = 'reachable' THEN 'W' ELSE 'F' END AS v2,
-           'P' AS v3,
+           CASE WHEN c_cc OR c_cx THEN 'F' ELSE 'P' END AS v3,
            CASE WHEN cap IS NULL THEN supported ELSE least(supported, cap) END AS draft_units,
            base_dos AS dos, who, parts
     FROM addon

@@ -5,17 +5,21 @@ periods, data days, devices, credited time entries). A patient-month the pass ca
 decide exactly gets a flag instead — the reason, in words — and goes to
 ``evaluate_patient_month``:
 
-* several enrollments (allocation of time across programs, one-practitioner and
-  program-pair concurrency rules);
+* two enrollments of one program (which one bills a period, and where its tagged time
+  goes); enrollments of different programs are decided, their concurrency settled over
+  the typed outcomes (``decide.settle``);
 * a program other than RPM or RTM, or a rule-year with codes of another family;
 * billing history (once-per-episode set-up, billed device windows, 99091's months);
 * a rule-year the compiler could not read, or several rule-years for the month's periods;
 * a payer coverage overlay (covered diagnoses, prior authorization, yearly caps);
-* untagged time while the rule-year allocates it;
+* untagged time with several candidate programs while the rule-year allocates it (one
+  candidate: the entry is credited to it, as the allocation would);
 * the CY2027 proposal that counts only employed staff (the engine, not the facts, knows
   who is employed), and any proposed rule-year (its advisory rides on every decision);
-* time entries that overlap (cut to the minutes counted once, or another patient's): the
-  run summary lists them as warnings from the engine's reasons.
+
+Time entries that overlap (cut to the minutes counted once, or another patient's) are
+decided: the pass counts the same trimmed seconds as the engine, and
+:func:`overlap_warnings` gives the run summary the notes the engine's decisions carry.
 
 Flags decided later, in SQL, because they need counts: several RTM device kinds
 reporting in one period, and 99091 claiming money beside the management codes.
@@ -27,13 +31,15 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from caretally.columnar.codes import PROGRAMS as DECIDED
 from caretally.columnar.codes import CodeRow, NotCompilable, RequirementRow, YearRow, compile_year
-from caretally.model import PatientMonthFacts, Program
-from caretally.rules.families.common import time_order
+from caretally.model import PatientMonthFacts, ProgramFacts
+from caretally.rules.allocation import _candidates
+from caretally.rules.families.common import _entry_notes, time_order
 from caretally.rules.intervals import counts_once, trim_overlaps
 from caretally.rules.params import MissingParameter, RuleBook, RuleYear
 
-PROGRAMS = frozenset({Program.RPM, Program.RTM})
+PROGRAMS = frozenset(DECIDED)
 
 
 @dataclass
@@ -73,7 +79,7 @@ class Columns:
     )
     enr: dict[str, list[Any]] = field(
         default_factory=lambda: _cols(
-            "pm eid program e_start e_end consent bp est visit data_from setup_day first_setup"
+            "pm eid program e_start e_end consent bp est visit data_from setup_day first_setup ndx complexity"
         )
     )
     per: dict[str, list[Any]] = field(default_factory=lambda: _cols("pm eid p_start p_end prior y"))
@@ -100,8 +106,9 @@ def _append(table: dict[str, list[Any]], *values: Any) -> None:
 
 def flag_of(facts: PatientMonthFacts, book: RuleBook, compiled: Compiled) -> str | None:
     """Why the columnar pass cannot decide this patient-month exactly (None: it can)."""
-    if len(facts.programs) > 1:
-        return "several enrollments"
+    programs = [p.enrollment.program for p in facts.programs]
+    if len(set(programs)) < len(programs):
+        return "two enrollments of one program"  # which one bills, and where tagged time goes
     if any(p.enrollment.program not in PROGRAMS for p in facts.programs):
         return "program not decided by the columnar pass"
     if facts.billed_history:
@@ -136,17 +143,41 @@ def flag_of(facts: PatientMonthFacts, book: RuleBook, compiled: Compiled) -> str
         return "proposed rule-year"  # every decision carries the provisional advisory
     if any(not year.codes_for(p.enrollment.program) for p in facts.programs):
         return "program without codes in the rule-year"
-    if any(t.other_patient_overlaps for t in facts.time) or (
-        counts_once(year) and any(t.logged_seconds is not None for t in trim_overlaps(facts).time)
-    ):
-        return "overlapping time"  # the run summary lists these as warnings
     if options.employed_only and facts.time:
         return "employed-staff proposal"
-    if options.allocate_unassigned and any(
-        t.program is None and facts.month.contains(t.local_date) for t in facts.time
-    ):
-        return "untagged time"
+    if options.allocate_unassigned:
+        ordered = _ordered(facts)
+        untagged = [t for t in facts.time if t.program is None and facts.month.contains(t.local_date)]
+        if any(len(_candidates(t, ordered, year)) > 1 for t in untagged):
+            return "untagged time with several candidate programs"
     return None
+
+
+def _ordered(facts: PatientMonthFacts) -> list[ProgramFacts]:
+    return sorted(facts.programs, key=lambda p: (p.enrollment.start_date, p.enrollment.enrollment_id))
+
+
+def credited(facts: PatientMonthFacts, year: RuleYear) -> dict[str, str]:
+    """Entry → enrollment, as ``allocation.allocate`` credits them in an unflagged month.
+
+    A tagged entry goes to its program's one enrollment; an untagged entry of the month,
+    when the rule-year allocates untagged time, to its one candidate (months where an
+    entry has several are flagged, since only the search can say where it goes). Entries
+    crediting nothing (no enrollment of their program, no candidate) count nowhere.
+    """
+    by_program = {p.enrollment.program: p.enrollment.enrollment_id for p in facts.programs}
+    allocate = bool(year.option("allocate_unassigned_time").value)
+    ordered = _ordered(facts)
+    out: dict[str, str] = {}
+    for t in facts.time:
+        if t.program is not None:
+            if t.program in by_program:
+                out[t.entry_id] = by_program[t.program]
+        elif allocate and facts.month.contains(t.local_date):
+            candidates = _candidates(t, ordered, year)
+            if len(candidates) == 1:
+                out[t.entry_id] = candidates[0].enrollment.enrollment_id
+    return out
 
 
 def add(columns: Columns, pm: int, facts: PatientMonthFacts, book: RuleBook, compiled: Compiled) -> None:
@@ -156,6 +187,7 @@ def add(columns: Columns, pm: int, facts: PatientMonthFacts, book: RuleBook, com
     raw = {t.entry_id: t.seconds for t in facts.time}  # claim lines read the logged seconds
     if counts_once(year):
         facts = trim_overlaps(facts)  # pure: the same seconds the engine counts
+    home = credited(facts, year)
     _append(columns.pm, pm, facts.patient_id, facts.month.start, facts.month.end, facts.as_of, y)
     for program in facts.programs:
         e = program.enrollment
@@ -182,6 +214,8 @@ def add(columns: Columns, pm: int, facts: PatientMonthFacts, book: RuleBook, com
             program.data_from,
             setup[0] if setup else None,
             setup[0] if setup else None,
+            len(dict.fromkeys(e.diagnoses)),
+            e.complexity,
         )
         current = set(program.device_periods)
         for p in program.device_periods:
@@ -199,7 +233,7 @@ def add(columns: Columns, pm: int, facts: PatientMonthFacts, book: RuleBook, com
                 columns.dev, pm, eid, device.device_id, str(device.program), device.kind, device.setup_date
             )
         for n, t in enumerate(sorted(facts.time, key=time_order)):
-            if t.program != e.program:
+            if home.get(t.entry_id) != eid:
                 continue
             _append(
                 columns.ent,
@@ -223,3 +257,44 @@ def _year(book: RuleBook, day: date, compiled: Compiled) -> int | None:
         return compiled.year_id(book.for_date(day))
     except MissingParameter:
         return None
+
+
+#: The families whose decisions carry the overlap notes (``common.finish``, ``time_based``).
+TIMED_FAMILIES = frozenset({"treatment_management", "data_interpretation", "care_management"})
+
+
+def overlap_warnings(facts: PatientMonthFacts, book: RuleBook) -> list[tuple[str, str, str]]:
+    """The run summary's warnings of a month the pass decided: (rule id, message, entry).
+
+    The engine attaches an entry's overlap notes to every time-based decision whose period
+    holds it, and the summary lists each note once, in the order of the sorted decisions
+    (enrollment, code, period start); this walks the same order without making decisions.
+    """
+    year = book.for_date(facts.month.end)
+    if counts_once(year):
+        facts = trim_overlaps(facts)
+    if not any(t.logged_seconds is not None or t.other_patient_overlaps for t in facts.time):
+        return []
+    home = credited(facts, year)
+    spans: list[tuple[str, str, date, date]] = []
+    for p in facts.programs:
+        e = p.enrollment
+        for period in [facts.month, *p.device_periods]:
+            span_year = book.for_date(period.end)
+            for rule in span_year.codes_for(e.program):
+                monthly = rule.family in ("treatment_management", "care_management")
+                if rule.family not in TIMED_FAMILIES or monthly != (period is facts.month):
+                    continue
+                spans.append((e.enrollment_id, rule.code, period.start, period.end))
+    out: list[tuple[str, str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    entries = sorted(facts.time, key=time_order)
+    for eid, _code, start, end in sorted(spans):
+        for t in entries:
+            if home.get(t.entry_id) != eid or not start <= t.local_date <= end:
+                continue
+            for r in _entry_notes(t, ""):
+                if (r.rule_id, t.entry_id) not in seen:
+                    seen.add((r.rule_id, t.entry_id))
+                    out.append((r.rule_id, r.message, t.entry_id))
+    return out

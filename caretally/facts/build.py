@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, String, and_, case, cast, false, func, literal, or_, select
+from sqlalchemy import Engine, String, and_, case, cast, false, func, literal, or_, select, union_all
 from sqlalchemy.sql.elements import ColumnElement
 
 from caretally.dates import periods_ending_in, thirty_day_period
@@ -53,9 +53,11 @@ def _few(patients: set[str] | None) -> bool:
     return patients is not None and len(patients) <= FEW_PATIENTS
 
 
-#: Up to this many of those patients' entries, each entry's overlaps are looked up by time;
-#: more, and their performers' entries over the window are read at once.
-FEW_ENTRIES = 200
+#: Up to this many of those patients' entries, their overlaps are looked up by time (one
+#: index range per merged window); more, and their performers' entries over the window are
+#: read at once. An incremental run's 1% of 10,000 patients has about 400 entries, and the
+#: performers' whole month (all of the organization's entries, 42,000) cost it 0.4 s.
+FEW_ENTRIES = 5000
 
 #: Device-supply windows ending in a month can start up to 29 days before it.
 LOOKBACK = timedelta(days=29)
@@ -405,18 +407,50 @@ def _few_patient_overlaps(
         if len(mine) > FEW_ENTRIES:  # many entries: one pass over their performers is cheaper
             theirs = sorted({row.practitioner_id for row in mine})
             return _overlap_sweep(conn.execute(window.where(t.c.practitioner_id.in_(theirs))))
-        reach = timedelta(seconds=MAX_SECONDS)
         dialect = engine.dialect.name
         rows = {row.entry_id: row for row in mine}
-        for row in mine:  # one index range each (SQLite will not plan an OR of them as ranges)
-            near = window.where(
-                t.c.practitioner_id == row.practitioner_id,
-                t.c.started_at >= row.started_at - reach,
-                t.c.started_at <= row.started_at + timedelta(seconds=int(row.seconds)),
-                _ends_after(dialect, t, row.started_at - _SLACK),
+        # One index range per merged window (SQLite will not plan an OR of them as ranges),
+        # many ranges to a statement as UNION ALL: one round trip, each row read once.
+        ranges = [
+            window.where(
+                t.c.practitioner_id == performer,
+                t.c.started_at >= low,
+                t.c.started_at <= high,
+                _ends_after(dialect, t, first - _SLACK),
             )
-            rows.update((other.entry_id, other) for other in conn.execute(near))
+            for performer, low, high, first in _merged_windows(mine)
+        ]
+        for at in range(0, len(ranges), _RANGES_PER_QUERY):
+            part = ranges[at : at + _RANGES_PER_QUERY]
+            query = part[0] if len(part) == 1 else union_all(*part)
+            rows.update((other.entry_id, other) for other in conn.execute(query))
     return _overlap_sweep(rows.values())
+
+
+#: Range selects joined by UNION ALL in one statement (SQLite allows 500 compound terms).
+_RANGES_PER_QUERY = 100
+
+
+def _merged_windows(entries: Any) -> list[tuple[str, Any, Any, Any]]:
+    """(performer, low, high, first start) covering where the entries' overlaps can start.
+
+    An entry of another patient overlaps one starting at ``s`` and lasting ``n`` seconds
+    only if it starts in ``[s - MAX_SECONDS, s + n]`` and ends after ``s``. Windows of one
+    performer that touch are merged; the merged window asks "ends after" its earliest
+    start, so it reads a superset of what each entry's window would, and the sweep judges
+    every pair exactly.
+    """
+    reach = timedelta(seconds=MAX_SECONDS)
+    out: list[tuple[str, Any, Any, Any]] = []
+    ordered = sorted(entries, key=lambda r: (r.practitioner_id, r.started_at))
+    for row in ordered:
+        low, high = row.started_at - reach, row.started_at + timedelta(seconds=int(row.seconds))
+        if out and out[-1][0] == row.practitioner_id and low <= out[-1][2]:
+            performer, was_low, was_high, first = out[-1]
+            out[-1] = (performer, was_low, max(was_high, high), first)
+        else:
+            out.append((row.practitioner_id, low, high, row.started_at))
+    return out
 
 
 #: Margin on the SQL "ends after" test: it only thins the candidates (the sweep judges
@@ -711,11 +745,41 @@ def _touches(enrollment: EnrollmentFact, month: Period, lookback: timedelta = LO
 
 
 def patients_in_month(
-    engine: Engine, org_id: str, month: Period, lookback: timedelta = LOOKBACK
+    engine: Engine,
+    org_id: str,
+    month: Period,
+    lookback: timedelta = LOOKBACK,
+    patients: set[str] | None = None,
 ) -> list[str]:
-    """Sorted ids of the patients with an enrollment that can bill something in ``month``."""
-    rows = _enrollment_rows(engine, org_id, month.start - lookback, month)
-    return sorted({e.patient_id for e in rows if _touches(e, month, lookback)})
+    """Sorted ids of the patients with an enrollment that can bill something in ``month``.
+
+    The conditions of :func:`_enrollment_rows` and :func:`_touches` in one query that
+    returns ids only (an incremental run asks this for a whole practice every time); a few
+    named ``patients`` are asked for by id.
+    """
+    e, p = schema.enrollments, schema.practitioners
+    stmt = (
+        select(e.c.patient_id)
+        .distinct()
+        .join(p, and_(p.c.org_id == e.c.org_id, p.c.practitioner_id == e.c.billing_practitioner_id))
+        .where(
+            e.c.org_id == org_id,
+            e.c.start_date <= month.end,
+            or_(
+                e.c.end_date.is_(None),
+                e.c.end_date >= month.start,
+                and_(
+                    e.c.program.in_(sorted(x.value for x in DEVICE_PROGRAMS)),
+                    e.c.end_date >= month.start - lookback,
+                ),
+            ),
+        )
+    )
+    if _few(patients):
+        assert patients is not None
+        stmt = stmt.where(e.c.patient_id.in_(sorted(patients)))
+    with engine.connect() as conn:
+        return sorted(conn.execute(stmt).scalars())
 
 
 def build_month_facts(
@@ -765,7 +829,9 @@ def build_month_facts(
     by_patient: dict[str, list[EnrollmentFact]] = defaultdict(list)
     for e in enrollments:
         by_patient[e.patient_id].append(e)
-    people = _patients(engine, org_id, set(by_patient), memo)
+    # A few named patients (an incremental run's touched ones) are asked for by id even
+    # inside a month run's memo: the answer for them is the same, the read is O(them).
+    people = _patients(engine, org_id, set(by_patient), None if _few(patients) else memo)
     if payers is not None:  # this pass covers only some payers (their options shape the facts)
         by_patient = defaultdict(list, {p: es for p, es in by_patient.items() if people[p][0] in payers})
         if not by_patient:
@@ -782,7 +848,7 @@ def build_month_facts(
         ("overlaps", org_id, window_start, known_to, None if patients is None else frozenset(patients)),
         lambda: _cross_patient_overlaps(engine, org_id, window_start, known_to, patients),
     )
-    deaths = _deaths(engine, org_id, memo, patients)
+    deaths = _deaths(engine, org_id, None if _few(patients) else memo, patients)
     ordered = sorted(by_patient)
     for start in range(0, len(ordered), BATCH):
         batch = ordered[start : start + BATCH]

@@ -40,6 +40,10 @@ log = logging.getLogger("caretally.jobs")
 
 MONTH_RUN_TASK = "caretally.month_run"
 RANGE_TASK = "caretally.month_range"
+WORKLIST_TASK = "caretally.worklist_refresh"
+#: A pending worklist refresh older than this is assumed lost (its consumer died before
+#: taking it), and the next ingest queues another.
+WORKLIST_PENDING_SECONDS = 60.0
 QUEUE_SUFFIX = ".queue"
 #: The queue file's folder when the database is not a SQLite file and no Redis is set: the
 #: system's temporary folder, where every process of this machine finds the same file.
@@ -174,6 +178,7 @@ class JobQueue:
         #: ``None``: the consumer that takes the job runs it all in its own process.
         self.range_size = range_size
         self._month_range = huey.task(name=RANGE_TASK)(self._run_range)
+        self._worklist_refresh = huey.task(name=WORKLIST_TASK)(self._refresh_worklist)
 
     # -- tasks ---------------------------------------------------------------------------
 
@@ -186,6 +191,31 @@ class JobQueue:
         from caretally.jobs.ranges import run_range
 
         run_range(self, job_id, index)
+
+    def _refresh_worklist(self, org_id: str) -> None:
+        # Cleared before reading: an ingest committing from now on queues a refresh of its
+        # own, and every one committed before is in what this refresh reads.
+        self.huey.storage.delete_data(self._key("worklist-pending", org_id))
+        from caretally.services.months import refresh_kept_worklists
+
+        refresh_kept_worklists(self.engine, org_id)
+
+    def enqueue_worklist_refresh(self, org_id: str) -> bool:
+        """Queue a refresh of the organization's kept worklist unless one is waiting already.
+
+        A burst of posts queues one refresh, not one each: the first sets a pending mark in
+        the queue's store, the task clears it when it starts. True when a task was queued.
+        """
+        key = self._key("worklist-pending", org_id)
+        stamp = json.dumps(time.time()).encode()
+        storage = self.huey.storage
+        if not storage.put_if_empty(key, stamp):
+            pending = self._peek(key)
+            if isinstance(pending, int | float) and time.time() - pending < WORKLIST_PENDING_SECONDS:
+                return False
+            storage.put_data(key, stamp)
+        self._worklist_refresh(org_id)
+        return True
 
     def enqueue_range(self, job_id: str, index: int) -> None:
         """One range of a split month run (``caretally.jobs.ranges``) for any consumer."""

@@ -29,6 +29,7 @@ from caretally.model import Decision, PatientMonthFacts, Program
 from caretally.services import audit
 from caretally.services.context import Actor
 from caretally.services.errors import Conflict, InvalidInput, NotFound
+from caretally.services.ingest import Touched, after_commit
 from caretally.services.months import (
     _engine_errors,
     _judging_errors,
@@ -329,28 +330,22 @@ def worklist_view(
     offset = max(0, offset)
 
     def work(note: audit.AuditNote) -> WorklistView:
-        from caretally.worklist import build_worklist
+        from caretally import worklist_state
 
         month = f"{as_of:%Y-%m}"
-        rules = payer_rules(_latest_overlays(engine, actor.org_id, month))
+        overlays = _latest_overlays(engine, actor.org_id, month)
         try:
-            rows = build_worklist(engine, actor.org_id, as_of, rules, program=chosen)
+            kept = worklist_state.refresh(engine, actor.org_id, as_of, payer_rules(overlays), overlays)
         except _judging_errors() as exc:
             raise _engine_errors(exc) from None
+        sid, who = kept.state_id, staff or None
         with engine.connect() as conn:
             people = _practitioners(conn, actor.org_id)
-            assigned = dict(
-                conn.execute(
-                    select(_en.c.enrollment_id, _en.c.billing_practitioner_id).where(
-                        _en.c.org_id == actor.org_id
-                    )
-                ).all()
+            page = worklist_state.together(
+                conn, actor.org_id, sid, program=chosen, staff=who, offset=offset, limit=size
             )
-            open_rows = [r for r in rows if r.next_step is not None]
-            if staff:
-                open_rows = [r for r in open_rows if assigned.get(r.enrollment_id) == staff]
-            open_rows = patients_together(open_rows)
-            page = open_rows[offset : offset + size]
+            total, value = worklist_state.totals(conn, actor.org_id, sid, program=chosen, staff=who)
+            in_use = worklist_state.practitioners_in_use(conn, actor.org_id, sid, program=chosen)
             ids = sorted({r.patient_id for r in page})
             names = {
                 row.patient_id: f"{row.family_name}, {row.given_name}"
@@ -360,16 +355,14 @@ def worklist_view(
                     )
                 )
             }
-        in_use = {assigned.get(r.enrollment_id) for r in rows}
         choices = sorted(
             ((pid, f"{name} ({cred})") for pid, (name, cred) in people.items() if pid in in_use),
             key=lambda x: x[1],
         )
         note.touch(ids)
         note.detail = {"as_of": as_of.isoformat(), "rows": len(page), "offset": offset}
-        following = offset + size if offset + size < len(open_rows) else None
-        value = sum((r.value_at_stake for r in open_rows), Decimal("0"))
-        return WorklistView(page, len(open_rows), value, names, choices, offset, following)
+        following = offset + size if offset + size < total else None
+        return WorklistView(page, total, value, names, choices, offset, following)
 
     return audit.audited_call(engine, actor, "worklist.read", "worklist", work)
 
@@ -704,7 +697,13 @@ def _refusal(problems: list[Problem]) -> InvalidInput:
 
 
 def log_time(
-    engine: Engine, actor: Actor, patient_id: str, given: TimeInput, *, now: datetime | None = None
+    engine: Engine,
+    actor: Actor,
+    patient_id: str,
+    given: TimeInput,
+    *,
+    now: datetime | None = None,
+    touched: Touched | None = None,
 ) -> str:
     """Store one time entry as the user's linked practitioner; answers its entry id."""
     from caretally.ingest.time_entries import create_time_entries
@@ -726,7 +725,9 @@ def log_time(
         note.detail = {"entry_id": entry_id, "minutes": record["minutes"]}
         return entry_id
 
-    return audit.audited_call(engine, actor, "time.create", f"patients/{patient_id}/time", work)
+    done = audit.audited_call(engine, actor, "time.create", f"patients/{patient_id}/time", work)
+    after_commit(touched, actor.org_id)
+    return done
 
 
 def time_entry(engine: Engine, actor: Actor, entry_id: str) -> TimeRecord:
@@ -741,7 +742,13 @@ def time_entry(engine: Engine, actor: Actor, entry_id: str) -> TimeRecord:
 
 
 def amend_time(
-    engine: Engine, actor: Actor, entry_id: str, given: TimeInput, *, now: datetime | None = None
+    engine: Engine,
+    actor: Actor,
+    entry_id: str,
+    given: TimeInput,
+    *,
+    now: datetime | None = None,
+    touched: Touched | None = None,
 ) -> str:
     """Correct a stored entry: an audited amendment (old and new values, who); a locked
     month — before or after the change — refuses it, naming the run. Answers the patient id."""
@@ -765,7 +772,9 @@ def amend_time(
         note.detail = {"entry_id": entry_id, "outcome": result.items[0].status if result.items else ""}
         return str(row.patient_id)
 
-    return audit.audited_call(engine, actor, "time.amend", f"time-entries/{entry_id}", work)
+    done = audit.audited_call(engine, actor, "time.amend", f"time-entries/{entry_id}", work)
+    after_commit(touched, actor.org_id)
+    return done
 
 
 # --------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from caretally.errors import Problem
 from caretally.services import audit
 from caretally.services.context import Actor
 from caretally.services.errors import InvalidInput
+from caretally.services.ingest import Touched, after_commit
 from caretally.store import schema
 
 #: Problems listed in an answer at most (the count says how many there were).
@@ -185,6 +186,7 @@ def import_zip(
     partial: bool = False,
     limits: UnpackLimits = UnpackLimits(),
     label: str = "bundle.zip",
+    touched: Touched | None = None,
 ) -> ImportOutcome:
     """Import a zipped bundle for the actor's organization.
 
@@ -230,7 +232,10 @@ def import_zip(
         }
         return ImportOutcome(report.stored, report.ok(), body)
 
-    return audit.audited_call(engine, actor, "import.create", "imports", work)
+    outcome = audit.audited_call(engine, actor, "import.create", "imports", work)
+    if outcome.stored:
+        after_commit(touched, actor.org_id)
+    return outcome
 
 
 def list_batches(engine: Engine, actor: Actor, limit: int | None = None) -> list[Any]:

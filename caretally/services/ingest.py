@@ -22,6 +22,7 @@ layer adds is what a caller acting for someone needs:
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -43,6 +44,10 @@ from caretally.services.permissions import Role
 from caretally.store import schema
 from caretally.store.db import DatabaseUnavailable, lock_timeout
 
+log = logging.getLogger("caretally.services.ingest")
+#: What a caller runs after an ingest committed, given the organization (the server
+#: queues the kept worklist's refresh); see ``after_commit``.
+Touched = Callable[[str], object]
 #: Webhook sources that authenticate with a shared secret.
 WEBHOOK_SOURCES = ("tenovi",)
 MIN_WEBHOOK_SECRET, MAX_WEBHOOK_SECRET = 32, 256
@@ -153,8 +158,13 @@ def _audited_write(
     resource: str,
     partial: bool,
     ingest: Callable[[], LiveResult],
+    touched: Touched | None = None,
 ) -> LiveResult:
-    """Run one ingest call, record it with the patients it changed, refuse what stored nothing."""
+    """Run one ingest call, record it with the patients it changed, refuse what stored nothing.
+
+    ``touched(org_id)`` is called after the commit when something was stored: the server
+    queues a refresh of the kept worklist there (``JobQueue.enqueue_worklist_refresh``).
+    """
 
     def work(note: audit.AuditNote) -> LiveResult:
         with audit.queued_write(engine):  # one write transaction (and its retries), in turn
@@ -185,10 +195,25 @@ def _audited_write(
         )
 
     with busy_as_unavailable():
-        return audit.audited_call(engine, actor, action, resource, work)
+        result = audit.audited_call(engine, actor, action, resource, work)
+    after_commit(touched, actor.org_id)
+    return result
 
 
-def post_readings(engine: Engine, actor: Actor, items: Any, *, partial: bool = False) -> LiveResult:
+def after_commit(touched: Touched | None, org_id: str) -> None:
+    """Tell the caller's hook that the organization's data changed; a hook that fails
+    (a broker that is down) costs freshness of the kept worklist, never the stored write."""
+    if touched is None:
+        return
+    try:
+        touched(org_id)
+    except Exception:
+        log.warning("could not queue the worklist refresh after an ingest")
+
+
+def post_readings(
+    engine: Engine, actor: Actor, items: Any, *, partial: bool = False, touched: Touched | None = None
+) -> LiveResult:
     """A JSON array of readings (the ``readings.csv`` fields), all-or-nothing unless ``partial``."""
     from caretally.ingest.live import ingest_readings
 
@@ -201,10 +226,13 @@ def post_readings(engine: Engine, actor: Actor, items: Any, *, partial: bool = F
         lambda: ingest_readings(
             bounded(engine), actor.org_id, items, partial=partial, now=_now(), actor=actor.actor
         ),
+        touched,
     )
 
 
-def post_fhir(engine: Engine, actor: Actor, bundle: Any, *, partial: bool = False) -> LiveResult:
+def post_fhir(
+    engine: Engine, actor: Actor, bundle: Any, *, partial: bool = False, touched: Touched | None = None
+) -> LiveResult:
     """A FHIR R4 Bundle (batch, transaction or collection) of vital-sign Observations."""
     from caretally.ingest.fhir import ingest_fhir_bundle
 
@@ -217,10 +245,13 @@ def post_fhir(engine: Engine, actor: Actor, bundle: Any, *, partial: bool = Fals
         lambda: ingest_fhir_bundle(
             bounded(engine), actor.org_id, bundle, partial=partial, now=_now(), actor=actor.actor
         ),
+        touched,
     )
 
 
-def post_tenovi(engine: Engine, actor: Actor, payload: Any, *, partial: bool = False) -> LiveResult:
+def post_tenovi(
+    engine: Engine, actor: Actor, payload: Any, *, partial: bool = False, touched: Touched | None = None
+) -> LiveResult:
     """One Tenovi measurement webhook, for the organization its secret named (``webhook_actor``)."""
     from caretally.ingest.tenovi import ingest_tenovi
 
@@ -233,10 +264,13 @@ def post_tenovi(engine: Engine, actor: Actor, payload: Any, *, partial: bool = F
         lambda: ingest_tenovi(
             bounded(engine), actor.org_id, payload, partial=partial, now=_now(), actor=actor.actor
         ),
+        touched,
     )
 
 
-def post_time_entries(engine: Engine, actor: Actor, items: Any, *, partial: bool = False) -> LiveResult:
+def post_time_entries(
+    engine: Engine, actor: Actor, items: Any, *, partial: bool = False, touched: Touched | None = None
+) -> LiveResult:
     """A JSON array of time entries (the ``time_entries.csv`` fields)."""
     from caretally.ingest.time_entries import create_time_entries
 
@@ -249,10 +283,13 @@ def post_time_entries(engine: Engine, actor: Actor, items: Any, *, partial: bool
         lambda: create_time_entries(
             bounded(engine), actor.org_id, items, partial=partial, now=_now(), actor=actor.actor
         ),
+        touched,
     )
 
 
-def amend_time_entry(engine: Engine, actor: Actor, entry_id: str, changes: Any) -> LiveResult:
+def amend_time_entry(
+    engine: Engine, actor: Actor, entry_id: str, changes: Any, *, touched: Touched | None = None
+) -> LiveResult:
     """Correct one stored time entry field by field: an audited amendment.
 
     An entry that is not stored, or is another organization's, is ``NotFound`` with the
@@ -266,7 +303,9 @@ def amend_time_entry(engine: Engine, actor: Actor, entry_id: str, changes: Any) 
             raise NotFound("no such time entry", code="no_such_time_entry")
         return result
 
-    return _audited_write(engine, actor, "time_entry.amend", f"time-entries/{entry_id}", False, ingest)
+    return _audited_write(
+        engine, actor, "time_entry.amend", f"time-entries/{entry_id}", False, ingest, touched
+    )
 
 
 # ----------------------------------------------------------------------------------------

@@ -179,6 +179,9 @@ def worklist(
 ) -> Page[dict[str, Any]]:
     """Open periods ranked as ``caretally worklist`` ranks them, a page at a time.
 
+    The page is read from the kept worklist (``caretally.worklist_state``), brought up to
+    the committed data first: patients touched since its last refresh are evaluated again
+    before the query, so the answer is the one ``build_worklist`` would give now.
     The cursor is tied to the query (date and program): it cannot be replayed on another.
     """
     chosen = None
@@ -197,21 +200,37 @@ def worklist(
     offset = 0 if position is None else int(position[3])
 
     def work(note: audit.AuditNote) -> Page[dict[str, Any]]:
-        from caretally.worklist import build_worklist
+        from caretally import worklist_state
 
         try:
-            rows = build_worklist(engine, actor.org_id, as_of, payer_rules(), program=chosen)
+            kept = worklist_state.refresh(engine, actor.org_id, as_of, payer_rules())
         except _judging_errors() as exc:
             raise _engine_errors(exc) from None
-        if not include_done:
-            rows = [r for r in rows if r.next_step is not None]
-        page = rows[offset : offset + size]
+        with engine.connect() as conn:
+            rows = worklist_state.ranked(
+                conn,
+                actor.org_id,
+                kept.state_id,
+                program=chosen,
+                include_done=include_done,
+                offset=offset,
+                limit=size + 1,
+            )
+        page = rows[:size]
         note.touch(r.patient_id for r in page)
         note.detail = {"as_of": as_of.isoformat(), "rows": len(page), "offset": offset}
-        following = paging.encode("worklist", *key, offset + size) if offset + size < len(rows) else None
+        following = paging.encode("worklist", *key, offset + size) if len(rows) > size else None
         return Page([r.to_json() for r in page], following)
 
     return audit.audited_call(engine, actor, "worklist.read", "worklist", work)
+
+
+def refresh_kept_worklists(engine: Engine, org_id: str) -> None:
+    """Bring every kept worklist of the organization up to the committed data (the task
+    the queue runs after an ingest; PHI-free: nothing is returned or logged)."""
+    from caretally import worklist_state
+
+    worklist_state.refresh_kept(engine, org_id, payer_rules)
 
 
 def leakage(engine: Engine, actor: Actor, month: str) -> dict[str, Any]:

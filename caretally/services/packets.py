@@ -31,7 +31,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, Date, Engine, Table, select
 
-from caretally.billing.run import SUPERSEDED, VOID, line_content, stored_line
+from caretally.billing.run import SUPERSEDED, VOID, decision_rows, line_content, stored_line
 from caretally.billing.serialize import stored_decisions_json
 from caretally.ingest.rows import json_safe
 from caretally.services import audit
@@ -398,10 +398,11 @@ class _Builder:
     def _patient_decisions(self, patient_id: str) -> tuple[str, list[dict[str, Any]]]:
         if patient_id not in self.decisions:
             d = schema.run_decisions
+            joined, value = decision_rows()
             row = self.conn.execute(
-                select(d.c.facts_digest, d.c.decisions).where(
-                    d.c.org_id == self.org_id, d.c.run_id == self.run.run_id, d.c.patient_id == patient_id
-                )
+                select(d.c.facts_digest, value)
+                .select_from(joined)
+                .where(d.c.org_id == self.org_id, d.c.run_id == self.run.run_id, d.c.patient_id == patient_id)
             ).first()
             self.decisions[patient_id] = ("", []) if row is None else (row[0], stored_decisions_json(row[1]))
         return self.decisions[patient_id]

@@ -301,7 +301,11 @@ run_decisions = Table(
     Column("patient_id", String(64), nullable=False),
     Column("facts_digest", String(64), nullable=False),
     Column("billable_count", Integer, nullable=False),
-    Column("decisions", JSON, nullable=False),
+    # NULL when ``stored_in`` names the run whose row of this patient holds the text: an
+    # incremental run refers to a carried patient's decisions instead of copying them
+    # (migration 0017); read them through ``billing.run.decision_rows``.
+    Column("decisions", JSON),
+    Column("stored_in", String(36)),
     PrimaryKeyConstraint("run_id", "patient_id"),
 )
 
@@ -610,4 +614,76 @@ run_touch_marks = Table(
     # patient id → its share of the run's decisions_digest, so a run that carries a
     # patient forward digests it without reading its stored decisions.
     Column("decision_parts", JSON, nullable=False),
+)
+
+#: Ids compared as Python compares strings (code points): PostgreSQL's default collation
+#: would order "a-2" and "a1" otherwise, and the kept worklist must rank as ``build_worklist``.
+_Ident = String(64).with_variant(String(64, collation="C"), "postgresql")
+
+#: The worklist kept as state (issue 13 item 4): one record per organization, ``as_of`` day
+#: and rule book (``state_id`` digests the two), what it has seen of ``month_touches``
+#: (``touches_through``) and of earlier months' runs (``history_key``), and the engine
+#: that made it. ``caretally.worklist_state`` refreshes it; readers query ``worklist_rows``.
+worklist_states = Table(
+    "worklist_states",
+    metadata,
+    Column("org_id", String(64), nullable=False),
+    Column("state_id", String(32), nullable=False),
+    Column("as_of", Date, nullable=False),
+    Column("rules_key", String(64), nullable=False),
+    Column("overlays", JSON, nullable=False),
+    Column("engine_version", String(64), nullable=False),
+    Column("history_key", String(64), nullable=False),
+    Column("touches_through", Integer, nullable=False),
+    Column("refreshed_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("org_id", "state_id"),
+)
+
+#: One kept worklist row: the rank key in columns (``r_*`` ascending = ``build_worklist``'s
+#: order; ``g_*`` the patient's best open row, ``s_*`` its best open row of the same billing
+#: practitioner, for the web's patients-together order), and the row itself as JSON.
+worklist_rows = Table(
+    "worklist_rows",
+    metadata,
+    Column("org_id", String(64), nullable=False),
+    Column("state_id", String(32), nullable=False),
+    Column("patient_id", _Ident, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("enrollment_id", _Ident, nullable=False),
+    Column("program", String(8), nullable=False),
+    Column("practitioner_id", String(64)),
+    Column("is_open", Boolean, nullable=False),
+    Column("r_vpm", Integer, nullable=False),
+    Column("r_end", Date, nullable=False),
+    Column("r_value", Integer, nullable=False),
+    Column("g_vpm", Integer),
+    Column("g_end", Date),
+    Column("g_value", Integer),
+    Column("s_vpm", Integer),
+    Column("s_end", Date),
+    Column("s_value", Integer),
+    Column("body", JSON, nullable=False),
+    PrimaryKeyConstraint("org_id", "state_id", "patient_id", "seq"),
+    Index(
+        "ix_worklist_rows_open_rank",
+        *("org_id", "state_id", "is_open", "r_vpm", "r_end", "r_value", "patient_id", "enrollment_id", "seq"),
+    ),
+    Index(
+        "ix_worklist_rows_rank",
+        *("org_id", "state_id", "r_vpm", "r_end", "r_value", "patient_id", "enrollment_id", "seq"),
+    ),
+    Index(
+        "ix_worklist_rows_patient_rank",
+        "org_id",
+        "state_id",
+        "is_open",
+        "g_vpm",
+        "g_end",
+        "g_value",
+        "patient_id",
+    ),
+    Index(
+        "ix_worklist_rows_staff_rank",
+        *("org_id", "state_id", "practitioner_id", "is_open", "s_vpm", "s_end", "s_value", "patient_id"),
+    ),
 )

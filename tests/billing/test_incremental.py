@@ -9,23 +9,33 @@ summary and all three digests. With nothing ingested the incremental run evaluat
 
 from __future__ import annotations
 
+import csv
 import random
+from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, String, cast, select
+from sqlalchemy import Engine, String, cast, func, select, update
 
 from caretally.billing.incremental import bill_month_incremental
+from caretally.billing.integrity import verify_database
 from caretally.billing.payers import PayerRules
 from caretally.billing.records import void_run
-from caretally.billing.run import BillingSettings, RunResult, bill_month
+from caretally.billing.run import (
+    BillingSettings,
+    RunResult,
+    bill_month,
+    decision_rows,
+    line_content,
+    stored_decisions,
+)
 from caretally.dates import parse_month
 from caretally.ingest import import_bundle, import_records
 from caretally.ingest.time_entries import create_time_entries
 from caretally.store import schema
-from caretally.store.db import open_database
+from caretally.store.db import JsonText, open_database
 from caretally.synth.config import SynthConfig
 from caretally.synth.generate import synthesize
 
@@ -46,8 +56,11 @@ def _stored(engine: Engine, run_id: str) -> dict[str, Any]:
     r, d, c = schema.billing_runs, schema.run_decisions, schema.claim_lines
     with engine.connect() as conn:
         run = conn.execute(select(r).where(r.c.run_id == run_id)).mappings().one()
+        # A carried patient's row refers to the row holding its text: read as every reader does.
+        joined, text = decision_rows(text=True)
         decisions = conn.execute(
-            select(d.c.patient_id, d.c.facts_digest, d.c.billable_count, cast(d.c.decisions, String))
+            select(d.c.patient_id, d.c.facts_digest, d.c.billable_count, text)
+            .select_from(joined)
             .where(d.c.run_id == run_id)
             .order_by(d.c.patient_id)
         ).all()
@@ -60,7 +73,18 @@ def _stored(engine: Engine, run_id: str) -> dict[str, Any]:
         "summary": run["summary"],
         "decisions": [tuple(x) for x in decisions],
         "lines": lines,
+        # What explain, packets and the month views show of the run.
+        "explained": stored_decisions(engine, run_id),
     }
+
+
+def _texts_stored(engine: Engine, run_id: str) -> int:
+    """How many of the run's rows hold their own decisions text (the others refer)."""
+    d = schema.run_decisions
+    with engine.connect() as conn:
+        return conn.execute(
+            select(func.count()).where(d.c.run_id == run_id, d.c.decisions.is_not(None))
+        ).scalar_one()
 
 
 def _ingest_round(engine: Engine, rng: random.Random, round_no: int) -> None:
@@ -111,6 +135,22 @@ def _ingest_round(engine: Engine, rng: random.Random, round_no: int) -> None:
     assert import_records(engine, ORG, {"retractions": [retraction]}, live=True, now=NOW).stored
 
 
+def _drop_a_patient(engine: Engine, bundle: Path, first: RunResult) -> str:
+    """Retract the only enrollment of a billed patient in the middle of the practice: the
+    patient leaves the month's population, and the lines of the base run around theirs
+    are no longer one stretch (the carry goes by patient)."""
+    with (bundle / "enrollments.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    counts = Counter(r["patient_id"] for r in rows)
+    billed = sorted({line.patient_id for line in first.lines})
+    middle = billed[len(billed) // 3 :]
+    row = next(r for r in rows if counts[r["patient_id"]] == 1 and r["patient_id"] in middle)
+    retraction = {"file": "enrollments", "id": row["enrollment_id"], "reason": "enrolled in error"}
+    done = import_records(engine, ORG, {"retractions": [retraction]}, live=True, now=NOW)
+    assert done.stored, [p.message for p in done.problems]
+    return row["patient_id"]
+
+
 def _full_of_same_state(engine: Engine, rules: PayerRules, incremental: RunResult) -> RunResult:
     void_run(engine, ORG, incremental.run_id)
     full = bill_month(engine, ORG, parse_month(MONTH), rules)
@@ -135,15 +175,77 @@ def test_incremental_runs_store_what_full_runs_store(db_url: str, bundle: Path) 
     rng = random.Random(7)
     for round_no in range(3):
         _ingest_round(engine, rng, round_no)
+        if round_no == 1:
+            gone = _drop_a_patient(engine, bundle, first)
         result, how = bill_month_incremental(engine, ORG, period, rules)
+        if round_no == 1:
+            assert gone not in {line.patient_id for line in result.lines}
         assert how.mode == "incremental", how
         assert 0 < how.evaluated < first.summary.patients and how.carried > 0, how
         assert result.outcome == "created"
+        # Only the re-evaluated patients were written out; everyone else is a reference.
+        assert _texts_stored(engine, result.run_id) == how.evaluated
         made = _stored(engine, result.run_id)
+        assert verify_database(engine, ORG).ok
         full = _full_of_same_state(engine, rules, result)
         assert made == _stored(engine, full.run_id)
         assert [x.code for x in result.lines] == [x.code for x in full.lines]
+        assert [line_content(x) for x in result.lines] == [line_content(x) for x in full.lines]
     engine.dispose()
+
+
+def test_chained_incremental_runs_refer_to_the_row_with_the_text_and_verify_catches_its_edit(
+    db_url: str, bundle: Path
+) -> None:
+    engine = open_database(db_url, ORG)
+    assert import_bundle(engine, ORG, bundle).ok()
+    rules = PayerRules.load()
+    period = parse_month(MONTH)
+    first = bill_month(engine, ORG, period, rules)
+    rng = random.Random(11)
+    runs = [first.run_id]
+    for round_no in range(2):
+        _ingest_round(engine, rng, round_no)
+        result, how = bill_month_incremental(engine, ORG, period, rules)
+        assert how.mode == "incremental", how
+        runs.append(result.run_id)
+    d = schema.run_decisions
+    with engine.connect() as conn:
+        refs = dict(
+            conn.execute(
+                select(d.c.patient_id, d.c.stored_in).where(
+                    d.c.run_id == runs[-1], d.c.stored_in.is_not(None)
+                )
+            ).all()
+        )
+        owners = set(refs.values())
+        with_text = set(conn.execute(select(d.c.run_id).where(d.c.decisions.is_not(None))).scalars())
+    # One hop: a reference names a row that holds text, never another reference.
+    assert refs and owners <= with_text and owners <= set(runs[:-1])
+    assert verify_database(engine, ORG).ok
+    # Edit the shared row of a patient carried twice: every run that reads it must fail.
+    patient = next(p for p, owner in sorted(refs.items()) if owner == first.run_id)
+    with engine.begin() as conn:
+        conn.execute(
+            update(d)
+            .where(d.c.run_id == first.run_id, d.c.patient_id == patient)
+            .values(
+                decisions=stored_decisions_json_text(conn, first.run_id, patient).replace("true", "false", 1)
+            )
+        )
+    report = verify_database(engine, ORG)
+    failed = {c.run_id for c in report.runs if c.digests["decisions"] == "mismatch"}
+    assert failed == set(runs), failed
+    engine.dispose()
+
+
+def stored_decisions_json_text(conn: Any, run_id: str, patient_id: str) -> JsonText:
+    d = schema.run_decisions
+    value = conn.execute(
+        select(cast(d.c.decisions, String)).where(d.c.run_id == run_id, d.c.patient_id == patient_id)
+    ).scalar_one()
+    assert "true" in value
+    return JsonText(value)
 
 
 def test_changed_settings_or_a_bulk_load_make_the_full_run_and_say_why(sqlite_url: str, bundle: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from caretally.billing.run import WARNING_RULES
 from caretally.columnar.decide import Outcome, decide_months
+from caretally.columnar.facts import overlap_warnings
 from caretally.model import Decision, PatientMonthFacts
 from caretally.rules.engine import evaluate_patient_month
 from caretally.rules.families.common import service_parts
@@ -43,9 +45,24 @@ def check_agreement(facts: PatientMonthFacts, book: RuleBook) -> str | None:
     if facts.patient_id in result.flagged:
         return result.flagged[facts.patient_id]
     mine = result.decided[facts.patient_id]
-    theirs = engine_outcomes(facts, book)
+    decisions = evaluate_patient_month(facts, book)
+    theirs = outcomes_of(facts, decisions, book)
     assert mine == theirs, diff(mine, theirs)
+    assert overlap_warnings(facts, book) == engine_warnings(decisions)
     return None
+
+
+def engine_warnings(decisions: list[Decision]) -> list[tuple[str, str, str]]:
+    """The run summary's warnings as ``billing.run._summarise`` collects them from reasons."""
+    out: list[tuple[str, str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for d in decisions:
+        for r in d.reasons:
+            entry = dict(r.evidence.values).get("entry", "")
+            if r.rule_id in WARNING_RULES and (r.rule_id, entry) not in seen:
+                seen.add((r.rule_id, entry))
+                out.append((r.rule_id, r.message, entry))
+    return out
 
 
 def diff(mine: list[Outcome], theirs: list[Outcome]) -> str:

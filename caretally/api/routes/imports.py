@@ -92,7 +92,9 @@ def create_import(
     """All-or-nothing by default: a bundle with any problem stores nothing and answers 422
     with every problem; ``partial=true`` stores the valid rows and answers 200 with the
     rejected ones listed."""
-    outcome = imports.import_zip(service.engine, actor, upload, partial=partial, limits=service.unpack)
+    outcome = imports.import_zip(
+        service.engine, actor, upload, partial=partial, limits=service.unpack, touched=service.touched
+    )
     report = outcome.report
     body = {
         **{k: report[k] for k in ("ok", "stored", "batch_id", "source", "counts", "problems_total")},

@@ -203,7 +203,9 @@ async def post_readings(
     request: Request, actor: ReadingsWriter, service: ServiceDep, body: JsonBody, partial: Partial = False
 ) -> Any:
     return await run_in_threadpool(
-        _answer, request, lambda: ingest.post_readings(service.engine, actor, body, partial=partial)
+        _answer,
+        request,
+        lambda: ingest.post_readings(service.engine, actor, body, partial=partial, touched=service.touched),
     )
 
 
@@ -223,7 +225,9 @@ async def post_fhir(
     request: Request, actor: ReadingsWriter, service: ServiceDep, body: JsonBody, partial: Partial = False
 ) -> Any:
     return await run_in_threadpool(
-        _answer, request, lambda: ingest.post_fhir(service.engine, actor, body, partial=partial)
+        _answer,
+        request,
+        lambda: ingest.post_fhir(service.engine, actor, body, partial=partial, touched=service.touched),
     )
 
 
@@ -271,7 +275,9 @@ async def tenovi_webhook(
     request: Request, actor: TenoviSender, service: ServiceDep, body: JsonBody, partial: Partial = False
 ) -> Any:
     return await run_in_threadpool(
-        _answer, request, lambda: ingest.post_tenovi(service.engine, actor, body, partial=partial)
+        _answer,
+        request,
+        lambda: ingest.post_tenovi(service.engine, actor, body, partial=partial, touched=service.touched),
     )
 
 
@@ -288,7 +294,11 @@ async def post_time_entries(
     request: Request, actor: TimeWriter, service: ServiceDep, body: JsonBody, partial: Partial = False
 ) -> Any:
     return await run_in_threadpool(
-        _answer, request, lambda: ingest.post_time_entries(service.engine, actor, body, partial=partial)
+        _answer,
+        request,
+        lambda: ingest.post_time_entries(
+            service.engine, actor, body, partial=partial, touched=service.touched
+        ),
     )
 
 
@@ -308,5 +318,7 @@ async def amend_time_entry(
     request: Request, entry_id: EntryId, actor: TimeWriter, service: ServiceDep, body: JsonBody
 ) -> Any:
     return await run_in_threadpool(
-        _answer, request, lambda: ingest.amend_time_entry(service.engine, actor, entry_id, body)
+        _answer,
+        request,
+        lambda: ingest.amend_time_entry(service.engine, actor, entry_id, body, touched=service.touched),
     )

@@ -365,7 +365,7 @@ def save_time(
 ) -> Response:
     given = _time_input(form)
     try:
-        entry_id = care.log_time(service.engine, viewer.actor, patient_id, given)
+        entry_id = care.log_time(service.engine, viewer.actor, patient_id, given, touched=service.touched)
     except care.TimeRefused as exc:
         return _log_time_answer(
             request,
@@ -419,7 +419,7 @@ def correct(
     """A correction: an audited amendment; a locked month refuses it with the run named."""
     given = _time_input(form)
     try:
-        patient_id = care.amend_time(service.engine, viewer.actor, entry_id, given)
+        patient_id = care.amend_time(service.engine, viewer.actor, entry_id, given, touched=service.touched)
     except care.TimeRefused as exc:
         return _log_time_answer(
             request,
