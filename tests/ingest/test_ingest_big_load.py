@@ -82,12 +82,18 @@ def test_first_bulk_load_leaves_every_index_in_place_and_valid(db_url: str, tmp_
         engine.dispose()
 
 
-def test_a_key_repeated_in_a_direct_load_beside_another_org_is_reported(db_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["first block", "end"])
+def test_a_key_repeated_in_a_direct_load_beside_another_org_is_reported(
+    db_url: str, tmp_path: Path, where: str
+) -> None:
     """Another organization's readings keep the indexes in place, so the repeat fails the
-    COPY (or INSERT) itself; the load falls back to staging and reports it as the row path does."""
+    COPY (or INSERT) itself, in its first block or at its end, while later blocks are still
+    being sent; the load falls back to staging and reports it as the row path does."""
     bundle = _bundle(tmp_path)
     lines = (bundle / "readings.csv").read_text().splitlines(keepends=True)
-    (bundle / "readings.csv").write_text("".join([*lines, lines[7]]))  # an identical repeat at the end
+    assert sum(map(len, lines)) > 2 * BLOCK  # blocks follow the one with the repeat
+    at = 9 if where == "first block" else len(lines)
+    (bundle / "readings.csv").write_text("".join([*lines[:at], lines[7], *lines[at:]]))  # identical repeat
     other = tmp_path / "other"
     synthesize(SynthConfig(patients=5, start=date(2026, 3, 1), months=1, seed=9), other)
     engine = open_database(db_url, "first")
