@@ -47,6 +47,14 @@ def practice(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def larger_practice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Ranges long enough (160 patients, about a second each) that a test sees one held."""
+    out = tmp_path_factory.mktemp("ranges-larger-practice")
+    synthesize(SynthConfig(patients=480, start=date(2026, 3, 1), months=1, seed=47, lead_in_days=29), out)
+    return out
+
+
 @pytest.fixture
 def redis_url() -> str:
     url = os.environ.get(REDIS_ENV)
@@ -148,14 +156,18 @@ def test_three_workers_bill_a_month_as_one_process_does(db_url: str, redis_url: 
 
 
 def test_a_range_whose_worker_is_killed_is_evaluated_again(
-    db_url: str, redis_url: str, practice: Path
+    db_url: str, redis_url: str, larger_practice: Path
 ) -> None:
-    """SIGKILL a worker while it holds a range: the range is queued again, the run is whole."""
+    """SIGKILL a worker while it holds a range: the range is queued again, the run is whole.
+
+    With ranges of a few dozen patients a worker could finish its range between two looks
+    at the claims (the run then ended before anything was killed); ranges of 160 patients
+    are held for about a second."""
     engine = open_database(db_url, "default")
-    assert import_bundle(engine, "default", practice).ok()
+    assert import_bundle(engine, "default", larger_practice).ok()
     huey = make_huey(db_url, redis_url=redis_url)
     huey.flush()
-    queue = JobQueue(huey, engine, heartbeat=1.0, range_size=40)
+    queue = JobQueue(huey, engine, heartbeat=1.0, range_size=160)
     workers = _workers(db_url, redis_url, 3)
     by_pid = {w.pid: w for w in workers}
     actor = cli_actor("default")
