@@ -102,7 +102,9 @@ def decide_months(months: Iterable[tuple[PatientMonthFacts, RuleBook]]) -> Colum
                 flagged[pid] = why
         amounts = {(c.year, c.code): c.amount for c in compiled.codes}
         care = {(c.year, c.code) for c in compiled.codes if c.family == "care_management"}
-        care_year: dict[str, int] = {}  # patients with care-management codes → their rule-year
+        # 99091 claiming money meets the management codes it excludes (``exclusive_with``).
+        interpretation = {(c.year, c.code) for c in compiled.codes if c.family == "data_interpretation"}
+        care_year: dict[str, int] = {}  # patients with codes to settle together → their rule-year
         years_of: dict[str, int] = {}
         for row in con.execute(DECISIONS).fetchall():
             pm, y, eid, code, p_start, p_end, status, units, dos, who, parts, checks = row
@@ -116,7 +118,7 @@ def decide_months(months: Iterable[tuple[PatientMonthFacts, RuleBook]]) -> Colum
                 eid, code, p_start, p_end, Status(status), units, dos, pay, who, tuple(parts or ()), failed
             )
             decided[pid].append(outcome)
-            if (y, code) in care:
+            if (y, code) in care or ((y, code) in interpretation and _counts(outcome)):
                 care_year[pid] = y
             years_of[pid] = y
     finally:
@@ -797,13 +799,8 @@ UNION ALL {FINISH.format(table="dec_addon", extras=TIMED, checks=ADDON_CHECKS)}
 """
 
 # Flags that need counts: several RTM kinds reporting in one period (option
-# rtm_multiple_kinds), and 99091 claiming money (its concurrency with the management codes).
-LATE_FLAGS = f"""
+# rtm_multiple_kinds).
+LATE_FLAGS = """
 SELECT DISTINCT pm, 'several RTM device kinds' FROM cnt WHERE kind IS NOT NULL AND n > 0
 GROUP BY pm, eid, p_start HAVING count(*) > 1
-UNION ALL
-SELECT DISTINCT pm, 'data interpretation claims money'
-FROM ({FINISH.format(table="dec_base", extras=TIMED, checks=BASE_CHECKS)}) d
-JOIN code c ON c.year = d.y AND c.code = d.code
-WHERE c.family = 'data_interpretation' AND (d.status = 'billable' OR (d.status = 'reachable' AND d.units > 0))
 """

@@ -21,8 +21,9 @@ Time entries that overlap (cut to the minutes counted once, or another patient's
 decided: the pass counts the same trimmed seconds as the engine, and
 :func:`overlap_warnings` gives the run summary the notes the engine's decisions carry.
 
-Flags decided later, in SQL, because they need counts: several RTM device kinds
-reporting in one period, and 99091 claiming money beside the management codes.
+A flag decided later, in SQL, because it needs counts: several RTM device kinds
+reporting in one period. 99091 claiming money is decided: its exclusion of the
+management codes is settled over the typed outcomes (``decide.settle``).
 """
 
 from __future__ import annotations

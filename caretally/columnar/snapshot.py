@@ -23,9 +23,18 @@ from caretally.model import PatientMonthFacts
 
 
 def encode(value: Any) -> Any:
-    """JSON-ready form of facts: dataclasses as lists of their fields in order."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return [encode(getattr(value, f.name)) for f in dataclasses.fields(value)]
+    """JSON-ready form of facts: dataclasses as lists of their fields in order.
+
+    Called for every value of every decided month (a quarter of a columnar month run's
+    time went to ``dataclasses.is_dataclass`` and ``fields`` before the field names were
+    remembered per class), so plain values return first.
+    """
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    names = _names(kind)
+    if names is not None:
+        return [encode(getattr(value, n)) for n in names]
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, datetime | date):
@@ -35,6 +44,14 @@ def encode(value: Any) -> Any:
     if isinstance(value, tuple | list):
         return [encode(v) for v in value]
     return value
+
+
+@cache
+def _names(kind: type) -> tuple[str, ...] | None:
+    """A dataclass's field names in order (None for any other type)."""
+    if dataclasses.is_dataclass(kind):
+        return tuple(f.name for f in dataclasses.fields(kind))
+    return None
 
 
 def decode_facts(data: Any) -> PatientMonthFacts:

@@ -283,7 +283,7 @@ def test_flag_rates_are_reported_and_leave_decided_months() -> None:
     assert sum(n for (_, status), n in STATUSES.items() if status == "reachable") >= 20
     print(f"blocking rule ids met: {dict(BLOCKING)}")
     assert all(decided_pattern(r) for r in BLOCKING), [r for r in BLOCKING if not decided_pattern(r)]
-    for code in ("99490", "99439", "99487", "99424", "99425"):
+    for code in ("99490", "99439", "99487", "99424", "99425", "99091"):
         assert STATUSES[(code, "billable")], f"{code} billable never compared"
     for rule_id in ("ccm.lane", "ccm.chronic_conditions", "ccm.complexity", "pcm.chronic_conditions"):
         assert BLOCKING[rule_id], f"{rule_id} never compared"
