@@ -6,10 +6,11 @@ the same rules, engine and settings, and neither the history nor the organizatio
 whole changed since, only the patients touched after the base (and those entering the
 month's population) are evaluated; every other patient's decisions row refers to the row
 that holds its text (``run_decisions.stored_in``, read through ``run.decision_rows``)
-and its claim lines are copied forward in SQL, in patient order. The new run is stored exactly as a full run of the same data
-would store it: the same decisions, lines in the same order, summary and digests
-(``tests/billing/test_incremental.py`` proves it). Anything else is answered by the full
-run (:func:`caretally.billing.run.bill_month`), with the reason.
+and its claim lines are copied forward in SQL, in patient order. The new run is stored
+exactly as a full run of the same data would store it: the same decisions, lines in the
+same order, summary and digests (``tests/billing/test_incremental.py`` proves it).
+Anything else is answered by the full run (:func:`caretally.billing.run.bill_month`),
+with the reason.
 
 Known limit: on PostgreSQL, touch ids come from a sequence, and an ingest that took an id
 before the base run's snapshot but committed after it is missed.
