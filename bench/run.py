@@ -59,6 +59,10 @@ TARGETS = {
 }
 
 
+#: The groups of steps after the import and the floors (``--steps``).
+STEPS = frozenset({"bill", "worklist"})
+
+
 @dataclass
 class Step:
     name: str
@@ -356,27 +360,33 @@ def _run_in(work: Path, args: argparse.Namespace, console: Console) -> list[Step
     bundle = work / "bundle"
     console.print(f"working in {work}")
 
-    console.print(f"synthesizing {args.patients:,} patients …")
-    synth = in_child(_child_synth, args.patients, str(bundle))
-    if "failed" in synth:
-        raise SystemExit(f"synthesis failed: {synth['failed']}")
-    counts = synth["counts"]
+    sqlite_path = work / "bench.db"
+    reuse = args.reuse and (bundle / "readings.csv").exists() and sqlite_path.exists()
+    if reuse:
+        # Steps of a run cut short measured again on its bundle and SQLite database (which
+        # hold what the earlier steps posted); PostgreSQL is imported afresh.
+        console.print(f"reusing the bundle and the SQLite database in {work}")
+        counts = {f.stem: _data_lines(f) for f in sorted(bundle.glob("*.csv"))}
+    else:
+        console.print(f"synthesizing {args.patients:,} patients …")
+        synth = in_child(_child_synth, args.patients, str(bundle))
+        if "failed" in synth:
+            raise SystemExit(f"synthesis failed: {synth['failed']}")
+        counts = synth["counts"]
+        steps.append(Step("synthesize", synth["seconds"], sum(counts.values()), "rows", synth["peak_mb"]))
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{sqlite_path}{suffix}").unlink(missing_ok=True)
     total_rows = sum(counts.values())
     readings = counts["readings"]
-    steps.append(Step("synthesize", synth["seconds"], total_rows, "rows", synth["peak_mb"]))
     console.print(f"  {counts}")
 
-    databases: list[tuple[str, str]] = []
-    sqlite_path = work / "bench.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{sqlite_path}{suffix}").unlink(missing_ok=True)
-    databases.append(("SQLite", f"sqlite:///{sqlite_path}"))
+    databases: list[tuple[str, str, bool]] = [("SQLite", f"sqlite:///{sqlite_path}", reuse)]
     pg_url = None
     if args.skip_pg:
         console.print("[yellow]--skip-pg: PostgreSQL steps are not run[/yellow]")
     else:
         pg_url = create_pg_database(args.pg_url)
-        databases.append(("PostgreSQL", pg_url))
+        databases.append(("PostgreSQL", pg_url, False))
 
     try:
         console.print("floor b: loading the bundle into DuckDB …")
@@ -392,8 +402,10 @@ def _run_in(work: Path, args: argparse.Namespace, console: Console) -> list[Step
             steps.append(
                 Step("floor b: DuckDB facts query", duck["seconds"], duck["rows"], "facts", duck["peak_mb"])
             )
-        for label, url in databases:
-            _database_steps(steps, label, url, bundle, readings, total_rows, duck_seconds, console)
+        for label, url, imported in databases:
+            _database_steps(
+                steps, label, url, bundle, readings, total_rows, duck_seconds, console, imported, args.steps
+            )
     finally:
         if pg_url is not None:
             drop_pg_database(args.pg_url, pg_url)
@@ -409,16 +421,19 @@ def _database_steps(
     total_rows: int,
     duck_seconds: float | None,
     console: Console,
+    imported: bool = False,
+    chosen: frozenset[str] = STEPS,
 ) -> None:
-    console.print(f"importing into {label} …")
-    imp = in_child(_child_import, url, str(bundle))
-    if _failed(steps, f"import {label}", imp, console):
-        return
-    if not imp["ok"]:
-        raise SystemExit(f"import into {label} reported problems: {imp['problems']}")
-    rate = readings / imp["seconds"]
-    note = f"{total_rows:,} rows in all; {rate:,.0f} readings/s"
-    steps.append(Step(f"import {label}", imp["seconds"], readings, "readings", imp["peak_mb"], note=note))
+    if not imported:
+        console.print(f"importing into {label} …")
+        imp = in_child(_child_import, url, str(bundle))
+        if _failed(steps, f"import {label}", imp, console):
+            return
+        if not imp["ok"]:
+            raise SystemExit(f"import into {label} reported problems: {imp['problems']}")
+        rate = readings / imp["seconds"]
+        note = f"{total_rows:,} rows in all; {rate:,.0f} readings/s"
+        steps.append(Step(f"import {label}", imp["seconds"], readings, "readings", imp["peak_mb"], note=note))
 
     console.print(f"floor a: SQL facts on {label} …")
     floor = in_child(_child_sql_floor, url)
@@ -428,6 +443,20 @@ def _database_steps(
         name = f"floor a: SQL facts {label}"
         steps.append(Step(name, floor["seconds"], floor["rows"], "facts", floor["peak_mb"]))
 
+    if "bill" in chosen:
+        _bill_steps(steps, label, url, floor_seconds, duck_seconds, console)
+    if "worklist" in chosen:
+        _worklist_steps(steps, label, url, floor_seconds, duck_seconds, console)
+
+
+def _bill_steps(
+    steps: list[Step],
+    label: str,
+    url: str,
+    floor_seconds: float | None,
+    duck_seconds: float | None,
+    console: Console,
+) -> None:
     # The columnar run first (the month's first run, voided after), then the engine's cold
     # run, the incremental run after 1% of patients get one more day, and a full run again.
     name = f"bill {MONTH} {label} --engine columnar"
@@ -462,6 +491,15 @@ def _database_steps(
             Step(f"bill {MONTH} {label} full again (same state)", inc["full_again_s"], None, "", None)
         )
 
+
+def _worklist_steps(
+    steps: list[Step],
+    label: str,
+    url: str,
+    floor_seconds: float | None,
+    duck_seconds: float | None,
+    console: Console,
+) -> None:
     name = f"worklist cold {WORKLIST_AS_OF} {label}"
     console.print(f"{name}, then the kept state …")
     wl = in_child(_child_worklist_state, url)
@@ -490,6 +528,11 @@ def _database_steps(
     if not _failed(steps, name, vis, console):
         note = f"kept state refreshed by the server's consumer after {vis['post_to_kept_s']:.2f} s"
         steps.append(Step(name, vis["post_to_visible_s"], None, "", None, note))
+
+
+def _data_lines(path: Path) -> int:
+    with path.open("rb") as handle:
+        return sum(1 for _ in handle) - 1
 
 
 def _verdict(ok: bool) -> str:
@@ -552,6 +595,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-pg", action="store_true", help="for machines without PostgreSQL")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
     parser.add_argument("--workdir", help="where the bundle and SQLite file go (default: a new temp dir)")
+    parser.add_argument(
+        "--steps",
+        type=lambda text: frozenset(text.split(",")),
+        default=STEPS,
+        help="which of bill,worklist to run after the import and the floors (default: both)",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse the bundle and SQLite database of an earlier run in --workdir (not imported again)",
+    )
     return parser.parse_args(argv)
 
 

@@ -83,7 +83,10 @@ def _readings_to_post(engine: Engine, org: str, as_of: date, share: float, seed:
         base = by_patient[patient][0]
         for shift in range(-base["local_date"].day + 1, (as_of - base["local_date"]).days + 1):
             day = base["local_date"] + timedelta(days=shift)
-            if day > first and day not in days:  # the organization's first day stays where it is
+            # The organization's first day must stay where it is (else the post touches every
+            # patient-month). The reading is the base one moved by whole days of UTC time, so
+            # across a DST change its local date can be a day off ``day``: keep a day away.
+            if day > first + timedelta(days=1) and day not in days:
                 break
         else:
             continue  # every day so far has a reading already
