@@ -73,8 +73,8 @@ KNOWN: dict[str, str] = {
     "concurrency.exclusive_with": DECIDED,
     "concurrency.add_on_base": DECIDED,
     "concurrency.one_practitioner": "flagged: several enrollments",
-    "concurrency.never_together": "flagged: several enrollments",
-    "concurrency.not_same_practitioner": "flagged: several enrollments",
+    "concurrency.never_together": DECIDED,  # settled over the typed outcomes (decide.py)
+    "concurrency.not_same_practitioner": DECIDED,
     "concurrency.with_base": "flagged: program not decided by the columnar pass",
     "time.no_double_count": "no block: one enrollment bills one lane, and its add-ons list no entries",
 }
