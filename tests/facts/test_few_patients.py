@@ -111,3 +111,25 @@ def test_each_patient_alone_equals_the_whole_month_build(
         assert _facts(engine, options, several) == {pid: whole[pid] for pid in several}
     finally:
         engine.dispose()
+
+
+def test_many_named_patients_are_asked_for_in_slices(
+    db_url: str, practice: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More named patients than one statement may bind (a worklist's next-month pass names
+    every device patient: 88,000 of 100,000 overflowed PostgreSQL's 65,535) are asked for
+    in slices, with the answers of the whole-month build."""
+    monkeypatch.setattr(build, "FEW_PATIENTS", 5)
+    monkeypatch.setattr(build, "ID_SLICE", 7)
+    engine = open_database(db_url, ORG)
+    try:
+        assert import_bundle(engine, ORG, practice).ok()
+        overlapped = _long_neighbour(engine)
+        options = FactsOptions()
+        whole = _facts(engine, options)
+        many = set(sorted(whole)[::2]) | {overlapped}
+        assert len(many) > 3 * build.ID_SLICE
+        assert any(t.other_patient_overlaps for pid in many for t in whole[pid].time)
+        assert _facts(engine, options, many) == {pid: whole[pid] for pid in many}
+    finally:
+        engine.dispose()
