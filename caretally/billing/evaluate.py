@@ -11,7 +11,9 @@ from __future__ import annotations
 import heapq
 import multiprocessing
 import os
+import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -296,13 +298,34 @@ def map_month(
         _JOB = job
         try:
             context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            with ProcessPoolExecutor(
+                max_workers=workers, mp_context=context, initializer=_leave_with_parent
+            ) as pool:
                 for chunk, found in pool.map(_map_range, ranges):
                     _report(found, problems)
                     yield from chunk
                     counted.add(len(chunk))
         finally:
             _JOB = None
+
+
+def _leave_with_parent() -> None:
+    """A forked worker ends when the process that forked it is gone.
+
+    A server stopped mid-run (``caretally serve`` on SIGTERM while its consumer refreshes a
+    worklist) exits without shutting its pool down. Its workers inherited the server's
+    signal handlers and wait on a queue whose write end their siblings hold, so they would
+    wait for ever, each holding its memory and a database connection.
+    """
+    parent = os.getppid()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="leave-with-parent", daemon=True).start()
 
 
 class _Counter:
