@@ -209,6 +209,22 @@ def read_blocks(
             line += rows
 
 
+def _local_dates(text: pa.Array, tz: pa.Array, ok: pa.Array, days: LocalDays) -> pa.Array:
+    """Each row's patient-local date from its UTC ``text`` and zone, null where the hour has
+    two local dates; worked out once per zone and UTC hour of the rows ``ok`` keeps."""
+    hour = pc.utf8_slice_codeunits(text, 0, 13)
+    zone_hour = pc.binary_join_element_wise(pc.fill_null(tz, ""), hour, "|")
+    distinct = pc.unique(pc.filter(zone_hour, ok))
+    dates: list[str | None] = []
+    for key in distinct.to_pylist():
+        name, at = key.split("|")
+        hours = days.zones.setdefault(name, {})
+        if at not in hours:
+            hours[at] = _whole_hour_date(name, at)
+        dates.append(hours[at])
+    return pa.array(dates, pa.string()).take(pc.index_in(zone_hour, value_set=distinct))
+
+
 def _lookup(keys: pa.Array, get: Callable[[str], str | None]) -> pa.Array:
     """``get(key)`` for every key (null for ``None``), computed once per distinct key."""
     distinct = pc.unique(keys)
@@ -271,17 +287,7 @@ def check_table(
     ok = pc.and_(ok, pc.fill_null(pc.equal(owner, patient), False))
     ok = pc.and_(ok, pc.is_valid(tz))
 
-    hour = pc.utf8_slice_codeunits(text, 0, 13)
-    zone_hour = pc.binary_join_element_wise(pc.fill_null(tz, ""), hour, "|")
-    distinct = pc.unique(pc.filter(zone_hour, ok))
-    dates: list[str | None] = []
-    for key in distinct.to_pylist():
-        name, at = key.split("|")
-        hours = days.zones.setdefault(name, {})
-        if at not in hours:
-            hours[at] = _whole_hour_date(name, at)
-        dates.append(hours[at])
-    local = pa.array(dates, pa.string()).take(pc.index_in(zone_hour, value_set=distinct))
+    local = _local_dates(text, tz, ok, days)
     ok = pc.and_(ok, pc.is_valid(local))  # hours with two local dates take the row path
     birth = _lookup(patient, index.births.get)
     ok = pc.and_(ok, pc.fill_null(pc.greater_equal(local, birth), True))
@@ -449,18 +455,8 @@ def check_time_entries(
     enrolled = _lookup(pair, lambda k: "1" if tuple(k.split("|", 1)) in index.enrolled else None)
     ok = pc.and_(ok, pc.or_(pc.invert(has_program), pc.is_valid(enrolled)))
 
-    hour = pc.utf8_slice_codeunits(text, 0, 13)
-    zone_hour = pc.binary_join_element_wise(pc.fill_null(tz, ""), hour, "|")
     ok = pc.fill_null(ok, False)
-    distinct = pc.unique(pc.filter(zone_hour, ok))
-    dates: list[str | None] = []
-    for key in distinct.to_pylist():
-        name, at = key.split("|")
-        hours = days.zones.setdefault(name, {})
-        if at not in hours:
-            hours[at] = _whole_hour_date(name, at)
-        dates.append(hours[at])
-    local = pa.array(dates, pa.string()).take(pc.index_in(zone_hour, value_set=distinct))
+    local = _local_dates(text, tz, ok, days)
     ok = pc.fill_null(pc.and_(ok, pc.is_valid(local)), False)
 
     lines = pa.array(range(first_line, first_line + count), pa.int64())

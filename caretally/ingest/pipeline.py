@@ -546,22 +546,25 @@ def _check_file(
             counts.rejected += 1
             continue
         if timed:
-            entries.append(
-                Entry(
-                    staged["entry_id"],
-                    staged["practitioner_id"],
-                    staged["started_at"],
-                    staged["seconds"],
-                    staged["local_date"],
-                    (record.file, record.line),
-                )
-            )
+            entries.append(_staged_entry(staged, record))
         buffer.append(staged)
         if len(buffer) >= BATCH_ROWS:
             stage.add(buffer)
             buffer = []
     stage.add(buffer)
     return _FileResult(counts, stage, source, entries)
+
+
+def _staged_entry(staged: dict[str, Any], record: Record) -> Entry:
+    """A checked time entry of this bundle, for the overlap check (with its file and line)."""
+    return Entry(
+        staged["entry_id"],
+        staged["practitioner_id"],
+        staged["started_at"],
+        staged["seconds"],
+        staged["local_date"],
+        (record.file, record.line),
+    )
 
 
 def _time_entries_in_bulk(
@@ -595,16 +598,7 @@ def _time_entries_in_bulk(
             if staged is None:
                 counts.rejected += 1
                 continue
-            entries.append(
-                Entry(
-                    staged["entry_id"],
-                    staged["practitioner_id"],
-                    staged["started_at"],
-                    staged["seconds"],
-                    staged["local_date"],
-                    (record.file, record.line),
-                )
-            )
+            entries.append(_staged_entry(staged, record))
             buffer.append(staged)
         stage.add(buffer)
 
