@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from caretally.ingest import values as v
 from caretally.model import PerformerClass
 from caretally.store import schema
 
@@ -67,6 +68,14 @@ class ReferenceIndex:
         return PerformerClass(found) if found else None
 
 
+#: The columns whose values are looked up in each catalog (``Row.ref`` in ``rows.py``).
+REFERS_TO: dict[str, tuple[str, ...]] = {
+    "patients": ("patient_id",),
+    "practitioners": ("practitioner_id", "billing_practitioner_id"),
+    "devices": ("device_id",),
+}
+
+
 @dataclass(frozen=True)
 class Scope:
     """The ids a small request refers to, so only those are read from the database.
@@ -81,18 +90,32 @@ class Scope:
 
     @classmethod
     def of(cls, records: Mapping[str, Sequence[Mapping[str, Any]]]) -> Scope:
-        """The ids named by ``patient_id``, ``practitioner_id`` and ``device_id`` values."""
+        """The ids named by every column that refers to a patient, practitioner or device.
 
-        def ids(name: str) -> frozenset[str]:
-            return frozenset(
-                value.strip()
-                for rows in records.values()
-                if isinstance(rows, list | tuple)
-                for row in rows
-                if isinstance(row, Mapping) and isinstance(value := row.get(name), str) and value.strip()
-            )
+        Read exactly as the row checker reads them (``values.text``: a JSON number is its
+        decimal spelling), so an id the checker will look up is never left out of the scope
+        and refused as unknown although it is stored.
+        """
 
-        return cls(ids("patient_id"), ids("practitioner_id"), ids("device_id"))
+        def ids(*names: str) -> frozenset[str]:
+            found: set[str] = set()
+            for rows in records.values():
+                if not isinstance(rows, list | tuple):
+                    continue
+                for row in rows:
+                    if not isinstance(row, Mapping):
+                        continue
+                    for name in names:
+                        value = row.get(name)
+                        if v.is_blank(value):
+                            continue
+                        try:
+                            found.add(v.text(value))
+                        except v.FieldError:
+                            continue  # the row checker reports it
+            return frozenset(found)
+
+        return cls(ids(*REFERS_TO["patients"]), ids(*REFERS_TO["practitioners"]), ids(*REFERS_TO["devices"]))
 
 
 _CHUNK = 500
