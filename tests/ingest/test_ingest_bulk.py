@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import tempfile
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -142,10 +143,23 @@ def reading_rows(draw: st.DrawFn) -> dict[str, Any]:
     return row
 
 
+def _header(columns: Sequence[str], optional: str, layout: dict[str, Any]) -> list[str]:
+    """The file's columns: ``optional`` only when the layout's ``reading_id`` flag says so."""
+    header = [c for c in columns if layout["reading_id"] or c != optional]
+    return header[::-1] if layout["reverse"] else header
+
+
+def _write_file(path: Path, out: list[str], layout: dict[str, Any]) -> None:
+    """Header and data lines as the layout writes them: a blank line, final newline, BOM."""
+    if layout["blank_at"] is not None and len(out) > 1:
+        out.insert(1 + layout["blank_at"] % (len(out) - 1), "")
+    end = layout["newline"]
+    data = (end.join(out) + (end if layout["final_newline"] else "")).encode("utf-8")
+    path.write_bytes((bulk.BOM if layout["bom"] else b"") + data)
+
+
 def _write_readings(path: Path, rows: list[dict[str, Any]], layout: dict[str, Any]) -> None:
-    header = [c for c in READING_CELLS if layout["reading_id"] or c != "reading_id"]
-    if layout["reverse"]:
-        header = header[::-1]
+    header = _header(READING_CELLS, "reading_id", layout)
     end = layout["newline"]
     out = [",".join(header)]
     for row in rows:
@@ -163,13 +177,7 @@ def _write_readings(path: Path, rows: list[dict[str, Any]], layout: dict[str, An
             out.append(",".join([*cells, "x"]))
         else:
             out.append(",".join(cells))
-    if layout["blank_at"] is not None and rows:
-        out.insert(1 + layout["blank_at"] % len(rows), "")
-    text = end.join(out) + (end if layout["final_newline"] else "")
-    data = text.encode("utf-8")
-    if layout["bom"]:
-        data = bulk.BOM + data
-    path.write_bytes(data)
+    _write_file(path, out, layout)
 
 
 layouts = st.fixed_dictionaries(
@@ -373,9 +381,7 @@ def time_rows(draw: st.DrawFn) -> dict[str, Any]:
 
 
 def _write_time_entries(path: Path, rows: list[dict[str, Any]], layout: dict[str, Any]) -> None:
-    header = [c for c in TIME_COLUMNS if layout["reading_id"] or c != "minutes"]
-    if layout["reverse"]:
-        header = header[::-1]
+    header = _header(TIME_COLUMNS, "minutes", layout)
     end = layout["newline"]
     out = [",".join(header)]
     for row in rows:
@@ -393,10 +399,7 @@ def _write_time_entries(path: Path, rows: list[dict[str, Any]], layout: dict[str
             out.append(",".join(quoted))
         else:
             out.append(",".join(q if "," in c else c for q, c in zip(quoted, cells, strict=True)))
-    if layout["blank_at"] is not None and rows:
-        out.insert(1 + layout["blank_at"] % len(rows), "")
-    data = (end.join(out) + (end if layout["final_newline"] else "")).encode("utf-8")
-    path.write_bytes((bulk.BOM if layout["bom"] else b"") + data)
+    _write_file(path, out, layout)
 
 
 #: A blank line hands the rest of the file to the row path: rarer here, so that most files
