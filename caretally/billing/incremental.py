@@ -3,14 +3,18 @@
 The run stored last for the month (its *base*) saw ``month_touches`` up to an id and a
 billing history of earlier months (``billing.touchmarks``). When the base was made with
 the same rules, engine and settings, and neither the history nor the organization as a
-whole changed since, only the patients touched after the base (and those entering the
-month's population) are evaluated; every other patient's decisions row refers to the row
-that holds its text (``run_decisions.stored_in``, read through ``run.decision_rows``)
-and its claim lines are copied forward in SQL, in patient order. The new run is stored
-exactly as a full run of the same data would store it: the same decisions, lines in the
-same order, summary and digests (``tests/billing/test_incremental.py`` proves it).
-Anything else is answered by the full run (:func:`caretally.billing.run.bill_month`),
-with the reason.
+whole changed since, only the patients touched after the base are read and evaluated
+(every change that can move a patient into or out of the month's population touches
+them). Everything else is carried forward in SQL without being read: every other
+patient's decisions row refers to the row that holds its text (``run_decisions.stored_in``,
+read through ``run.decision_rows``), their claim lines are copied in stretches between the
+re-evaluated patients, in patient order; the digests are the base's with the re-evaluated
+patients' old parts taken out and their new ones added (``run.DigestSum``), and the
+summary the base's with the same exchange. The cost is O(touched) plus SQL that copies
+rows. The new run is stored exactly as a full run of the same data would store it: the
+same decisions, lines in the same order, summary and digests
+(``tests/billing/test_incremental.py`` proves it). Anything else is answered by the full
+run (:func:`caretally.billing.run.bill_month`), with the reason.
 
 Known limit: on PostgreSQL, touch ids come from a sequence, and an ingest that took an id
 before the base run's snapshot but committed after it is missed.
@@ -18,22 +22,25 @@ before the base run's snapshot but committed after it is missed.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import UserList
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, literal, select, update
+import orjson
+from sqlalchemy import Connection, Engine, Integer, cast, delete, func, insert, literal, select, update
 
 from caretally.billing.evaluate import facts_options, map_month
 from caretally.billing.payers import PayerRules
 from caretally.billing.run import (
+    DIGEST_SCHEME,
     DRAFT,
     SUPERSEDED,
     BillingSettings,
+    DigestSum,
     RunResult,
     RunSummary,
     RunWarning,
@@ -47,9 +54,12 @@ from caretally.billing.run import (
     bill_month,
     current_run,
     decision_rows,
+    decisions_digest_part,
     engine_version,
+    facts_sum_of,
     hold_month,
     input_digest_of,
+    input_digest_part,
     latest_locked,
     line_content,
     line_digest_part,
@@ -58,7 +68,6 @@ from caretally.billing.run import (
     stored_line,
     stored_lines,
 )
-from caretally.billing.serialize import stored_decisions_json
 from caretally.billing.touchmarks import history_key, mark_run
 from caretally.errors import Problem
 from caretally.facts import patients_in_month
@@ -147,6 +156,8 @@ def _base(
         raise _Full("the last run was stored before changes were tracked")
     if mark.history_key != history_key(conn, org_id, month_text):
         raise _Full("the billing history of earlier months changed since the last run")
+    if previous.digest_scheme != DIGEST_SCHEME or previous.decisions_digest is None:
+        raise _Full("the last run's digests chain every patient in order (stored before summed digests)")
     return previous, mark
 
 
@@ -195,28 +206,13 @@ def _incremental(
         previous, mark = _base(conn, reader, org_id, month_text, rules, settings_json)
         touched = _touched(conn, org_id, month_text, mark.touches_through)
         if not touched:
-            kept = stored_lines(reader, previous.run_id)
+            result = _unchanged(engine, conn, previous, month_text)
             conn.rollback()
-            return _unchanged(previous, month_text, kept), Incremental(
-                "unchanged", "nothing touched since the last run"
-            )
-        book = rules
-        lookback = max(facts_options(book.for_payer(p), month).lookback for p in Payer)
-        population = patients_in_month(reader, org_id, month, lookback)
-        d = schema.run_decisions
-        before = {
-            r.patient_id: r
-            for r in conn.execute(
-                select(d.c.patient_id, d.c.facts_digest, d.c.billable_count).where(
-                    d.c.run_id == previous.run_id
-                )
-            )
-        }
-        in_month = set(population)
-        redo = (touched & in_month) | (in_month - before.keys())
-        old_parts: dict[str, str] = dict(mark.decision_parts or {})
-        if not set(before) - redo <= old_parts.keys():
-            raise _Full("the last run's decision digests are not stored")
+            return result, Incremental("unchanged", "nothing touched since the last run")
+        lookback = max(facts_options(rules.for_payer(p), month).lookback for p in Payer)
+        # Only the touched can have entered or left the month's population since the base.
+        redo = sorted(set(patients_in_month(reader, org_id, month, lookback, touched)) & touched)
+        before = _old_rows(conn, previous.run_id, sorted(touched))
         return _store(
             conn,
             reader,
@@ -226,32 +222,107 @@ def _incremental(
             rules,
             settings,
             previous,
-            population,
             redo,
             before,
-            old_parts,
+            engine=engine,
             now=now,
             progress=progress,
         )
+
+
+class StoredLines(UserList[ClaimLine]):
+    """A stored run's claim lines, read from the store only when someone uses them.
+
+    An incremental run carries most lines forward in SQL; reading them all back as
+    objects for its result would cost what the run saved. ``bill --json`` and the tests
+    that do look at them read them once, ordered as stored.
+    """
+
+    def __init__(self, engine: Engine, run_id: str) -> None:
+        self._engine, self._run_id = engine, run_id
+        self._loaded: list[ClaimLine] | None = None
+
+    @property  # type: ignore[override]
+    def data(self) -> list[ClaimLine]:
+        if self._loaded is None:
+            self._loaded = stored_lines(self._engine, self._run_id)
+        return self._loaded
+
+    @data.setter
+    def data(self, value: list[ClaimLine]) -> None:
+        self._loaded = value
+
+
+@dataclass(frozen=True)
+class _OldRow:
+    """A re-evaluated (or dropped) patient's row in the base run: what its digests counted."""
+
+    facts_digest: str
+    decisions_part: str
+    decisions: int
+
+
+def _old_rows(conn: Connection, run_id: str, patients: Sequence[str]) -> dict[str, _OldRow]:
+    """The base run's rows of ``patients`` (those it has), with their shares of its digests.
+
+    The decisions part is made from the stored text, as the base made it and as
+    ``db verify`` remakes it.
+    """
+    d = schema.run_decisions
+    joined, text = decision_rows(text=True)
+    out: dict[str, _OldRow] = {}
+    for start in range(0, len(patients), CHUNK):
+        chunk = patients[start : start + CHUNK]
+        rows = conn.execute(
+            select(d.c.patient_id, d.c.facts_digest, d.c.billable_count, text)
+            .select_from(joined)
+            .where(d.c.run_id == run_id, d.c.patient_id.in_(chunk))
+        )
+        for patient, facts_digest, billable, value in rows:
+            stored = orjson.loads(value)
+            count = len(stored) if isinstance(stored, list) else len(stored["decisions"])
+            out[patient] = _OldRow(facts_digest, decisions_digest_part(patient, billable, value), count)
+    return out
+
+
+def _old_lines(conn: Connection, run_id: str, patients: Sequence[str]) -> Iterator[ClaimLine]:
+    """The base run's claim lines of ``patients``."""
+    c = schema.claim_lines
+    for start in range(0, len(patients), CHUNK):
+        chunk = patients[start : start + CHUNK]
+        for row in conn.execute(select(c).where(c.c.run_id == run_id, c.c.patient_id.in_(chunk))).mappings():
+            yield stored_line(row)
 
 
 def _warning(item: dict[str, Any]) -> RunWarning:
     return RunWarning(item["code"], item["patient_id"], item["message"], tuple(item.get("entry_ids") or ()))
 
 
-def _add_lines(summary: RunSummary, lines: Iterable[ClaimLine]) -> None:
-    for line in lines:
-        summary.lines += 1
-        summary.lines_by_code[line.code] += 1
-        summary.units_by_code[line.code] += line.units
-        summary.payment_by_code[line.code] += line.expected_payment
+def _line_totals(conn: Connection, run_id: str, summary: RunSummary) -> None:
+    """The summary's line counts, units and payments by code, added up by the database.
+
+    Payments are summed in cents (SQLite keeps NUMERIC as a float), so the total is the
+    one a full run adds up from its lines, to the cent.
+    """
+    c = schema.claim_lines
+    cents = cast(func.round(c.c.expected_payment * 100), Integer)
+    rows = conn.execute(
+        select(c.c.code, func.count(), func.sum(c.c.units), func.sum(cents))
+        .where(c.c.run_id == run_id)
+        .group_by(c.c.code)
+    )
+    for code, lines, units, paid in rows:
+        summary.lines += lines
+        summary.lines_by_code[code] += lines
+        summary.units_by_code[code] += int(units)
+        summary.payment_by_code[code] += (Decimal(int(paid)) / 100).quantize(Decimal("0.01"))
 
 
-def _unchanged(previous: StoredRun, month_text: str, kept: list[ClaimLine]) -> RunResult:
+def _unchanged(engine: Engine, conn: Connection, previous: StoredRun, month_text: str) -> RunResult:
     """The base run, as ``bill`` reports a rerun that changed nothing (its summary as stored)."""
     stored = previous.summary or {}
     summary = RunSummary(patients=stored.get("patients", 0), decisions=stored.get("decisions", 0))
-    _add_lines(summary, kept)
+    _line_totals(conn, previous.run_id, summary)
     summary.warnings = [_warning(w) for w in stored.get("warnings") or []]
     summary.readings_through = stored.get("readings_through")
     return RunResult(
@@ -259,7 +330,7 @@ def _unchanged(previous: StoredRun, month_text: str, kept: list[ClaimLine]) -> R
         month_text,
         "unchanged",
         previous.status,
-        kept,
+        StoredLines(engine, previous.run_id),  # type: ignore[arg-type]
         summary,
         previous.run_id,
         previous.amends_run_id,
@@ -267,76 +338,87 @@ def _unchanged(previous: StoredRun, month_text: str, kept: list[ClaimLine]) -> R
     )
 
 
-def _old_decision_count(conn: Connection, run_id: str, patients: Sequence[str]) -> int:
-    d = schema.run_decisions
-    joined, value = decision_rows()
-    total = 0
-    for start in range(0, len(patients), CHUNK):
-        chunk = patients[start : start + CHUNK]
-        rows = conn.execute(
-            select(value).select_from(joined).where(d.c.run_id == run_id, d.c.patient_id.in_(chunk))
-        )
-        total += sum(len(stored_decisions_json(v)) for (v,) in rows)
-    return total
-
-
-def _refer_decisions(conn: Connection, old_run: str, run_id: str, carried: Sequence[str]) -> None:
+def _refer_decisions(conn: Connection, old_run: str, run_id: str, changed: Sequence[str]) -> None:
     """A row per carried patient that refers to the row holding its decisions, in SQL.
 
     The text stays where it was stored (``stored_in``: the base run's row, or the row the
     base itself referred to), so a carried patient costs a short row, not a 17 KB copy.
+    Every row of the base is referred to in one statement; then the ``changed`` patients'
+    references (re-evaluated or gone) are deleted, by name.
     """
     d = schema.run_decisions
     columns = ["run_id", "org_id", "patient_id", "facts_digest", "billable_count", "stored_in"]
-    for start in range(0, len(carried), CHUNK):
-        chunk = carried[start : start + CHUNK]
-        source = select(
-            literal(run_id, d.c.run_id.type),
-            d.c.org_id,
-            d.c.patient_id,
-            d.c.facts_digest,
-            d.c.billable_count,
-            func.coalesce(d.c.stored_in, d.c.run_id),
-        ).where(d.c.run_id == old_run, d.c.patient_id.in_(chunk))
-        conn.execute(insert(d).from_select(columns, source))
+    source = select(
+        literal(run_id, d.c.run_id.type),
+        d.c.org_id,
+        d.c.patient_id,
+        d.c.facts_digest,
+        d.c.billable_count,
+        func.coalesce(d.c.stored_in, d.c.run_id),
+    ).where(d.c.run_id == old_run)
+    conn.execute(insert(d).from_select(columns, source))
+    for start in range(0, len(changed), CHUNK):
+        chunk = changed[start : start + CHUNK]
+        conn.execute(delete(d).where(d.c.run_id == run_id, d.c.patient_id.in_(chunk)))
 
 
 #: ``claim_lines`` columns copied as they are when a line is carried (all but id and run id).
 _LINE_COLUMNS = [c.name for c in schema.claim_lines.columns if c.name not in ("id", "run_id")]
 
 
-def _carry_lines(
+def _carry_stretch(
+    conn: Connection, old_run: str, run_id: str, after: str | None, before: str | None, skip: Sequence[str]
+) -> None:
+    """Copy the base run's lines of the patients between ``after`` and ``before`` (exclusive;
+    None: open), except ``skip``'s, in the order stored.
+
+    The base stored its lines in patient order, compared as Python compares strings (SQLite
+    compares bytes; on PostgreSQL ``claim_lines.patient_id`` has the "C" collation), so the
+    stretch is one range of its ``(run_id, patient_id)`` index.
+    """
+    c = schema.claim_lines
+    wanted = select(literal(run_id, c.c.run_id.type), *(c.c[name] for name in _LINE_COLUMNS)).where(
+        c.c.run_id == old_run
+    )
+    if after is not None:
+        wanted = wanted.where(c.c.patient_id > after)
+    if before is not None:
+        wanted = wanted.where(c.c.patient_id < before)
+    if skip:
+        wanted = wanted.where(c.c.patient_id.not_in(list(skip)))
+    conn.execute(insert(c).from_select(["run_id", *_LINE_COLUMNS], wanted.order_by(c.c.id)))
+
+
+def _store_lines(
     conn: Connection,
     old_run: str,
     run_id: str,
-    carried: Sequence[str],
-    ids: Mapping[str, list[int]],
-    position: Mapping[int, int],
+    org_id: str,
+    changed: set[str],
+    fresh_lines: dict[str, list[ClaimLine]],
 ) -> None:
-    """The carried patients' lines (consecutive in patient order) copied in SQL, in stored order.
+    """The new run's lines in patient order, as a full run stores them.
 
-    ``ids``: each patient's line ids in the base run; ``position``: each id's place among
-    the base run's lines. When the segment's lines are one unbroken stretch of the base
-    run's lines (no other patient's line between them, as when the base stored the same
-    patients in the same order), they are copied as one primary-key range; otherwise by
-    patient.
+    The re-evaluated patients' new lines are inserted at their places; the stretches of
+    carried patients between them are copied in SQL. A changed patient without new lines
+    is left out of the stretch around it (by name, up to ``CHUNK`` names a stretch).
     """
     c = schema.claim_lines
-    theirs = [x for patient in carried for x in ids.get(patient, ())]
-    if not theirs:
-        return
-    wanted = select(literal(run_id, c.c.run_id.type), *(c.c[name] for name in _LINE_COLUMNS))
-    columns = ["run_id", *_LINE_COLUMNS]
-    at = [position[x] for x in theirs]
-    if max(at) - min(at) + 1 == len(theirs):
-        low, high = min(theirs), max(theirs)
-        source = wanted.where(c.c.run_id == old_run, c.c.id.between(low, high)).order_by(c.c.id)
-        conn.execute(insert(c).from_select(columns, source))
-        return
-    for start in range(0, len(carried), CHUNK):
-        chunk = carried[start : start + CHUNK]
-        source = wanted.where(c.c.run_id == old_run, c.c.patient_id.in_(chunk)).order_by(c.c.id)
-        conn.execute(insert(c).from_select(columns, source))
+    after: str | None = None
+    skip: list[str] = []
+    for patient in sorted(changed | fresh_lines.keys()):
+        lines = fresh_lines.get(patient)
+        if not lines:
+            skip.append(patient)
+            if len(skip) < CHUNK:
+                continue
+            _carry_stretch(conn, old_run, run_id, after, patient, skip[:-1])
+            after, skip = patient, []
+            continue
+        _carry_stretch(conn, old_run, run_id, after, patient, skip)
+        conn.execute(insert(c), [_line_row(run_id, org_id, line_key(x), x) for x in lines])
+        after, skip = patient, []
+    _carry_stretch(conn, old_run, run_id, after, None, skip)
 
 
 def _store(
@@ -348,11 +430,10 @@ def _store(
     rules: PayerRules,
     settings: BillingSettings,
     previous: StoredRun,
-    population: list[str],
-    redo: set[str],
-    before: dict[str, Any],
-    old_parts: dict[str, str],
+    redo: list[str],
+    before: dict[str, _OldRow],
     *,
+    engine: Engine,
     now: Callable[[], datetime],
     progress: Callable[[int, int], None] | None,
 ) -> tuple[RunResult, Incremental]:
@@ -375,10 +456,11 @@ def _store(
             locked_at=None,
             amends_run_id=None,
             settings=settings_json,
+            digest_scheme=DIGEST_SCHEME,
         )
     )
     if progress is not None:
-        progress(0, len(population))
+        progress(0, len(redo))
     problems: list[Problem] = []
 
     def evaluate(facts: Any, decisions: Any) -> _PatientResult:
@@ -392,114 +474,86 @@ def _store(
             month,
             rules,
             evaluate,
-            patients=redo,
+            patients=set(redo),
             problems=problems,
             snapshot=snapshot,
-            population=population,
+            population=redo,
         )
     }
-    c = schema.claim_lines
-    old_lines: dict[str, list[ClaimLine]] = defaultdict(list)
-    old_ids: dict[str, list[int]] = defaultdict(list)
-    position: dict[int, int] = {}
-    for row in conn.execute(select(c).where(c.c.run_id == previous.run_id).order_by(c.c.id)).mappings():
-        old_lines[row["patient_id"]].append(stored_line(row, run_id))
-        old_ids[row["patient_id"]].append(row["id"])
-        position[row["id"]] = len(position)
-    old_warnings: dict[str, list[RunWarning]] = defaultdict(list)
-    for item in (previous.summary or {}).get("warnings") or []:
-        old_warnings[item["patient_id"]].append(_warning(item))
-
-    summary = RunSummary()
-    input_hash, decisions_hash, lines_hash = hashlib.sha256(), hashlib.sha256(), hashlib.sha256()
-    all_lines: list[ClaimLine] = []
-    parts: dict[str, str] = {}
-    carried: list[str] = []
-    decision_rows: list[dict[str, Any]] = []
-    # The lines are stored in patient order, as a full run stores them: runs of consecutive
-    # carried patients are copied in SQL, the re-evaluated patients' lines inserted between.
-    steps: list[tuple[str, list[Any]]] = []
-
-    def step(kind: str, items: Sequence[Any]) -> None:
-        if steps and steps[-1][0] == kind:
-            steps[-1][1].extend(items)
-        else:
-            steps.append((kind, list(items)))
-
-    for patient in population:
-        found = fresh.get(patient)
-        if found is not None:
-            input_hash.update(found.facts_digest.encode())
-            decisions_hash.update(found.decisions_digest.encode())
-            parts[patient] = found.decisions_digest
-            summary.absorb(found.summary)
-            lines = found.lines
-            decision_rows.append(
-                {
-                    "run_id": run_id,
-                    "org_id": org_id,
-                    "patient_id": patient,
-                    "facts_digest": found.facts_digest,
-                    "billable_count": found.billable,
-                    "decisions": found.decisions_json,
-                }
-            )
-            step("fresh", lines)
-        elif patient in redo:
-            continue  # a problem of the patient's: in ``problems``, as a full run has it
-        else:
-            row = before[patient]
-            input_hash.update(row.facts_digest.encode())
-            decisions_hash.update(old_parts[patient].encode())
-            parts[patient] = old_parts[patient]
-            summary.patients += 1
-            summary.warnings.extend(old_warnings.get(patient, ()))
-            lines = old_lines.get(patient, [])
-            carried.append(patient)
-            step("carried", [patient])
-        for line in lines:
-            lines_hash.update(line_digest_part(line_content(line)))
-        _add_lines(summary, lines)
-        all_lines.extend(lines)
-    _refer_decisions(conn, previous.run_id, run_id, carried)
-    if decision_rows:
-        conn.execute(insert(schema.run_decisions), decision_rows)
-    for kind, items in steps:
-        if kind == "carried":
-            _carry_lines(conn, previous.run_id, run_id, items, old_ids, position)
-            continue
-        for start in range(0, len(items), 5000):
-            chunk = items[start : start + 5000]
-            conn.execute(insert(c), [_line_row(run_id, org_id, line_key(x), x) for x in chunk])
-    kept = set(carried)
-    dropped = [p for p in before if p not in kept]
-    summary.decisions += int((previous.summary or {}).get("decisions", 0)) - _old_decision_count(
-        conn, previous.run_id, dropped
+    stored = previous.summary or {}
+    # The base's digests and counts, without the changed patients' shares, then with the new ones.
+    lines_sum = DigestSum(previous.lines_digest)
+    decisions_sum = DigestSum(previous.decisions_digest)
+    facts_sum = DigestSum(facts_sum_of(previous.input_digest, settings_json))
+    summary = RunSummary(
+        patients=int(stored.get("patients", 0)) - len(before),
+        decisions=int(stored.get("decisions", 0)) - sum(row.decisions for row in before.values()),
     )
+    for patient, row in before.items():
+        decisions_sum.remove(row.decisions_part.encode())
+        facts_sum.remove(input_digest_part(patient, row.facts_digest))
+    for line in _old_lines(conn, previous.run_id, sorted(before)):
+        lines_sum.remove(line_digest_part(line_content(line)))
+    decision_rows: list[dict[str, Any]] = []
+    for patient in redo:
+        found = fresh.get(patient)
+        if found is None:
+            continue  # a problem of the patient's: in ``problems``, as a full run has it
+        facts_sum.update(input_digest_part(patient, found.facts_digest))
+        decisions_sum.update(found.decisions_digest.encode())
+        summary.absorb(found.summary)
+        for line in found.lines:
+            lines_sum.update(line_digest_part(line_content(line)))
+        decision_rows.append(
+            {
+                "run_id": run_id,
+                "org_id": org_id,
+                "patient_id": patient,
+                "facts_digest": found.facts_digest,
+                "billable_count": found.billable,
+                "decisions": found.decisions_json,
+            }
+        )
+    # Warnings in patient order, as a full run lists them: the carried patients' as stored.
+    carried_warnings = [
+        _warning(w)
+        for w in stored.get("warnings") or []
+        if w["patient_id"] not in before and w["patient_id"] not in fresh
+    ]
+    summary.warnings = sorted(carried_warnings + summary.warnings, key=lambda w: w.patient_id)
     summary.problems = sorted(problems, key=lambda p: (p.field or "", p.message))
     summary.readings_through = conn.execute(
         select(func.coalesce(func.max(schema.readings.c.id), 0)).where(schema.readings.c.org_id == org_id)
     ).scalar_one()
-    digest = lines_hash.hexdigest()
-    input_digest = input_digest_of(input_hash.hexdigest(), settings_json)
+    digest = lines_sum.hexdigest()
+    input_digest = input_digest_of(facts_sum.hexdigest(), settings_json)
     version = engine_version()
-    how = Incremental(
-        "incremental", "re-evaluated the patients touched since the last run", len(fresh), len(carried)
-    )
+    carried = int(stored.get("patients", 0)) - len(before)
     if _same_run(previous, digest, input_digest, rules.content_hash, version):
-        kept = stored_lines(reader, previous.run_id)
+        result = _unchanged(engine, conn, previous, month_text)
         conn.rollback()
-        result = _unchanged(previous, month_text, kept)
         return result, Incremental(
-            "unchanged", "the touched patients' facts are as the last run saw them", len(fresh), len(carried)
+            "unchanged", "the touched patients' facts are as the last run saw them", len(fresh), carried
         )
+    _refer_decisions(conn, previous.run_id, run_id, sorted(before))
+    if decision_rows:
+        conn.execute(insert(schema.run_decisions), decision_rows)
+    _store_lines(
+        conn,
+        previous.run_id,
+        run_id,
+        org_id,
+        set(before),
+        {patient: found.lines for patient, found in fresh.items() if found.lines},
+    )
+    _line_totals(conn, run_id, summary)
     conn.execute(
         update(runs)
         .where(runs.c.run_id == run_id)
         .values(
             input_digest=input_digest,
             lines_digest=digest,
-            decisions_digest=decisions_hash.hexdigest(),
+            decisions_digest=decisions_sum.hexdigest(),
             engine_version=version,
             summary=summary.to_json(),
         )
@@ -510,7 +564,11 @@ def _store(
             .where(runs.c.run_id == previous.run_id, runs.c.status == DRAFT)
             .values(status=SUPERSEDED)
         )
-    mark_run(conn, org_id, month_text, run_id, parts)
+    mark_run(conn, org_id, month_text, run_id)
     if progress is not None:
-        progress(len(population), len(population))
-    return RunResult(run_id, month_text, "created", DRAFT, all_lines, summary, previous.run_id, None, []), how
+        progress(len(redo), len(redo))
+    how = Incremental(
+        "incremental", "re-evaluated the patients touched since the last run", len(fresh), carried
+    )
+    lines = StoredLines(engine, run_id)
+    return RunResult(run_id, month_text, "created", DRAFT, lines, summary, previous.run_id, None, []), how  # type: ignore[arg-type]

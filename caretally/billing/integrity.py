@@ -8,21 +8,28 @@ a changed unit, a rewritten reason, a deleted patient — shows as a digest that
 matches, named by run, month and digest. The database's own check runs too.
 
 Runs stored before decisions digests existed have none to compare with: they are
-listed as not verifiable on that digest, never as tampered.
+listed as not verifiable on that digest, never as tampered. Runs stored before summed
+digests (``billing_runs.digest_scheme`` NULL) chained SHA-256 over their parts in order
+(lines in stored order, patients in Python's order of their ids); they are recomputed
+that way, so they verify as they always did.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
 from caretally.billing.run import (
+    DIGEST_SCHEME,
+    DigestSum,
     decision_rows,
     decisions_digest_part,
     input_digest_of,
+    input_digest_part,
     line_content,
     line_digest_part,
     stored_line,
@@ -137,9 +144,10 @@ def verify_database(engine: Engine, org_id: str | None = None) -> VerifyReport:
     checks: list[RunCheck] = []
     with engine.connect() as conn:
         for run in conn.execute(query).all():
-            lines = _lines_digest(conn, run.run_id)
-            decisions, facts = _decision_digests(conn, run.run_id)
-            inputs = input_digest_of(facts, run.settings or {})
+            summed = run.digest_scheme == DIGEST_SCHEME
+            lines = _lines_digest(conn, run.run_id, summed)
+            decisions, facts = _decision_digests(conn, run.run_id, summed)
+            inputs = (input_digest_of if summed else chained_input_digest)(facts, run.settings or {})
             digests = {
                 "lines": MATCH if lines == run.lines_digest else MISMATCH,
                 "decisions": (
@@ -156,21 +164,29 @@ def verify_database(engine: Engine, org_id: str | None = None) -> VerifyReport:
     return VerifyReport(checks, check, findings)
 
 
-def _lines_digest(conn: Connection, run_id: str) -> str:
-    """``lines_digest`` as the run computed it: every line's content, in the order stored."""
+def chained_input_digest(facts_digests: str, settings_json: dict[str, Any]) -> str:
+    """``input_digest`` of a run stored before summed digests: SHA-256 of the chained facts
+    digests' hex followed by the settings as sorted JSON."""
+    return hashlib.sha256((facts_digests + json.dumps(settings_json, sort_keys=True)).encode()).hexdigest()
+
+
+def _lines_digest(conn: Connection, run_id: str, summed: bool) -> str:
+    """``lines_digest`` as the run computed it: every line's content, summed or chained in stored order."""
     c = schema.claim_lines
-    digest = hashlib.sha256()
+    digest: DigestSum | Any = DigestSum() if summed else hashlib.sha256()
     rows = conn.execute(select(c).where(c.c.run_id == run_id).order_by(c.c.id)).mappings()
     for row in rows:
         digest.update(line_digest_part(line_content(stored_line(row))))
     return digest.hexdigest()
 
 
-def _decision_digests(conn: Connection, run_id: str) -> tuple[str, str]:
-    """(``decisions_digest``, hex digest of the facts digests) over the run's rows in patient order.
+def _decision_digests(conn: Connection, run_id: str, summed: bool) -> tuple[str, str]:
+    """(``decisions_digest``, the facts digests' digest) over the run's rows.
 
-    The run met its patients in Python's order of their ids; the database may collate
-    differently, so each row's share is kept by patient and combined in that order.
+    Chained (runs stored before summed digests): the run met its patients in Python's
+    order of their ids; the database may collate differently, so each row's share is kept
+    by patient and combined in that order. Summed: order does not matter, and each facts
+    digest is added with its patient (:func:`input_digest_part`).
     """
     d = schema.run_decisions
     parts: dict[str, tuple[str, str]] = {}
@@ -186,6 +202,12 @@ def _decision_digests(conn: Connection, run_id: str) -> tuple[str, str]:
     rows = conn.execute(query.execution_options(yield_per=_STREAM))
     for patient_id, facts_digest, billable, decisions in rows:
         parts[patient_id] = (decisions_digest_part(patient_id, billable, decisions), facts_digest)
+    if summed:
+        decisions_sum, facts_sum = DigestSum(), DigestSum()
+        for patient_id, (part, facts_digest) in parts.items():
+            decisions_sum.update(part.encode())
+            facts_sum.update(input_digest_part(patient_id, facts_digest))
+        return decisions_sum.hexdigest(), facts_sum.hexdigest()
     decisions_hash, facts_hash = hashlib.sha256(), hashlib.sha256()
     for patient_id in sorted(parts):
         part, facts_digest = parts[patient_id]

@@ -484,6 +484,8 @@ class StoredRun:
     engine_version: str
     summary: Mapping[str, Any] | None = None
     decisions_digest: str | None = None
+    #: How its digests combine their parts (:data:`DIGEST_SCHEME`); None: chained, in order.
+    digest_scheme: int | None = None
 
     @property
     def problems(self) -> list[dict[str, Any]]:
@@ -516,6 +518,7 @@ def stored_run(row: Any) -> StoredRun:
         row.engine_version,
         row.summary,
         row.decisions_digest,
+        row.digest_scheme,
     )
 
 
@@ -704,9 +707,61 @@ def decisions_digest_part(patient_id: str, billable: int, decisions_text: str) -
     return hashlib.sha256(f"{patient_id}\0{billable}\0{decisions_text}".encode()).hexdigest()
 
 
+#: How a run's three digests combine their parts (``billing_runs.digest_scheme``): runs
+#: stored before it (NULL) chained SHA-256 over every part in order; :class:`DigestSum`
+#: adds them, so a run that changes a few patients updates its base's digests in O(changed).
+DIGEST_SCHEME = 2
+_MODULUS = 1 << 256
+
+
+class DigestSum:
+    """A digest of a multiset of parts: the sum of their SHA-256 values modulo 2**256.
+
+    Why a sum: an incremental run takes its base's digest, subtracts the parts of the
+    patients it re-evaluates and adds their new ones, reading nothing of the patients it
+    carries, and still stores the digest a full run of the same data stores. Order is not
+    part of it (each part names its patient, and lines are stored in patient order anyway);
+    any edited, added or removed part changes it. Like the chained digests before it, it
+    catches edits of the rows, not someone who rewrites the stored digest too.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, hexdigest: str | None = None) -> None:
+        self.value = int(hexdigest, 16) if hexdigest else 0
+
+    def update(self, part: bytes) -> None:
+        """Add one part."""
+        self.value = (self.value + int.from_bytes(hashlib.sha256(part).digest())) % _MODULUS
+
+    def remove(self, part: bytes) -> None:
+        """Take away a part added before (a re-evaluated patient's old share)."""
+        self.value = (self.value - int.from_bytes(hashlib.sha256(part).digest())) % _MODULUS
+
+    def hexdigest(self) -> str:
+        return f"{self.value:064x}"
+
+
+def input_digest_part(patient_id: str, facts_digest: str) -> bytes:
+    """One patient's share of ``input_digest``: the patient and the digest of their facts."""
+    return f"{patient_id}\0{facts_digest}".encode()
+
+
+def _settings_part(settings_json: Mapping[str, Any]) -> int:
+    return int(hashlib.sha256(json.dumps(settings_json, sort_keys=True).encode()).hexdigest(), 16)
+
+
 def input_digest_of(facts_digests: str, settings_json: Mapping[str, Any]) -> str:
-    """``input_digest`` from the hex digest of every patient's facts digest, in order, and the settings."""
-    return hashlib.sha256((facts_digests + json.dumps(settings_json, sort_keys=True)).encode()).hexdigest()
+    """``input_digest``: the :class:`DigestSum` of the patients' facts parts plus the settings'.
+
+    A sum again, so :func:`facts_sum_of` can take the settings back out of a stored one.
+    """
+    return f"{(int(facts_digests, 16) + _settings_part(settings_json)) % _MODULUS:064x}"
+
+
+def facts_sum_of(input_digest: str, settings_json: Mapping[str, Any]) -> str:
+    """The facts digests' sum inside a stored ``input_digest`` (inverse of :func:`input_digest_of`)."""
+    return f"{(int(input_digest, 16) - _settings_part(settings_json)) % _MODULUS:064x}"
 
 
 # ----------------------------------------------------------------------------------------
@@ -956,14 +1011,13 @@ def bill_month(
     summary = RunSummary()
     all_lines: list[ClaimLine] = []
     contents: dict[str, dict[str, Any]] = {}
-    lines_hash = hashlib.sha256()
-    input_hash = hashlib.sha256()
-    decisions_hash = hashlib.sha256()
+    lines_hash = DigestSum()
+    input_hash = DigestSum()
+    decisions_hash = DigestSum()
     ruleset_hash = rules.content_hash
     settings_json = settings.to_json()
     decision_rows: list[dict[str, Any]] = []
     line_rows: list[dict[str, Any]] = []
-    parts: dict[str, str] = {}  # patient → decisions digest part, for the incremental run
     with (
         hold_month(engine, org_id, month_text, on_wait=on_wait) as held,
         _reading(held) as reader,
@@ -988,6 +1042,7 @@ def bill_month(
                 locked_at=None,
                 amends_run_id=amends,
                 settings=settings_json,
+                digest_scheme=DIGEST_SCHEME,
             )
         )
 
@@ -1041,9 +1096,8 @@ def bill_month(
             else ranges(RangeRun(reader, held.snapshot, org_id, month, run_id, problems, counted.seen))
         )
         for result in results:
-            input_hash.update(result.facts_digest.encode())
+            input_hash.update(input_digest_part(result.patient_id, result.facts_digest))
             decisions_hash.update(result.decisions_digest.encode())
-            parts[result.patient_id] = result.decisions_digest
             summary.absorb(result.summary)
             for line in result.lines:
                 key, content = line_key(line), line_content(line)
@@ -1093,7 +1147,7 @@ def bill_month(
                 changes,
             )
         changes = diff_lines(stored_line_contents(reader, amends), contents) if amends else []
-        mark_run(conn, org_id, month_text, run_id, parts)
+        mark_run(conn, org_id, month_text, run_id)
         runs = schema.billing_runs
         conn.execute(
             update(runs)

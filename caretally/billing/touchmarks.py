@@ -1,14 +1,14 @@
 """What a stored run had seen, so a later incremental run knows what changed after it.
 
 Written in the run's own transaction (its snapshot): the highest ``month_touches`` id it
-saw, a digest of the billing history of earlier months it read, and each patient's share
-of its decisions digest (``billing.run.decisions_digest_part``).
+saw and a digest of the billing history of earlier months it read. (Runs stored before
+summed digests also kept each patient's share of their decisions digest here; a run now
+stores ``{}``: its digests are updated from the base's, see ``billing.run.DigestSum``.)
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 
 from sqlalchemy import Connection, func, insert, select
 
@@ -37,7 +37,7 @@ def history_key(conn: Connection, org_id: str, month: str) -> str:
     return hashlib.sha256("\n".join(f"{m}|{i}|{s}" for m, i, s in rows).encode()).hexdigest()
 
 
-def mark_run(conn: Connection, org_id: str, month: str, run_id: str, parts: Mapping[str, str]) -> None:
+def mark_run(conn: Connection, org_id: str, month: str, run_id: str) -> None:
     """Store what run ``run_id`` of ``month`` saw (in its own transaction)."""
     conn.execute(
         insert(schema.run_touch_marks).values(
@@ -45,6 +45,6 @@ def mark_run(conn: Connection, org_id: str, month: str, run_id: str, parts: Mapp
             org_id=org_id,
             touches_through=touches_through(conn, org_id),
             history_key=history_key(conn, org_id, month),
-            decision_parts=dict(parts),
+            decision_parts={},
         )
     )

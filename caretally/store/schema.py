@@ -270,6 +270,11 @@ audit_changes = Table(
 # Billing runs (the month run writes these; nothing else edits them).
 # ----------------------------------------------------------------------------------------
 
+#: Ids compared as Python compares strings (code points): PostgreSQL's default collation
+#: would order "a-2" and "a1" otherwise, and the kept worklist must rank as ``build_worklist``;
+#: a run's claim lines are stored in that order, which an incremental run seeks by patient.
+_Ident = String(64).with_variant(String(64, collation="C"), "postgresql")
+
 billing_runs = Table(
     "billing_runs",
     metadata,
@@ -287,6 +292,9 @@ billing_runs = Table(
     Column("settings", JSON, nullable=False),
     Column("summary", JSON),  # problems and warnings of the run (migration 0003)
     Column("decisions_digest", String(64)),  # set by every run; NULL for runs stored before it
+    # How the three digests combine their parts (billing.run.DIGEST_SCHEME, migration 0018):
+    # NULL for runs stored before, whose digests chain their parts in order.
+    Column("digest_scheme", Integer),
     Index("ix_runs_org_month", "org_id", "month"),
 )
 
@@ -316,7 +324,7 @@ claim_lines = Table(
     Column("run_id", String(36), nullable=False),
     _org(),
     Column("line_key", String(200), nullable=False),
-    Column("patient_id", String(64), nullable=False),
+    Column("patient_id", _Ident, nullable=False),
     Column("enrollment_id", String(64), nullable=False),
     Column("program", String(8), nullable=False),
     Column("payer", String(32), nullable=False),
@@ -601,8 +609,7 @@ month_touches = Table(
 )
 
 #: What a stored run had seen of ``month_touches`` (the highest id in its snapshot) and
-#: of the billing history of earlier months (a digest of their runs' ids and statuses),
-#: and each patient's share of its decisions digest:
+#: of the billing history of earlier months (a digest of their runs' ids and statuses):
 #: an incremental run against it re-evaluates what changed after, or runs in full.
 run_touch_marks = Table(
     "run_touch_marks",
@@ -611,14 +618,10 @@ run_touch_marks = Table(
     Column("org_id", String(64), nullable=False),
     Column("touches_through", Integer, nullable=False),
     Column("history_key", String(64), nullable=False),
-    # patient id → its share of the run's decisions_digest, so a run that carries a
-    # patient forward digests it without reading its stored decisions.
+    # patient id → its share of the run's decisions_digest, for runs whose digests chain
+    # their parts in order; {} since migration 0018 (summed digests need no parts kept).
     Column("decision_parts", JSON, nullable=False),
 )
-
-#: Ids compared as Python compares strings (code points): PostgreSQL's default collation
-#: would order "a-2" and "a1" otherwise, and the kept worklist must rank as ``build_worklist``.
-_Ident = String(64).with_variant(String(64, collation="C"), "postgresql")
 
 #: The worklist kept as state (issue 13 item 4): one record per organization, ``as_of`` day
 #: and rule book (``state_id`` digests the two), what it has seen of ``month_touches``

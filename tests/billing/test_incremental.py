@@ -12,6 +12,8 @@ from __future__ import annotations
 import csv
 import random
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -273,4 +275,154 @@ def test_changed_settings_or_a_bulk_load_make_the_full_run_and_say_why(sqlite_ur
     assert import_records(engine, ORG, {"readings": [reading]}).stored  # not live: not tracked row by row
     _, how = bill_month_incremental(engine, ORG, period, rules, telehealth)
     assert how.mode == "full" and "whole organization" in how.reason, how
+    engine.dispose()
+
+
+def _one_more_reading_for(engine: Engine, patients: list[str], tag: str) -> None:
+    """A reading on a day of April each of ``patients`` had none, through the live path."""
+    rd = schema.readings
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(rd)
+            .where(rd.c.org_id == ORG, rd.c.patient_id.in_(patients))
+            .where(rd.c.local_date.between(date(2026, 4, 1), date(2026, 4, 30)))
+            .order_by(rd.c.patient_id, rd.c.measured_at)
+        ).mappings().all()  # fmt: skip
+    items = []
+    for patient in patients:
+        mine = [r for r in rows if r["patient_id"] == patient]
+        days = {r["local_date"] for r in mine}
+        base = mine[0]
+        shift = next(s for s in range(1, 30) if base["local_date"] + timedelta(days=s) not in days)
+        items.append(
+            {
+                "reading_id": f"{tag}-{patient}",
+                "patient_id": patient,
+                "device_id": base["device_id"],
+                "measured_at": (base["measured_at"] + timedelta(days=shift)).isoformat(),
+                "type": base["type"],
+                "value": str(base["value"]),
+                "unit": base["unit"],
+                "transmission": base["transmission"],
+            }
+        )
+    assert import_records(engine, ORG, {"readings": items}, live=True, now=NOW).stored
+
+
+class _Reads:
+    """What a run reads: SQL statements sent (every engine, forked workers aside) and stored
+    claim lines and decision texts turned back into Python objects."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import caretally.billing.incremental as incremental
+
+        self.statements = 0
+        self.lines = 0
+        self.texts = 0
+        real_line, real_part = incremental.stored_line, incremental.decisions_digest_part
+
+        def line(*args: Any, **kwargs: Any) -> Any:
+            self.lines += 1
+            return real_line(*args, **kwargs)
+
+        def part(*args: Any, **kwargs: Any) -> Any:
+            self.texts += 1
+            return real_part(*args, **kwargs)
+
+        monkeypatch.setattr(incremental, "stored_line", line)
+        monkeypatch.setattr(incremental, "decisions_digest_part", part)
+
+    def statement(self, *_: Any) -> None:
+        self.statements += 1
+
+
+def test_what_an_incremental_run_reads_does_not_grow_with_the_patients_it_carries(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same three patients get one more reading in a practice of 30 and one of 120: the
+    incremental run sends as many statements in both, reads back the three patients' old
+    lines and decision texts only, and still stores what the full run stores."""
+    seen: dict[int, tuple[int, int, int, int]] = {}
+    with _another(db_url, tmp_path) as second:
+        for size, url in ((30, db_url), (120, second)):
+            seen[size] = _reads_of_one_practice(url, tmp_path / f"practice-{size}", size, monkeypatch)
+    assert seen[120][3] > 3 * seen[30][3]
+    assert seen[120][0] == seen[30][0], seen
+
+
+def _reads_of_one_practice(
+    url: str, out: Path, size: int, monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, int, int, int]:
+    """(statements, old lines read, decision texts read, patients) of one incremental run."""
+    from sqlalchemy import event
+
+    synthesize(SynthConfig(patients=size, start=date(2026, 3, 1), months=2, seed=5, lead_in_days=29), out)
+    engine = open_database(url, ORG)
+    assert import_bundle(engine, ORG, out).ok()
+    rules = PayerRules.load()
+    period = parse_month(MONTH)
+    first = bill_month(engine, ORG, period, rules)
+    rd = schema.readings
+    with engine.connect() as conn:
+        measured = set(
+            conn.execute(select(rd.c.patient_id).where(rd.c.local_date >= date(2026, 4, 1))).scalars()
+        )
+    billed = sorted({line.patient_id for line in first.lines} & measured)
+    chosen = [billed[0], billed[len(billed) // 2], billed[-1]]
+    _one_more_reading_for(engine, chosen, f"reads-{size}")
+    with monkeypatch.context() as patch:
+        reads = _Reads(patch)
+        event.listen(Engine, "before_cursor_execute", reads.statement)
+        try:
+            result, how = bill_month_incremental(engine, ORG, period, rules)
+        finally:
+            event.remove(Engine, "before_cursor_execute", reads.statement)
+    assert (how.mode, how.evaluated, how.carried) == ("incremental", 3, first.summary.patients - 3), how
+    old_lines = sum(1 for line in first.lines if line.patient_id in chosen)
+    assert (reads.lines, reads.texts) == (old_lines, 3)
+    assert first.summary.lines - old_lines > 3 * old_lines  # most lines were carried, unread
+    made = _stored(engine, result.run_id)
+    assert made == _stored(engine, _full_of_same_state(engine, rules, result).run_id)
+    engine.dispose()
+    return reads.statements, reads.lines, reads.texts, first.summary.patients
+
+
+@contextmanager
+def _another(db_url: str, tmp_path: Path) -> Iterator[str]:
+    """A second empty database of the same kind as ``db_url`` (dropped after, on PostgreSQL)."""
+    if db_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'second.db'}"
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url)
+    name = f"{url.database}_b"
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name}
+            )
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+def test_a_base_run_with_chained_digests_makes_the_full_run(sqlite_url: str, bundle: Path) -> None:
+    """A run stored before summed digests has no digest to update: the full run says so."""
+    engine = open_database(sqlite_url, ORG)
+    assert import_bundle(engine, ORG, bundle).ok()
+    rules = PayerRules.load()
+    period = parse_month(MONTH)
+    first = bill_month(engine, ORG, period, rules)
+    r = schema.billing_runs
+    with engine.begin() as conn:
+        conn.execute(update(r).where(r.c.run_id == first.run_id).values(digest_scheme=None))
+    _ingest_round(engine, random.Random(3), 0)
+    _, how = bill_month_incremental(engine, ORG, period, rules)
+    assert how.mode == "full" and "summed digests" in how.reason, how
     engine.dispose()

@@ -6,6 +6,7 @@ someone with database access would; the check reads only the command's output an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from datetime import datetime
@@ -151,4 +152,78 @@ def test_runs_stored_before_decisions_digests_are_not_verifiable_not_tampered(
     text = cli("db", "verify", "--db", db)
     assert text.exit_code == 0
     assert "decisions digest not verifiable (stored before decisions digests)" in text.stdout
+    engine.dispose()
+
+
+def _chained_digests(engine: Any, run_id: str) -> dict[str, str]:
+    """The digests a run stored before migration 0018, by that code's definition (kept here,
+    written out, so the test does not lean on the code it checks): SHA-256 chained over every
+    line's sorted-JSON content in stored order, over every patient's decisions part in
+    Python's order of their ids, and over their facts digests then the settings."""
+    from caretally.billing.run import decision_rows, decisions_digest_part, line_content, stored_line
+
+    r, d, c = schema.billing_runs, schema.run_decisions, schema.claim_lines
+    with engine.connect() as conn:
+        settings = conn.execute(select(r.c.settings).where(r.c.run_id == run_id)).scalar_one()
+        lines = hashlib.sha256()
+        for row in conn.execute(select(c).where(c.c.run_id == run_id).order_by(c.c.id)).mappings():
+            lines.update(json.dumps(line_content(stored_line(row)), sort_keys=True).encode())
+        joined, text = decision_rows(text=True)
+        rows = conn.execute(
+            select(d.c.patient_id, d.c.facts_digest, d.c.billable_count, text)
+            .select_from(joined)
+            .where(d.c.run_id == run_id)
+        ).all()
+    decisions, facts = hashlib.sha256(), hashlib.sha256()
+    for patient, facts_digest, billable, value in sorted(rows):
+        decisions.update(decisions_digest_part(patient, billable, value).encode())
+        facts.update(facts_digest.encode())
+    inputs = hashlib.sha256((facts.hexdigest() + json.dumps(settings, sort_keys=True)).encode())
+    return {
+        "lines_digest": lines.hexdigest(),
+        "decisions_digest": decisions.hexdigest(),
+        "input_digest": inputs.hexdigest(),
+    }
+
+
+def test_runs_stored_before_summed_digests_still_verify_after_migration_0018(
+    billed: tuple[str, str, str],
+) -> None:
+    """Both runs are taken back to what a database at migration 0017 held (chained digests,
+    no ``digest_scheme``), the schema brought to head again: they verify as they did, an edit
+    of one of their lines is still caught."""
+    from alembic import command
+
+    from caretally.store.db import alembic_config, current_revision, upgrade
+
+    db, locked, amendment = billed
+    engine = open_database(db)
+    r = schema.billing_runs
+    chained = {run: _chained_digests(engine, run) for run in (locked, amendment)}
+    with engine.begin() as conn:
+        summed = dict(conn.execute(select(r.c.run_id, r.c.lines_digest)).all())
+    assert all(summed[run] != chained[run]["lines_digest"] for run in chained)  # two schemes indeed
+    command.downgrade(alembic_config(engine), "0017")
+    assert current_revision(engine) == "0017"
+    with engine.begin() as conn:
+        for run, digests in chained.items():
+            conn.execute(update(r).where(r.c.run_id == run).values(**digests))
+    upgrade(engine)
+    with engine.connect() as conn:
+        schemes = set(conn.execute(select(r.c.digest_scheme)).scalars())
+    assert schemes == {None}
+    status, report = verify(db)
+    assert status == 0 and report["ok"] is True and report["problems"] == [], report["problems"]
+    assert all((x["lines"], x["decisions"], x["input"]) == ("match",) * 3 for x in report["runs"])
+
+    c = schema.claim_lines
+    with engine.begin() as conn:
+        line_id = conn.execute(
+            select(c.c.id).where(c.c.run_id == amendment).order_by(c.c.id).limit(1)
+        ).scalar()
+        conn.execute(update(c).where(c.c.id == line_id).values(units=c.c.units + 1))
+    status, report = verify(db)
+    assert status == 1 and [(p["run_id"], p["field"]) for p in report["problems"]] == [
+        (amendment, "lines_digest")
+    ]
     engine.dispose()
