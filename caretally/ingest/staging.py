@@ -298,9 +298,9 @@ class DirectLoad:
     When the whole table is empty (a first bulk load) its indexes (on PostgreSQL its
     primary key too) are dropped for the load and built again by ``complete`` (still
     inside the caller's savepoint): one sort per index costs less than keeping both up to
-    date row by row. On PostgreSQL that
-    holds an exclusive lock on the table until the import commits, which only a
-    first load can afford. Same interface as ``Stage`` so the pipeline treats both alike.
+    date row by row. On PostgreSQL that holds an exclusive lock on the table until the
+    import commits, which only a first load can afford. Same interface as ``Stage`` so
+    the pipeline treats both alike.
     """
 
     def __init__(self, conn: Connection, spec: FileSpec, org_id: str, *, rebuild_indexes: bool):
