@@ -295,11 +295,12 @@ class DirectLoad:
     reloads the file through ``Stage``, which reports each repeat. The common case (no
     repeats) thus writes every row once instead of twice.
 
-    When the whole table is empty (a first bulk load) its indexes are dropped for the
-    load and built again by ``complete`` (still inside the caller's savepoint): one sort
-    per index costs less than keeping both up to date row by row. On PostgreSQL that
-    holds an exclusive lock on the table until the import commits, which only a
-    first load can afford. Same interface as ``Stage`` so the pipeline treats both alike.
+    When the whole table is empty (a first bulk load) its indexes (on PostgreSQL its
+    primary key too) are dropped for the load and built again by ``complete`` (still
+    inside the caller's savepoint): one sort per index costs less than keeping both up to
+    date row by row. On PostgreSQL that holds an exclusive lock on the table until the
+    import commits, which only a first load can afford. Same interface as ``Stage`` so
+    the pipeline treats both alike.
     """
 
     def __init__(self, conn: Connection, spec: FileSpec, org_id: str, *, rebuild_indexes: bool):
@@ -310,6 +311,14 @@ class DirectLoad:
         self.indexes = sorted(spec.table.indexes, key=lambda ix: str(ix.name)) if rebuild_indexes else []
         for index in self.indexes:
             index.drop(conn)
+        # PostgreSQL keeps the primary key's index up to date row by row during the COPY
+        # too; dropped with the others and added back after, the load's COPY took ~0.85×
+        # as long (readings, 10,000 patients). SQLite's key is the rowid (or an index it
+        # will not drop), so it keeps it.
+        key = spec.table.primary_key
+        self.primary_key = key if rebuild_indexes and conn.dialect.name == "postgresql" and key.name else None
+        if self.primary_key is not None:
+            conn.exec_driver_sql(f"ALTER TABLE {spec.table.name} DROP CONSTRAINT {self.primary_key.name}")
         self._copy: _OpenCopy | None = None
 
     @classmethod
@@ -372,7 +381,7 @@ class DirectLoad:
             copy.abort()
 
     def complete(self) -> None:
-        """Build the dropped indexes again; a repeated key fails here with ``IntegrityError``."""
+        """Build the dropped key and indexes again; a repeated key fails here with ``IntegrityError``."""
         self._close_copy()
         if self.indexes and self.conn.dialect.name == "postgresql":
             self.conn.execute(text(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'"))
@@ -383,6 +392,12 @@ class DirectLoad:
             # wall on two cores, for the same CPU. Back to 0 after: other statements gain nothing.
             self.conn.exec_driver_sql(f"PRAGMA threads = {SORT_THREADS}")
         try:
+            if self.primary_key is not None:
+                columns = ", ".join(c.name for c in self.primary_key.columns)
+                self.conn.exec_driver_sql(
+                    f"ALTER TABLE {self.spec.table.name} ADD CONSTRAINT {self.primary_key.name}"
+                    f" PRIMARY KEY ({columns})"
+                )
             for index in self.indexes:
                 index.create(self.conn)
         finally:

@@ -177,7 +177,18 @@ def _icd10_lookup(bare: str) -> str:
         return _NOT_A_CODE
     if not icd.is_leaf(bare):
         return _CATEGORY
-    return str(icd.add_dot(bare))
+    return dotted_icd10(bare)
+
+
+def dotted_icd10(bare: str) -> str:
+    """ICD-10-CM's dot goes after the category's three characters (``E1165`` → ``E11.65``).
+
+    Written here because the library's ``add_dot`` first lists all 98,000 codes of the
+    tree and then finds the code by a linear scan: 0.3 s the first time in a process and
+    7 ms per distinct code after, a tenth of a 10,000-patient import's CPU. A test holds
+    this to the library's own spelling for every code.
+    """
+    return bare if len(bare) <= 3 else f"{bare[:3]}.{bare[3:]}"
 
 
 @cache

@@ -1,7 +1,8 @@
 """What a big bulk load leaves behind: indexes in place and valid, planner statistics.
 
-A first load into an empty readings table drops its secondary indexes and builds them
-again at the end; PostgreSQL gets the readings in one COPY held open over every block.
+A first load into an empty readings table drops its secondary indexes (on PostgreSQL its
+primary key too) and builds them again at the end; PostgreSQL gets the readings in one
+COPY held open over every block.
 These tests hold the result to a table that is indistinguishable from one written row by
 row (every index present, valid and enforcing), to a repeated key found even when the
 COPY is only ended at the close of the load, and to PostgreSQL knowing the tables' sizes
@@ -10,6 +11,8 @@ when the import commits.
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import date
 from pathlib import Path
 
@@ -44,6 +47,11 @@ def test_first_bulk_load_leaves_every_index_in_place_and_valid(db_url: str, tmp_
         assert report.ok(), report.problems[:3]
         assert report.counts["readings"].inserted > 1000
         assert _index_names(engine) == before
+        # PostgreSQL's primary keys are dropped for the load too and must be back, by name.
+        for table in (schema.readings, schema.time_entries):
+            found = inspect(engine).get_pk_constraint(table.name)
+            assert found["name"] == table.primary_key.name
+            assert found["constrained_columns"] == [c.name for c in table.primary_key.columns]
         checked, findings = integrity_check(engine)
         assert findings == [], checked
         with engine.connect() as conn:
@@ -110,6 +118,46 @@ def test_a_key_repeated_in_a_direct_load_beside_another_org_is_reported(
         assert _index_names(engine) == {str(ix.name) for ix in schema.readings.indexes}
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("differs", [False, True])
+def test_a_time_entry_repeated_in_a_first_load_is_reported(
+    db_url: str, tmp_path: Path, differs: bool
+) -> None:
+    """A first load of time entries rebuilds the table's primary key at the end (PostgreSQL),
+    so a repeated entry_id is only found then; the load falls back to staging and the
+    repeat is reported exactly as the row path reports it."""
+    bundle = _bundle(tmp_path)
+    path = bundle / "time_entries.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    repeat = lines[3]
+    if differs:  # one second longer: same entry_id, different seconds
+        cells = next(csv.reader([lines[3]]))
+        at = lines[0].strip().split(",").index("seconds")
+        cells[at] = str(int(cells[at]) + 1)
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerow(cells)
+        repeat = out.getvalue()
+    path.write_text("".join([*lines, repeat]))
+    outcomes = []
+    for name, block in (("bulk", BLOCK), ("rows", 0)):
+        engine = open_database(db_url if name == "bulk" else f"sqlite:///{tmp_path / 'rows.db'}", "first")
+        try:
+            report = import_bundle(engine, "first", bundle, bulk_block_bytes=block, skip_invalid=True)
+            assert report.stored
+            counts = report.counts["time_entries"].to_json()
+            outcomes.append((counts, [(p.file, p.line, p.field, p.code, p.message) for p in report.problems]))
+            if name == "bulk":
+                found = inspect(engine).get_pk_constraint("time_entries")
+                assert found["name"] == "pk_time_entries"
+        finally:
+            engine.dispose()
+    assert outcomes[0] == outcomes[1]
+    counts, problems = outcomes[0]
+    if differs:
+        assert [(line, code) for _, line, _, code, _ in problems] == [(len(lines) + 1, "duplicate_id")]
+    else:
+        assert counts["unchanged"] == 1 and problems == []
 
 
 def test_postgresql_knows_the_table_sizes_after_a_bulk_import(postgres_url: str, tmp_path: Path) -> None:

@@ -16,7 +16,15 @@ from sqlalchemy import select
 from caretally.ingest import import_records
 from caretally.ingest.references import ReferenceIndex
 from caretally.ingest.rows import FILES, check_row, fast_reading
-from caretally.ingest.values import FieldError, icd10_billable, instant, is_valid_mbi, is_valid_npi
+from caretally.ingest.values import (
+    FieldError,
+    _icd10,
+    dotted_icd10,
+    icd10_billable,
+    instant,
+    is_valid_mbi,
+    is_valid_npi,
+)
 from caretally.store import schema
 from caretally.store.db import open_database
 from tests.ingest.bundles import DR_NPI, MBI, NP_NPI, npi_with_check_digit
@@ -247,6 +255,15 @@ def test_npi_check_digit() -> None:
 )
 def test_icd10_normalised_with_the_dot(given: str, stored: str) -> None:
     assert icd10_billable(given) == stored
+
+
+def test_icd10_dot_is_placed_as_the_library_places_it_for_every_billable_code() -> None:
+    icd = _icd10()
+    pairs = zip(icd.get_all_codes(with_dots=True), icd.get_all_codes(with_dots=False), strict=True)
+    # A range ("C00-C96") is a block, never a code: the lookup refuses it before the dot.
+    billable = [(dotted, bare) for dotted, bare in pairs if "-" not in bare and icd.is_leaf(dotted)]
+    assert len(billable) > 70_000
+    assert [dotted_icd10(bare) for _, bare in billable] == [dotted for dotted, _ in billable]
 
 
 @pytest.mark.parametrize(
