@@ -31,7 +31,6 @@ from caretally.billing.payers import PayerRules
 from caretally.billing.pricing import Pricing, price
 from caretally.billing.serialize import decision_to_json, stored_decisions_json, stored_text
 from caretally.billing.touchmarks import mark_run
-from caretally.columnar.snapshot import facts_digest
 from caretally.errors import UNUSABLE_SETTINGS, Problem, Refusal
 from caretally.model import (
     ClaimLine,
@@ -1012,7 +1011,7 @@ def bill_month(
             billable = sum(1 for o in outcomes if o.status is Status.BILLABLE)
             return _PatientResult(
                 patient_id=facts.patient_id,
-                facts_digest=facts_digest(facts),  # sha256(repr(facts)), repr compiled per class
+                facts_digest=hashlib.sha256(repr(facts).encode()).hexdigest(),
                 decisions_json=decisions_text,
                 billable=billable,
                 lines=columnar_claim_lines(facts, outcomes, rules, settings, directory, run_id),

@@ -470,12 +470,12 @@ def _rows(rows: list[CodeRow] | list[YearRow] | list[RequirementRow], cls: type)
 
 def _load(con: duckdb.DuckDBPyConnection, columns: Columns, compiled: Compiled) -> None:
     tables = {
-        "pm": _table(columns.pm.columns(), TYPES),
-        "enr": _table(columns.enr.columns(), TYPES),
-        "per": _table(columns.per.columns(), TYPES),
-        "day": _table(columns.day.columns(), TYPES),
-        "dev": _table(columns.dev.columns(), TYPES),
-        "ent": _table(columns.ent.columns(), TYPES),
+        "pm": _table(columns.pm, TYPES),
+        "enr": _table(columns.enr, TYPES),
+        "per": _table(columns.per, TYPES),
+        "day": _table(columns.day, TYPES),
+        "dev": _table(columns.dev, TYPES),
+        "ent": _table(columns.ent, TYPES),
         "code": _rows(compiled.codes, CodeRow),
         "yr": _rows(list(compiled.options.values()), YearRow),
         "req": _rows(compiled.requirements, RequirementRow),

@@ -11,7 +11,6 @@ type hints, so decoding gives back equal objects — the stored facts digest
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import types
 import typing
 from collections.abc import Callable
@@ -156,79 +155,3 @@ def _decode(tp: Any, data: Any) -> Any:
     if isinstance(tp, type) and issubclass(tp, Enum):
         return tp(data)
     return data
-
-
-def facts_digest(facts: PatientMonthFacts) -> str:
-    """``sha256(repr(facts))``, the stored facts digest, with ``repr`` made faster.
-
-    The dataclasses' own ``__repr__`` goes through a recursion guard and a Python-level
-    ``Enum.__repr__`` for every value (7 s of a profiled 20,000-patient columnar run);
-    :func:`fast_repr` gives the same text from one function per class.
-    """
-    return hashlib.sha256(fast_repr(facts).encode()).hexdigest()
-
-
-def fast_repr(value: Any) -> str:
-    """Exactly ``repr(value)``; model dataclasses through a compiled function."""
-    compiled = _compiled_repr(type(value))
-    return repr(value) if compiled is None else compiled(value)
-
-
-@cache
-def _compiled_repr(kind: type) -> Callable[[Any], str] | None:
-    """For a model dataclass whose ``__repr__`` is the generated one, the same text, faster.
-
-    Each field follows its type hint, and a value not of the hinted type (``None``, a list
-    where a tuple is hinted) falls back to ``repr`` — so the text is ``repr``'s always
-    (tests/columnar/test_snapshot.py compares them on generated and stored months).
-    """
-    if not dataclasses.is_dataclass(kind) or kind.__module__ != model.__name__:
-        return None
-    generated = getattr(kind.__repr__, "__wrapped__", None)  # dataclasses' recursive_repr
-    if generated is None or generated.__code__.co_filename != "<string>":
-        return None
-    fields = [f for f in dataclasses.fields(kind) if f.repr]
-    hints = dict(_hints(kind))
-    scope: dict[str, Any] = {}
-    pieces: list[str] = []
-    for i, f in enumerate(fields):
-        label = f"{'' if i == 0 else ', '}{f.name}="
-        pieces += [repr(label), _repr_expr(hints[f.name], f"v.{f.name}", scope, 0)]
-    body = " + ".join([repr(kind.__qualname__ + "("), *pieces, repr(")")])
-    source = f"def _repr(v):\n    return {body}\n"
-    exec(compile(source, f"<snapshot repr of {kind.__name__}>", "exec"), scope)
-    compiled: Callable[[Any], str] = scope["_repr"]
-    return compiled
-
-
-def _repr_expr(hint: Any, src: str, scope: dict[str, Any], depth: int) -> str:
-    """A Python expression giving ``repr(src)`` for a value of type ``hint``."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(hint) if a is not type(None)]
-        # None falls to the plain ``repr`` of every form below.
-        return _repr_expr(inner[0], src, scope, depth) if len(inner) == 1 else f"repr({src})"
-    if isinstance(hint, type) and issubclass(hint, Enum):
-        table, name = f"_er_{hint.__name__}", f"_E_{hint.__name__}"
-        scope[table] = {member: repr(member) for member in hint}
-        scope[name] = hint
-        return f"({table}[{src}] if type({src}) is {name} else repr({src}))"
-    if origin is tuple:
-        args = typing.get_args(hint)
-        if len(args) != 2 or args[1] is not Ellipsis:
-            return f"repr({src})"
-        x = f"_x{depth}"
-        items = f"', '.join([{_repr_expr(args[0], x, scope, depth + 1)} for {x} in {src}])"
-        one = f"(',' if len({src}) == 1 else '')"
-        return f"('(' + {items} + {one} + ')' if type({src}) is tuple else repr({src}))"
-    if origin is dict:
-        key, val = typing.get_args(hint)
-        k, x = f"_k{depth}", f"_x{depth}"
-        pair = f"{_repr_expr(key, k, scope, depth + 1)} + ': ' + {_repr_expr(val, x, scope, depth + 1)}"
-        items = f"', '.join([{pair} for {k}, {x} in {src}.items()])"
-        return f"('{{' + {items} + '}}' if type({src}) is dict else repr({src}))"
-    if isinstance(hint, type) and _compiled_repr(hint) is not None:
-        name, cls = f"_r_{hint.__name__}", f"_C_{hint.__name__}"
-        scope[name], scope[cls] = _compiled_repr(hint), hint
-        return f"({name}({src}) if type({src}) is {cls} else repr({src}))"
-    return f"repr({src})"
