@@ -13,13 +13,13 @@ import hashlib
 import json
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import orjson
 from sqlalchemy import Connection, Engine, Text, and_, cast, func, insert, select, update
@@ -206,13 +206,54 @@ class RunWarning:
         }
 
 
+class StoredLines(Sequence[ClaimLine]):
+    """A stored run's claim lines, read from the store the first time a caller looks.
+
+    A run of 100,000 patients makes about a million lines; holding them all until the run
+    returns, for the few callers that print or export them, was a third of its peak
+    memory. A run's lines never change once stored, so reading them later gives exactly
+    the lines the run wrote, in the same (patient) order.
+    """
+
+    def __init__(self, engine: Engine, run_id: str) -> None:
+        self._engine, self._run_id = engine, run_id
+        self._lines: list[ClaimLine] | None = None
+
+    def _loaded(self) -> list[ClaimLine]:
+        if self._lines is None:
+            self._lines = stored_lines(self._engine, self._run_id)
+        return self._lines
+
+    @overload
+    def __getitem__(self, index: int) -> ClaimLine: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[ClaimLine]: ...
+    def __getitem__(self, index: int | slice) -> ClaimLine | Sequence[ClaimLine]:
+        return self._loaded()[index]
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+    def __iter__(self) -> Iterator[ClaimLine]:
+        return iter(self._loaded())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return self._loaded() == list(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"StoredLines(run_id={self._run_id!r})"
+
+
 @dataclass
 class RunResult:
     run_id: str
     month: str
     outcome: str  # created | unchanged
     status: str
-    lines: list[ClaimLine]
+    #: The run's claim lines in stored order (a created run: :class:`StoredLines`, read on demand).
+    lines: Sequence[ClaimLine]
     summary: RunSummary
     previous_run_id: str | None = None
     amends_run_id: str | None = None
@@ -954,7 +995,6 @@ def bill_month(
     month_text = month.start.strftime("%Y-%m")
     run_id = str(uuid.uuid4())
     summary = RunSummary()
-    all_lines: list[ClaimLine] = []
     contents: dict[str, dict[str, Any]] = {}
     lines_hash = hashlib.sha256()
     input_hash = hashlib.sha256()
@@ -1055,7 +1095,6 @@ def bill_month(
                 summary.lines_by_code[line.code] += 1
                 summary.units_by_code[line.code] += line.units
                 summary.payment_by_code[line.code] += line.expected_payment
-            all_lines.extend(result.lines)
             decision_rows.append(
                 {
                     "run_id": run_id,
@@ -1078,15 +1117,18 @@ def bill_month(
         input_digest = input_digest_of(input_hash.hexdigest(), settings_json)
         version = engine_version()
         if previous is not None and _same_run(previous, digest, input_digest, ruleset_hash, version):
-            kept = stored_lines(reader, previous.run_id)
-            changes = _amendments(reader, previous.amends_run_id, kept)
+            changes = (
+                _amendments(reader, previous.amends_run_id, stored_lines(reader, previous.run_id))
+                if previous.amends_run_id is not None
+                else []
+            )
             conn.rollback()  # after the last read: on PostgreSQL the snapshot ends with it
             return RunResult(
                 previous.run_id,
                 month_text,
                 "unchanged",
                 previous.status,
-                kept,
+                StoredLines(engine, previous.run_id),
                 summary,
                 previous.run_id,
                 previous.amends_run_id,
@@ -1117,7 +1159,7 @@ def bill_month(
         month_text,
         "created",
         DRAFT,
-        all_lines,
+        StoredLines(engine, run_id),
         summary,
         previous.run_id if previous else None,
         amends,
