@@ -19,7 +19,15 @@ import pytest
 import caretally.billing.evaluate as evaluate
 from caretally.billing.evaluate import _bounded_map, evaluate_month
 from caretally.billing.payers import PayerRules
-from caretally.billing.run import BillingSettings, StoredLines, _directory, bill_month, claim_lines_for
+from caretally.billing.run import (
+    RUN_CACHE_KIB,
+    BillingSettings,
+    StoredLines,
+    _directory,
+    _small_cache,
+    bill_month,
+    claim_lines_for,
+)
 from caretally.dates import parse_month
 from caretally.ingest import import_bundle
 from caretally.store.db import open_database
@@ -81,3 +89,19 @@ def test_workers_are_given_a_few_ranges_at_a_time() -> None:
                 assert max(given) < taken + 1 + 4, "no more than `ahead` ranges out beyond the one taken"
             taken += 1
     assert taken == 40 and sorted(given) == list(range(40))
+
+
+def test_the_runs_write_transaction_has_a_small_cache_and_gives_it_back(sqlite_url: str) -> None:
+    engine = open_database(sqlite_url)
+    with engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        (before,) = driver.execute("PRAGMA cache_size").fetchone()
+        assert before == -200000, "the store's cache for everything else"
+        with _small_cache(conn):
+            conn.begin()
+            (during,) = driver.execute("PRAGMA cache_size").fetchone()
+            conn.rollback()  # as an unchanged run ends
+        (after,) = driver.execute("PRAGMA cache_size").fetchone()
+    assert during == -RUN_CACHE_KIB and after == before
+    engine.dispose()
