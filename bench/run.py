@@ -505,11 +505,14 @@ def _worklist_steps(
     wl = in_child(_child_worklist_state, url)
     if _failed(steps, name, wl, console):
         return
-    step = Step(name, wl["cold_build_worklist_s"], int(wl["cold_rows"]), "rows", wl["peak_mb"])
+    # Each part's own peak (VmHWM reset before it); the child's whole peak is the largest.
+    step = Step(name, wl["cold_build_worklist_s"], int(wl["cold_rows"]), "rows", wl["cold_peak_mb"])
     step.floor_a, step.floor_b = floor_seconds, duck_seconds
     steps.append(step)
     note = f"{int(wl['state_rows']):,} rows kept"
-    steps.append(Step(f"worklist state built {label}", wl["state_cold_s"], None, "", None, note))
+    steps.append(
+        Step(f"worklist state built {label}", wl["state_cold_s"], None, "", wl["state_peak_mb"], note)
+    )
     for reader in ("api", "web"):
         p95 = wl[f"{reader}_first_page_p95_ms"] / 1000
         note = f"p50 {wl[f'{reader}_first_page_p50_ms']:.1f} ms ({reader} reader)"
@@ -519,7 +522,14 @@ def _worklist_steps(
         f"re-evaluated; first page after: p95 {wl['api_first_page_after_p95_ms']:.1f} ms"
     )
     steps.append(
-        Step(f"worklist refresh after 1% touched {label}", wl["refresh_1pct_s"], None, "", None, note)
+        Step(
+            f"worklist refresh after 1% touched {label}",
+            wl["refresh_1pct_s"],
+            None,
+            "",
+            wl["pages_refresh_peak_mb"],
+            note + " (peak MB: first pages, the post and the refresh together)",
+        )
     )
 
     name = f"worklist shows a posted reading {label}"
