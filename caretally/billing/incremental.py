@@ -23,7 +23,6 @@ before the base run's snapshot but committed after it is missed.
 from __future__ import annotations
 
 import uuid
-from collections import UserList
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,6 +43,7 @@ from caretally.billing.run import (
     RunResult,
     RunSummary,
     RunWarning,
+    StoredLines,
     StoredRun,
     _directory,
     _line_row,
@@ -66,7 +66,6 @@ from caretally.billing.run import (
     line_key,
     patient_result,
     stored_line,
-    stored_lines,
 )
 from caretally.billing.touchmarks import history_key, mark_run
 from caretally.errors import Problem
@@ -230,29 +229,6 @@ def _incremental(
         )
 
 
-class StoredLines(UserList[ClaimLine]):
-    """A stored run's claim lines, read from the store only when someone uses them.
-
-    An incremental run carries most lines forward in SQL; reading them all back as
-    objects for its result would cost what the run saved. ``bill --json`` and the tests
-    that do look at them read them once, ordered as stored.
-    """
-
-    def __init__(self, engine: Engine, run_id: str) -> None:
-        self._engine, self._run_id = engine, run_id
-        self._loaded: list[ClaimLine] | None = None
-
-    @property  # type: ignore[override]
-    def data(self) -> list[ClaimLine]:
-        if self._loaded is None:
-            self._loaded = stored_lines(self._engine, self._run_id)
-        return self._loaded
-
-    @data.setter
-    def data(self, value: list[ClaimLine]) -> None:
-        self._loaded = value
-
-
 @dataclass(frozen=True)
 class _OldRow:
     """A re-evaluated (or dropped) patient's row in the base run: what its digests counted."""
@@ -330,7 +306,7 @@ def _unchanged(engine: Engine, conn: Connection, previous: StoredRun, month_text
         month_text,
         "unchanged",
         previous.status,
-        StoredLines(engine, previous.run_id),  # type: ignore[arg-type]
+        StoredLines(engine, previous.run_id),
         summary,
         previous.run_id,
         previous.amends_run_id,
@@ -571,4 +547,4 @@ def _store(
         "incremental", "re-evaluated the patients touched since the last run", len(fresh), carried
     )
     lines = StoredLines(engine, run_id)
-    return RunResult(run_id, month_text, "created", DRAFT, lines, summary, previous.run_id, None, []), how  # type: ignore[arg-type]
+    return RunResult(run_id, month_text, "created", DRAFT, lines, summary, previous.run_id, None, []), how
