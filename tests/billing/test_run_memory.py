@@ -105,3 +105,39 @@ def test_the_runs_write_transaction_has_a_small_cache_and_gives_it_back(sqlite_u
         (after,) = driver.execute("PRAGMA cache_size").fetchone()
     assert during == -RUN_CACHE_KIB and after == before
     engine.dispose()
+
+
+def test_the_current_and_locked_run_are_found_reading_one_summary_each(bundle: Path, db_url: str) -> None:
+    """A summary holds every warning of its run (145 MB at 100,000 synthetic patients): the
+    runs a month run compares with are picked from their light columns, and only the picked
+    run's summary is read."""
+    from sqlalchemy import event
+
+    from caretally.billing.records import void_run
+    from caretally.billing.run import current_run, latest_locked, lock_month
+
+    engine = open_database(db_url)
+    assert import_bundle(engine, "default", bundle).ok()
+    rules = PayerRules.load()
+    first = bill_month(engine, "default", MONTH, rules)
+    void_run(engine, "default", first.run_id)
+    second = bill_month(engine, "default", MONTH, rules)
+    lock_month(engine, "default", "2026-03")
+    statements: list[str] = []
+
+    def seen(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        statements.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        current = current_run(engine, "default", "2026-03")
+        locked = latest_locked(engine, "default", "2026-03")
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert current is not None and locked is not None
+    assert current.run_id == locked.run_id == second.run_id
+    assert current.summary == locked.summary and current.summary is not None
+    assert current.summary["patients"] == second.summary.patients
+    reading = [s for s in statements if "billing_runs.summary" in s]
+    assert len(reading) == 2, statements
+    assert all("billing_runs.run_id =" in s for s in reading), reading
