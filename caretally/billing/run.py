@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
@@ -35,6 +35,7 @@ from caretally.errors import UNUSABLE_SETTINGS, Problem, Refusal
 from caretally.model import (
     ClaimLine,
     Decision,
+    EnrollmentFact,
     PatientMonthFacts,
     Payer,
     Period,
@@ -351,32 +352,67 @@ def claim_lines_for(
         if d.status is not Status.BILLABLE or d.units <= 0 or d.date_of_service is None:
             continue
         year = judging_year(rules.for_payer(payer), d)
-        cost = price(year.code(d.code), year, d.units, settings.pricing)
-        enrollment = enrollments[d.enrollment_id]
-        billing_npi = enrollment.billing_npi
         lines.append(
-            ClaimLine(
-                patient_id=d.patient_id,
-                code=d.code,
-                units=d.units,
-                date_of_service=d.date_of_service,
-                period_start=d.period.start,
-                period_end=d.period.end,
-                billing_npi=billing_npi,
-                rendering_npi=_rendering_npi(d, directory, billing_npi),
-                diagnosis_codes=tuple(enrollment.diagnoses[:4]),
-                place_of_service=settings.place_of_service,
-                modifiers=_modifiers(d, directory, year, service_parts(d, decisions, facts, year)),
-                charge=cost.charge,
-                expected_payment=cost.expected_payment,
-                run_id=run_id,
-                enrollment_id=d.enrollment_id,
-                program=d.program,
-                payer=payer,
-                member_id=member_id,
+            _claim_line(
+                d,
+                enrollments[d.enrollment_id],
+                year,
+                service_parts(d, decisions, facts, year),
+                (d.units, d.date_of_service, d.period.start, d.period.end),
+                _LineContext(facts.patient_id, payer, member_id, settings, directory, run_id),
             )
         )
     return lines
+
+
+@dataclass(frozen=True, slots=True)
+class _LineContext:
+    """What every claim line of one patient-month shares."""
+
+    patient_id: str
+    payer: Payer
+    member_id: str | None
+    settings: BillingSettings
+    directory: _Directory
+    run_id: str
+
+
+def _claim_line(
+    source: Decision | _LineSource,
+    enrollment: EnrollmentFact,
+    year: RuleYear,
+    parts: Any,
+    billed: tuple[int, date, date, date],
+    context: _LineContext,
+) -> ClaimLine:
+    """One claim line, built the same way from an engine decision or a columnar outcome.
+
+    ``billed`` is (units, date of service, period start, period end); ``parts`` what the
+    modifiers read of the minutes (``service_parts`` or the pass's own).
+    """
+    units, date_of_service, period_start, period_end = billed
+    cost = price(year.code(source.code), year, units, context.settings.pricing)
+    billing_npi = enrollment.billing_npi
+    return ClaimLine(
+        patient_id=context.patient_id,
+        code=source.code,
+        units=units,
+        date_of_service=date_of_service,
+        period_start=period_start,
+        period_end=period_end,
+        billing_npi=billing_npi,
+        rendering_npi=_rendering_npi(source, context.directory, billing_npi),
+        diagnosis_codes=tuple(enrollment.diagnoses[:4]),
+        place_of_service=context.settings.place_of_service,
+        modifiers=_modifiers(source, context.directory, year, parts),
+        charge=cost.charge,
+        expected_payment=cost.expected_payment,
+        run_id=context.run_id,
+        enrollment_id=enrollment.enrollment_id,
+        program=source.program,
+        payer=context.payer,
+        member_id=context.member_id,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,14 +441,12 @@ def columnar_claim_lines(
     payer, member_id = directory.members[facts.patient_id]
     enrollments = {p.enrollment.enrollment_id: p.enrollment for p in facts.programs}
     book = rules.for_payer(payer)
+    context = _LineContext(facts.patient_id, payer, member_id, settings, directory, run_id)
     lines = []
     for o in outcomes:
         if o.status is not Status.BILLABLE or o.units <= 0 or o.date_of_service is None:
             continue
-        year = book.for_date(o.period_end)
-        cost = price(year.code(o.code), year, o.units, settings.pricing)
         enrollment = enrollments[o.enrollment_id]
-        billing_npi = enrollment.billing_npi
         source = _LineSource(
             o.code,
             enrollment.program,
@@ -420,25 +454,13 @@ def columnar_claim_lines(
             enrollment.billing_practitioner_id or None,
         )
         lines.append(
-            ClaimLine(
-                patient_id=facts.patient_id,
-                code=o.code,
-                units=o.units,
-                date_of_service=o.date_of_service,
-                period_start=o.period_start,
-                period_end=o.period_end,
-                billing_npi=billing_npi,
-                rendering_npi=_rendering_npi(source, directory, billing_npi),
-                diagnosis_codes=tuple(enrollment.diagnoses[:4]),
-                place_of_service=settings.place_of_service,
-                modifiers=_modifiers(source, directory, year, o.parts),
-                charge=cost.charge,
-                expected_payment=cost.expected_payment,
-                run_id=run_id,
-                enrollment_id=o.enrollment_id,
-                program=enrollment.program,
-                payer=payer,
-                member_id=member_id,
+            _claim_line(
+                source,
+                enrollment,
+                book.for_date(o.period_end),
+                o.parts,
+                (o.units, o.date_of_service, o.period_start, o.period_end),
+                context,
             )
         )
     return lines
