@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, insert, select
 
-from caretally.billing.run import StoredRun, current_run, stored_decisions, stored_lines, stored_run
+from caretally.billing.run import StoredRun, current_run, run_by_id, stored_decisions, stored_lines
 from caretally.errors import UNUSABLE_SETTINGS, Problem, Refusal
 from caretally.export.charges import resolve_charges
 from caretally.export.corrections import corrections
@@ -151,7 +151,7 @@ def export_month(
             month=month,
             exit_code=UNUSABLE_SETTINGS,
         )
-    run = current_run(engine, org_id, month) if run_id is None else _run_by_id(engine, org_id, run_id)
+    run = current_run(engine, org_id, month) if run_id is None else run_by_id(engine, org_id, run_id)
     if run is None and run_id is not None:
         raise _refused(
             "unknown_run",
@@ -336,13 +336,6 @@ def _fee_codes(engine: Engine, run_id: str) -> frozenset[str]:
         settings = conn.execute(select(r.c.settings).where(r.c.run_id == run_id)).scalar()
     fees = (settings or {}).get("fee_schedule") or {}
     return frozenset(fees)
-
-
-def _run_by_id(engine: Engine, org_id: str, run_id: str) -> StoredRun | None:
-    r = schema.billing_runs
-    with engine.connect() as conn:
-        row = conn.execute(select(r).where(r.c.org_id == org_id, r.c.run_id == run_id)).first()
-    return None if row is None else stored_run(row)
 
 
 def write_explanations(engine: Engine, run: StoredRun, out: Path) -> int:

@@ -598,13 +598,15 @@ def _connected(bind: Bind) -> Iterator[Connection]:
         yield conn
 
 
-def runs_for_month(engine: Bind, org_id: str, month: str) -> list[StoredRun]:
+def run_by_id(engine: Bind, org_id: str, run_id: str, month: str | None = None) -> StoredRun | None:
+    """One stored run (of ``month`` when given), read alone: a summary can be large."""
     r = schema.billing_runs
+    query = select(r).where(r.c.org_id == org_id, r.c.run_id == run_id)
+    if month is not None:
+        query = query.where(r.c.month == month)
     with _connected(engine) as conn:
-        rows = conn.execute(
-            select(r).where(r.c.org_id == org_id, r.c.month == month).order_by(r.c.created_at, r.c.run_id)
-        ).all()
-    return [stored_run(row) for row in rows]
+        row = conn.execute(query).first()
+    return None if row is None else stored_run(row)
 
 
 def _newest(engine: Bind, org_id: str, month: str, keep: Callable[[str], bool]) -> StoredRun | None:

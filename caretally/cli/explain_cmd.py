@@ -11,7 +11,7 @@ from rich.text import Text
 
 from caretally.billing.evaluate import evaluate_month
 from caretally.billing.payers import PayerRules
-from caretally.billing.run import runs_for_month, stored_decisions
+from caretally.billing.run import run_by_id, stored_decisions
 from caretally.billing.serialize import decision_to_json
 from caretally.cli.billing_options import PayerRulesOption, parse_overlays
 from caretally.cli.common import (
@@ -272,7 +272,7 @@ def register(app: typer.Typer) -> None:
             return
         if run_id is not None:
             assert patient is not None
-            run = next((r for r in runs_for_month(engine, org, month) if r.run_id == run_id), None)
+            run = run_by_id(engine, org, run_id, month)
             if run is None:
                 err_console.print(f"caretally: no run {run_id} for {month} in organization {org}")
                 raise typer.Exit(1)

@@ -57,7 +57,7 @@ def month_view(engine: Engine, actor: Actor, month: str) -> MonthView:
         from caretally.billing.run import (
             current_run,
             diff_lines,
-            runs_for_month,
+            run_by_id,
             stored_decisions,
             stored_line_contents,
             stored_lines,
@@ -71,10 +71,7 @@ def month_view(engine: Engine, actor: Actor, month: str) -> MonthView:
         decisions = stored_decisions(engine, run.run_id)
         changes: list[LineChange] = []
         if run.amends_run_id is not None:
-            amended = next(
-                (r for r in runs_for_month(engine, actor.org_id, month) if r.run_id == run.amends_run_id),
-                None,
-            )
+            amended = run_by_id(engine, actor.org_id, run.amends_run_id, month)
             if amended is not None:
                 changes = diff_lines(
                     stored_line_contents(engine, amended.run_id), stored_line_contents(engine, run.run_id)

@@ -141,3 +141,21 @@ def test_the_current_and_locked_run_are_found_reading_one_summary_each(bundle: P
     reading = [s for s in statements if "billing_runs.summary" in s]
     assert len(reading) == 2, statements
     assert all("billing_runs.run_id =" in s for s in reading), reading
+
+
+def test_the_month_view_finds_the_locked_run_its_amendment_amends(bundle: Path, db_url: str) -> None:
+    """The amended run is read by id (``run_by_id``), not picked from every run of the month."""
+    from caretally.billing.run import lock_month
+    from caretally.services.context import Actor
+    from caretally.services.monthclose import month_view
+
+    engine = open_database(db_url)
+    assert import_bundle(engine, "default", bundle).ok()
+    rules = PayerRules.load()
+    locked = bill_month(engine, "default", MONTH, rules)
+    lock_month(engine, "default", "2026-03")
+    amendment = bill_month(engine, "default", MONTH, rules, BillingSettings(place_of_service="02"))
+    assert amendment.amends_run_id == locked.run_id
+    view = month_view(engine, Actor(org_id="default", actor="cli:test", role=None), "2026-03")
+    assert view.run is not None and view.run.run_id == amendment.run_id
+    assert view.changes == amendment.changes and view.changes, "every line's place of service changed"
