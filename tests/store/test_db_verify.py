@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Text, select, update
+from sqlalchemy import Engine, Text, select, update
 from typer.testing import CliRunner
 
 from caretally.cli.main import build_app
@@ -58,6 +58,14 @@ def one_more_reading(patient: str, day: int) -> dict[str, str]:
             "value": "128/79", "unit": "mmHg", "transmission": "auto"}  # fmt: skip
 
 
+def _bump_first_line(engine: Engine, run_id: str) -> None:
+    """Edit a stored run's first claim line (one more unit), as a tamperer would."""
+    c = schema.claim_lines
+    with engine.begin() as conn:
+        line_id = conn.execute(select(c.c.id).where(c.c.run_id == run_id).order_by(c.c.id).limit(1)).scalar()
+        conn.execute(update(c).where(c.c.id == line_id).values(units=c.c.units + 1))
+
+
 def test_every_digest_of_fresh_runs_matches(billed: tuple[str, str, str]) -> None:
     db, locked, amendment = billed
     status, report = verify(db)
@@ -96,12 +104,7 @@ def test_a_flipped_byte_in_a_decision_or_a_claim_line_is_caught(billed: tuple[st
     assert (runs[locked]["decisions"], runs[locked]["lines"]) == ("mismatch", "match")
     assert runs[amendment]["decisions"] == "match"
 
-    c = schema.claim_lines
-    with engine.begin() as conn:
-        line_id = conn.execute(
-            select(c.c.id).where(c.c.run_id == amendment).order_by(c.c.id).limit(1)
-        ).scalar()
-        conn.execute(update(c).where(c.c.id == line_id).values(units=c.c.units + 1))
+    _bump_first_line(engine, amendment)
     status, report = verify(db)
     assert status == 1
     assert {(p["run_id"], p["field"]) for p in report["problems"]} == {
@@ -216,12 +219,7 @@ def test_runs_stored_before_summed_digests_still_verify_after_migration_0018(
     assert status == 0 and report["ok"] is True and report["problems"] == [], report["problems"]
     assert all((x["lines"], x["decisions"], x["input"]) == ("match",) * 3 for x in report["runs"])
 
-    c = schema.claim_lines
-    with engine.begin() as conn:
-        line_id = conn.execute(
-            select(c.c.id).where(c.c.run_id == amendment).order_by(c.c.id).limit(1)
-        ).scalar()
-        conn.execute(update(c).where(c.c.id == line_id).values(units=c.c.units + 1))
+    _bump_first_line(engine, amendment)
     status, report = verify(db)
     assert status == 1 and [(p["run_id"], p["field"]) for p in report["problems"]] == [
         (amendment, "lines_digest")
