@@ -26,11 +26,31 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, and_, select, text
+from sqlalchemy import ColumnElement, Connection, Engine, and_, select, text
 
 ORG = "default"
 MONTH = "2026-03"
 DIGESTS = "input_digest, lines_digest, decisions_digest"
+
+
+def readings_by_patient(
+    conn: Connection, where: ColumnElement[bool], patients: list[str]
+) -> dict[str, list[Any]]:
+    """The stored readings of ``patients`` matching ``where``, per patient in time order —
+    read 500 patients at a time, never the whole month (millions of rows at 100,000)."""
+    from caretally.store import schema
+
+    rd = schema.readings
+    out: dict[str, list[Any]] = {}
+    for start in range(0, len(patients), 500):
+        rows = conn.execute(
+            select(rd)
+            .where(where, rd.c.patient_id.in_(patients[start : start + 500]))
+            .order_by(rd.c.patient_id, rd.c.measured_at)
+        ).mappings()
+        for row in rows:
+            out.setdefault(row["patient_id"], []).append(row)
+    return out
 
 
 def _one_more_day(engine: Engine, org: str, month: str, share: float, seed: int) -> int:
@@ -51,15 +71,7 @@ def _one_more_day(engine: Engine, org: str, month: str, share: float, seed: int)
         ids = sorted(conn.execute(select(rd.c.patient_id).where(in_month).distinct()).scalars())
         rng = random.Random(seed)
         chosen = sorted(rng.sample(ids, max(1, round(len(ids) * share))))
-        by_patient: dict[str, list[Any]] = {}
-        for start in range(0, len(chosen), 500):
-            rows = conn.execute(
-                select(rd)
-                .where(in_month, rd.c.patient_id.in_(chosen[start : start + 500]))
-                .order_by(rd.c.patient_id, rd.c.measured_at)
-            ).mappings()
-            for row in rows:
-                by_patient.setdefault(row["patient_id"], []).append(row)
+        by_patient = readings_by_patient(conn, in_month, chosen)
     items = []
     for i, patient in enumerate(chosen):
         days = {r["local_date"] for r in by_patient[patient]}

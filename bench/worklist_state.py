@@ -38,6 +38,12 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, func, select, text
 
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))
+
+from bench.incremental import readings_by_patient  # noqa: E402
+
 ORG = "default"
 AS_OF = date(2026, 3, 20)
 QUERIES = 60
@@ -71,15 +77,7 @@ def _readings_to_post(engine: Engine, org: str, as_of: date, share: float, seed:
         having = sorted(conn.execute(select(rd.c.patient_id).where(window).distinct()).scalars())
         rng = random.Random(seed)
         chosen = rng.sample(having, max(1, round(len(having) * share)))
-        by_patient: dict[str, list[Any]] = {}
-        for i in range(0, len(chosen), 500):
-            rows = conn.execute(
-                select(rd)
-                .where(window, rd.c.patient_id.in_(chosen[i : i + 500]))
-                .order_by(rd.c.patient_id, rd.c.measured_at)
-            ).mappings()
-            for row in rows:
-                by_patient.setdefault(row["patient_id"], []).append(row)
+        by_patient = readings_by_patient(conn, window, chosen)
         first = conn.execute(select(func.min(rd.c.local_date)).where(rd.c.org_id == org)).scalar()
     tag = f"{time.time_ns():x}"
     items = []
