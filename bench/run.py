@@ -116,18 +116,20 @@ def _child_import(url: str, bundle: str) -> dict[str, Any]:
 def _child_columnar(url: str) -> dict[str, Any]:
     """The month billed with ``--engine columnar`` (the month's first run), then voided so
     the engine's cold run after it is judged and stored again."""
-    from bench import columnar
+    from bench import columnar, run_floor
     from caretally.billing.records import void_run
     from caretally.billing.run import current_run
     from caretally.store.db import open_database
 
     got = columnar.measure(url, ORG, MONTH, bill=True)
+    peak = _peak_mb()
     engine = open_database(url, ORG)
     current = current_run(engine, ORG, MONTH)
     assert current is not None
+    stored = run_floor.store_seconds(engine, current.run_id)
     void_run(engine, ORG, current.run_id)
     engine.dispose()
-    return got | {"peak_mb": _peak_mb()}
+    return got | {"peak_mb": peak, "stored": stored}
 
 
 def _child_incremental(url: str) -> dict[str, Any]:
@@ -470,6 +472,14 @@ def _bill_steps(
         )
         step = Step(name, col["bill_seconds"], col["months"], "patient-months", col["peak_mb"], note)
         step.floor_a, step.floor_b = floor_seconds, duck_seconds
+        steps.append(step)
+        stored = col["stored"]
+        note = (
+            f"the columnar run's {stored['decision_rows']:,} decision rows and {stored['claim_lines']:,} "
+            f"claim lines ({stored['stored_mb']:,.0f} MB) written alone (bench/run_floor.py)"
+        )
+        step = Step(f"floor c: storing a run {label}", stored["store"], None, "", None, note)
+        step.floor_a = floor_seconds
         steps.append(step)
 
     name = f"bill {MONTH} {label} --engine full"

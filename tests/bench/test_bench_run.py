@@ -29,7 +29,7 @@ def test_small_benchmark_completes_and_prints_the_table(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     assert "caretally benchmark: 1,500 patients" in out
-    for step in ("synthesize", "import SQLite", "floor a: SQL facts SQLite"):
+    for step in ("synthesize", "import SQLite", "floor a: SQL facts SQLite", "floor c: storing a run SQLite"):
         assert step in out
     assert "FAILED" not in out
     # one verdict line per target, each with its figure (the table may wrap long step names)
