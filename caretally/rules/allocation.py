@@ -225,7 +225,7 @@ def default_score(facts: PatientMonthFacts, rule_year: RuleYear) -> Score:
 
     def score(assignment: Mapping[str, str]) -> Decimal:
         trial = Allocation(enrollment_of=dict(assignment), program_of={})
-        return total(month.decide(facts, year_for, trial, static, cache))
+        return total(month.decide(facts, year_for, trial, static, cache, payment_only=True))
 
     return score
 

@@ -47,7 +47,7 @@ def evaluate_patient_month(facts: PatientMonthFacts, rules: RuleBook) -> list[De
         if not static:
             static.append(month.static_decisions(facts, year_for))
         trial = Allocation(enrollment_of=dict(assignment), program_of={})
-        scores[key] = value = total(month.decide(facts, year_for, trial, static[0], cache))
+        scores[key] = value = total(month.decide(facts, year_for, trial, static[0], cache, payment_only=True))
         return value
 
     allocation = allocate(facts, rules.for_date(facts.month.end), score)

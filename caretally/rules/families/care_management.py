@@ -14,12 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from decimal import Decimal
 
-from caretally.model import Decision, Evidence, Reason, Status
+from caretally.model import Decision, Evidence, ProgramFacts, Reason, Status
 from caretally.rules.families.common import (
     Check,
     EnrollmentView,
     TimePool,
     Verdict,
+    _remember,
     as_int,
     cite,
     codes_of,
@@ -71,7 +72,29 @@ def decide(view: EnrollmentView) -> list[Decision]:
 def eligibility(
     view: EnrollmentView, year: RuleYear, rule: CodeRule, program: str
 ) -> tuple[list[Check], list[Param]]:
-    """Diagnosis count and complexity: what makes the patient eligible for this lane."""
+    """Diagnosis count and complexity: what makes the patient eligible for this lane.
+
+    They depend on the enrollment, the code and the rule-year only, and the allocation
+    search asks again for every trial: made once per enrollment and code, and replayed.
+    """
+    key = (id(view.program), id(rule), id(year), program)
+    hit = _ELIGIBLE.get(key)
+    if hit is None or hit[0] is not view.program or hit[1] is not rule or hit[2] is not year:
+        checks, params = _eligibility(view, year, rule, program)
+        hit = (view.program, rule, year, tuple(checks), tuple(params))
+        _remember(_ELIGIBLE, key, hit)
+    return list(hit[3]), list(hit[4])
+
+
+#: Keyed by object ids; each value holds the keyed objects, so an id is never reused while it lives.
+_ELIGIBLE: dict[
+    tuple[int, int, int, str], tuple[ProgramFacts, CodeRule, RuleYear, tuple[Check, ...], tuple[Param, ...]]
+] = {}
+
+
+def _eligibility(
+    view: EnrollmentView, year: RuleYear, rule: CodeRule, program: str
+) -> tuple[list[Check], list[Param]]:
     e = view.enrollment
     checks: list[Check] = []
     params: list[Param] = []

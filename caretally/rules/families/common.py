@@ -116,6 +116,11 @@ class EnrollmentView:
     ``entries`` are the time entries credited to this enrollment (named for its program
     or allocated to it); ``time_reasons`` explain that crediting and are attached to every
     time-based decision of the enrollment.
+
+    ``payment_only`` is for the allocation search, which only sums expected payments over
+    thousands of trial allocations: :func:`finish` then leaves out what no status, unit,
+    payment or conflict depends on (see :func:`_payment_only`). Never for a decision
+    that is stored or shown.
     """
 
     facts: PatientMonthFacts
@@ -124,6 +129,7 @@ class EnrollmentView:
     time_reasons: tuple[Reason, ...]
     year_for: YearFor
     time_params: tuple[Param, ...] = ()
+    payment_only: bool = False
 
     @property
     def enrollment(self) -> EnrollmentFact:
@@ -856,6 +862,8 @@ def finish(d: Draft) -> Decision:
         status = Status.NOT_BILLABLE
     pending = any(c.verdict is Verdict.PENDING for c in d.checks)
     units = 0 if status is Status.NOT_BILLABLE or pending else d.units
+    if view.payment_only:
+        return _payment_only(d, status, units)
     reasons: list[Reason] = [c.reason for c in d.checks]
     if open_ and status is Status.REACHABLE:
         if any(c.verdict is Verdict.PENDING for c in d.checks):
@@ -904,6 +912,37 @@ def finish(d: Draft) -> Decision:
         documentation_gaps=gaps,
         rule_year=layer_name(d.year),
         measures=Measures() if measures is None else measures,
+        provisional=d.year.provisional,
+    )
+
+
+def _payment_only(d: Draft, status: Status, units: int) -> Decision:
+    """The decision as :func:`finish` makes it, minus what only explains it.
+
+    Kept: status, units, date of service, payment and practitioners, the checks' reasons
+    (the concurrency pass reads the entries they count, and an add-on quotes its base's
+    failed check) and the ``pricing.amount`` note (care management and APCM read it).
+    Left out: the ``period.open``, time, overlap, documentation and provisional notes, the
+    parameters read and the typed measures: no status, unit or payment is derived from
+    them, here or in the concurrency pass, so a trial allocation scores the same.
+    """
+    view = d.view
+    pay, price_reasons = payment(d.rule, units, d.used)
+    e = view.enrollment
+    return Decision(
+        patient_id=view.facts.patient_id,
+        enrollment_id=e.enrollment_id,
+        program=e.program,
+        code=d.rule.code,
+        status=status,
+        units=units,
+        date_of_service=d.dos if status is Status.BILLABLE else None,
+        period=d.period,
+        reasons=(*(c.reason for c in d.checks), *price_reasons),
+        billing_practitioner_id=e.billing_practitioner_id or None,
+        rendering_practitioner_id=d.rendering if units > 0 else None,
+        expected_payment=pay,
+        rule_year=layer_name(d.year),
         provisional=d.year.provisional,
     )
 

@@ -105,6 +105,16 @@ def minutes_check(
     instead: str,
 ) -> Check:
     m, s = p.minutes, p.seconds
+    left = time_left(view, period)
+    over = r.max_minutes is not None and m > r.max_minutes
+    if over:
+        rule_id, verdict = rule_id.replace("min_minutes", "max_minutes"), Verdict.FAIL
+    elif m >= r.min_minutes:
+        verdict = Verdict.PASS
+    else:
+        verdict = Verdict.PENDING if left else Verdict.FAIL
+    if view.payment_only:  # the counted entries stay: the concurrency pass reads them
+        return Check.of(rule_id, verdict, "", "", Evidence(time_entry_ids=ids(p.counted)))
     values = (
         ("minutes", str(m)),
         ("seconds", str(s)),
@@ -117,28 +127,24 @@ def minutes_check(
         seconds=s,
         min_minutes=r.min_minutes,
         max_minutes=r.max_minutes,
-        days_left=time_left(view, period),
+        days_left=left,
         entry_ids=ids(p.counted),
     )
     excl = f"; {plural(len(p.excluded), 'entry')} did not count" if p.excluded else ""
-    if r.max_minutes is not None and m > r.max_minutes:
+    if over:
         msg = f"{minutes_phrase(m, s)}: more than the {r.max_minutes} this code covers{excl}"
         msg += f"; {instead}" if instead else ""
-        return Check.of(rule_id.replace("min_minutes", "max_minutes"), Verdict.FAIL, msg, citation, ev, ms)
-    if m >= r.min_minutes:
-        return Check.of(
-            rule_id, Verdict.PASS, f"{minutes_phrase(m, s)}; {r.min_minutes} required{excl}", citation, ev, ms
-        )
-    short = f": {clock(s)} is not {r.min_minutes}" if m == r.min_minutes - 1 else ""
-    msg = f"{minutes_phrase(m, s)} of {r.min_minutes} required{short}{excl}"
-    left = time_left(view, period)
-    if left:
-        so_far = f" (so far {instead})" if instead else ""
-        msg += f"; {plural(left, 'day')} left in {period_label(period)}{so_far}"
-        return Check.of(rule_id, Verdict.PENDING, msg, citation, ev, ms)
-    if instead:
-        msg += f"; {instead}"
-    return Check.of(rule_id, Verdict.FAIL, msg, citation, ev, ms)
+    elif verdict is Verdict.PASS:
+        msg = f"{minutes_phrase(m, s)}; {r.min_minutes} required{excl}"
+    else:
+        short = f": {clock(s)} is not {r.min_minutes}" if m == r.min_minutes - 1 else ""
+        msg = f"{minutes_phrase(m, s)} of {r.min_minutes} required{short}{excl}"
+        if left:
+            so_far = f" (so far {instead})" if instead else ""
+            msg += f"; {plural(left, 'day')} left in {period_label(period)}{so_far}"
+        elif instead:
+            msg += f"; {instead}"
+    return Check.of(rule_id, verdict, msg, citation, ev, ms)
 
 
 def period_label(period: Period) -> str:
@@ -226,61 +232,62 @@ def addon_decision(
     m, s = base_pool.minutes, base_pool.seconds
     supported = (m - base_min) // step if m >= first else 0
     units = supported if cap is None else min(supported, cap)
-    values = (
-        ("minutes", str(m)),
-        ("base_code", base_rule.code),
-        ("base_minutes", str(base_min)),
-        ("step_minutes", str(step)),
-        ("units_supported", str(supported)),
-        ("max_units", "none" if cap is None else str(cap)),
-        ("minutes_used", str(units * step)),
-    )
-    ev = Evidence(values=values)
-    capped = cap is not None and supported >= cap
-    ms = Measures(
-        minutes=m,
-        seconds=s,
-        min_minutes=first,
-        next_unit_minutes=None if capped else base_min + step * (supported + 1),
-        days_left=time_left(view, period),
-    )
-    c = cite(year, rule.param("step_minutes"))
-    pool_note = f"counted on {base_rule.code}"
-    if supported > 0:
-        msg = (
-            f"{minutes_phrase(m, s)} {pool_note}: {plural(supported, 'full additional block')} of {step} "
-            f"beyond {base_rule.code}'s {base_min}"
-        )
-        if cap is not None and supported > cap:
-            label = cap_label or "max_units"
-            msg += f", capped at {cap} ({label})"
-        draft.checks.append(Check.of(f"{prefix}.add_on_minutes", Verdict.PASS, msg, c, ev, ms))
-    else:
-        beyond = max(0, m - base_min)
-        msg = (
-            f"{minutes_phrase(m, s)} {pool_note}: {beyond} beyond {base_rule.code}'s {base_min}; "
-            f"a full {step} is needed (at least {first} in total)"
-        )
-        left = time_left(view, period)
-        verdict = Verdict.PENDING if left else Verdict.FAIL
-        if left:
-            msg += f"; {plural(left, 'day')} left in {period_label(period)}"
-        draft.checks.append(Check.of(f"{prefix}.add_on_minutes", verdict, msg, c, ev, ms))
-
-    base_ev = Evidence(values=(("base_code", base_rule.code), ("base_status", str(base.status))))
-    add_on_cite = cite(year, rule.param("add_on_to"))
+    left = time_left(view, period)
+    minutes_verdict = Verdict.PASS if supported > 0 else Verdict.PENDING if left else Verdict.FAIL
     if base.status is Status.BILLABLE or (base.status is Status.REACHABLE and base.units > 0):
-        msg = f"add-on to {base_rule.code}, which is {base.status.value.replace('_', ' ')}"
-        draft.checks.append(Check.of(f"{prefix}.add_on_base", Verdict.PASS, msg, add_on_cite, base_ev))
+        base_verdict = Verdict.PASS
     else:
-        failed = next(
-            (r.message for r in base.reasons if r.blocking),
-            "",
+        base_verdict = Verdict.PENDING if base.status is Status.REACHABLE else Verdict.FAIL
+    if view.payment_only:
+        draft.checks.append(Check.of(f"{prefix}.add_on_minutes", minutes_verdict, "", ""))
+        draft.checks.append(Check.of(f"{prefix}.add_on_base", base_verdict, "", ""))
+    else:
+        values = (
+            ("minutes", str(m)),
+            ("base_code", base_rule.code),
+            ("base_minutes", str(base_min)),
+            ("step_minutes", str(step)),
+            ("units_supported", str(supported)),
+            ("max_units", "none" if cap is None else str(cap)),
+            ("minutes_used", str(units * step)),
         )
-        why = f" ({failed})" if failed else ""
-        msg = f"an add-on needs a billable {base_rule.code}{why}"
-        verdict = Verdict.PENDING if base.status is Status.REACHABLE else Verdict.FAIL
-        draft.checks.append(Check.of(f"{prefix}.add_on_base", verdict, msg, add_on_cite, base_ev))
+        ev = Evidence(values=values)
+        capped = cap is not None and supported >= cap
+        ms = Measures(
+            minutes=m,
+            seconds=s,
+            min_minutes=first,
+            next_unit_minutes=None if capped else base_min + step * (supported + 1),
+            days_left=left,
+        )
+        c = cite(year, rule.param("step_minutes"))
+        pool_note = f"counted on {base_rule.code}"
+        if supported > 0:
+            msg = (
+                f"{minutes_phrase(m, s)} {pool_note}: {plural(supported, 'full additional block')} of {step} "
+                f"beyond {base_rule.code}'s {base_min}"
+            )
+            if cap is not None and supported > cap:
+                label = cap_label or "max_units"
+                msg += f", capped at {cap} ({label})"
+        else:
+            beyond = max(0, m - base_min)
+            msg = (
+                f"{minutes_phrase(m, s)} {pool_note}: {beyond} beyond {base_rule.code}'s {base_min}; "
+                f"a full {step} is needed (at least {first} in total)"
+            )
+            if left:
+                msg += f"; {plural(left, 'day')} left in {period_label(period)}"
+        draft.checks.append(Check.of(f"{prefix}.add_on_minutes", minutes_verdict, msg, c, ev, ms))
+        base_ev = Evidence(values=(("base_code", base_rule.code), ("base_status", str(base.status))))
+        add_on_cite = cite(year, rule.param("add_on_to"))
+        if base_verdict is Verdict.PASS:
+            msg = f"add-on to {base_rule.code}, which is {base.status.value.replace('_', ' ')}"
+        else:
+            failed = next((r.message for r in base.reasons if r.blocking), "")
+            why = f" ({failed})" if failed else ""
+            msg = f"an add-on needs a billable {base_rule.code}{why}"
+        draft.checks.append(Check.of(f"{prefix}.add_on_base", base_verdict, msg, add_on_cite, base_ev))
     draft.units = units
     # An add-on rides on its base's claim line, so it takes the base's date of service.
     draft.dos = base.date_of_service or time_dos(view, year, used, period, base_pool, base_min)

@@ -38,6 +38,7 @@ def decide(
     static: Sequence[Decision] | None = None,
     cache: dict[tuple[str, tuple[str, ...]], list[Decision]] | None = None,
     made_static: Sequence[Decision] | None = None,
+    payment_only: bool = False,
 ) -> list[Decision]:
     """All decisions of the patient-month under ``allocation``.
 
@@ -50,6 +51,11 @@ def decide(
     ``made_static`` are those device and set-up decisions when the search already made
     them (:func:`static_decisions`); the final pass then takes each enrollment's share in
     place of running those families again, in the same place of the list.
+
+    ``payment_only`` makes the time-based decisions without what only explains them (see
+    ``EnrollmentView``) and leaves the list unsorted: for scoring a trial allocation by
+    its total, never for decisions that are kept. With a ``cache``, every call that
+    shares it must pass the same ``payment_only``.
     """
     out: list[Decision] = [] if static is None else list(static)
     families = (*STATIC, *TIMED) if static is None else TIMED
@@ -69,6 +75,7 @@ def decide(
             time_reasons=allocation.reasons.get(eid, ()),
             year_for=year_for,
             time_params=allocation.params,
+            payment_only=payment_only,
         )
         key = (eid, tuple(e.entry_id for e in entries))
         if reuse is not None:
@@ -81,6 +88,8 @@ def decide(
             cache[key] = made
         out.extend(made)
     out = concurrency.resolve(facts, out, year_for)
+    if payment_only:
+        return out
     return sorted(out, key=lambda d: (d.enrollment_id, d.code, d.period.start))
 
 
