@@ -259,6 +259,7 @@ def map_month(
     progress: Progress | None = None,
     columnar: Callable[[PatientMonthFacts, list[Any]], T] | None = None,
     population: Sequence[str] | None = None,
+    parallel_from: int = PARALLEL_FROM,
 ) -> Iterator[T]:
     """``fn(facts, decisions)`` for every patient-month, in patient order.
 
@@ -278,6 +279,10 @@ def map_month(
     ``engine`` reads. ``progress(done, total)`` counts patients: once before the first
     range is read, then after each range. ``population``: the month's patients
     (:func:`patients_in_month`) when the caller read them already in the same snapshot.
+    ``parallel_from``: the fewest patients worth forking for. The incremental month run
+    evaluates a few hundred touched patients in one process while the cold run it is
+    measured against uses every core, so it forks from fewer; the ranges are then cut so
+    that every worker gets one.
     """
     global _JOB
     book = rules if isinstance(rules, PayerRules) else PayerRules(rules)
@@ -285,11 +290,16 @@ def map_month(
     if population is None:
         population = patients_in_month(engine, org_id, month, lookback, patients)
     ids = [i for i in population if patients is None or i in patients]
-    ranges = [(ids[i], ids[min(i + BATCH, len(ids)) - 1]) for i in range(0, len(ids), BATCH)]
+    workers = max(1, min(os.cpu_count() or 1, 8))
+    forking = len(ids) >= parallel_from and "fork" in multiprocessing.get_all_start_methods()
+    # Forking for fewer than PARALLEL_FROM: one range per worker, so none idles (a run of
+    # more keeps its BATCH-sized ranges).
+    size = max(1, -(-len(ids) // workers)) if forking and len(ids) < PARALLEL_FROM else BATCH
+    ranges = [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
     url = engine.url.render_as_string(hide_password=False)
     job = _MapJob(url, org_id, month, rules, as_of, patients, fn, snapshot, columnar=columnar)
     counted = _Counter(len(ids), progress)
-    if len(ids) < PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
+    if not forking:
         # In-process: the job travels as an argument, so concurrent threads stay apart.
         chunks: Iterable[tuple[list[T], list[Problem]]] = (_map_range(r, job) for r in ranges)
         for chunk, found in chunks:
@@ -297,7 +307,6 @@ def map_month(
             yield from chunk
             counted.add(len(chunk))
         return
-    workers = max(1, min(os.cpu_count() or 1, 8))
     with _FORKING:
         _JOB = job
         try:

@@ -78,6 +78,10 @@ from caretally.store.db import require_json_text
 #: Patient ids per ``IN (…)`` list when copying rows forward.
 CHUNK = 2000
 
+#: Touched patients from which their evaluation is split across forked workers, as a
+#: cold run's is (``map_month``'s ``parallel_from``).
+PARALLEL_FROM = 200
+
 
 @dataclass(frozen=True)
 class Incremental:
@@ -270,6 +274,28 @@ def _old_lines(conn: Connection, run_id: str, patients: Sequence[str]) -> Iterat
             yield stored_line(row)
 
 
+def _readings_through(conn: Connection, org_id: str, base: int | None) -> int:
+    """The organization's newest reading id, as a full run records it, read from the base's on.
+
+    A full run takes ``MAX(id)`` over the organization's readings: at 100,000 patients
+    that walks 4.6 M index entries (over a second on SQLite). Ids only grow, so the newest
+    is among those from the base's mark on, a range of the primary key. SQLite would plan
+    ``org_id = ?`` on its index instead of the key range; ``org_id || ''`` keeps it on the
+    range. When no reading from the mark on is left (the base's newest was deleted), or the
+    base has no mark, the full query answers.
+    """
+    r = schema.readings
+    if base is not None:
+        found = conn.execute(
+            select(func.max(r.c.id)).where(r.c.id >= int(base), r.c.org_id.concat("") == org_id)
+        ).scalar_one()
+        if found is not None:
+            return int(found)
+    return int(
+        conn.execute(select(func.coalesce(func.max(r.c.id), 0)).where(r.c.org_id == org_id)).scalar_one()
+    )
+
+
 def _warning(item: dict[str, Any]) -> RunWarning:
     return RunWarning(item["code"], item["patient_id"], item["message"], tuple(item.get("entry_ids") or ()))
 
@@ -454,6 +480,7 @@ def _store(
             problems=problems,
             snapshot=snapshot,
             population=redo,
+            parallel_from=PARALLEL_FROM,
         )
     }
     stored = previous.summary or {}
@@ -498,9 +525,7 @@ def _store(
     ]
     summary.warnings = sorted(carried_warnings + summary.warnings, key=lambda w: w.patient_id)
     summary.problems = sorted(problems, key=lambda p: (p.field or "", p.message))
-    summary.readings_through = conn.execute(
-        select(func.coalesce(func.max(schema.readings.c.id), 0)).where(schema.readings.c.org_id == org_id)
-    ).scalar_one()
+    summary.readings_through = _readings_through(conn, org_id, stored.get("readings_through"))
     digest = lines_sum.hexdigest()
     input_digest = input_digest_of(facts_sum.hexdigest(), settings_json)
     version = engine_version()

@@ -426,3 +426,95 @@ def test_a_base_run_with_chained_digests_makes_the_full_run(sqlite_url: str, bun
     _, how = bill_month_incremental(engine, ORG, period, rules)
     assert how.mode == "full" and "summed digests" in how.reason, how
     engine.dispose()
+
+
+def _one_more_entry(engine: Engine, tag: str) -> None:
+    """A longer copy of an April time entry, three hours later: new facts, no new reading."""
+    te = schema.time_entries
+    with engine.connect() as conn:
+        base = conn.execute(
+            select(te)
+            .where(te.c.org_id == ORG, te.c.local_date.between(date(2026, 4, 1), date(2026, 4, 27)))
+            .order_by(te.c.entry_id)
+            .limit(1)
+        ).mappings().one()  # fmt: skip
+    entry = {
+        "entry_id": f"incr-te-{tag}",
+        "patient_id": base["patient_id"],
+        "practitioner_id": base["practitioner_id"],
+        "started_at": (base["started_at"] + timedelta(hours=3)).isoformat(),
+        "activity": base["activity"],
+        "interactive": "true" if base["interactive"] else "false",
+        "seconds": str(base["seconds"] + 1200),
+        "program": base["program"] or "",
+        "modality": base["modality"] or "",
+    }
+    done = create_time_entries(engine, ORG, [entry], now=NOW, actor="test")
+    assert done.ok(), [p.message for p in done.problems]
+
+
+def test_the_reading_mark_follows_new_readings_and_a_retracted_newest_one(db_url: str, bundle: Path) -> None:
+    """The run's reading mark (``summary.readings_through``) is read from the base's mark
+    on; when the base's newest reading is retracted and nothing newer came, the mark falls
+    back to the organization's newest, as a full run records it."""
+    engine = open_database(db_url, ORG)
+    assert import_bundle(engine, ORG, bundle).ok()
+    rules = PayerRules.load()
+    period = parse_month(MONTH)
+    first = bill_month(engine, ORG, period, rules)
+    rd = schema.readings
+    with engine.connect() as conn:
+        newest = (
+            conn.execute(select(rd).where(rd.c.org_id == ORG).order_by(rd.c.id.desc()).limit(1))
+            .mappings()
+            .one()
+        )
+    assert first.summary.readings_through == newest["id"]
+    retraction = {"file": "readings", "id": newest["reading_id"], "reason": "wrong patient"}
+    assert import_records(engine, ORG, {"retractions": [retraction]}, live=True, now=NOW).stored
+    _one_more_entry(engine, "mark")  # so that the run is not "unchanged": no reading came
+    result, how = bill_month_incremental(engine, ORG, period, rules)
+    assert how.mode == "incremental", how
+    assert result.summary.readings_through is not None and result.summary.readings_through < newest["id"]
+    made = _stored(engine, result.run_id)
+    assert made == _stored(engine, _full_of_same_state(engine, rules, result).run_id)
+
+    _ingest_round(engine, random.Random(3), 0)
+    result, how = bill_month_incremental(engine, ORG, period, rules)
+    assert how.mode == "incremental", how
+    made = _stored(engine, result.run_id)
+    assert made["summary"]["readings_through"] > newest["id"]
+    assert made == _stored(engine, _full_of_same_state(engine, rules, result).run_id)
+    engine.dispose()
+
+
+def test_touched_patients_evaluated_in_forked_workers_store_what_one_process_stores(
+    db_url: str, bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From ``PARALLEL_FROM`` touched patients on, the incremental run forks workers as a cold
+    run does, one range each; the run stored is still the full run's."""
+    import caretally.billing.evaluate as evaluate
+    import caretally.billing.incremental as incremental
+
+    pools: list[int] = []
+
+    class CountedPool(evaluate.ProcessPoolExecutor):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pools.append(kwargs.get("max_workers") or 0)
+            super().__init__(*args, **kwargs)
+
+    engine = open_database(db_url, ORG)
+    assert import_bundle(engine, ORG, bundle).ok()
+    rules = PayerRules.load()
+    period = parse_month(MONTH)
+    bill_month(engine, ORG, period, rules)  # 80 patients: in one process
+    monkeypatch.setattr(incremental, "PARALLEL_FROM", 2)
+    monkeypatch.setattr(evaluate, "ProcessPoolExecutor", CountedPool)
+    monkeypatch.setattr(evaluate.os, "cpu_count", lambda: 2)
+    _ingest_round(engine, random.Random(5), 0)
+    result, how = bill_month_incremental(engine, ORG, period, rules)
+    assert how.mode == "incremental" and how.evaluated >= 2, how
+    assert pools == [2]
+    made = _stored(engine, result.run_id)
+    assert made == _stored(engine, _full_of_same_state(engine, rules, result).run_id)
+    engine.dispose()

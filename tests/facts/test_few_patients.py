@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, insert, select, update
@@ -131,5 +132,37 @@ def test_many_named_patients_are_asked_for_in_slices(
         assert len(many) > 3 * build.ID_SLICE
         assert any(t.other_patient_overlaps for pid in many for t in whole[pid].time)
         assert _facts(engine, options, many) == {pid: whole[pid] for pid in many}
+    finally:
+        engine.dispose()
+
+
+def test_entry_windows_in_several_statements_equal_the_whole_month_build(
+    db_url: str, practice: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The few patients' entry windows go to the store a chunk of bound ranges at a time,
+    the last chunk padded with its last window; chunks of 4 make every set here span
+    several statements, most with a padded last one."""
+    monkeypatch.setattr(build, "_RANGES_PER_QUERY", 4)
+    made: list[int] = []
+    windows = build._entry_windows
+
+    def counted(entries: Any) -> list[Any]:
+        out = windows(entries)
+        made.append(len(out))
+        return out
+
+    monkeypatch.setattr(build, "_entry_windows", counted)
+    engine = open_database(db_url, ORG)
+    try:
+        assert import_bundle(engine, ORG, practice).ok()
+        overlapped = _long_neighbour(engine)
+        options = FactsOptions()
+        whole = _facts(engine, options)
+        ids = sorted(whole)
+        for step in (2, 5, 11):
+            named = set(ids[::step]) | {overlapped}
+            assert any(t.other_patient_overlaps for pid in named for t in whole[pid].time)
+            assert _facts(engine, options, named) == {pid: whole[pid] for pid in named}
+        assert any(n > 4 and n % 4 for n in made), made
     finally:
         engine.dispose()
