@@ -42,7 +42,6 @@ from caretally.billing.run import (
     DigestSum,
     RunResult,
     RunSummary,
-    RunWarning,
     StoredLines,
     StoredRun,
     _directory,
@@ -66,6 +65,7 @@ from caretally.billing.run import (
     line_key,
     patient_result,
     stored_line,
+    warnings_of,
 )
 from caretally.billing.touchmarks import history_key, mark_run
 from caretally.errors import Problem
@@ -270,10 +270,6 @@ def _old_lines(conn: Connection, run_id: str, patients: Sequence[str]) -> Iterat
             yield stored_line(row)
 
 
-def _warning(item: dict[str, Any]) -> RunWarning:
-    return RunWarning(item["code"], item["patient_id"], item["message"], tuple(item.get("entry_ids") or ()))
-
-
 def _line_totals(conn: Connection, run_id: str, summary: RunSummary) -> None:
     """The summary's line counts, units and payments by code, added up by the database.
 
@@ -299,7 +295,7 @@ def _unchanged(engine: Engine, conn: Connection, previous: StoredRun, month_text
     stored = previous.summary or {}
     summary = RunSummary(patients=stored.get("patients", 0), decisions=stored.get("decisions", 0))
     _line_totals(conn, previous.run_id, summary)
-    summary.warnings = [_warning(w) for w in stored.get("warnings") or []]
+    summary.warnings_by_code.update(stored.get("warnings_by_code") or {})
     summary.readings_through = stored.get("readings_through")
     return RunResult(
         previous.run_id,
@@ -470,6 +466,9 @@ def _store(
         facts_sum.remove(input_digest_part(patient, row.facts_digest))
     for line in _old_lines(conn, previous.run_id, sorted(before)):
         lines_sum.remove(line_digest_part(line_content(line)))
+    # The warnings stay in the rows (carried ones by reference); only their counts change.
+    summary.warnings_by_code.update(stored.get("warnings_by_code") or {})
+    summary.warnings_by_code.subtract(w.code for w in warnings_of(conn, previous.run_id, sorted(before)))
     decision_rows: list[dict[str, Any]] = []
     for patient in redo:
         found = fresh.get(patient)
@@ -488,15 +487,10 @@ def _store(
                 "facts_digest": found.facts_digest,
                 "billable_count": found.billable,
                 "decisions": found.decisions_json,
+                "warnings": found.warnings_json,
             }
         )
-    # Warnings in patient order, as a full run lists them: the carried patients' as stored.
-    carried_warnings = [
-        _warning(w)
-        for w in stored.get("warnings") or []
-        if w["patient_id"] not in before and w["patient_id"] not in fresh
-    ]
-    summary.warnings = sorted(carried_warnings + summary.warnings, key=lambda w: w.patient_id)
+    summary.warnings_by_code = +summary.warnings_by_code  # codes no patient warns of any more
     summary.problems = sorted(problems, key=lambda p: (p.field or "", p.message))
     summary.readings_through = conn.execute(
         select(func.coalesce(func.max(schema.readings.c.id), 0)).where(schema.readings.c.org_id == org_id)

@@ -290,7 +290,7 @@ billing_runs = Table(
     Column("locked_at", UtcDateTime),
     Column("amends_run_id", String(36)),
     Column("settings", JSON, nullable=False),
-    Column("summary", JSON),  # problems and warnings of the run (migration 0003)
+    Column("summary", JSON),  # problems and warning counts of the run (migrations 0003, 0019)
     Column("decisions_digest", String(64)),  # set by every run; NULL for runs stored before it
     # How the three digests combine their parts (billing.run.DIGEST_SCHEME, migration 0018):
     # NULL for runs stored before, whose digests chain their parts in order.
@@ -314,6 +314,10 @@ run_decisions = Table(
     # (migration 0017); read them through ``billing.run.decision_rows``.
     Column("decisions", JSON),
     Column("stored_in", String(36)),
+    # The run's warnings about this patient (overlapping time), as a JSON array; NULL for
+    # none, and in a row that refers (``stored_in``): read them through
+    # ``billing.run.stored_warnings``. The run's summary keeps only their counts (0019).
+    Column("warnings", JSON(none_as_null=True)),
     PrimaryKeyConstraint("run_id", "patient_id"),
 )
 

@@ -26,6 +26,7 @@ from caretally.billing.run import (
     bill_month,
     line_content,
     stored_decisions,
+    stored_warnings,
 )
 from caretally.dates import parse_month
 from caretally.ingest import import_bundle
@@ -88,6 +89,10 @@ def test_both_engines_give_the_same_lines_summary_and_decisions(
     mine = stored_decisions(engine, col.run_id)
     theirs = stored_decisions(engine, full.run_id)
     assert mine == theirs
+    # Each month's overlap warnings, stored with its row: the same through both engines.
+    warned = stored_warnings(engine, full.run_id)
+    assert warned.total == full.summary.warnings_total > 0
+    assert stored_warnings(engine, col.run_id) == warned
     engine.dispose()
 
 
