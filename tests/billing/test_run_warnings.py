@@ -37,10 +37,10 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return overlapping(out)
 
 
-def overlapping(bundle: Path) -> Path:
+def overlapping(bundle: Path, month: str = MONTH) -> Path:
     """The bundle with overlapping time added: a small practice's staff are never busy enough.
 
-    Every other patient's first April entry is logged again by the same performer at the
+    Every other patient's first entry after the 9th of ``month`` is logged again by the same performer at the
     same minute for the next patient (time overlapping another patient's) and, five
     seconds later, for the same patient (minutes logged twice).
     """
@@ -51,7 +51,7 @@ def overlapping(bundle: Path) -> Path:
     patients = sorted({r["patient_id"] for r in rows})
     first = {}
     for r in rows:
-        if r["started_at"].startswith("2026-04-1"):
+        if r["started_at"].startswith(f"{month}-1"):
             first.setdefault(r["patient_id"], r)
     added = []
     for i, patient in enumerate(patients[:-1:2]):
