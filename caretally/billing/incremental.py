@@ -7,7 +7,8 @@ whole changed since, only the patients touched after the base are read and evalu
 (every change that can move a patient into or out of the month's population touches
 them). Everything else is carried forward in SQL without being read: every other
 patient's decisions row refers to the row that holds its text (``run_decisions.stored_in``,
-read through ``run.decision_rows``), their claim lines are copied in stretches between the
+read through ``run.decision_rows``), and so does its ``run_warnings`` row if it has one;
+their claim lines are copied in stretches between the
 re-evaluated patients, in patient order; the digests are the base's with the re-evaluated
 patients' old parts taken out and their new ones added (``run.DigestSum``), and the
 summary the base's with the same exchange. The cost is O(touched) plus SQL that copies
@@ -65,6 +66,7 @@ from caretally.billing.run import (
     line_key,
     patient_result,
     stored_line,
+    warning_row,
     warnings_of,
 )
 from caretally.billing.touchmarks import history_key, mark_run
@@ -334,6 +336,24 @@ def _refer_decisions(conn: Connection, old_run: str, run_id: str, changed: Seque
         conn.execute(delete(d).where(d.c.run_id == run_id, d.c.patient_id.in_(chunk)))
 
 
+def _refer_warnings(conn: Connection, old_run: str, run_id: str, changed: Sequence[str]) -> None:
+    """:func:`_refer_decisions` for the base's ``run_warnings`` rows: a carried patient's
+    warnings are referred to, the ``changed`` patients' references deleted by name."""
+    w = schema.run_warnings
+    columns = ["run_id", "org_id", "patient_id", "warning_count", "stored_in"]
+    source = select(
+        literal(run_id, w.c.run_id.type),
+        w.c.org_id,
+        w.c.patient_id,
+        w.c.warning_count,
+        func.coalesce(w.c.stored_in, w.c.run_id),
+    ).where(w.c.run_id == old_run)
+    conn.execute(insert(w).from_select(columns, source))
+    for start in range(0, len(changed), CHUNK):
+        chunk = changed[start : start + CHUNK]
+        conn.execute(delete(w).where(w.c.run_id == run_id, w.c.patient_id.in_(chunk)))
+
+
 #: ``claim_lines`` columns copied as they are when a line is carried (all but id and run id).
 _LINE_COLUMNS = [c.name for c in schema.claim_lines.columns if c.name not in ("id", "run_id")]
 
@@ -470,6 +490,7 @@ def _store(
     summary.warnings_by_code.update(stored.get("warnings_by_code") or {})
     summary.warnings_by_code.subtract(w.code for w in warnings_of(conn, previous.run_id, sorted(before)))
     decision_rows: list[dict[str, Any]] = []
+    warning_rows: list[dict[str, Any]] = []
     for patient in redo:
         found = fresh.get(patient)
         if found is None:
@@ -487,9 +508,10 @@ def _store(
                 "facts_digest": found.facts_digest,
                 "billable_count": found.billable,
                 "decisions": found.decisions_json,
-                "warnings": found.warnings_json,
             }
         )
+        if found.warnings_json is not None:
+            warning_rows.append(warning_row(run_id, org_id, found))
     summary.warnings_by_code = +summary.warnings_by_code  # codes no patient warns of any more
     summary.problems = sorted(problems, key=lambda p: (p.field or "", p.message))
     summary.readings_through = conn.execute(
@@ -508,6 +530,9 @@ def _store(
     _refer_decisions(conn, previous.run_id, run_id, sorted(before))
     if decision_rows:
         conn.execute(insert(schema.run_decisions), decision_rows)
+    _refer_warnings(conn, previous.run_id, run_id, sorted(before))
+    if warning_rows:
+        conn.execute(insert(schema.run_warnings), warning_rows)
     _store_lines(
         conn,
         previous.run_id,

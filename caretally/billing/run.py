@@ -114,9 +114,9 @@ class RunSummary:
     payers_on_medicare_rules: Counter[str] = field(default_factory=Counter)
     problems: list[Problem] = field(default_factory=list)
     #: How many warnings the run stored, by advisory rule id. The warnings themselves are
-    #: stored with each patient's decisions row (``run_decisions.warnings``, migration 0019)
-    #: and read page by page (:func:`stored_warnings`): 334,277 of them were 145 MB of JSON
-    #: in the summary at 100,000 synthetic patients, parsed whole by every reader.
+    #: stored per patient (``run_warnings``, migration 0019) and read page by page
+    #: (:func:`stored_warnings`): 334,277 of them were 145 MB of JSON in the summary at
+    #: 100,000 synthetic patients, parsed whole by every reader.
     warnings_by_code: Counter[str] = field(default_factory=Counter)
     #: Proposed (not final) rule-years that judged decisions of the run: layers → citation.
     provisional: dict[str, str] = field(default_factory=dict)
@@ -225,7 +225,7 @@ class RunWarning:
 
 
 def warnings_text(warnings: Sequence[RunWarning]) -> JsonText | None:
-    """A patient's warnings as ``run_decisions.warnings`` stores them; None (SQL NULL) for none.
+    """A patient's warnings as ``run_warnings.warnings`` stores them; None for none (no row).
 
     Made where the patient was evaluated, so a forked or remote worker ships a short
     string with the decisions row instead of objects in its partial summary.
@@ -240,52 +240,45 @@ WARNINGS_CHUNK = 500
 
 
 def _warning_rows() -> tuple[FromClause, ColumnElement[Any]]:
-    """``run_decisions`` joined to the rows it refers to, and the warnings each row stands for.
+    """``run_warnings`` joined to the rows it refers to, and the warnings each row stands for.
 
-    A row's own warnings come first: a run stored before migration 0019 had its warnings
-    moved into each of its rows, references included; a row of a later run that refers
-    (``stored_in``) keeps NULL and reads the referred row's, made from the same decisions.
+    A carried patient's row of an incremental run holds no array of its own: ``stored_in``
+    names the run whose row of the same patient does (as ``run_decisions`` does).
     """
-    d = schema.run_decisions
-    source = d.alias("warnings_source")
-    joined = d.outerjoin(
-        source, and_(source.c.run_id == d.c.stored_in, source.c.patient_id == d.c.patient_id)
+    w = schema.run_warnings
+    source = w.alias("warnings_source")
+    joined = w.outerjoin(
+        source, and_(source.c.run_id == w.c.stored_in, source.c.patient_id == w.c.patient_id)
     )
-    value = func.coalesce(d.c.warnings, source.c.warnings, type_=d.c.warnings.type)
+    value = func.coalesce(source.c.warnings, w.c.warnings, type_=w.c.warnings.type)
     return joined, value.label("warnings")
 
 
 def warning_counts(bind: Bind, run_id: str) -> list[tuple[str, int]]:
     """(patient, how many warnings) of every patient of the run with any, in patient order.
 
-    Only ids and counts cross the wire (the database counts each array), so a page of
-    warnings far into a large run reads the few rows it shows. Sorted here: Python's
-    order is the run's patient order, whatever the database's collation.
+    Only ids and counts are read, so a page far into a large run reads the few arrays it
+    shows. Sorted here: Python's order is the run's patient order, whatever the
+    database's collation.
     """
-    d = schema.run_decisions
-    joined, value = _warning_rows()
-    stmt = (
-        select(d.c.patient_id, func.json_array_length(value))
-        .select_from(joined)
-        .where(d.c.run_id == run_id, value.is_not(None))
-    )
+    w = schema.run_warnings
+    stmt = select(w.c.patient_id, w.c.warning_count).where(w.c.run_id == run_id)
     with _connected(bind) as conn:
-        rows = conn.execute(stmt).all()
-    return sorted((patient, int(n)) for patient, n in rows if n)
+        return sorted((patient, int(n)) for patient, n in conn.execute(stmt).all())
 
 
 def warnings_of(bind: Bind, run_id: str, patients: Sequence[str]) -> Iterator[RunWarning]:
     """The stored warnings of ``patients`` (in the order given), as the run made them."""
-    d = schema.run_decisions
+    w = schema.run_warnings
     joined, value = _warning_rows()
     with _connected(bind) as conn:
         for start in range(0, len(patients), WARNINGS_CHUNK):
             chunk = patients[start : start + WARNINGS_CHUNK]
             found = dict(
                 conn.execute(
-                    select(d.c.patient_id, value)
+                    select(w.c.patient_id, value)
                     .select_from(joined)
-                    .where(d.c.run_id == run_id, d.c.patient_id.in_(chunk))
+                    .where(w.c.run_id == run_id, w.c.patient_id.in_(chunk))
                 ).all()
             )
             for patient in chunk:
@@ -1233,6 +1226,7 @@ def bill_month(
     ruleset_hash = rules.content_hash
     settings_json = settings.to_json()
     decision_rows: list[dict[str, Any]] = []
+    warning_rows: list[dict[str, Any]] = []
     line_rows: list[dict[str, Any]] = []
     with (
         hold_month(engine, org_id, month_text, on_wait=on_wait) as held,
@@ -1267,6 +1261,9 @@ def bill_month(
             if decision_rows:
                 conn.execute(insert(schema.run_decisions), decision_rows)
                 decision_rows.clear()
+            if warning_rows:
+                conn.execute(insert(schema.run_warnings), warning_rows)
+                warning_rows.clear()
             if line_rows:
                 conn.execute(insert(schema.claim_lines), line_rows)
                 line_rows.clear()
@@ -1335,9 +1332,10 @@ def bill_month(
                     "facts_digest": result.facts_digest,
                     "billable_count": result.billable,
                     "decisions": result.decisions_json,
-                    "warnings": result.warnings_json,
                 }
             )
+            if result.warnings_json is not None:
+                warning_rows.append(warning_row(run_id, org_id, result))
             if len(decision_rows) >= FLUSH_EVERY:
                 flush()
             counted.one()
@@ -1566,6 +1564,18 @@ class RangeRun:
     run_id: str
     problems: list[Problem]
     progress: Callable[[int, int], None]
+
+
+def warning_row(run_id: str, org_id: str, result: _PatientResult) -> dict[str, Any]:
+    """The ``run_warnings`` row of a patient with warnings."""
+    return {
+        "run_id": run_id,
+        "org_id": org_id,
+        "patient_id": result.patient_id,
+        "warning_count": result.summary.warnings_total,
+        "stored_in": None,
+        "warnings": result.warnings_json,
+    }
 
 
 def _line_row(run_id: str, org_id: str, key: str, line: ClaimLine) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""a run's warnings stored with each patient's decisions row; its summary keeps their counts
+"""a run's warnings stored per patient in run_warnings; its summary keeps their counts
 
 Revision ID: 0019
 Revises: 0018
@@ -6,14 +6,12 @@ Create Date: 2026-12-07 18:30:00
 
 ``billing_runs.summary`` held every warning of a run (overlapping time): 334,277 of them,
 145 MB of JSON, at the benchmark's 100,000 patients, parsed whole (about 750 MB) by
-every reader of the run. ``run_decisions.warnings`` now holds one patient's warnings,
-beside the decisions they were made from; the summary keeps ``warnings_total`` and
-``warnings_by_code``. A row that refers to another run's row (``stored_in``, 0017)
-leaves it NULL and is read through the reference, so an incremental run carries its
-patients' warnings without copying them.
+every reader of the run. ``run_warnings`` holds one row per patient with warnings (the
+array and its length); the summary keeps ``warnings_total`` and ``warnings_by_code``.
+A carried patient's row of a later incremental run refers (``stored_in``) to the row
+with the array, as ``run_decisions`` does (0017).
 
-Existing runs are moved one summary at a time, each warning into its own run's row of
-the patient (references included, so nothing depends on the referred run's warnings).
+Existing runs are moved one summary at a time, each into rows of its own (no references).
 Neither the summary nor the warnings enter a run's digests: ``db verify`` checks the
 same bytes before and after.
 """
@@ -31,18 +29,26 @@ down_revision = "0018"
 branch_labels = None
 depends_on = None
 
-_runs = sa.table("billing_runs", sa.column("run_id", sa.String), sa.column("summary", sa.JSON))
-_decisions = sa.table(
-    "run_decisions",
+_runs = sa.table(
+    "billing_runs",
     sa.column("run_id", sa.String),
+    sa.column("org_id", sa.String),
+    sa.column("summary", sa.JSON),
+)
+_warnings = sa.table(
+    "run_warnings",
+    sa.column("run_id", sa.String),
+    sa.column("org_id", sa.String),
     sa.column("patient_id", sa.String),
+    sa.column("warning_count", sa.Integer),
     sa.column("stored_in", sa.String),
     sa.column("warnings", sa.JSON(none_as_null=True)),
 )
 
 
-def _run_ids(conn: sa.Connection) -> list[str]:
-    return list(conn.execute(sa.select(_runs.c.run_id).order_by(_runs.c.run_id)).scalars())
+def _run_ids(conn: sa.Connection) -> list[tuple[str, str]]:
+    rows = conn.execute(sa.select(_runs.c.run_id, _runs.c.org_id).order_by(_runs.c.run_id))
+    return [(run_id, org_id) for run_id, org_id in rows]
 
 
 def _summary(conn: sa.Connection, run_id: str) -> dict[str, Any] | None:
@@ -50,10 +56,18 @@ def _summary(conn: sa.Connection, run_id: str) -> dict[str, Any] | None:
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("run_decisions") as batch:
-        batch.add_column(sa.Column("warnings", sa.JSON(none_as_null=True), nullable=True))
+    op.create_table(
+        "run_warnings",
+        sa.Column("run_id", sa.String(36), nullable=False),
+        sa.Column("org_id", sa.String(64), nullable=False),
+        sa.Column("patient_id", sa.String(64), nullable=False),
+        sa.Column("warning_count", sa.Integer(), nullable=False),
+        sa.Column("stored_in", sa.String(36), nullable=True),
+        sa.Column("warnings", sa.JSON(none_as_null=True), nullable=True),
+        sa.PrimaryKeyConstraint("run_id", "patient_id"),
+    )
     conn = op.get_bind()
-    for run_id in _run_ids(conn):
+    for run_id, org_id in _run_ids(conn):
         summary = _summary(conn, run_id)
         if not isinstance(summary, dict) or "warnings" not in summary:
             continue
@@ -64,38 +78,38 @@ def upgrade() -> None:
                 {"code": w["code"], "message": w["message"], "entry_ids": list(w.get("entry_ids") or [])}
             )
             counts[w["code"]] += 1
-        if by_patient:
-            conn.execute(
-                sa.update(_decisions)
-                .where(
-                    _decisions.c.run_id == sa.bindparam("r"),
-                    _decisions.c.patient_id == sa.bindparam("p"),
-                )
-                .values(warnings=sa.bindparam("w")),
-                [{"r": run_id, "p": p, "w": items} for p, items in by_patient.items()],
-            )
+        rows = [
+            {
+                "run_id": run_id,
+                "org_id": org_id,
+                "patient_id": p,
+                "warning_count": len(items),
+                "warnings": items,
+            }
+            for p, items in by_patient.items()
+        ]
+        for start in range(0, len(rows), 1000):
+            conn.execute(sa.insert(_warnings), rows[start : start + 1000])
         summary["warnings_total"] = sum(counts.values())
         summary["warnings_by_code"] = dict(sorted(counts.items()))
         conn.execute(sa.update(_runs).where(_runs.c.run_id == run_id).values(summary=summary))
-        del by_patient, summary
+        del by_patient, rows, summary
 
 
 def downgrade() -> None:
     conn = op.get_bind()
-    source = _decisions.alias("source")
-    joined = _decisions.outerjoin(
+    source = _warnings.alias("source")
+    joined = _warnings.outerjoin(
         source,
-        sa.and_(source.c.run_id == _decisions.c.stored_in, source.c.patient_id == _decisions.c.patient_id),
+        sa.and_(source.c.run_id == _warnings.c.stored_in, source.c.patient_id == _warnings.c.patient_id),
     )
-    value = sa.func.coalesce(_decisions.c.warnings, source.c.warnings, type_=sa.JSON(none_as_null=True))
-    for run_id in _run_ids(conn):
+    value = sa.func.coalesce(source.c.warnings, _warnings.c.warnings, type_=sa.JSON(none_as_null=True))
+    for run_id, _org_id in _run_ids(conn):
         summary = _summary(conn, run_id)
         if not isinstance(summary, dict) or "warnings_total" not in summary:
             continue
         rows = conn.execute(
-            sa.select(_decisions.c.patient_id, value)
-            .select_from(joined)
-            .where(_decisions.c.run_id == run_id, value.is_not(None))
+            sa.select(_warnings.c.patient_id, value).select_from(joined).where(_warnings.c.run_id == run_id)
         ).all()
         summary.pop("warnings_total")
         summary.pop("warnings_by_code", None)
@@ -105,5 +119,4 @@ def downgrade() -> None:
             for w in items or []
         ]
         conn.execute(sa.update(_runs).where(_runs.c.run_id == run_id).values(summary=summary))
-    with op.batch_alter_table("run_decisions") as batch:
-        batch.drop_column("warnings")
+    op.drop_table("run_warnings")
