@@ -312,7 +312,25 @@ class RunDetailPublic(RunPublic):
     expected_revenue: str
     by_code: list[CodeTotalPublic]
     problems: list[dict[str, Any]]
-    warnings: list[dict[str, Any]]
+    warnings: list[dict[str, Any]] = Field(
+        description="The run's first 100 warnings in patient order; the rest: GET /runs/{run_id}/warnings"
+    )
+    warnings_total: int = Field(description="How many warnings the run stored")
+
+
+class RunWarningPublic(Model):
+    code: str = Field(description="The advisory rule, e.g. time.overlap_other_patient")
+    patient_id: str
+    message: str
+    entry_ids: list[str]
+
+
+class RunWarningsPagePublic(Model):
+    run_id: str
+    total: int = Field(description="How many warnings the run stored")
+    offset: int
+    limit: int
+    warnings: list[RunWarningPublic]
 
 
 class FileCountsPublic(Model):

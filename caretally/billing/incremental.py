@@ -7,7 +7,8 @@ whole changed since, only the patients touched after the base are read and evalu
 (every change that can move a patient into or out of the month's population touches
 them). Everything else is carried forward in SQL without being read: every other
 patient's decisions row refers to the row that holds its text (``run_decisions.stored_in``,
-read through ``run.decision_rows``), their claim lines are copied in stretches between the
+read through ``run.decision_rows``), and so does its ``run_warnings`` row if it has one;
+their claim lines are copied in stretches between the
 re-evaluated patients, in patient order; the digests are the base's with the re-evaluated
 patients' old parts taken out and their new ones added (``run.DigestSum``), and the
 summary the base's with the same exchange. The cost is O(touched) plus SQL that copies
@@ -42,7 +43,6 @@ from caretally.billing.run import (
     DigestSum,
     RunResult,
     RunSummary,
-    RunWarning,
     StoredLines,
     StoredRun,
     _directory,
@@ -66,6 +66,8 @@ from caretally.billing.run import (
     line_key,
     patient_result,
     stored_line,
+    warning_row,
+    warnings_of,
 )
 from caretally.billing.touchmarks import history_key, mark_run
 from caretally.errors import Problem
@@ -296,10 +298,6 @@ def _readings_through(conn: Connection, org_id: str, base: int | None) -> int:
     )
 
 
-def _warning(item: dict[str, Any]) -> RunWarning:
-    return RunWarning(item["code"], item["patient_id"], item["message"], tuple(item.get("entry_ids") or ()))
-
-
 def _line_totals(conn: Connection, run_id: str, summary: RunSummary) -> None:
     """The summary's line counts, units and payments by code, added up by the database.
 
@@ -325,7 +323,7 @@ def _unchanged(engine: Engine, conn: Connection, previous: StoredRun, month_text
     stored = previous.summary or {}
     summary = RunSummary(patients=stored.get("patients", 0), decisions=stored.get("decisions", 0))
     _line_totals(conn, previous.run_id, summary)
-    summary.warnings = [_warning(w) for w in stored.get("warnings") or []]
+    summary.warnings_by_code.update(stored.get("warnings_by_code") or {})
     summary.readings_through = stored.get("readings_through")
     return RunResult(
         previous.run_id,
@@ -362,6 +360,24 @@ def _refer_decisions(conn: Connection, old_run: str, run_id: str, changed: Seque
     for start in range(0, len(changed), CHUNK):
         chunk = changed[start : start + CHUNK]
         conn.execute(delete(d).where(d.c.run_id == run_id, d.c.patient_id.in_(chunk)))
+
+
+def _refer_warnings(conn: Connection, old_run: str, run_id: str, changed: Sequence[str]) -> None:
+    """:func:`_refer_decisions` for the base's ``run_warnings`` rows: a carried patient's
+    warnings are referred to, the ``changed`` patients' references deleted by name."""
+    w = schema.run_warnings
+    columns = ["run_id", "org_id", "patient_id", "warning_count", "stored_in"]
+    source = select(
+        literal(run_id, w.c.run_id.type),
+        w.c.org_id,
+        w.c.patient_id,
+        w.c.warning_count,
+        func.coalesce(w.c.stored_in, w.c.run_id),
+    ).where(w.c.run_id == old_run)
+    conn.execute(insert(w).from_select(columns, source))
+    for start in range(0, len(changed), CHUNK):
+        chunk = changed[start : start + CHUNK]
+        conn.execute(delete(w).where(w.c.run_id == run_id, w.c.patient_id.in_(chunk)))
 
 
 #: ``claim_lines`` columns copied as they are when a line is carried (all but id and run id).
@@ -497,7 +513,11 @@ def _store(
         facts_sum.remove(input_digest_part(patient, row.facts_digest))
     for line in _old_lines(conn, previous.run_id, sorted(before)):
         lines_sum.remove(line_digest_part(line_content(line)))
+    # The warnings stay in the rows (carried ones by reference); only their counts change.
+    summary.warnings_by_code.update(stored.get("warnings_by_code") or {})
+    summary.warnings_by_code.subtract(w.code for w in warnings_of(conn, previous.run_id, sorted(before)))
     decision_rows: list[dict[str, Any]] = []
+    warning_rows: list[dict[str, Any]] = []
     for patient in redo:
         found = fresh.get(patient)
         if found is None:
@@ -517,13 +537,9 @@ def _store(
                 "decisions": found.decisions_json,
             }
         )
-    # Warnings in patient order, as a full run lists them: the carried patients' as stored.
-    carried_warnings = [
-        _warning(w)
-        for w in stored.get("warnings") or []
-        if w["patient_id"] not in before and w["patient_id"] not in fresh
-    ]
-    summary.warnings = sorted(carried_warnings + summary.warnings, key=lambda w: w.patient_id)
+        if found.warnings_json is not None:
+            warning_rows.append(warning_row(run_id, org_id, found))
+    summary.warnings_by_code = +summary.warnings_by_code  # codes no patient warns of any more
     summary.problems = sorted(problems, key=lambda p: (p.field or "", p.message))
     summary.readings_through = _readings_through(conn, org_id, stored.get("readings_through"))
     digest = lines_sum.hexdigest()
@@ -539,6 +555,9 @@ def _store(
     _refer_decisions(conn, previous.run_id, run_id, sorted(before))
     if decision_rows:
         conn.execute(insert(schema.run_decisions), decision_rows)
+    _refer_warnings(conn, previous.run_id, run_id, sorted(before))
+    if warning_rows:
+        conn.execute(insert(schema.run_warnings), warning_rows)
     _store_lines(
         conn,
         previous.run_id,

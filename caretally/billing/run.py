@@ -113,7 +113,11 @@ class RunSummary:
     reachable: int = 0
     payers_on_medicare_rules: Counter[str] = field(default_factory=Counter)
     problems: list[Problem] = field(default_factory=list)
-    warnings: list[RunWarning] = field(default_factory=list)
+    #: How many warnings the run stored, by advisory rule id. The warnings themselves are
+    #: stored per patient (``run_warnings``, migration 0019) and read page by page
+    #: (:func:`stored_warnings`): 334,277 of them were 145 MB of JSON in the summary at
+    #: 100,000 synthetic patients, parsed whole by every reader.
+    warnings_by_code: Counter[str] = field(default_factory=Counter)
     #: Proposed (not final) rule-years that judged decisions of the run: layers → citation.
     provisional: dict[str, str] = field(default_factory=dict)
     #: program → enrollments of the month that no rule-year decides (no code for the program
@@ -133,7 +137,8 @@ class RunSummary:
             "decisions": self.decisions,
             "lines": self.lines,
             "problems": [p.to_json() for p in self.problems],
-            "warnings": [w.to_json() for w in self.warnings],
+            "warnings_total": self.warnings_total,
+            "warnings_by_code": dict(sorted(self.warnings_by_code.items())),
         }
         if self.provisional:
             out["provisional"] = provisional_json(self.provisional)
@@ -160,6 +165,10 @@ class RunSummary:
         return out
 
     @property
+    def warnings_total(self) -> int:
+        return sum(self.warnings_by_code.values())
+
+    @property
     def expected_revenue(self) -> Decimal:
         return sum(self.payment_by_code.values(), Decimal("0.00"))
 
@@ -172,7 +181,7 @@ class RunSummary:
         for rule_id, message in other.reason_examples.items():
             self.reason_examples.setdefault(rule_id, message)
         self.payers_on_medicare_rules.update(other.payers_on_medicare_rules)
-        self.warnings.extend(other.warnings)
+        self.warnings_by_code.update(other.warnings_by_code)
         for layers, citation in other.provisional.items():
             self.provisional.setdefault(layers, citation)
         self.undecided.update(other.undecided)
@@ -206,6 +215,102 @@ class RunWarning:
             "entry_ids": list(self.entry_ids),
         }
 
+    def row_json(self) -> dict[str, Any]:
+        """As the patient's decisions row stores it: the row names the patient already."""
+        return {"code": self.code, "message": self.message, "entry_ids": list(self.entry_ids)}
+
+    @classmethod
+    def from_row(cls, patient_id: str, item: Mapping[str, Any]) -> RunWarning:
+        return cls(item["code"], patient_id, item["message"], tuple(item.get("entry_ids") or ()))
+
+
+def warnings_text(warnings: Sequence[RunWarning]) -> JsonText | None:
+    """A patient's warnings as ``run_warnings.warnings`` stores them; None for none (no row).
+
+    Made where the patient was evaluated, so a forked or remote worker ships a short
+    string with the decisions row instead of objects in its partial summary.
+    """
+    if not warnings:
+        return None
+    return JsonText(orjson.dumps([w.row_json() for w in warnings]).decode())
+
+
+#: Patients whose stored warnings are read in one statement.
+WARNINGS_CHUNK = 500
+
+
+def _warning_rows() -> tuple[FromClause, ColumnElement[Any]]:
+    """``run_warnings`` joined to the rows it refers to, and the warnings each row stands for.
+
+    A carried patient's row of an incremental run holds no array of its own: ``stored_in``
+    names the run whose row of the same patient does (as ``run_decisions`` does).
+    """
+    w = schema.run_warnings
+    source = w.alias("warnings_source")
+    joined = w.outerjoin(
+        source, and_(source.c.run_id == w.c.stored_in, source.c.patient_id == w.c.patient_id)
+    )
+    value = func.coalesce(source.c.warnings, w.c.warnings, type_=w.c.warnings.type)
+    return joined, value.label("warnings")
+
+
+def warning_counts(bind: Bind, run_id: str) -> list[tuple[str, int]]:
+    """(patient, how many warnings) of every patient of the run with any, in patient order.
+
+    Only ids and counts are read, so a page far into a large run reads the few arrays it
+    shows. Sorted here: Python's order is the run's patient order, whatever the
+    database's collation.
+    """
+    w = schema.run_warnings
+    stmt = select(w.c.patient_id, w.c.warning_count).where(w.c.run_id == run_id)
+    with _connected(bind) as conn:
+        return sorted((patient, int(n)) for patient, n in conn.execute(stmt).all())
+
+
+def warnings_of(bind: Bind, run_id: str, patients: Sequence[str]) -> Iterator[RunWarning]:
+    """The stored warnings of ``patients`` (in the order given), as the run made them."""
+    w = schema.run_warnings
+    joined, value = _warning_rows()
+    with _connected(bind) as conn:
+        for start in range(0, len(patients), WARNINGS_CHUNK):
+            chunk = patients[start : start + WARNINGS_CHUNK]
+            found = dict(
+                conn.execute(
+                    select(w.c.patient_id, value)
+                    .select_from(joined)
+                    .where(w.c.run_id == run_id, w.c.patient_id.in_(chunk))
+                ).all()
+            )
+            for patient in chunk:
+                for item in found.get(patient) or ():
+                    yield RunWarning.from_row(patient, item)
+
+
+def stored_warnings(bind: Bind, run_id: str, offset: int = 0, limit: int | None = None) -> WarningPage:
+    """A page of the run's warnings, in the order the run met them (patient order)."""
+    counts = warning_counts(bind, run_id)
+    total = sum(n for _, n in counts)
+    end = total if limit is None else min(total, offset + limit)
+    wanted: list[str] = []
+    skip = seen = 0
+    for patient, n in counts:
+        if seen + n > offset and seen < end:
+            if not wanted:
+                skip = offset - seen
+            wanted.append(patient)
+        seen += n
+    items = list(warnings_of(bind, run_id, wanted))[skip : skip + max(end - offset, 0)]
+    return WarningPage(total, offset, items)
+
+
+@dataclass(frozen=True)
+class WarningPage:
+    """Some of a run's warnings: ``total`` in the run, these from position ``offset``."""
+
+    total: int
+    offset: int
+    items: list[RunWarning]
+
 
 class StoredLines(Sequence[ClaimLine]):
     """A stored run's claim lines, read from the store the first time a caller looks.
@@ -219,6 +324,10 @@ class StoredLines(Sequence[ClaimLine]):
     def __init__(self, engine: Engine, run_id: str) -> None:
         self._engine, self._run_id = engine, run_id
         self._lines: list[ClaimLine] | None = None
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
 
     def _loaded(self) -> list[ClaimLine]:
         if self._lines is None:
@@ -263,6 +372,13 @@ class RunResult:
     @property
     def problems(self) -> list[Problem]:
         return self.summary.problems
+
+    def warnings(self, limit: int | None = None) -> WarningPage:
+        """The run's stored warnings (the first ``limit``), read from the store when asked:
+        the summary counts them (``summary.warnings_by_code``) without holding them."""
+        if not isinstance(self.lines, StoredLines):
+            return WarningPage(self.summary.warnings_total, 0, [])
+        return stored_warnings(self.lines.engine, self.run_id, 0, limit)
 
     @property
     def changes_nothing(self) -> bool:
@@ -612,10 +728,10 @@ def run_by_id(engine: Bind, org_id: str, run_id: str, month: str | None = None) 
 def _newest(engine: Bind, org_id: str, month: str, keep: Callable[[str], bool]) -> StoredRun | None:
     """The month's newest run whose status ``keep`` accepts, with its summary read for it alone.
 
-    A summary holds the run's warnings: 145 MB of JSON for the 100,000 patients of the
-    synthetic benchmark practice. Every month run asks for the current and the locked run;
-    reading every run's summary to pick one made each rerun of a month read (and hold) the
-    summaries of all the runs before it.
+    Summaries of runs stored before migration 0019 held the run's warnings: 145 MB of
+    JSON for the 100,000 patients of the synthetic benchmark practice. Every month run asks
+    for the current and the locked run; reading every run's summary to pick one made each
+    rerun of a month read (and hold) the summaries of all the runs before it.
     """
     r = schema.billing_runs
     light = [column for column in r.c if column.name != "summary"]
@@ -854,7 +970,9 @@ def facts_sum_of(input_digest: str, settings_json: Mapping[str, Any]) -> str:
 
 def _summarise(
     summary: RunSummary, facts: PatientMonthFacts, decisions: list[Decision], rules: PayerRules
-) -> None:
+) -> list[RunWarning]:
+    """Count the patient into ``summary``; the patient's warnings, counted there, are returned
+    to be stored with the patient's decisions."""
     summary.patients += 1
     summary.decisions += len(decisions)
     if facts.payer is not Payer.MEDICARE and not rules.has_overlay(facts.payer):
@@ -866,6 +984,7 @@ def _summarise(
             why = next((r for r in d.reasons if r.rule_id == PROVISIONAL_RULE), None)
             summary.provisional[d.rule_year] = "" if why is None else why.citation
     seen: set[tuple[str, str]] = set()
+    warnings: list[RunWarning] = []
     for d in decisions:
         for r in d.reasons:
             if r.rule_id not in WARNING_RULES:
@@ -873,11 +992,13 @@ def _summarise(
             entry = dict(r.evidence.values).get("entry", "")
             if (r.rule_id, entry) not in seen:
                 seen.add((r.rule_id, entry))
-                summary.warnings.append(RunWarning(r.rule_id, facts.patient_id, r.message, (entry,)))
+                warnings.append(RunWarning(r.rule_id, facts.patient_id, r.message, (entry,)))
+                summary.warnings_by_code[r.rule_id] += 1
     for d in _lost(decisions, rules.for_payer(facts.payer)):
         r = next(r for r in d.reasons if r.blocking)
         summary.not_billable_reasons[r.rule_id] += 1
         summary.reason_examples.setdefault(r.rule_id, r.message)
+    return warnings
 
 
 def _undecided(summary: RunSummary, facts: PatientMonthFacts, rules: PayerRules) -> None:
@@ -970,7 +1091,7 @@ def _summarise_columnar(
     outcomes: list[Outcome],
     rules: PayerRules,
     examples: set[str],
-) -> None:
+) -> list[RunWarning]:
     """:func:`_summarise` for a month the columnar pass decided.
 
     It never decides a month of a proposed rule-year (those are flagged); overlapping time
@@ -988,8 +1109,11 @@ def _summarise_columnar(
     book = rules.for_payer(facts.payer)
     from caretally.columnar.facts import overlap_warnings
 
-    for rule_id, message, entry in overlap_warnings(facts, book):
-        summary.warnings.append(RunWarning(rule_id, facts.patient_id, message, (entry,)))
+    warnings = [
+        RunWarning(rule_id, facts.patient_id, message, (entry,))
+        for rule_id, message, entry in overlap_warnings(facts, book)
+    ]
+    summary.warnings_by_code.update(w.code for w in warnings)
     lost = [o.blocking[0] for o in _lost_outcomes(outcomes, book)]
     summary.not_billable_reasons.update(lost)
     if any(rule_id not in examples for rule_id in lost):
@@ -999,6 +1123,7 @@ def _summarise_columnar(
             r = next(r for r in d.reasons if r.blocking)
             summary.reason_examples.setdefault(r.rule_id, r.message)
         examples.update(lost)
+    return warnings
 
 
 def _reloadable(rules: PayerRules, settings: BillingSettings) -> bool:
@@ -1101,6 +1226,7 @@ def bill_month(
     ruleset_hash = rules.content_hash
     settings_json = settings.to_json()
     decision_rows: list[dict[str, Any]] = []
+    warning_rows: list[dict[str, Any]] = []
     line_rows: list[dict[str, Any]] = []
     with (
         hold_month(engine, org_id, month_text, on_wait=on_wait) as held,
@@ -1135,6 +1261,9 @@ def bill_month(
             if decision_rows:
                 conn.execute(insert(schema.run_decisions), decision_rows)
                 decision_rows.clear()
+            if warning_rows:
+                conn.execute(insert(schema.run_warnings), warning_rows)
+                warning_rows.clear()
             if line_rows:
                 conn.execute(insert(schema.claim_lines), line_rows)
                 line_rows.clear()
@@ -1146,7 +1275,7 @@ def bill_month(
 
         def columnar(facts: PatientMonthFacts, outcomes: list[Outcome]) -> _PatientResult:
             part = RunSummary()
-            _summarise_columnar(part, facts, outcomes, rules, examples)
+            warnings = _summarise_columnar(part, facts, outcomes, rules, examples)
             decisions_text = JsonText(columnar_stored_text(outcomes, facts))
             billable = sum(1 for o in outcomes if o.status is Status.BILLABLE)
             return _PatientResult(
@@ -1157,6 +1286,7 @@ def bill_month(
                 lines=columnar_claim_lines(facts, outcomes, rules, settings, directory, run_id),
                 summary=part,
                 decisions_digest=decisions_digest_part(facts.patient_id, billable, decisions_text),
+                warnings_json=warnings_text(warnings),
             )
 
         if engine_choice not in ENGINES:
@@ -1204,6 +1334,8 @@ def bill_month(
                     "decisions": result.decisions_json,
                 }
             )
+            if result.warnings_json is not None:
+                warning_rows.append(warning_row(run_id, org_id, result))
             if len(decision_rows) >= FLUSH_EVERY:
                 flush()
             counted.one()
@@ -1391,6 +1523,8 @@ class _PatientResult:
     lines: list[ClaimLine]
     summary: RunSummary
     decisions_digest: str = ""
+    #: The patient's warnings as stored (:func:`warnings_text`); counted in ``summary``.
+    warnings_json: JsonText | None = None
 
 
 def patient_result(
@@ -1404,7 +1538,7 @@ def patient_result(
     """One patient's share of a run, made wherever the patient was evaluated (this
     process, a forked worker, or another ``caretally worker``), stored and digested as is."""
     part = RunSummary()
-    _summarise(part, facts, decisions, rules)
+    warnings = _summarise(part, facts, decisions, rules)
     decisions_text = JsonText(stored_text(decisions))
     billable = sum(1 for d in decisions if d.status is Status.BILLABLE)
     return _PatientResult(
@@ -1415,6 +1549,7 @@ def patient_result(
         lines=claim_lines_for(facts, decisions, rules, settings, directory, run_id),
         summary=part,
         decisions_digest=decisions_digest_part(facts.patient_id, billable, decisions_text),
+        warnings_json=warnings_text(warnings),
     )
 
 
@@ -1429,6 +1564,18 @@ class RangeRun:
     run_id: str
     problems: list[Problem]
     progress: Callable[[int, int], None]
+
+
+def warning_row(run_id: str, org_id: str, result: _PatientResult) -> dict[str, Any]:
+    """The ``run_warnings`` row of a patient with warnings."""
+    return {
+        "run_id": run_id,
+        "org_id": org_id,
+        "patient_id": result.patient_id,
+        "warning_count": result.summary.warnings_total,
+        "stored_in": None,
+        "warnings": result.warnings_json,
+    }
 
 
 def _line_row(run_id: str, org_id: str, key: str, line: ClaimLine) -> dict[str, Any]:

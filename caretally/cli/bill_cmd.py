@@ -124,11 +124,11 @@ def render_summary(result: RunResult) -> None:
             f"[yellow]note:[/yellow] {count} {payer} patient(s) were judged by Medicare rules "
             "(no --payer-rules overlay given for that payer)."
         )
-    if s.warnings:
-        kinds = Counter(w.code for w in s.warnings)
+    if s.warnings_total:
+        kinds = s.warnings_by_code
         listing = ", ".join(f"{n} {WARNING_LABEL.get(code, code)}" for code, n in sorted(kinds.items()))
         console.print(f"[yellow]warnings:[/yellow] {listing} (--json lists every one); first:")
-        for w in s.warnings[:SHOW_WARNINGS]:
+        for w in result.warnings(SHOW_WARNINGS).items:
             console.print(f"  {w.patient_id}: {w.message}")
     for p in s.problems:
         err_console.print(f"[red]problem:[/red] {p}")
@@ -208,7 +208,7 @@ def result_json(result: RunResult) -> dict[str, object]:
         "not_billable_reasons": dict(s.not_billable_reasons.most_common()),
         "undecided_programs": s.undecided_json(),
         "problems": [p.to_json() for p in s.problems],
-        "warnings": [w.to_json() for w in s.warnings],
+        "warnings": [w.to_json() for w in result.warnings().items],
         "provisional": provisional_json(s.provisional) if s.provisional else None,
         "amendment_changes_nothing": result.changes_nothing,
         "amendments": [

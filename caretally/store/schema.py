@@ -290,7 +290,7 @@ billing_runs = Table(
     Column("locked_at", UtcDateTime),
     Column("amends_run_id", String(36)),
     Column("settings", JSON, nullable=False),
-    Column("summary", JSON),  # problems and warnings of the run (migration 0003)
+    Column("summary", JSON),  # problems and warning counts of the run (migrations 0003, 0019)
     Column("decisions_digest", String(64)),  # set by every run; NULL for runs stored before it
     # How the three digests combine their parts (billing.run.DIGEST_SCHEME, migration 0018):
     # NULL for runs stored before, whose digests chain their parts in order.
@@ -314,6 +314,23 @@ run_decisions = Table(
     # (migration 0017); read them through ``billing.run.decision_rows``.
     Column("decisions", JSON),
     Column("stored_in", String(36)),
+    PrimaryKeyConstraint("run_id", "patient_id"),
+)
+
+run_warnings = Table(
+    "run_warnings",
+    metadata,
+    # One row per patient of a run with warnings (overlapping time): the warnings as a JSON
+    # array. The run's summary keeps only their counts (migration 0019). Not a column of
+    # ``run_decisions``: SQLite reads a row's 17 KB of decisions to reach a column after
+    # them. A carried patient's row of an incremental run names in ``stored_in`` the run
+    # whose row holds the array (``warnings`` NULL); read through ``billing.run.stored_warnings``.
+    Column("run_id", String(36), nullable=False),
+    _org(),
+    Column("patient_id", String(64), nullable=False),
+    Column("warning_count", Integer, nullable=False),
+    Column("stored_in", String(36)),
+    Column("warnings", JSON(none_as_null=True)),
     PrimaryKeyConstraint("run_id", "patient_id"),
 )
 

@@ -113,6 +113,9 @@ ROUTES: dict[tuple[str, str], Entry] = {
     ("GET", f"{V1}/runs/{{run_id}}"): Entry(
         P.RUNS_READ, lambda w, t, c, p: Call("GET", f"{V1}/runs/{w.run_ids[t]}"), True
     ),
+    ("GET", f"{V1}/runs/{{run_id}}/warnings"): Entry(
+        P.RUNS_READ, lambda w, t, c, p: Call("GET", f"{V1}/runs/{w.run_ids[t]}/warnings"), True
+    ),
     ("POST", f"{V1}/imports"): Entry(P.IMPORTS_WRITE, _import_call),
     ("GET", f"{V1}/imports"): Entry(P.IMPORTS_READ, lambda w, t, c, p: Call("GET", f"{V1}/imports")),
     ("GET", f"{V1}/audit-events"): Entry(P.AUDIT_READ, lambda w, t, c, p: Call("GET", f"{V1}/audit-events")),

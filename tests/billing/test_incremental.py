@@ -32,6 +32,7 @@ from caretally.billing.run import (
     decision_rows,
     line_content,
     stored_decisions,
+    stored_warnings,
 )
 from caretally.dates import parse_month
 from caretally.ingest import import_bundle, import_records
@@ -77,6 +78,8 @@ def _stored(engine: Engine, run_id: str) -> dict[str, Any]:
         "lines": lines,
         # What explain, packets and the month views show of the run.
         "explained": stored_decisions(engine, run_id),
+        # Its warnings, in patient order (carried ones read through the reference).
+        "warnings": stored_warnings(engine, run_id).items,
     }
 
 

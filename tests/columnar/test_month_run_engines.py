@@ -26,12 +26,14 @@ from caretally.billing.run import (
     bill_month,
     line_content,
     stored_decisions,
+    stored_warnings,
 )
 from caretally.dates import parse_month
 from caretally.ingest import import_bundle
 from caretally.store import schema
 from caretally.store.db import open_database
 from caretally.synth import SynthConfig, synthesize
+from tests.billing.test_run_warnings import overlapping
 
 MONTH = parse_month("2026-03")
 
@@ -88,6 +90,31 @@ def test_both_engines_give_the_same_lines_summary_and_decisions(
     mine = stored_decisions(engine, col.run_id)
     theirs = stored_decisions(engine, full.run_id)
     assert mine == theirs
+    engine.dispose()
+
+
+def test_both_engines_store_the_same_warnings(db_url: str, tmp_path: Path) -> None:
+    """Overlap warnings of a month the columnar pass decided come from its facts, the
+    engine's from its reasons: stored with each row, they are the same, in the same order."""
+    out = tmp_path / "bundle"
+    synthesize(SynthConfig(patients=60, start=date(2026, 3, 1), months=1, seed=7), out)
+    overlapping(out, "2026-03")
+    open_database(db_url, "columnar").dispose()
+    engine = open_database(db_url, "full")
+    runs = {}
+    for org in ("full", "columnar"):
+        assert import_bundle(engine, org, out).ok()
+        runs[org] = bill_month(engine, org, MONTH, PayerRules.load(), engine_choice=org)
+    full, col = runs["full"], runs["columnar"]
+    warned = stored_warnings(engine, full.run_id)
+    assert warned.total == full.summary.warnings_total > 20
+    assert stored_warnings(engine, col.run_id) == warned
+    assert col.summary.warnings_by_code == full.summary.warnings_by_code
+    d = schema.run_decisions
+    with engine.connect() as conn:
+        rows = conn.execute(select(d.c.patient_id, d.c.decisions).where(d.c.run_id == col.run_id)).all()
+    decided = {p for p, v in rows if isinstance(v, dict) and v.get("shape") == COLUMNAR_SHAPE}
+    assert decided & {w.patient_id for w in warned.items}, "some warned months were decided by the pass"
     engine.dispose()
 
 

@@ -1,4 +1,4 @@
-"""Stored month runs: the list and one run's summary."""
+"""Stored month runs: the list, one run's summary, and its warnings page by page."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from fastapi import APIRouter, Query
 from caretally.api import problems
 from caretally.api.deps import RunsReader, ServiceDep
 from caretally.api.routes.params import MONTH_PATTERN, RunId
-from caretally.api.schemas import CodeTotalPublic, RunDetailPublic, RunPublic
+from caretally.api.schemas import (
+    CodeTotalPublic,
+    RunDetailPublic,
+    RunPublic,
+    RunWarningPublic,
+    RunWarningsPagePublic,
+)
 from caretally.services import runs
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -33,7 +39,7 @@ def list_runs(
     "/{run_id}",
     response_model=RunDetailPublic,
     responses=problems.responses(*problems.GUARDED, 404),
-    summary="One run: totals by code, expected revenue, problems and warnings",
+    summary="One run: totals by code, expected revenue, problems and its first 100 warnings",
 )
 def get_run(run_id: RunId, actor: RunsReader, service: ServiceDep) -> RunDetailPublic:
     found = runs.run_detail(service.engine, actor, run_id)
@@ -55,4 +61,28 @@ def get_run(run_id: RunId, actor: RunsReader, service: ServiceDep) -> RunDetailP
         ],
         problems=found.problems,
         warnings=found.warnings,
+        warnings_total=found.warnings_total,
+    )
+
+
+@router.get(
+    "/{run_id}/warnings",
+    response_model=RunWarningsPagePublic,
+    responses=problems.responses(*problems.GUARDED, 404),
+    summary="One run's warnings (overlapping time), a page at a time, in patient order",
+)
+def get_run_warnings(
+    run_id: RunId,
+    actor: RunsReader,
+    service: ServiceDep,
+    offset: Annotated[int, Query(ge=0, description="Warnings to skip")] = 0,
+    limit: Annotated[int, Query(ge=1, le=runs.MAX_WARNINGS_PAGE, description="Warnings per page")] = 100,
+) -> RunWarningsPagePublic:
+    page = runs.run_warnings(service.engine, actor, run_id, offset, limit)
+    return RunWarningsPagePublic(
+        run_id=page.run_id,
+        total=page.total,
+        offset=page.offset,
+        limit=page.limit,
+        warnings=[RunWarningPublic(**w) for w in page.warnings],
     )
