@@ -475,8 +475,9 @@ def _bill_steps(
         steps.append(step)
         stored = col["stored"]
         note = (
-            f"the columnar run's {stored['decision_rows']:,} decision rows and {stored['claim_lines']:,} "
-            f"claim lines ({stored['stored_mb']:,.0f} MB) written alone (bench/run_floor.py)"
+            f"the columnar run's {stored['decision_rows']:,} decision rows, "
+            f"{stored['warning_rows']:,} warning rows and {stored['claim_lines']:,} claim lines "
+            f"({stored['stored_mb']:,.0f} MB) written alone (bench/run_floor.py)"
         )
         step = Step(f"floor c: storing a run {label}", stored["store"], None, "", None, note)
         step.floor_a = floor_seconds

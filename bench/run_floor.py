@@ -5,13 +5,14 @@
 Issue 13 asks a cold month run for at most 1.5× floor (a), the bare SQL that counts the
 month's facts. A run cannot be cheaper than writing what it must keep: one row per
 patient-month (its decisions and the fact snapshot that ``explain`` re-runs the engine
-on) and one row per claim line. This reads the rows of the month's current run, already
-encoded, and writes them into a fresh, empty copy of the two tables (the schema's own
-keys and indexes) in one transaction, with the driver's ``executemany`` on SQLite and
-``COPY`` on PostgreSQL, then runs floor (a) on the same database. No evaluation, no
-encoding, no digests: what remains is the least any run that stores its explanations
-could take, as a multiple of floor (a). If that multiple is near 1.5, the target is out
-of reach for a run that keeps its evidence, whatever the engine does.
+on), one per patient with warnings, and one per claim line. This reads the rows of the
+month's current run, already encoded, and writes them into fresh, empty copies of the
+three tables (the schema's own keys and indexes) in one transaction, with the driver's
+``executemany`` on SQLite and ``COPY`` on PostgreSQL, then runs floor (a) on the same
+database. No evaluation, no encoding, no digests: what remains is the least any run that
+stores its explanations could take, as a multiple of floor (a). If that multiple is near
+1.5, the target is out of reach for a run that keeps its evidence, whatever the engine
+does.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, text
+from sqlalchemy import JSON, Engine, Table, text
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -44,7 +45,7 @@ def _rows(engine: Engine, table: Table, run_id: str) -> tuple[list[str], list[tu
         rows = conn.execute(
             text(f"SELECT {', '.join(names)} FROM {table.name} WHERE run_id = :run"), {"run": run_id}
         ).all()
-    json_at = [i for i, n in enumerate(names) if n == "decisions"]
+    json_at = [i for i, n in enumerate(names) if isinstance(table.c[n].type, JSON)]
     out = []
     for row in rows:
         values = list(row)
@@ -92,12 +93,12 @@ def _store(engine: Engine, batches: list[tuple[str, list[str], list[tuple[Any, .
 
 
 def store_seconds(engine: Engine, run_id: str, runs: int = 1) -> dict[str, Any]:
-    """Median seconds to store run ``run_id``'s decision rows and claim lines alone."""
+    """Median seconds to store run ``run_id``'s decision rows, warning rows and claim lines alone."""
     from caretally.store import schema
 
     batches = []
     size = 0
-    for table in (schema.run_decisions, schema.claim_lines):
+    for table in (schema.run_decisions, schema.run_warnings, schema.claim_lines):
         columns, rows = _rows(engine, table, run_id)
         size += sum(len(str(v)) for row in rows for v in row if v is not None)
         batches.append((table, columns, rows))
@@ -112,7 +113,8 @@ def store_seconds(engine: Engine, run_id: str, runs: int = 1) -> dict[str, Any]:
                 conn.exec_driver_sql(f"DROP TABLE IF EXISTS {SCRATCH}{table.name}")
     return {
         "decision_rows": len(batches[0][2]),
-        "claim_lines": len(batches[1][2]),
+        "warning_rows": len(batches[1][2]),
+        "claim_lines": len(batches[2][2]),
         "stored_mb": size / 1e6,
         "store": statistics.median(stores),
     }
@@ -154,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     found = measure(args.url, args.org, args.month, args.runs)
     print(
-        f"run {found['run_id']}: {found['decision_rows']:,} decision rows and {found['claim_lines']:,} claim "
-        f"lines, {found['stored_mb']:,.1f} MB of values"
+        f"run {found['run_id']}: {found['decision_rows']:,} decision rows, "
+        f"{found['warning_rows']:,} warning rows, {found['claim_lines']:,} claim lines, "
+        f"{found['stored_mb']:,.1f} MB of values"
     )
     print(f"floor (a), the facts SQL:           {found['floor_a']:8.2f} s (median of {args.runs})")
     print(f"storing the run's rows alone:       {found['store']:8.2f} s (median of {args.runs})")
