@@ -84,17 +84,16 @@ def _child_flags(url: str) -> dict[str, Any]:
     }
 
 
-def measure(url: str, org: str, month: str, *, bill: bool = False) -> dict[str, Any]:
+def measure(url: str, org: str, month: str) -> dict[str, Any]:
     """The columnar pass on an already-imported database, for ``bench/run.py`` and the like.
 
     Builds the month's facts (timed apart), runs the pass over every patient-month
-    (timed) and counts what it decided and why it flagged the rest. Read-only unless
-    ``bill``: then the month is also billed with ``--engine columnar`` (a stored run) and
-    its wall time reported as ``bill_seconds``.
+    (timed) and counts what it decided and why it flagged the rest. Read-only: the month
+    run itself is timed in a process of its own (``bench.run._child_columnar``), so that its
+    peak memory is not this measurement's, which holds every patient-month's facts at once.
     """
     from caretally.billing.evaluate import _facts_by_payer_options
     from caretally.billing.payers import PayerRules
-    from caretally.billing.run import bill_month
     from caretally.columnar.decide import decide_months
     from caretally.dates import parse_month
     from caretally.store.db import open_database
@@ -114,11 +113,6 @@ def measure(url: str, org: str, month: str, *, bill: bool = False) -> dict[str, 
         "decided": len(result.decided),
         "flagged": dict(Counter(result.flagged.values())),
     }
-    del facts, result  # the month run below must not carry the pass's inputs in its peak
-    if bill:
-        began = time.perf_counter()
-        bill_month(engine, org, period, rules, engine_choice="columnar")
-        out["bill_seconds"] = time.perf_counter() - began
     engine.dispose()
     return out
 
