@@ -31,7 +31,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, Integer, cast, delete, func, insert, literal, select, update
+from sqlalchemy import Connection, Engine, Integer, Table, cast, delete, func, insert, literal, select, update
 
 from caretally.billing.evaluate import facts_options, map_month
 from caretally.billing.payers import PayerRules
@@ -338,46 +338,30 @@ def _unchanged(engine: Engine, conn: Connection, previous: StoredRun, month_text
     )
 
 
-def _refer_decisions(conn: Connection, old_run: str, run_id: str, changed: Sequence[str]) -> None:
-    """A row per carried patient that refers to the row holding its decisions, in SQL.
+#: The columns a referring row leaves NULL: the text lives in the row ``stored_in`` names.
+_TEXT_COLUMNS = ("decisions", "warnings")
 
-    The text stays where it was stored (``stored_in``: the base run's row, or the row the
-    base itself referred to), so a carried patient costs a short row, not a 17 KB copy.
-    Every row of the base is referred to in one statement; then the ``changed`` patients'
+
+def _refer(conn: Connection, table: Table, old_run: str, run_id: str, changed: Sequence[str]) -> None:
+    """A row per carried patient that refers to the row holding its text, in SQL.
+
+    For ``run_decisions`` and ``run_warnings``: the text (decisions, warnings) stays where it
+    was stored (``stored_in``: the base run's row, or the row the base itself referred to),
+    so a carried patient costs a short row, not a 17 KB copy. Every row of the base is
+    referred to in one statement, its short columns copied; then the ``changed`` patients'
     references (re-evaluated or gone) are deleted, by name.
     """
-    d = schema.run_decisions
-    columns = ["run_id", "org_id", "patient_id", "facts_digest", "billable_count", "stored_in"]
+    kept = [c for c in table.c if c.name not in ("run_id", "stored_in", *_TEXT_COLUMNS)]
     source = select(
-        literal(run_id, d.c.run_id.type),
-        d.c.org_id,
-        d.c.patient_id,
-        d.c.facts_digest,
-        d.c.billable_count,
-        func.coalesce(d.c.stored_in, d.c.run_id),
-    ).where(d.c.run_id == old_run)
-    conn.execute(insert(d).from_select(columns, source))
+        literal(run_id, table.c.run_id.type),
+        *kept,
+        func.coalesce(table.c.stored_in, table.c.run_id),
+    ).where(table.c.run_id == old_run)
+    columns = ["run_id", *(c.name for c in kept), "stored_in"]
+    conn.execute(insert(table).from_select(columns, source))
     for start in range(0, len(changed), CHUNK):
         chunk = changed[start : start + CHUNK]
-        conn.execute(delete(d).where(d.c.run_id == run_id, d.c.patient_id.in_(chunk)))
-
-
-def _refer_warnings(conn: Connection, old_run: str, run_id: str, changed: Sequence[str]) -> None:
-    """:func:`_refer_decisions` for the base's ``run_warnings`` rows: a carried patient's
-    warnings are referred to, the ``changed`` patients' references deleted by name."""
-    w = schema.run_warnings
-    columns = ["run_id", "org_id", "patient_id", "warning_count", "stored_in"]
-    source = select(
-        literal(run_id, w.c.run_id.type),
-        w.c.org_id,
-        w.c.patient_id,
-        w.c.warning_count,
-        func.coalesce(w.c.stored_in, w.c.run_id),
-    ).where(w.c.run_id == old_run)
-    conn.execute(insert(w).from_select(columns, source))
-    for start in range(0, len(changed), CHUNK):
-        chunk = changed[start : start + CHUNK]
-        conn.execute(delete(w).where(w.c.run_id == run_id, w.c.patient_id.in_(chunk)))
+        conn.execute(delete(table).where(table.c.run_id == run_id, table.c.patient_id.in_(chunk)))
 
 
 #: ``claim_lines`` columns copied as they are when a line is carried (all but id and run id).
@@ -552,10 +536,10 @@ def _store(
         return result, Incremental(
             "unchanged", "the touched patients' facts are as the last run saw them", len(fresh), carried
         )
-    _refer_decisions(conn, previous.run_id, run_id, sorted(before))
+    _refer(conn, schema.run_decisions, previous.run_id, run_id, sorted(before))
     if decision_rows:
         conn.execute(insert(schema.run_decisions), decision_rows)
-    _refer_warnings(conn, previous.run_id, run_id, sorted(before))
+    _refer(conn, schema.run_warnings, previous.run_id, run_id, sorted(before))
     if warning_rows:
         conn.execute(insert(schema.run_warnings), warning_rows)
     _store_lines(
