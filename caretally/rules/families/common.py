@@ -119,7 +119,7 @@ class EnrollmentView:
 
     ``payment_only`` is for the allocation search, which only sums expected payments over
     thousands of trial allocations: :func:`finish` then leaves out what no status, unit,
-    payment or conflict depends on (see :func:`_payment_only`). Never for a decision
+    payment or conflict depends on (see :func:`_explaining_notes`). Never for a decision
     that is stored or shown.
     """
 
@@ -862,9 +862,54 @@ def finish(d: Draft) -> Decision:
         status = Status.NOT_BILLABLE
     pending = any(c.verdict is Verdict.PENDING for c in d.checks)
     units = 0 if status is Status.NOT_BILLABLE or pending else d.units
-    if view.payment_only:
-        return _payment_only(d, status, units)
     reasons: list[Reason] = [c.reason for c in d.checks]
+    explain = not view.payment_only
+    gaps: tuple[str, ...] = ()
+    if explain:
+        reasons.extend(_explaining_notes(d, open_, status))
+        docs, gaps = documentation(view, d.year, d.used)
+        reasons.extend(docs)
+    pay, price_reasons = payment(d.rule, units, d.used)
+    reasons.extend(price_reasons)
+    measures: Measures | None = None
+    if explain:
+        if d.year.provisional:
+            reasons.append(provisional_reason(d.year, d.rule))
+        for c in d.checks:
+            if c.measures is not None:
+                # Measures().merged(m) == m: the first one is taken as it is.
+                measures = c.measures if measures is None else measures.merged(c.measures)
+    e = view.enrollment
+    return Decision(
+        patient_id=view.facts.patient_id,
+        enrollment_id=e.enrollment_id,
+        program=e.program,
+        code=d.rule.code,
+        status=status,
+        units=units,
+        date_of_service=d.dos if status is Status.BILLABLE else None,
+        period=d.period,
+        reasons=tuple(reasons),
+        parameters=d.used.uses() if explain else (),
+        billing_practitioner_id=e.billing_practitioner_id or None,
+        rendering_practitioner_id=d.rendering if units > 0 else None,
+        expected_payment=pay,
+        documentation_gaps=gaps,
+        rule_year=layer_name(d.year),
+        measures=Measures() if measures is None else measures,
+        provisional=d.year.provisional,
+    )
+
+
+def _explaining_notes(d: Draft, open_: bool, status: Status) -> list[Reason]:
+    """The ``period.open``, time and overlap notes: they explain a decision and change no
+    status, unit or payment, so the allocation search's payment-only trials leave them out
+    (with the documentation and provisional notes, the parameters read and the measures).
+    The checks' reasons stay in a trial: the concurrency pass reads the entries they count
+    and an add-on quotes its base's failed check; so does the ``pricing.amount`` note,
+    which care management and APCM read."""
+    view = d.view
+    reasons: list[Reason] = []
     if open_ and status is Status.REACHABLE:
         if any(c.verdict is Verdict.PENDING for c in d.checks):
             msg = f"period closes on {d.period.end}; data known through {view.facts.as_of}"
@@ -883,68 +928,7 @@ def finish(d: Draft) -> Decision:
         for p in view.time_params:
             d.used.add(p)
         reasons.extend(overlap_reasons(view, d.period))
-    docs, gaps = documentation(view, d.year, d.used)
-    reasons.extend(docs)
-    pay, price_reasons = payment(d.rule, units, d.used)
-    reasons.extend(price_reasons)
-    if d.year.provisional:
-        reasons.append(provisional_reason(d.year, d.rule))
-    e = view.enrollment
-    measures: Measures | None = None
-    for c in d.checks:
-        if c.measures is not None:
-            # Measures().merged(m) == m: the first one is taken as it is.
-            measures = c.measures if measures is None else measures.merged(c.measures)
-    return Decision(
-        patient_id=view.facts.patient_id,
-        enrollment_id=e.enrollment_id,
-        program=e.program,
-        code=d.rule.code,
-        status=status,
-        units=units,
-        date_of_service=d.dos if status is Status.BILLABLE else None,
-        period=d.period,
-        reasons=tuple(reasons),
-        parameters=d.used.uses(),
-        billing_practitioner_id=e.billing_practitioner_id or None,
-        rendering_practitioner_id=d.rendering if units > 0 else None,
-        expected_payment=pay,
-        documentation_gaps=gaps,
-        rule_year=layer_name(d.year),
-        measures=Measures() if measures is None else measures,
-        provisional=d.year.provisional,
-    )
-
-
-def _payment_only(d: Draft, status: Status, units: int) -> Decision:
-    """The decision as :func:`finish` makes it, minus what only explains it.
-
-    Kept: status, units, date of service, payment and practitioners, the checks' reasons
-    (the concurrency pass reads the entries they count, and an add-on quotes its base's
-    failed check) and the ``pricing.amount`` note (care management and APCM read it).
-    Left out: the ``period.open``, time, overlap, documentation and provisional notes, the
-    parameters read and the typed measures: no status, unit or payment is derived from
-    them, here or in the concurrency pass, so a trial allocation scores the same.
-    """
-    view = d.view
-    pay, price_reasons = payment(d.rule, units, d.used)
-    e = view.enrollment
-    return Decision(
-        patient_id=view.facts.patient_id,
-        enrollment_id=e.enrollment_id,
-        program=e.program,
-        code=d.rule.code,
-        status=status,
-        units=units,
-        date_of_service=d.dos if status is Status.BILLABLE else None,
-        period=d.period,
-        reasons=(*(c.reason for c in d.checks), *price_reasons),
-        billing_practitioner_id=e.billing_practitioner_id or None,
-        rendering_practitioner_id=d.rendering if units > 0 else None,
-        expected_payment=pay,
-        rule_year=layer_name(d.year),
-        provisional=d.year.provisional,
-    )
+    return reasons
 
 
 def death_check(d: Draft) -> Check | None:
