@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -92,6 +92,21 @@ def _texts_stored(engine: Engine, run_id: str) -> int:
         ).scalar_one()
 
 
+def _later_entry(base: Mapping[str, Any], entry_id: str, more_seconds: int) -> dict[str, str]:
+    """A new time entry of ``base``'s patient and performer, three hours later and longer."""
+    return {
+        "entry_id": entry_id,
+        "patient_id": base["patient_id"],
+        "practitioner_id": base["practitioner_id"],
+        "started_at": (base["started_at"] + timedelta(hours=3)).isoformat(),
+        "activity": base["activity"],
+        "interactive": "true" if base["interactive"] else "false",
+        "seconds": str(base["seconds"] + more_seconds),
+        "program": base["program"] or "",
+        "modality": base["modality"] or "",
+    }
+
+
 def _ingest_round(engine: Engine, rng: random.Random, round_no: int) -> None:
     """A few more reading days, one more time entry and one retracted reading, all in April."""
     rd, te = schema.readings, schema.time_entries
@@ -122,17 +137,7 @@ def _ingest_round(engine: Engine, rng: random.Random, round_no: int) -> None:
         )
     assert import_records(engine, ORG, {"readings": new}, live=True, now=NOW).stored
     base = rng.choice(list(entries))
-    entry = {
-        "entry_id": f"incr-te-{round_no}",
-        "patient_id": base["patient_id"],
-        "practitioner_id": base["practitioner_id"],
-        "started_at": (base["started_at"] + timedelta(hours=3)).isoformat(),
-        "activity": base["activity"],
-        "interactive": "true" if base["interactive"] else "false",
-        "seconds": str(base["seconds"] + 600),
-        "program": base["program"] or "",
-        "modality": base["modality"] or "",
-    }
+    entry = _later_entry(base, f"incr-te-{round_no}", 600)
     done = create_time_entries(engine, ORG, [entry], now=NOW, actor="test")
     assert done.ok(), [p.message for p in done.problems]
     gone = rng.choice(list(readings))
@@ -441,17 +446,7 @@ def _one_more_entry(engine: Engine, tag: str) -> None:
             .order_by(te.c.entry_id)
             .limit(1)
         ).mappings().one()  # fmt: skip
-    entry = {
-        "entry_id": f"incr-te-{tag}",
-        "patient_id": base["patient_id"],
-        "practitioner_id": base["practitioner_id"],
-        "started_at": (base["started_at"] + timedelta(hours=3)).isoformat(),
-        "activity": base["activity"],
-        "interactive": "true" if base["interactive"] else "false",
-        "seconds": str(base["seconds"] + 1200),
-        "program": base["program"] or "",
-        "modality": base["modality"] or "",
-    }
+    entry = _later_entry(base, f"incr-te-{tag}", 1200)
     done = create_time_entries(engine, ORG, [entry], now=NOW, actor="test")
     assert done.ok(), [p.message for p in done.problems]
 

@@ -18,13 +18,14 @@ from typer.testing import CliRunner
 
 from caretally.billing.evaluate import evaluate_month
 from caretally.billing.payers import PayerRules
-from caretally.billing.run import WARNING_RULES, RunWarning, bill_month, run_by_id, stored_warnings
+from caretally.billing.run import RunWarning, bill_month, run_by_id, stored_warnings
 from caretally.cli.main import build_app
 from caretally.dates import parse_month
 from caretally.ingest import import_bundle
 from caretally.store.db import open_database
 from caretally.synth.config import SynthConfig
 from caretally.synth.generate import synthesize
+from tests.columnar.agreement import engine_warnings
 
 ORG = "default"
 MONTH = "2026-04"
@@ -72,13 +73,8 @@ def _engine_warnings(db_url: str) -> list[RunWarning]:
     engine = open_database(db_url, ORG)
     out: list[RunWarning] = []
     for facts, decisions in evaluate_month(engine, ORG, parse_month(MONTH), PayerRules.load()):
-        seen: set[tuple[str, str]] = set()
-        for d in decisions:
-            for r in d.reasons:
-                entry = dict(r.evidence.values).get("entry", "")
-                if r.rule_id in WARNING_RULES and (r.rule_id, entry) not in seen:
-                    seen.add((r.rule_id, entry))
-                    out.append(RunWarning(r.rule_id, facts.patient_id, r.message, (entry,)))
+        for rule_id, message, entry in engine_warnings(decisions):
+            out.append(RunWarning(rule_id, facts.patient_id, message, (entry,)))
     engine.dispose()
     return sorted(out, key=lambda w: w.patient_id)
 
